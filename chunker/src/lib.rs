@@ -1,0 +1,22 @@
+//! ctxzip's chunker: turns source files into function-level chunks that tile each file.
+//!
+//! - [`lang`]: the language table (extensions, LSP ids, grammar, chunk query per language).
+//! - [`source`]: one file's text → chunks, with incremental reparse under edits. No IO.
+//! - [`workspace`]: the only module that touches the disk: walks a workspace (ignore files,
+//!   secrets, binaries, size caps, symlinks) and chunks its files in parallel.
+//!
+//! Invariant: the chunks of a file are in file order and cover every line exactly once.
+
+pub mod chunk;
+pub mod lang;
+pub mod lines;
+mod pieces;
+pub mod source;
+mod syntax;
+mod text;
+pub mod workspace;
+
+pub use chunk::{Chunk, ChunkKind};
+pub use lang::{LANGS, Lang, LangSpec};
+pub use source::{EditError, SourceFile, chunk_source};
+pub use workspace::{FileChunks, Skipped, WalkOptions, Workspace};

@@ -1,0 +1,125 @@
+//! One file's text, syntax tree and chunks, kept current under edits with tree-sitter's
+//! incremental reparse (the editor's unsaved buffer case).
+
+use std::cell::RefCell;
+
+use tree_sitter::{InputEdit, Parser, Point, Tree};
+
+use crate::chunk::Chunk;
+use crate::lang::Lang;
+use crate::lines::LineIndex;
+use crate::{syntax, text};
+
+thread_local! {
+    static PARSER: RefCell<Parser> = RefCell::new(Parser::new());
+}
+
+fn parse(lang: Lang, text: &str, old_tree: Option<&Tree>) -> Option<Tree> {
+    let language = lang.language()?;
+    PARSER.with(|parser| {
+        let mut parser = parser.borrow_mut();
+        parser.set_language(&language).ok()?;
+        parser.parse(text, old_tree)
+    })
+}
+
+/// Chunks `text` as a file of language `lang`. Never fails: a file tree-sitter cannot parse
+/// falls back to text windows.
+pub fn chunk_source(lang: Lang, text: &str) -> Vec<Chunk> {
+    SourceFile::new(lang, text.to_owned()).chunks
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EditError {
+    #[error(
+        "edit range {start}..{end} is outside the file ({len} bytes) or splits a character; resend the whole file"
+    )]
+    BadRange { start: usize, end: usize, len: usize },
+}
+
+pub struct SourceFile {
+    pub lang: Lang,
+    text: String,
+    tree: Option<Tree>,
+    chunks: Vec<Chunk>,
+}
+
+impl SourceFile {
+    pub fn new(lang: Lang, text: String) -> SourceFile {
+        let tree = if lang.has_grammar() {
+            parse(lang, &text, None)
+        } else {
+            None
+        };
+        let mut file = SourceFile {
+            lang,
+            text,
+            tree,
+            chunks: Vec::new(),
+        };
+        file.rechunk();
+        file
+    }
+
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    pub fn chunks(&self) -> &[Chunk] {
+        &self.chunks
+    }
+
+    pub fn into_chunks(self) -> Vec<Chunk> {
+        self.chunks
+    }
+
+    /// Replaces the whole text (a full reparse).
+    pub fn replace(&mut self, text: String) {
+        *self = SourceFile::new(self.lang, text);
+    }
+
+    /// Replaces bytes `start..end` with `new_text` and reparses incrementally.
+    pub fn edit(&mut self, start: usize, end: usize, new_text: &str) -> Result<(), EditError> {
+        let len = self.text.len();
+        if start > end
+            || end > len
+            || !self.text.is_char_boundary(start)
+            || !self.text.is_char_boundary(end)
+        {
+            return Err(EditError::BadRange { start, end, len });
+        }
+        let start_position = point_at(&self.text, start);
+        let old_end_position = point_at(&self.text, end);
+        self.text.replace_range(start..end, new_text);
+        let new_end = start + new_text.len();
+        let new_end_position = point_at(&self.text, new_end);
+        if let Some(tree) = self.tree.as_mut() {
+            tree.edit(&InputEdit {
+                start_byte: start,
+                old_end_byte: end,
+                new_end_byte: new_end,
+                start_position,
+                old_end_position,
+                new_end_position,
+            });
+            self.tree = parse(self.lang, &self.text, Some(tree));
+        }
+        self.rechunk();
+        Ok(())
+    }
+
+    fn rechunk(&mut self) {
+        let index = LineIndex::new(&self.text);
+        self.chunks = match &self.tree {
+            Some(tree) => syntax::chunk_tree(self.lang, &self.text, tree, &index),
+            None => text::chunk_plain(self.lang, &self.text, &index),
+        };
+    }
+}
+
+fn point_at(text: &str, byte: usize) -> Point {
+    let before = &text.as_bytes()[..byte];
+    let row = before.iter().filter(|&&b| b == b'\n').count();
+    let column = byte - before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    Point { row, column }
+}

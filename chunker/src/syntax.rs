@@ -1,0 +1,264 @@
+//! Chunking a parsed file: definitions from the language's query, nested into containers,
+//! widened over their attached comments and attributes, then laid out on rows so that
+//! every row belongs to exactly one chunk.
+
+use streaming_iterator::StreamingIterator;
+use tree_sitter::{Node, QueryCursor, Tree};
+
+use crate::chunk::{Chunk, ChunkKind};
+use crate::lang::{CompiledQuery, Lang, LangSpec};
+use crate::lines::LineIndex;
+use crate::pieces::{Piece, PieceList};
+
+/// Definitions nested deeper than this stay inside their parent's chunk; it bounds recursion
+/// on pathological input.
+const MAX_DEPTH: usize = 48;
+
+struct Def {
+    end: usize,
+    first_row: usize,
+    last_row: usize,
+    kind: ChunkKind,
+    name: Option<String>,
+    body_start: Option<usize>,
+    children: Vec<usize>,
+}
+
+pub fn chunk_tree(lang: Lang, text: &str, tree: &Tree, index: &LineIndex) -> Vec<Chunk> {
+    let mut list = PieceList::new(text, index);
+    if index.n_rows() == 0 {
+        return Vec::new();
+    }
+    let spec = lang.spec();
+    let (defs, roots) = match lang.chunk_query() {
+        Some(query) => collect_defs(spec, query, text, tree, index),
+        None => (Vec::new(), Vec::new()),
+    };
+    let mut layout = Layout {
+        defs: &defs,
+        spec,
+        list: &mut list,
+    };
+    layout.container(None, &roots, 0, index.n_rows() - 1, None);
+    list.finish(lang)
+}
+
+fn collect_defs(
+    spec: &LangSpec,
+    compiled: &CompiledQuery,
+    text: &str,
+    tree: &Tree,
+    index: &LineIndex,
+) -> (Vec<Def>, Vec<usize>) {
+    let mut found: Vec<(Node, ChunkKind, Option<String>)> = Vec::new();
+    let mut cursor = QueryCursor::new();
+    let mut matches = cursor.matches(&compiled.query, tree.root_node(), text.as_bytes());
+    while let Some(m) = matches.next() {
+        let mut definition = None;
+        let mut name = None;
+        for capture in m.captures() {
+            if Some(capture.index) == compiled.name_capture {
+                name = capture.node.utf8_text(text.as_bytes()).ok().map(clean_name);
+            } else if let Some(kind) = compiled.definition_kinds[capture.index as usize] {
+                definition = Some((capture.node, kind));
+            }
+        }
+        if let Some((mut node, kind)) = definition {
+            while let Some(parent) = node.parent() {
+                if spec.wrapper_kinds.contains(&parent.kind()) {
+                    node = parent;
+                } else {
+                    break;
+                }
+            }
+            found.push((node, kind, name));
+        }
+    }
+    found.sort_by_key(|(node, _, _)| (node.start_byte(), std::cmp::Reverse(node.end_byte())));
+    found.dedup_by_key(|(node, _, _)| (node.start_byte(), node.end_byte()));
+
+    let mut defs: Vec<Def> = Vec::with_capacity(found.len());
+    let mut roots = Vec::new();
+    let mut stack: Vec<usize> = Vec::new();
+    for (node, mut kind, name) in found {
+        let start = attached_start(spec, node, text);
+        let end = node.end_byte();
+        while let Some(&top) = stack.last() {
+            if defs[top].end <= node.start_byte() {
+                stack.pop();
+            } else {
+                break;
+            }
+        }
+        if let Some(&parent) = stack.last() {
+            let parent_kind = defs[parent].kind;
+            // Code nested in a function stays in it; so does anything absurdly deep.
+            if parent_kind.is_callable() || stack.len() >= MAX_DEPTH || end > defs[parent].end {
+                continue;
+            }
+            if kind == ChunkKind::Function && parent_kind != ChunkKind::Module {
+                kind = ChunkKind::Method;
+            }
+        } else if kind == ChunkKind::Method {
+            // A method outside any recognised container (e.g. inside an object literal).
+            kind = ChunkKind::Function;
+        }
+        let first_row = index.row_of(start);
+        let last_row = index.row_of(end.saturating_sub(1).max(start));
+        let id = defs.len();
+        defs.push(Def {
+            end,
+            first_row,
+            last_row,
+            kind,
+            name,
+            body_start: body_start(node),
+            children: Vec::new(),
+        });
+        match stack.last() {
+            Some(&parent) => defs[parent].children.push(id),
+            None => roots.push(id),
+        }
+        stack.push(id);
+    }
+    (defs, roots)
+}
+
+/// Extends a definition backwards over the comments, attributes and decorators directly
+/// above it (no blank line in between).
+fn attached_start(spec: &LangSpec, node: Node, text: &str) -> usize {
+    let mut start = node.start_byte();
+    let mut sibling = node.prev_sibling();
+    while let Some(prev) = sibling {
+        if !spec.attached_kinds.contains(&prev.kind()) {
+            break;
+        }
+        let gap = &text[prev.end_byte().min(start)..start];
+        if gap.bytes().filter(|&b| b == b'\n').count() > 1 {
+            break;
+        }
+        // A trailing comment on the previous item's line belongs to that item.
+        let line_start = text[..prev.start_byte()].rfind('\n').map_or(0, |i| i + 1);
+        if !text[line_start..prev.start_byte()].trim().is_empty() {
+            break;
+        }
+        start = prev.start_byte();
+        sibling = prev.prev_sibling();
+    }
+    start
+}
+
+fn body_start(node: Node) -> Option<usize> {
+    let mut def = node;
+    // Widened wrappers (decorators, export) hold the definition as their last named child.
+    for _ in 0..4 {
+        if let Some(body) = def.child_by_field_name("body") {
+            return Some(body.start_byte());
+        }
+        let mut cursor = def.walk();
+        let block = def.named_children(&mut cursor).find(|child| {
+            let kind = child.kind();
+            kind.ends_with("block")
+                || kind.ends_with("body")
+                || kind == "declaration_list"
+                || kind == "field_declaration_list"
+                || kind == "compound_statement"
+        });
+        if let Some(block) = block {
+            return Some(block.start_byte());
+        }
+        match def.named_child(def.named_child_count().checked_sub(1)? as u32) {
+            Some(last) if last.end_byte() == def.end_byte() && last.id() != def.id() => def = last,
+            _ => return None,
+        }
+    }
+    None
+}
+
+fn clean_name(raw: &str) -> String {
+    let name = raw.split('<').next().unwrap_or(raw).trim();
+    let name: String = name.split_whitespace().collect::<Vec<_>>().join(" ");
+    if name.is_empty() {
+        raw.trim().to_owned()
+    } else {
+        name
+    }
+}
+
+struct Layout<'a, 'b> {
+    defs: &'a [Def],
+    spec: &'static LangSpec,
+    list: &'a mut PieceList<'b>,
+}
+
+impl Layout<'_, '_> {
+    /// Lays out rows `first..=last`, owned by `owner` (None for the file), whose members are
+    /// `children`; `outer` qualifies the owner's name.
+    fn container(
+        &mut self,
+        owner: Option<usize>,
+        children: &[usize],
+        first: usize,
+        last: usize,
+        outer: Option<&str>,
+    ) {
+        let own_name = owner.map(|id| self.qualified(id, outer));
+        let members_qualifier = own_name.as_deref().or(outer);
+        let mut cursor = first;
+        let mut header_done = owner.is_none();
+        for &child_id in children {
+            let child = &self.defs[child_id];
+            // A container keeps at least its first row as its header.
+            let floor = if header_done { cursor } else { cursor + 1 };
+            let child_first = child.first_row.max(floor);
+            let child_last = child.last_row.min(last);
+            if child_first > child_last {
+                continue;
+            }
+            if let (false, Some(id)) = (header_done, owner) {
+                self.push_def(id, first, child_first - 1, outer);
+                header_done = true;
+            } else {
+                self.list
+                    .gap(cursor, child_first, members_qualifier, owner.is_none());
+            }
+            self.def(child_id, child_first, child_last, members_qualifier);
+            cursor = child_last + 1;
+        }
+        match owner {
+            Some(id) if !header_done => self.push_def(id, first, last, outer),
+            _ => self
+                .list
+                .gap(cursor, last + 1, members_qualifier, owner.is_none()),
+        }
+    }
+
+    fn def(&mut self, id: usize, first: usize, last: usize, outer: Option<&str>) {
+        let def = &self.defs[id];
+        if def.kind.is_container() && !def.children.is_empty() {
+            self.container(Some(id), &def.children, first, last, outer);
+        } else {
+            self.push_def(id, first, last, outer);
+        }
+    }
+
+    fn push_def(&mut self, id: usize, first: usize, last: usize, outer: Option<&str>) {
+        let def = &self.defs[id];
+        self.list.push(Piece {
+            first_row: first,
+            last_row: last,
+            kind: def.kind,
+            name: def.name.clone(),
+            qualified_name: Some(self.qualified(id, outer)),
+            body_start: def.body_start,
+        });
+    }
+
+    fn qualified(&self, id: usize, qualifier: Option<&str>) -> String {
+        let name = self.defs[id].name.as_deref().unwrap_or("_");
+        match qualifier {
+            Some(q) => format!("{q}{}{name}", self.spec.qualifier),
+            None => name.to_owned(),
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! Walking a workspace: which files are read, which are skipped and why, and chunking the
+//! rest in parallel. The only module of this crate that touches the disk.
+
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use ignore::WalkBuilder;
+use ignore::overrides::OverrideBuilder;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::chunk::Chunk;
+use crate::lang::Lang;
+use crate::source::SourceFile;
+
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// File names that likely hold secrets: never read unless the user names them explicitly.
+const SECRET_GLOBS: &[&str] = &[
+    ".env",
+    ".env.*",
+    "*.env",
+    "*.pem",
+    "*.key",
+    "*.p12",
+    "*.pfx",
+    "*.jks",
+    "*.keystore",
+    "id_rsa*",
+    "id_dsa*",
+    "id_ecdsa*",
+    "id_ed25519*",
+    "credentials",
+    "credentials.*",
+    "*credentials*.json",
+    ".netrc",
+    ".pgpass",
+    ".htpasswd",
+    "*.kdbx",
+    "secrets.y*ml",
+];
+
+/// Generated lock files: large, and useless as context.
+const LOCK_FILES: &[&str] = &[
+    "Cargo.lock",
+    "package-lock.json",
+    "npm-shrinkwrap.json",
+    "yarn.lock",
+    "pnpm-lock.yaml",
+    "poetry.lock",
+    "Pipfile.lock",
+    "uv.lock",
+    "Gemfile.lock",
+    "composer.lock",
+    "go.sum",
+    "bun.lockb",
+];
+
+#[derive(Clone, Debug)]
+pub struct WalkOptions {
+    /// Files larger than this are skipped.
+    pub max_file_bytes: u64,
+    /// Walk hidden files and directories (`.github/`, `.eslintrc.js`).
+    pub hidden: bool,
+    /// Extra gitignore-style globs to leave out.
+    pub ignore_globs: Vec<String>,
+    /// Only these languages, if set.
+    pub langs: Option<Vec<Lang>>,
+}
+
+impl Default for WalkOptions {
+    fn default() -> Self {
+        WalkOptions {
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+            hidden: false,
+            ignore_globs: Vec::new(),
+            langs: None,
+        }
+    }
+}
+
+/// A file the walk saw but did not chunk, or chunked with a caveat.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    /// Relative to the workspace root.
+    pub path: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct FileChunks {
+    /// Relative to the workspace root, with `/` separators.
+    pub path: String,
+    pub abs_path: PathBuf,
+    pub lang: Lang,
+    pub text: String,
+    pub chunks: Vec<Chunk>,
+    /// Set when the file was read with a caveat (invalid UTF-8 replaced).
+    pub warning: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct Workspace {
+    pub files: Vec<FileChunks>,
+    pub skipped: Vec<Skipped>,
+    pub warnings: Vec<Skipped>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WalkError {
+    #[error("{path}: no such file or directory (check the path)")]
+    NotFound { path: PathBuf },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("invalid ignore glob {glob:?}: {message} (use gitignore syntax, e.g. `target/` or `*.min.js`)")]
+    BadGlob { glob: String, message: String },
+}
+
+/// Walks `root` (a directory or a single file) and chunks every file it keeps.
+pub fn chunk_workspace(root: &Path, options: &WalkOptions) -> Result<Workspace, WalkError> {
+    let (paths, mut skipped) = discover(root, options)?;
+    let root_dir = root_dir(root);
+    let results: Vec<Result<FileChunks, Skipped>> = paths
+        .par_iter()
+        .map(|path| {
+            let rel = relative(&root_dir, path);
+            load_file(path, rel, options)
+        })
+        .collect();
+    let mut workspace = Workspace::default();
+    for result in results {
+        match result {
+            Ok(file) => {
+                if let Some(warning) = &file.warning {
+                    workspace.warnings.push(Skipped {
+                        path: file.path.clone(),
+                        reason: warning.clone(),
+                    });
+                }
+                workspace.files.push(file);
+            }
+            Err(skip) => skipped.push(skip),
+        }
+    }
+    skipped.sort_by(|a, b| a.path.cmp(&b.path));
+    workspace.skipped = skipped;
+    Ok(workspace)
+}
+
+fn root_dir(root: &Path) -> PathBuf {
+    if root.is_file() {
+        root.parent().map(Path::to_path_buf).unwrap_or_default()
+    } else {
+        root.to_path_buf()
+    }
+}
+
+/// Path of `path` relative to `root`, `/`-separated.
+pub fn relative(root: &Path, path: &Path) -> String {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    let text = rel.to_string_lossy().replace('\\', "/");
+    if text.is_empty() {
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    } else {
+        text
+    }
+}
+
+/// The files under `root` to read, sorted, and the ones left out with a reason.
+pub fn discover(
+    root: &Path,
+    options: &WalkOptions,
+) -> Result<(Vec<PathBuf>, Vec<Skipped>), WalkError> {
+    let meta = fs::metadata(root).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => WalkError::NotFound {
+            path: root.to_path_buf(),
+        },
+        _ => WalkError::Io {
+            path: root.to_path_buf(),
+            source,
+        },
+    })?;
+    if meta.is_file() {
+        return Ok((vec![root.to_path_buf()], Vec::new()));
+    }
+    let canonical_root = fs::canonicalize(root).map_err(|source| WalkError::Io {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    let secrets = globset(SECRET_GLOBS)?;
+    let mut overrides = OverrideBuilder::new(root);
+    for glob in &options.ignore_globs {
+        let negated = format!("!{}", glob.trim_start_matches('!'));
+        overrides
+            .add(&negated)
+            .map_err(|e| WalkError::BadGlob {
+                glob: glob.clone(),
+                message: e.to_string(),
+            })?;
+    }
+    let overrides = overrides.build().map_err(|e| WalkError::BadGlob {
+        glob: options.ignore_globs.join(", "),
+        message: e.to_string(),
+    })?;
+
+    let skipped = Arc::new(Mutex::new(Vec::new()));
+    let escapes = Arc::clone(&skipped);
+    let filter_root = canonical_root.clone();
+    let display_root = root.to_path_buf();
+    let walker = WalkBuilder::new(root)
+        .hidden(!options.hidden)
+        .git_ignore(true)
+        .git_global(false)
+        .git_exclude(true)
+        .require_git(false)
+        .ignore(true)
+        .parents(true)
+        .add_custom_ignore_filename(".ctxzipignore")
+        .follow_links(true)
+        .overrides(overrides)
+        .filter_entry(move |entry| {
+            if !entry.path_is_symlink() {
+                return true;
+            }
+            // Never leave the workspace through a symlink.
+            let inside = fs::canonicalize(entry.path())
+                .map(|target| target.starts_with(&filter_root))
+                .unwrap_or(false);
+            if !inside {
+                if let Ok(mut skipped) = escapes.lock() {
+                    skipped.push(Skipped {
+                        path: relative(&display_root, entry.path()),
+                        reason: "symlink to outside the workspace (or dangling): not followed"
+                            .into(),
+                    });
+                }
+            }
+            inside
+        })
+        .build();
+
+    let mut paths = Vec::new();
+    let mut own_skipped = Vec::new();
+    for entry in walker {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(err) => {
+                own_skipped.push(walk_error(root, &err));
+                continue;
+            }
+        };
+        if !entry.file_type().is_some_and(|t| t.is_file()) {
+            continue;
+        }
+        let path = entry.into_path();
+        let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let rel = relative(root, &path);
+        if secrets.is_match(file_name) {
+            own_skipped.push(Skipped {
+                path: rel,
+                reason: "may hold secrets: ignored by default (pass the file path explicitly to include it)".into(),
+            });
+            continue;
+        }
+        if LOCK_FILES.contains(&file_name) {
+            own_skipped.push(Skipped {
+                path: rel,
+                reason: "generated lock file".into(),
+            });
+            continue;
+        }
+        if let Some(langs) = &options.langs
+            && !langs.contains(&Lang::from_path(&path))
+        {
+            continue;
+        }
+        paths.push(path);
+    }
+    paths.sort();
+    paths.dedup();
+    let mut skipped = std::mem::take(&mut *skipped.lock().unwrap_or_else(|e| e.into_inner()));
+    skipped.append(&mut own_skipped);
+    Ok((paths, skipped))
+}
+
+fn walk_error(root: &Path, err: &ignore::Error) -> Skipped {
+    let mut path = None;
+    let mut loop_found = false;
+    let mut current = err;
+    loop {
+        match current {
+            ignore::Error::WithPath { path: p, err } => {
+                path.get_or_insert_with(|| p.clone());
+                current = err;
+            }
+            ignore::Error::WithDepth { err, .. } | ignore::Error::WithLineNumber { err, .. } => {
+                current = err;
+            }
+            ignore::Error::Loop { child, .. } => {
+                path.get_or_insert_with(|| child.clone());
+                loop_found = true;
+                break;
+            }
+            _ => break,
+        }
+    }
+    Skipped {
+        path: path.map(|p| relative(root, &p)).unwrap_or_default(),
+        reason: if loop_found {
+            "symlink loop: not followed".into()
+        } else {
+            format!("unreadable: {err}")
+        },
+    }
+}
+
+fn globset(globs: &[&str]) -> Result<GlobSet, WalkError> {
+    let mut builder = GlobSetBuilder::new();
+    for glob in globs {
+        builder.add(Glob::new(glob).map_err(|e| WalkError::BadGlob {
+            glob: glob.to_string(),
+            message: e.to_string(),
+        })?);
+    }
+    builder.build().map_err(|e| WalkError::BadGlob {
+        glob: globs.join(", "),
+        message: e.to_string(),
+    })
+}
+
+/// Reads and chunks one file, or says why it is left out.
+pub fn load_file(path: &Path, rel: String, options: &WalkOptions) -> Result<FileChunks, Skipped> {
+    let skip = |reason: String| Skipped {
+        path: rel.clone(),
+        reason,
+    };
+    let bytes = read_capped(path, options.max_file_bytes).map_err(|err| {
+        skip(match err.kind() {
+            io::ErrorKind::NotFound => "deleted during the walk".into(),
+            io::ErrorKind::PermissionDenied => "unreadable: permission denied".into(),
+            io::ErrorKind::FileTooLarge => format!(
+                "larger than {} (raise it with --max-file-size)",
+                human_bytes(options.max_file_bytes)
+            ),
+            _ => format!("unreadable: {err}"),
+        })
+    })?;
+    let lang = Lang::from_path(path);
+    let (text, warning) = decode(bytes).map_err(skip)?;
+    if let Some(reason) = looks_minified(&text) {
+        return Err(skip(reason));
+    }
+    let chunks = SourceFile::new(lang, text.clone()).into_chunks();
+    Ok(FileChunks {
+        path: rel,
+        abs_path: path.to_path_buf(),
+        lang,
+        text,
+        chunks,
+        warning,
+    })
+}
+
+fn read_capped(path: &Path, max_bytes: u64) -> io::Result<Vec<u8>> {
+    let file = fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    if len > max_bytes {
+        return Err(io::Error::new(io::ErrorKind::FileTooLarge, "too large"));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    // The file may grow between the size check and the read.
+    file.take(max_bytes + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(io::Error::new(io::ErrorKind::FileTooLarge, "too large"));
+    }
+    Ok(bytes)
+}
+
+/// Text of a file, or why it is not text. Invalid UTF-8 is replaced, with a warning.
+pub fn decode(bytes: Vec<u8>) -> Result<(String, Option<String>), String> {
+    let head = &bytes[..bytes.len().min(8192)];
+    if head.contains(&0) {
+        return Err("binary file".into());
+    }
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok((text, None)),
+        Err(err) => {
+            let bytes = err.into_bytes();
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let bad = text.matches('\u{FFFD}').count();
+            if bad * 20 > text.chars().count().max(1) {
+                return Err("binary file (mostly not UTF-8)".into());
+            }
+            Ok((
+                text,
+                Some(format!(
+                    "not valid UTF-8: {bad} invalid sequence(s) replaced with U+FFFD"
+                )),
+            ))
+        }
+    }
+}
+
+/// Minified or generated one-line files cost many tokens and explain nothing.
+fn looks_minified(text: &str) -> Option<String> {
+    if text.len() < 4096 {
+        return None;
+    }
+    let n_lines = text.lines().count().max(1);
+    let longest = text.lines().map(str::len).max().unwrap_or(0);
+    let average = text.len() / n_lines;
+    (average > 300 || longest > 32 * 1024).then(|| {
+        format!("looks minified or generated ({n_lines} lines, longest {longest} bytes)")
+    })
+}
+
+pub fn human_bytes(bytes: u64) -> String {
+    if bytes >= 1024 * 1024 && bytes % (1024 * 1024) == 0 {
+        format!("{} MiB", bytes / (1024 * 1024))
+    } else if bytes >= 1024 * 1024 {
+        format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+    } else if bytes >= 1024 {
+        format!("{} KiB", bytes / 1024)
+    } else {
+        format!("{bytes} B")
+    }
+}

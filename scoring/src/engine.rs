@@ -1,0 +1,1261 @@
+//! The scoring engine: a [`Scorer`] handle over one worker thread that owns the llama.cpp
+//! context, and the conditional-perplexity scores computed there.
+//!
+//! `LlamaContext` is not `Send`, so one thread owns backend, model and context and serves
+//! requests from a channel; the handle is `Clone + Send + Sync`, offers blocking calls for the
+//! CLI and `async` ones for tokio callers (both wait on a oneshot reply). Tokenization does not
+//! need the context: it runs on the caller's thread against the shared model.
+//!
+//! ## The score
+//! For a query `q` and a chunk `c`, with `sep = "\n\n"` and tokens concatenated as
+//! `tok(c) ++ tok(sep) ++ tok(q)` (each part tokenized on its own, so a chunk's tokens and KV
+//! state never depend on the query):
+//!
+//! - `NLL(q | c)` is the mean negative log-likelihood in nats of every query token, the first
+//!   included, in the sequence `[BOS] c sep q`;
+//! - `NLL(q)` is the same on `[BOS] sep q`, i.e. given an empty chunk;
+//! - `score(c) = NLL(q) − NLL(q | c)`: how many nats per query token the chunk saves.
+//!
+//! `[BOS]` is present only for models whose tokenizer adds one. Chunks longer than the window
+//! keep their head (the signature and doc comment carry most of what names a chunk, and a
+//! head-truncated KV state can be reused for any shorter budget) and are marked `truncated`.
+//!
+//! ## Reuse
+//! - KV states of chunks (`state_seq_get`/`set`) are kept in an in-memory LRU capped in bytes,
+//!   keyed by the caller's chunk hash: a repeated chunk costs only `sep + q` tokens.
+//! - [`Scorer::token_nlls_batch`] decodes a shared prefix once and copies its KV cells to every
+//!   sequence (`seq_cp` on a unified KV cache shares the cells; nothing is copied).
+//! - Several sequences can be packed into one decode (`max_packed_seqs`); on CPU this measured
+//!   ~1.0x, so the default is 1, but it is kept for GPU backends.
+//! - Per-token unconditional NLLs (`token_nlls` without prefix) go to the on-disk
+//!   [`crate::cache::DiskCache`] keyed by (model sha256, text hash).
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::{LlamaStateSeqFlags, SeqState};
+use tokio::sync::oneshot;
+
+use crate::cache::{ChunkRecord, DiskCache};
+use crate::error::{Error, Result};
+use crate::gguf;
+use crate::models::ResolvedModel;
+
+/// The text between a chunk and the query.
+pub const SEPARATOR: &str = "\n\n";
+
+/// Sequences one context can hold at once (llama.cpp allows up to 256).
+const MAX_SEQS: usize = 64;
+
+/// How the scorer is built. [`ScorerConfig::new`] gives the defaults.
+#[derive(Debug, Clone)]
+pub struct ScorerConfig {
+    pub model_path: PathBuf,
+    /// Content hash of the model file; keys the disk cache (no disk cache when `None`).
+    pub model_sha256: Option<String>,
+    /// CPU threads for llama.cpp; default: cores − 1, at least 1.
+    pub n_threads: usize,
+    /// Context window in tokens, shared by all sequences decoded together.
+    pub n_ctx_tokens: usize,
+    /// Tokens per decode call (also the micro-batch).
+    pub n_batch_tokens: usize,
+    /// Layers offloaded to a GPU (needs a `cuda`, `vulkan` or `metal` build).
+    pub gpu_layers: u32,
+    /// Default for [`ScoreOptions::max_packed_seqs`].
+    pub max_packed_seqs: usize,
+    /// Memory cap for cached chunk KV states; 0 disables them.
+    pub kv_state_cache_bytes: usize,
+    /// Path of the on-disk cache; `None` disables it.
+    pub disk_cache_path: Option<PathBuf>,
+    /// Size cap of the on-disk cache.
+    pub disk_cache_bytes: u64,
+    /// Let llama.cpp log to stderr (decided by the first scorer of the process).
+    pub verbose: bool,
+}
+
+impl ScorerConfig {
+    /// Defaults for a resolved model, with the disk cache at its default path.
+    pub fn new(model: &ResolvedModel) -> Self {
+        ScorerConfig {
+            model_path: model.path.clone(),
+            model_sha256: Some(model.sha256.clone()),
+            disk_cache_path: DiskCache::default_path().ok(),
+            ..ScorerConfig::for_path(model.path.clone())
+        }
+    }
+
+    /// Defaults for a bare model file: no disk cache (nothing to key it by).
+    pub fn for_path(model_path: PathBuf) -> Self {
+        ScorerConfig {
+            model_path,
+            model_sha256: None,
+            n_threads: default_threads(),
+            n_ctx_tokens: 4096,
+            n_batch_tokens: 512,
+            gpu_layers: 0,
+            max_packed_seqs: 1,
+            kv_state_cache_bytes: 512 << 20,
+            disk_cache_path: None,
+            disk_cache_bytes: 1 << 30,
+            verbose: false,
+        }
+    }
+}
+
+/// Cores − 1, at least 1: leave a core to the editor and the rest of ctxzip.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+}
+
+/// Per-call knobs; [`Scorer::default_options`] reflects the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScoreOptions {
+    /// Sequences packed into one decode (1 = one sequence at a time).
+    pub max_packed_seqs: usize,
+    /// Restore cached chunk KV states, and store new ones.
+    pub reuse_kv_states: bool,
+    /// Decode a shared prefix once and copy its KV cells (`token_nlls_batch`).
+    pub reuse_prefix: bool,
+}
+
+/// A chunk to score. `hash` must identify `text` (a content hash): it keys the KV-state cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkInput {
+    pub hash: u64,
+    pub text: String,
+}
+
+/// The score of one chunk.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ChunkScore {
+    /// `NLL(q) − NLL(q | c)` in nats per query token; higher means more relevant.
+    pub score: f32,
+    /// `NLL(q | c)`, mean nats per query token.
+    pub nll: f32,
+    /// Chunk tokens the model saw (after truncation).
+    pub n_tokens: usize,
+    /// The chunk did not fit the window with the query; its head was kept.
+    pub truncated: bool,
+    /// The chunk's KV state came from the cache.
+    pub kv_state_hit: bool,
+}
+
+/// Scores of one query against many chunks, in input order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoreOutput {
+    /// `NLL(q)`, mean nats per query token given an empty chunk.
+    pub query_nll: f32,
+    pub n_query_tokens: usize,
+    pub scores: Vec<ChunkScore>,
+    /// Tokens actually decoded for this call (cache hits make it smaller).
+    pub model_tokens: usize,
+}
+
+/// The NLL of one token of a text.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TokenNll {
+    /// Byte range of the token in the text. A character split across tokens puts a boundary
+    /// inside it.
+    pub start: usize,
+    pub end: usize,
+    /// Nats. 0 for an unscored first token (see [`TokenNlls::first_token_scored`]).
+    pub nll: f32,
+}
+
+/// Per-token NLLs of one text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenNlls {
+    pub tokens: Vec<TokenNll>,
+    /// False when the text had no prefix and the model has no BOS token: nothing predicts the
+    /// first token, so its `nll` is 0.
+    pub first_token_scored: bool,
+    /// The text did not fit the window; only its head was scored.
+    pub truncated: bool,
+}
+
+/// Cancels a request between decode batches; clone it to share.
+#[derive(Debug, Clone, Default)]
+pub struct CancelFlag(Arc<AtomicBool>);
+
+impl CancelFlag {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Counters since the scorer was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScorerStats {
+    pub tokens_decoded: u64,
+    pub kv_state_hits: u64,
+    pub kv_state_misses: u64,
+    pub kv_states: u64,
+    pub kv_state_bytes: u64,
+    pub disk_hits: u64,
+    pub disk_misses: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    tokens_decoded: AtomicU64,
+    kv_state_hits: AtomicU64,
+    kv_state_misses: AtomicU64,
+    kv_states: AtomicU64,
+    kv_state_bytes: AtomicU64,
+    disk_hits: AtomicU64,
+    disk_misses: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Which llama.cpp build this binary carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildInfo {
+    /// `cpu`, `cuda`, `vulkan` or `metal`.
+    pub backend: &'static str,
+    /// `native` when compiled for this CPU (`-C target-cpu=native`), else `portable`.
+    pub simd: &'static str,
+    /// The SIMD extensions the build was compiled with.
+    pub cpu_features: Vec<&'static str>,
+}
+
+impl std::fmt::Display for BuildInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "backend={} simd={} ({})",
+            self.backend,
+            self.simd,
+            if self.cpu_features.is_empty() {
+                "baseline".to_string()
+            } else {
+                self.cpu_features.join(",")
+            }
+        )
+    }
+}
+
+/// The llama.cpp build of this binary. llama.cpp's build script turns on `GGML_NATIVE` exactly
+/// when rustc targets the host CPU, and otherwise enables the SIMD extensions rustc targets, so
+/// the target features of this crate are those of llama.cpp's CPU kernels.
+pub fn build_info() -> BuildInfo {
+    let backend = if cfg!(feature = "cuda") {
+        "cuda"
+    } else if cfg!(feature = "vulkan") {
+        "vulkan"
+    } else if cfg!(feature = "metal") {
+        "metal"
+    } else {
+        "cpu"
+    };
+    let mut cpu_features = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        if cfg!(target_feature = "avx2") {
+            cpu_features.push("avx2");
+        }
+        if cfg!(target_feature = "fma") {
+            cpu_features.push("fma");
+        }
+        if cfg!(target_feature = "f16c") {
+            cpu_features.push("f16c");
+        }
+        if cfg!(target_feature = "avx512f") {
+            cpu_features.push("avx512f");
+        }
+        if cfg!(target_feature = "avx512vnni") {
+            cpu_features.push("avx512vnni");
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if cfg!(target_feature = "neon") {
+            cpu_features.push("neon");
+        }
+        if cfg!(target_feature = "dotprod") {
+            cpu_features.push("dotprod");
+        }
+    }
+    // x86-64 without AVX2 is the portable baseline; aarch64 always has NEON, so dotprod tells.
+    let native = cpu_features.contains(&"avx2") || cpu_features.contains(&"dotprod");
+    BuildInfo {
+        backend,
+        simd: if native { "native" } else { "portable" },
+        cpu_features,
+    }
+}
+
+/// A handle to the scoring worker. Cheap to clone; the worker stops when the last handle goes.
+#[derive(Clone)]
+pub struct Scorer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    model: Arc<LlamaModel>,
+    jobs: Mutex<mpsc::Sender<Job>>,
+    counters: Arc<Counters>,
+    config: ScorerConfig,
+    architecture: String,
+    disk_cache_enabled: bool,
+}
+
+enum Job {
+    Score {
+        query: String,
+        chunks: Vec<ChunkInput>,
+        options: ScoreOptions,
+        cancel: CancelFlag,
+        reply: oneshot::Sender<Result<ScoreOutput>>,
+    },
+    TokenNlls {
+        prefix: Option<String>,
+        texts: Vec<String>,
+        options: ScoreOptions,
+        cancel: CancelFlag,
+        reply: oneshot::Sender<Result<Vec<TokenNlls>>>,
+    },
+}
+
+static BACKEND: OnceLock<std::result::Result<LlamaBackend, String>> = OnceLock::new();
+
+/// llama.cpp's backend may be initialised once per process; the first caller decides logging.
+fn backend(verbose: bool) -> Result<&'static LlamaBackend> {
+    BACKEND
+        .get_or_init(|| {
+            let mut backend = LlamaBackend::init().map_err(|e| e.to_string())?;
+            if !verbose {
+                backend.void_logs();
+            }
+            Ok(backend)
+        })
+        .as_ref()
+        .map_err(|e| Error::Llama(format!("cannot initialise the backend: {e}")))
+}
+
+impl Scorer {
+    /// Checks the model file, loads it and starts the worker. Blocks for the load (a second or
+    /// two for a 0.5B model).
+    pub fn new(config: ScorerConfig) -> Result<Scorer> {
+        if config.n_ctx_tokens < 16 || config.n_batch_tokens == 0 || config.n_threads == 0 {
+            return Err(Error::InvalidSetting(format!(
+                "context size {} (needs ≥ 16), batch size {} and threads {} (need ≥ 1)",
+                config.n_ctx_tokens, config.n_batch_tokens, config.n_threads
+            )));
+        }
+        let info = gguf::inspect(&config.model_path)?;
+        let architecture = info.architecture.unwrap_or_else(|| "unknown".to_string());
+        let backend = backend(config.verbose)?;
+        let params = LlamaModelParams::default().with_n_gpu_layers(config.gpu_layers);
+        let model =
+            LlamaModel::load_from_file(backend, &config.model_path, &params).map_err(|_| {
+                Error::LoadFailed {
+                    path: config.model_path.clone(),
+                    arch: architecture.clone(),
+                }
+            })?;
+        let model = Arc::new(model);
+        let counters = Arc::new(Counters::default());
+        let disk = match (&config.disk_cache_path, &config.model_sha256) {
+            (Some(path), Some(_)) => Some(DiskCache::open(path, config.disk_cache_bytes)),
+            _ => None,
+        };
+        let disk_cache_enabled = disk.is_some();
+
+        let (jobs, job_rx) = mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
+        let worker_model = Arc::clone(&model);
+        let worker_counters = Arc::clone(&counters);
+        let worker_config = config.clone();
+        std::thread::Builder::new()
+            .name("ctxzip-scorer".into())
+            .spawn(move || {
+                let model = worker_model;
+                match Worker::new(&model, backend, &worker_config, worker_counters, disk) {
+                    Ok(mut worker) => {
+                        let _ = ready_tx.send(Ok(()));
+                        while let Ok(job) = job_rx.recv() {
+                            worker.serve(job);
+                        }
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            })
+            .map_err(|e| Error::io("cannot start the scoring thread", e))?;
+        ready_rx.recv().map_err(|_| Error::WorkerGone)??;
+        Ok(Scorer {
+            inner: Arc::new(Inner {
+                model,
+                jobs: Mutex::new(jobs),
+                counters,
+                config,
+                architecture,
+                disk_cache_enabled,
+            }),
+        })
+    }
+
+    /// The config this scorer was built with.
+    pub fn config(&self) -> &ScorerConfig {
+        &self.inner.config
+    }
+
+    /// `general.architecture` of the model.
+    pub fn architecture(&self) -> &str {
+        &self.inner.architecture
+    }
+
+    /// Build and runtime facts, e.g. `backend=cpu simd=native (avx2,...) threads=3`.
+    pub fn build_info(&self) -> String {
+        format!("{} threads={}", build_info(), self.inner.config.n_threads)
+    }
+
+    pub fn disk_cache_enabled(&self) -> bool {
+        self.inner.disk_cache_enabled
+    }
+
+    /// Options from the config: packing as configured, every reuse on.
+    pub fn default_options(&self) -> ScoreOptions {
+        ScoreOptions {
+            max_packed_seqs: self.inner.config.max_packed_seqs,
+            reuse_kv_states: self.inner.config.kv_state_cache_bytes > 0,
+            reuse_prefix: true,
+        }
+    }
+
+    pub fn stats(&self) -> ScorerStats {
+        let c = &self.inner.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ScorerStats {
+            tokens_decoded: get(&c.tokens_decoded),
+            kv_state_hits: get(&c.kv_state_hits),
+            kv_state_misses: get(&c.kv_state_misses),
+            kv_states: get(&c.kv_states),
+            kv_state_bytes: get(&c.kv_state_bytes),
+            disk_hits: get(&c.disk_hits),
+            disk_misses: get(&c.disk_misses),
+        }
+    }
+
+    /// The model's tokens of `text` (no BOS, special-token text not parsed). Any thread.
+    pub fn tokenize(&self, text: &str) -> Vec<i32> {
+        tokenize(&self.inner.model, text)
+            .into_iter()
+            .map(|t| t.0)
+            .collect()
+    }
+
+    /// Number of model tokens of `text`: what the budget logic counts. Any thread.
+    pub fn count_tokens(&self, text: &str) -> usize {
+        tokenize(&self.inner.model, text).len()
+    }
+
+    /// [`Scorer::count_tokens`] for many texts.
+    pub fn count_tokens_batch<S: AsRef<str>>(&self, texts: &[S]) -> Vec<usize> {
+        texts
+            .iter()
+            .map(|t| self.count_tokens(t.as_ref()))
+            .collect()
+    }
+
+    /// The text of `tokens` as the model renders them.
+    pub fn detokenize(&self, tokens: &[i32]) -> String {
+        let vocab = self.inner.model.vocab();
+        let mut bytes = Vec::new();
+        for &t in tokens {
+            vocab.token_to_piece_into(LlamaToken(t), &mut bytes, false, None);
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    fn submit(&self, job: Job) -> Result<()> {
+        let jobs = self.inner.jobs.lock().map_err(|_| Error::WorkerGone)?;
+        jobs.send(job).map_err(|_| Error::WorkerGone)
+    }
+
+    /// Scores every chunk against `query` (see the module docs), blocking. Not for use inside
+    /// an async runtime: use [`Scorer::score_chunks_async`] there.
+    pub fn score_chunks(
+        &self,
+        query: &str,
+        chunks: &[ChunkInput],
+        cancel: &CancelFlag,
+    ) -> Result<ScoreOutput> {
+        self.score_chunks_with(query, chunks, self.default_options(), cancel)
+    }
+
+    /// [`Scorer::score_chunks`] with explicit options (benchmarks, tests).
+    pub fn score_chunks_with(
+        &self,
+        query: &str,
+        chunks: &[ChunkInput],
+        options: ScoreOptions,
+        cancel: &CancelFlag,
+    ) -> Result<ScoreOutput> {
+        let reply = self.send_score(query.to_string(), chunks.to_vec(), options, cancel.clone())?;
+        reply.blocking_recv().map_err(|_| Error::WorkerGone)?
+    }
+
+    /// Async [`Scorer::score_chunks`]. Dropping the future does not stop the work: cancel the
+    /// flag for that.
+    pub async fn score_chunks_async(
+        &self,
+        query: String,
+        chunks: Vec<ChunkInput>,
+        cancel: CancelFlag,
+    ) -> Result<ScoreOutput> {
+        let reply = self.send_score(query, chunks, self.default_options(), cancel)?;
+        reply.await.map_err(|_| Error::WorkerGone)?
+    }
+
+    fn send_score(
+        &self,
+        query: String,
+        chunks: Vec<ChunkInput>,
+        options: ScoreOptions,
+        cancel: CancelFlag,
+    ) -> Result<oneshot::Receiver<Result<ScoreOutput>>> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Job::Score {
+            query,
+            chunks,
+            options,
+            cancel,
+            reply,
+        })?;
+        Ok(rx)
+    }
+
+    /// Per-token NLLs of `text` given an optional `prefix` (token lists are concatenated:
+    /// put any separator into the prefix), in one forward pass. Blocking.
+    pub fn token_nlls(&self, prefix: Option<&str>, text: &str) -> Result<TokenNlls> {
+        let mut out = self.token_nlls_batch(prefix, &[text], &CancelFlag::new())?;
+        out.pop().ok_or(Error::WorkerGone)
+    }
+
+    /// [`Scorer::token_nlls`] for many texts sharing one prefix, which is decoded once.
+    pub fn token_nlls_batch<S: AsRef<str>>(
+        &self,
+        prefix: Option<&str>,
+        texts: &[S],
+        cancel: &CancelFlag,
+    ) -> Result<Vec<TokenNlls>> {
+        self.token_nlls_batch_with(prefix, texts, self.default_options(), cancel)
+    }
+
+    /// [`Scorer::token_nlls_batch`] with explicit options.
+    pub fn token_nlls_batch_with<S: AsRef<str>>(
+        &self,
+        prefix: Option<&str>,
+        texts: &[S],
+        options: ScoreOptions,
+        cancel: &CancelFlag,
+    ) -> Result<Vec<TokenNlls>> {
+        let texts = texts.iter().map(|t| t.as_ref().to_string()).collect();
+        let reply = self.send_nlls(prefix.map(str::to_string), texts, options, cancel.clone())?;
+        reply.blocking_recv().map_err(|_| Error::WorkerGone)?
+    }
+
+    /// Async [`Scorer::token_nlls_batch`].
+    pub async fn token_nlls_batch_async(
+        &self,
+        prefix: Option<String>,
+        texts: Vec<String>,
+        cancel: CancelFlag,
+    ) -> Result<Vec<TokenNlls>> {
+        let reply = self.send_nlls(prefix, texts, self.default_options(), cancel)?;
+        reply.await.map_err(|_| Error::WorkerGone)?
+    }
+
+    fn send_nlls(
+        &self,
+        prefix: Option<String>,
+        texts: Vec<String>,
+        options: ScoreOptions,
+        cancel: CancelFlag,
+    ) -> Result<oneshot::Receiver<Result<Vec<TokenNlls>>>> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Job::TokenNlls {
+            prefix,
+            texts,
+            options,
+            cancel,
+            reply,
+        })?;
+        Ok(rx)
+    }
+}
+
+fn tokenize(model: &LlamaModel, text: &str) -> Vec<LlamaToken> {
+    if text.is_empty() {
+        return Vec::new();
+    }
+    // parse_special = false: code that mentions `<|endoftext|>` is text, not a control token.
+    model.vocab().tokenize(text.as_bytes(), false, false)
+}
+
+/// Byte ranges of `tokens` in `text`, from their pieces; clamped to the text when a tokenizer
+/// renders pieces that do not add up to it (e.g. a SentencePiece leading space).
+fn token_spans(model: &LlamaModel, text: &str, tokens: &[LlamaToken]) -> Vec<(usize, usize)> {
+    let vocab = model.vocab();
+    let mut piece = Vec::new();
+    let mut start = 0usize;
+    tokens
+        .iter()
+        .map(|&t| {
+            piece.clear();
+            vocab.token_to_piece_into(t, &mut piece, false, None);
+            let s = start.min(text.len());
+            start += piece.len();
+            (s, start.min(text.len()))
+        })
+        .collect()
+}
+
+/// A run of tokens of one sequence to decode, and which of its outputs to score.
+struct Span {
+    seq: i32,
+    pos0: usize,
+    tokens: Vec<LlamaToken>,
+    /// Logits are read from `tokens[score_from..]`; `targets[j]` is predicted by
+    /// `tokens[score_from + j]`.
+    score_from: usize,
+    targets: Vec<LlamaToken>,
+}
+
+/// Chunk KV states, least recently used evicted first once over the byte cap.
+struct StateLru {
+    cap_bytes: usize,
+    bytes: usize,
+    tick: u64,
+    entries: HashMap<u64, StateEntry>,
+}
+
+struct StateEntry {
+    state: SeqState,
+    /// Tokens in the state, BOS included.
+    n_tokens: usize,
+    last_used: u64,
+}
+
+impl StateLru {
+    fn get(&mut self, hash: u64) -> Option<&StateEntry> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.entries.get_mut(&hash).map(|e| {
+            e.last_used = tick;
+            &*e
+        })
+    }
+
+    fn put(&mut self, hash: u64, state: SeqState, n_tokens: usize) {
+        let size = state.byte_len();
+        if size > self.cap_bytes {
+            return;
+        }
+        self.tick += 1;
+        if let Some(old) = self.entries.insert(
+            hash,
+            StateEntry {
+                state,
+                n_tokens,
+                last_used: self.tick,
+            },
+        ) {
+            self.bytes -= old.state.byte_len();
+        }
+        self.bytes += size;
+        while self.bytes > self.cap_bytes {
+            let Some((&oldest, _)) = self.entries.iter().min_by_key(|(_, e)| e.last_used) else {
+                break;
+            };
+            if let Some(e) = self.entries.remove(&oldest) {
+                self.bytes -= e.state.byte_len();
+            }
+        }
+    }
+}
+
+struct Worker<'m> {
+    model: &'m LlamaModel,
+    ctx: LlamaContext<'m>,
+    batch: LlamaBatch<'static>,
+    n_ctx: usize,
+    n_batch: usize,
+    bos: Option<LlamaToken>,
+    sep: Vec<LlamaToken>,
+    states: StateLru,
+    disk: Option<DiskCache>,
+    model_sha256: Option<String>,
+    counters: Arc<Counters>,
+    /// Tokens decoded in the current request.
+    decoded: usize,
+}
+
+impl<'m> Worker<'m> {
+    fn new(
+        model: &'m LlamaModel,
+        backend: &LlamaBackend,
+        config: &ScorerConfig,
+        counters: Arc<Counters>,
+        disk: Option<DiskCache>,
+    ) -> Result<Self> {
+        let n_ctx = config.n_ctx_tokens;
+        let n_batch = config.n_batch_tokens.min(n_ctx);
+        let threads = i32::try_from(config.n_threads).unwrap_or(i32::MAX);
+        let ctx_u32 = u32::try_from(n_ctx)
+            .map_err(|_| Error::InvalidSetting(format!("context size {n_ctx} is too large")))?;
+        let params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(ctx_u32))
+            .with_n_batch(n_batch as u32)
+            .with_n_ubatch(n_batch as u32)
+            .with_n_seq_max(MAX_SEQS as u32)
+            // One KV pool for all sequences: packed sequences and prefix copies share it.
+            .with_kv_unified(true)
+            .with_n_threads(threads)
+            .with_n_threads_batch(threads);
+        let ctx = model.new_context(backend, params).map_err(|e| {
+            Error::Llama(format!(
+                "cannot create a context of {n_ctx} tokens: {e} (lower the context size)"
+            ))
+        })?;
+        let vocab = model.vocab();
+        let bos = vocab.should_add_bos().then(|| vocab.bos());
+        let sep = tokenize(model, SEPARATOR);
+        Ok(Worker {
+            model,
+            ctx,
+            batch: LlamaBatch::new(n_batch, 1),
+            n_ctx,
+            n_batch,
+            bos,
+            sep,
+            states: StateLru {
+                cap_bytes: config.kv_state_cache_bytes,
+                bytes: 0,
+                tick: 0,
+                entries: HashMap::new(),
+            },
+            disk,
+            model_sha256: config.model_sha256.clone(),
+            counters,
+            decoded: 0,
+        })
+    }
+
+    fn serve(&mut self, job: Job) {
+        self.decoded = 0;
+        match job {
+            Job::Score {
+                query,
+                chunks,
+                options,
+                cancel,
+                reply,
+            } => {
+                let result = self.score(&query, &chunks, options, &cancel);
+                let _ = reply.send(result);
+            }
+            Job::TokenNlls {
+                prefix,
+                texts,
+                options,
+                cancel,
+                reply,
+            } => {
+                let result = self.token_nlls(prefix.as_deref(), &texts, options, &cancel);
+                let _ = reply.send(result);
+            }
+        }
+        // Leave an empty cache behind, whatever happened.
+        self.ctx.clear_kv_cache();
+        self.batch.clear();
+    }
+
+    fn bos_tokens(&self) -> Vec<LlamaToken> {
+        self.bos.into_iter().collect()
+    }
+
+    fn score(
+        &mut self,
+        query: &str,
+        chunks: &[ChunkInput],
+        options: ScoreOptions,
+        cancel: &CancelFlag,
+    ) -> Result<ScoreOutput> {
+        let q = tokenize(self.model, query);
+        if query.trim().is_empty() || q.is_empty() {
+            return Err(Error::EmptyQuery);
+        }
+        let head = self.bos_tokens();
+        // Tokens a sequence needs besides its chunk: [BOS] sep q[..n-1], plus one to spare.
+        let overhead = head.len() + self.sep.len() + q.len();
+        if overhead >= self.n_ctx {
+            return Err(Error::QueryTooLong {
+                n_tokens: q.len(),
+                window_tokens: self.n_ctx,
+            });
+        }
+        let chunk_budget = self.n_ctx - overhead;
+        let suffix: Vec<LlamaToken> = self.sep.iter().chain(&q[..q.len() - 1]).copied().collect();
+        let score_from = self.sep.len() - 1;
+
+        self.ctx.clear_kv_cache();
+        let unconditional = Span {
+            seq: 0,
+            pos0: 0,
+            tokens: head.iter().chain(&suffix).copied().collect(),
+            score_from: head.len() + score_from,
+            targets: q.clone(),
+        };
+        let query_nll = mean(&self.decode_spans(&[unconditional], cancel)?[0]);
+
+        let max_packed = options.max_packed_seqs.clamp(1, MAX_SEQS);
+        let mut scores = Vec::with_capacity(chunks.len());
+        let mut group: Vec<Member> = Vec::new();
+        let mut group_tokens = 0usize;
+        for chunk in chunks {
+            let mut tokens = tokenize(self.model, &chunk.text);
+            let truncated = tokens.len() > chunk_budget;
+            tokens.truncate(chunk_budget);
+            let n_seq_tokens = head.len() + tokens.len() + suffix.len();
+            if !group.is_empty()
+                && (group.len() == max_packed || group_tokens + n_seq_tokens > self.n_ctx)
+            {
+                self.score_group(&mut group, &head, &suffix, score_from, &q, options, cancel)?;
+                scores.extend(group.drain(..).map(|m| m.finish(query_nll)));
+                group_tokens = 0;
+            }
+            group_tokens += n_seq_tokens;
+            group.push(Member {
+                hash: chunk.hash,
+                tokens,
+                truncated,
+                nll: 0.0,
+                kv_state_hit: false,
+            });
+        }
+        if !group.is_empty() {
+            self.score_group(&mut group, &head, &suffix, score_from, &q, options, cancel)?;
+            scores.extend(group.drain(..).map(|m| m.finish(query_nll)));
+        }
+        Ok(ScoreOutput {
+            query_nll,
+            n_query_tokens: q.len(),
+            scores,
+            model_tokens: self.decoded,
+        })
+    }
+
+    /// Scores chunks that fit the window together, one sequence each.
+    #[allow(clippy::too_many_arguments)]
+    fn score_group(
+        &mut self,
+        group: &mut [Member],
+        head: &[LlamaToken],
+        suffix: &[LlamaToken],
+        score_from: usize,
+        q: &[LlamaToken],
+        options: ScoreOptions,
+        cancel: &CancelFlag,
+    ) -> Result<()> {
+        self.ctx.clear_kv_cache();
+        let use_states = options.reuse_kv_states && self.states.cap_bytes > 0;
+        let mut spans = Vec::with_capacity(group.len());
+        if !use_states {
+            // One span per chunk: [BOS] chunk sep q, scored on the query.
+            for (seq, m) in group.iter().enumerate() {
+                let tokens: Vec<LlamaToken> = head
+                    .iter()
+                    .chain(&m.tokens)
+                    .chain(suffix)
+                    .copied()
+                    .collect();
+                spans.push(Span {
+                    seq: seq as i32,
+                    pos0: 0,
+                    score_from: head.len() + m.tokens.len() + score_from,
+                    tokens,
+                    targets: q.to_vec(),
+                });
+            }
+        } else {
+            // Phase 1: restore or decode each chunk, and keep the new states.
+            let mut fresh = Vec::new();
+            for (seq, m) in group.iter_mut().enumerate() {
+                let n_prefix = head.len() + m.tokens.len();
+                if n_prefix == 0 {
+                    continue;
+                }
+                let restored = match self.states.get(m.hash) {
+                    Some(entry) if entry.n_tokens >= n_prefix => {
+                        let cut = entry.n_tokens > n_prefix;
+                        self.ctx
+                            .state_seq_set(&entry.state, seq as i32)
+                            .map_err(|e| Error::Llama(format!("cannot restore a KV state: {e}")))?;
+                        if cut {
+                            self.ctx
+                                .clear_kv_cache_seq(Some(seq as u32), Some(n_prefix as u32), None)
+                                .map_err(|e| Error::Llama(e.to_string()))?;
+                        }
+                        true
+                    }
+                    _ => false,
+                };
+                m.kv_state_hit = restored;
+                if restored {
+                    bump(&self.counters.kv_state_hits, 1);
+                } else {
+                    bump(&self.counters.kv_state_misses, 1);
+                    fresh.push(seq);
+                    spans.push(Span {
+                        seq: seq as i32,
+                        pos0: 0,
+                        tokens: head.iter().chain(&m.tokens).copied().collect(),
+                        score_from: n_prefix,
+                        targets: Vec::new(),
+                    });
+                }
+            }
+            self.decode_spans(&spans, cancel)?;
+            for seq in fresh {
+                let m = &group[seq];
+                let state = self
+                    .ctx
+                    .state_seq_get(seq as i32, LlamaStateSeqFlags::empty())
+                    .map_err(|e| Error::Llama(format!("cannot save a KV state: {e}")))?;
+                self.states.put(m.hash, state, head.len() + m.tokens.len());
+            }
+            self.counters
+                .kv_states
+                .store(self.states.entries.len() as u64, Ordering::Relaxed);
+            self.counters
+                .kv_state_bytes
+                .store(self.states.bytes as u64, Ordering::Relaxed);
+            // Phase 2: sep + query on top of each chunk.
+            spans.clear();
+            for (seq, m) in group.iter().enumerate() {
+                spans.push(Span {
+                    seq: seq as i32,
+                    pos0: head.len() + m.tokens.len(),
+                    tokens: suffix.to_vec(),
+                    score_from,
+                    targets: q.to_vec(),
+                });
+            }
+        }
+        let nlls = self.decode_spans(&spans, cancel)?;
+        for (m, nll) in group.iter_mut().zip(&nlls) {
+            m.nll = mean(nll);
+        }
+        Ok(())
+    }
+
+    fn token_nlls(
+        &mut self,
+        prefix: Option<&str>,
+        texts: &[String],
+        options: ScoreOptions,
+        cancel: &CancelFlag,
+    ) -> Result<Vec<TokenNlls>> {
+        let mut p = self.bos_tokens();
+        if let Some(prefix) = prefix {
+            p.extend(tokenize(self.model, prefix));
+        }
+        if p.len() >= self.n_ctx {
+            return Err(Error::PrefixTooLong {
+                n_tokens: p.len(),
+                window_tokens: self.n_ctx,
+            });
+        }
+        let budget = self.n_ctx - p.len();
+        let first_token_scored = !p.is_empty();
+        // Unconditional NLLs do not depend on anything but the model and text: disk-cache them.
+        let disk_key = match (prefix, &self.model_sha256, &self.disk) {
+            (None, Some(sha), Some(_)) => Some(sha.clone()),
+            _ => None,
+        };
+
+        let mut results: Vec<Option<TokenNlls>> = vec![None; texts.len()];
+        let mut todo: Vec<(usize, Vec<LlamaToken>, bool)> = Vec::new();
+        for (i, text) in texts.iter().enumerate() {
+            let mut tokens = tokenize(self.model, text);
+            let truncated = tokens.len() > budget;
+            tokens.truncate(budget);
+            if let (Some(sha), Some(disk)) = (&disk_key, &mut self.disk) {
+                match disk.get(sha, text_hash(text)) {
+                    Some(record) if record.token_nlls.len() == tokens.len() && !truncated => {
+                        bump(&self.counters.disk_hits, 1);
+                        let spans = token_spans(self.model, text, &tokens);
+                        results[i] = Some(assemble(
+                            &spans,
+                            &record.token_nlls,
+                            first_token_scored,
+                            false,
+                        ));
+                        continue;
+                    }
+                    _ => bump(&self.counters.disk_misses, 1),
+                }
+            }
+            todo.push((i, tokens, truncated));
+        }
+
+        self.ctx.clear_kv_cache();
+        let shared = options.reuse_prefix && p.len() > 1;
+        if shared {
+            let span = Span {
+                seq: 0,
+                pos0: 0,
+                tokens: p[..p.len() - 1].to_vec(),
+                score_from: p.len() - 1,
+                targets: Vec::new(),
+            };
+            self.decode_spans(&[span], cancel)?;
+        }
+        let max_packed = options.max_packed_seqs.clamp(1, MAX_SEQS - 1);
+        let mut new_records = Vec::new();
+        let mut start = 0;
+        while start < todo.len() {
+            // Group texts that fit the window together.
+            // Shared prefix cells count once; otherwise every sequence holds its own prefix.
+            let cost = |tokens: &Vec<LlamaToken>| tokens.len() + if shared { 0 } else { p.len() };
+            let mut end = start;
+            let mut used = if shared { p.len() } else { 0 };
+            while end < todo.len()
+                && end - start < max_packed
+                && (end == start || used + cost(&todo[end].1) <= self.n_ctx)
+            {
+                used += cost(&todo[end].1);
+                end += 1;
+            }
+            let mut spans = Vec::with_capacity(end - start);
+            let mut members = Vec::with_capacity(end - start);
+            for (k, (_, tokens, _)) in todo[start..end].iter().enumerate() {
+                let seq = if shared { k as i32 + 1 } else { k as i32 };
+                if tokens.is_empty() {
+                    continue;
+                }
+                let last = tokens.len() - 1;
+                let span = if p.is_empty() {
+                    // Nothing predicts the first token: score from the second on.
+                    Span {
+                        seq,
+                        pos0: 0,
+                        tokens: tokens[..last].to_vec(),
+                        score_from: 0,
+                        targets: tokens[1..].to_vec(),
+                    }
+                } else if shared {
+                    self.ctx
+                        .copy_kv_cache_seq(0, seq, None, None)
+                        .map_err(|e| Error::Llama(e.to_string()))?;
+                    Span {
+                        seq,
+                        pos0: p.len() - 1,
+                        tokens: std::iter::once(p[p.len() - 1])
+                            .chain(tokens[..last].iter().copied())
+                            .collect(),
+                        score_from: 0,
+                        targets: tokens.clone(),
+                    }
+                } else {
+                    Span {
+                        seq,
+                        pos0: 0,
+                        tokens: p.iter().chain(&tokens[..last]).copied().collect(),
+                        score_from: p.len() - 1,
+                        targets: tokens.clone(),
+                    }
+                };
+                spans.push(span);
+                members.push(k);
+            }
+            let nlls = self.decode_spans(&spans, cancel)?;
+            let mut by_member: Vec<Vec<f32>> = vec![Vec::new(); end - start];
+            for (k, nll) in members.into_iter().zip(nlls) {
+                by_member[k] = nll;
+            }
+            for (k, nll) in by_member.into_iter().enumerate() {
+                let (i, tokens, truncated) = &todo[start + k];
+                let mut values = nll;
+                if !first_token_scored && !tokens.is_empty() {
+                    values.insert(0, 0.0);
+                }
+                let text = &texts[*i];
+                let token_spans = token_spans(self.model, text, tokens);
+                if disk_key.is_some() && !truncated {
+                    new_records.push((
+                        text_hash(text),
+                        ChunkRecord {
+                            n_tokens: tokens.len() as u32,
+                            token_nlls: values.clone(),
+                        },
+                    ));
+                }
+                results[*i] = Some(assemble(
+                    &token_spans,
+                    &values,
+                    first_token_scored,
+                    *truncated,
+                ));
+            }
+            // Drop this group's sequences; the shared prefix (seq 0) stays.
+            if shared {
+                for seq in 1..=(end - start) {
+                    self.ctx
+                        .clear_kv_cache_seq(Some(seq as u32), None, None)
+                        .map_err(|e| Error::Llama(e.to_string()))?;
+                }
+            } else {
+                self.ctx.clear_kv_cache();
+            }
+            start = end;
+        }
+        if let (Some(sha), Some(disk)) = (&disk_key, &mut self.disk) {
+            disk.put_many(sha, &new_records);
+        }
+        Ok(results.into_iter().flatten().collect())
+    }
+
+    /// Decodes `spans` in batches of `n_batch` tokens (a batch may hold several spans: that is
+    /// packing) and returns, per span, the NLL of each target.
+    fn decode_spans(&mut self, spans: &[Span], cancel: &CancelFlag) -> Result<Vec<Vec<f32>>> {
+        let mut nlls: Vec<Vec<f32>> = spans
+            .iter()
+            .map(|s| Vec::with_capacity(s.targets.len()))
+            .collect();
+        let mut pending: Vec<(i32, usize, LlamaToken)> = Vec::new();
+        self.batch.clear();
+        for (span_index, span) in spans.iter().enumerate() {
+            for (i, &token) in span.tokens.iter().enumerate() {
+                let wants_logits = i >= span.score_from;
+                let batch_index = self.batch.n_tokens();
+                let pos = i32::try_from(span.pos0 + i).unwrap_or(i32::MAX);
+                self.batch
+                    .add(token, pos, &[span.seq], wants_logits)
+                    .map_err(|e| Error::Llama(format!("batch: {e}")))?;
+                if wants_logits {
+                    pending.push((batch_index, span_index, span.targets[i - span.score_from]));
+                }
+                if self.batch.n_tokens() as usize >= self.n_batch {
+                    self.flush(&mut pending, &mut nlls, cancel)?;
+                }
+            }
+        }
+        if self.batch.n_tokens() > 0 {
+            self.flush(&mut pending, &mut nlls, cancel)?;
+        }
+        Ok(nlls)
+    }
+
+    fn flush(
+        &mut self,
+        pending: &mut Vec<(i32, usize, LlamaToken)>,
+        nlls: &mut [Vec<f32>],
+        cancel: &CancelFlag,
+    ) -> Result<()> {
+        if cancel.is_cancelled() {
+            self.batch.clear();
+            return Err(Error::Cancelled);
+        }
+        let n = self.batch.n_tokens() as usize;
+        self.ctx
+            .decode(&mut self.batch)
+            .map_err(|e| Error::Llama(format!("decode of {n} tokens failed: {e}")))?;
+        self.decoded += n;
+        bump(&self.counters.tokens_decoded, n as u64);
+        for (batch_index, span_index, target) in pending.drain(..) {
+            let logits = self.ctx.get_logits_ith(batch_index);
+            nlls[span_index].push(token_nll(logits, target));
+        }
+        self.batch.clear();
+        Ok(())
+    }
+}
+
+struct Member {
+    hash: u64,
+    tokens: Vec<LlamaToken>,
+    truncated: bool,
+    nll: f32,
+    kv_state_hit: bool,
+}
+
+impl Member {
+    fn finish(self, query_nll: f32) -> ChunkScore {
+        ChunkScore {
+            score: query_nll - self.nll,
+            nll: self.nll,
+            n_tokens: self.tokens.len(),
+            truncated: self.truncated,
+            kv_state_hit: self.kv_state_hit,
+        }
+    }
+}
+
+fn assemble(
+    spans: &[(usize, usize)],
+    nlls: &[f32],
+    first_token_scored: bool,
+    truncated: bool,
+) -> TokenNlls {
+    TokenNlls {
+        tokens: spans
+            .iter()
+            .zip(nlls)
+            .map(|(&(start, end), &nll)| TokenNll { start, end, nll })
+            .collect(),
+        first_token_scored,
+        truncated,
+    }
+}
+
+/// Content hash of a text for the disk cache.
+pub(crate) fn text_hash(text: &str) -> u64 {
+    let digest = blake3::hash(text.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest.as_bytes()[..8]);
+    u64::from_le_bytes(first)
+}
+
+fn mean(values: &[f32]) -> f32 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    (values.iter().map(|&v| f64::from(v)).sum::<f64>() / values.len() as f64) as f32
+}
+
+/// `-log softmax(logits)[target]`, accumulated in f64 so the result does not depend on the
+/// summation order of a 150k-entry vocabulary.
+fn token_nll(logits: &[f32], target: LlamaToken) -> f32 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&x| f64::from(x - max).exp()).sum();
+    let target_logit = usize::try_from(target.0)
+        .ok()
+        .and_then(|i| logits.get(i))
+        .copied()
+        .unwrap_or(f32::NEG_INFINITY);
+    (f64::from(max) + sum.ln() - f64::from(target_logit)) as f32
+}

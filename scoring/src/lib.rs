@@ -1,0 +1,20 @@
+//! Conditional-perplexity scoring of code chunks with a local llama.cpp model: which chunks
+//! help a small language model predict the query, model management, and a score cache.
+//!
+//! - [`models`]: the model catalog, `pull` through pip, and which model a command uses.
+//! - [`engine`]: the [`Scorer`], a handle over the worker thread that owns the model context.
+//! - [`cache`]: the on-disk store of query-independent per-chunk results.
+//! - [`gguf`]: checks a model file before llama.cpp loads it.
+
+pub mod cache;
+pub mod engine;
+pub mod error;
+pub mod gguf;
+pub mod models;
+
+pub use engine::{
+    BuildInfo, CancelFlag, ChunkInput, ChunkScore, ScoreOptions, ScoreOutput, Scorer, ScorerConfig,
+    ScorerStats, TokenNll, TokenNlls, build_info,
+};
+pub use error::{Error, Result};
+pub use models::{DEFAULT_MODEL, ResolvedModel};
