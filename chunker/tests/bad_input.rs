@@ -1,0 +1,272 @@
+//! Bad input never panics and never costs another file: each case is reported or handled.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use ctxzip_chunker::workspace::{self, WalkOptions};
+use ctxzip_chunker::{ChunkKind, Lang, SourceFile, Workspace, chunk_source};
+
+const GOOD_PY: &str = "def good():\n    return 1\n";
+
+fn walk(root: &Path) -> Workspace {
+    workspace::chunk_workspace(root, &WalkOptions::default()).expect("walk")
+}
+
+fn reason<'a>(ws: &'a Workspace, path: &str) -> Option<&'a str> {
+    ws.skipped
+        .iter()
+        .find(|s| s.path == path)
+        .map(|s| s.reason.as_str())
+}
+
+fn assert_good_survives(ws: &Workspace) {
+    let good = ws.files.iter().find(|f| f.path == "good.py").expect("good.py lost");
+    assert_eq!(good.chunks[0].name.as_deref(), Some("good"));
+}
+
+fn dir_with_good() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("good.py"), GOOD_PY).unwrap();
+    dir
+}
+
+#[test]
+fn binary_file_is_skipped_with_a_reason() {
+    let dir = dir_with_good();
+    fs::write(dir.path().join("blob.py"), b"\x7fELF\x00\x01\x02binary\x00").unwrap();
+    let ws = walk(dir.path());
+    assert_eq!(reason(&ws, "blob.py"), Some("binary file"));
+    assert_good_survives(&ws);
+}
+
+#[test]
+fn invalid_utf8_is_chunked_with_a_warning() {
+    let dir = dir_with_good();
+    fs::write(dir.path().join("latin1.py"), b"# caf\xe9\ndef f():\n    pass\n").unwrap();
+    let ws = walk(dir.path());
+    let file = ws.files.iter().find(|f| f.path == "latin1.py").expect("chunked");
+    assert!(file.chunks.iter().any(|c| c.name.as_deref() == Some("f")));
+    let warning = ws.warnings.iter().find(|w| w.path == "latin1.py").unwrap();
+    assert!(warning.reason.contains("not valid UTF-8"), "{}", warning.reason);
+    assert_good_survives(&ws);
+}
+
+#[test]
+fn huge_single_line_file_is_skipped_by_size_then_as_minified() {
+    let dir = dir_with_good();
+    let line = "var a=1;".repeat(10 * 1024 * 1024 / 8);
+    fs::write(dir.path().join("bundle.js"), &line).unwrap();
+    let ws = walk(dir.path());
+    assert!(reason(&ws, "bundle.js").unwrap().contains("larger than 1 MiB"));
+    assert_good_survives(&ws);
+
+    let raised = WalkOptions {
+        max_file_bytes: 64 * 1024 * 1024,
+        ..WalkOptions::default()
+    };
+    let ws = workspace::chunk_workspace(dir.path(), &raised).unwrap();
+    assert!(reason(&ws, "bundle.js").unwrap().contains("minified"));
+    assert_good_survives(&ws);
+}
+
+#[test]
+fn very_deep_nesting_does_not_overflow() {
+    // 20k nested brackets, and 300 nested classes (deeper than the nesting cap).
+    let brackets = format!("x = {}1{}\n", "[".repeat(20_000), "]".repeat(20_000));
+    let chunks = chunk_source(Lang::Python, &brackets);
+    common::assert_tiles("brackets.py", &brackets, &chunks);
+
+    let mut classes = String::new();
+    for depth in 0..300 {
+        classes.push_str(&"    ".repeat(depth));
+        classes.push_str(&format!("class C{depth}:\n"));
+    }
+    classes.push_str(&"    ".repeat(300));
+    classes.push_str("def leaf(self):\n");
+    classes.push_str(&"    ".repeat(301));
+    classes.push_str("return 1\n");
+    let chunks = chunk_source(Lang::Python, &classes);
+    common::assert_tiles("classes.py", &classes, &chunks);
+    assert!(chunks.len() <= 64, "nesting cap not applied: {}", chunks.len());
+
+    let braces = format!(
+        "function f() {{ {} }}\n",
+        "if (x) { ".repeat(10_000) + &"}".repeat(10_000)
+    );
+    let chunks = chunk_source(Lang::JavaScript, &braces);
+    common::assert_tiles("braces.js", &braces, &chunks);
+}
+
+#[test]
+fn empty_and_blank_files() {
+    assert!(chunk_source(Lang::Rust, "").is_empty());
+    let blank = "\n\n   \n";
+    let chunks = chunk_source(Lang::Rust, blank);
+    common::assert_tiles("blank.rs", blank, &chunks);
+    assert_eq!(chunks.len(), 1);
+
+    let dir = dir_with_good();
+    fs::write(dir.path().join("empty.py"), "").unwrap();
+    let ws = walk(dir.path());
+    let empty = ws.files.iter().find(|f| f.path == "empty.py").expect("kept");
+    assert!(empty.chunks.is_empty());
+}
+
+#[test]
+fn crlf_and_bom_keep_names_and_lines() {
+    let text = "\u{feff}use std::fmt;\r\n\r\n/// Adds.\r\nfn add(a: i32) -> i32 {\r\n    a + 1\r\n}\r\n\r\nfn sub() {}\r\n";
+    let chunks = chunk_source(Lang::Rust, text);
+    common::assert_tiles("crlf.rs", text, &chunks);
+    let add = chunks.iter().find(|c| c.name.as_deref() == Some("add")).unwrap();
+    assert_eq!((add.start_line, add.end_line), (3, 7));
+    assert_eq!(add.header_end_line, 4);
+    let sub = chunks.iter().find(|c| c.name.as_deref() == Some("sub")).unwrap();
+    assert_eq!(sub.start_line, 8);
+    assert_eq!(chunks[0].kind, ChunkKind::Glue);
+}
+
+#[test]
+fn file_deleted_during_the_walk_is_reported() {
+    let dir = dir_with_good();
+    let doomed = dir.path().join("doomed.py");
+    fs::write(&doomed, GOOD_PY).unwrap();
+    let (paths, _) = workspace::discover(dir.path(), &WalkOptions::default()).unwrap();
+    assert!(paths.contains(&doomed));
+    fs::remove_file(&doomed).unwrap();
+    let skipped = workspace::load_file(&doomed, "doomed.py".into(), &WalkOptions::default())
+        .expect_err("must be skipped");
+    assert_eq!(skipped.reason, "deleted during the walk");
+}
+
+#[test]
+fn unreadable_files_are_reported() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = dir_with_good();
+    let locked = dir.path().join("locked.py");
+    fs::write(&locked, GOOD_PY).unwrap();
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).unwrap();
+    let readable_anyway = fs::read(&locked).is_ok(); // true when the tests run as root
+    let ws = walk(dir.path());
+    if readable_anyway {
+        assert!(ws.files.iter().any(|f| f.path == "locked.py"));
+    } else {
+        assert_eq!(reason(&ws, "locked.py"), Some("unreadable: permission denied"));
+    }
+    assert_good_survives(&ws);
+
+    // A directory where a file was expected cannot be read, even by root.
+    let skipped = workspace::load_file(dir.path(), "dir".into(), &WalkOptions::default())
+        .expect_err("a directory is not a file");
+    assert!(skipped.reason.starts_with("unreadable"), "{}", skipped.reason);
+}
+
+#[test]
+fn symlink_loops_and_escapes_are_not_followed() {
+    let dir = dir_with_good();
+    let sub = dir.path().join("sub");
+    fs::create_dir(&sub).unwrap();
+    fs::write(sub.join("inner.py"), GOOD_PY).unwrap();
+    std::os::unix::fs::symlink("..", sub.join("loop")).unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(outside.path().join("secret.py"), GOOD_PY).unwrap();
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("escape")).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("secret.py"), dir.path().join("link.py"))
+        .unwrap();
+    std::os::unix::fs::symlink("inner.py", sub.join("alias.py")).unwrap();
+
+    let ws = walk(dir.path());
+    let paths: Vec<_> = ws.files.iter().map(|f| f.path.as_str()).collect();
+    assert!(paths.contains(&"sub/inner.py"), "{paths:?}");
+    assert!(paths.contains(&"sub/alias.py"), "a link inside the root is followed");
+    assert!(!paths.iter().any(|p| p.contains("secret") || p.starts_with("escape")));
+    assert!(reason(&ws, "escape").unwrap().contains("outside the workspace"));
+    assert!(reason(&ws, "link.py").unwrap().contains("outside the workspace"));
+    assert!(reason(&ws, "sub/loop").unwrap().contains("symlink loop"), "{:?}", ws.skipped);
+    assert_good_survives(&ws);
+}
+
+#[test]
+fn ignore_files_secrets_and_hidden_files() {
+    let dir = dir_with_good();
+    let root = dir.path();
+    fs::write(root.join(".gitignore"), "build/\n").unwrap();
+    fs::write(root.join(".ctxzipignore"), "*.gen.py\n").unwrap();
+    fs::create_dir(root.join("build")).unwrap();
+    fs::write(root.join("build/out.py"), GOOD_PY).unwrap();
+    fs::write(root.join("schema.gen.py"), GOOD_PY).unwrap();
+    fs::write(root.join("server.key"), "-----BEGIN PRIVATE KEY-----\n").unwrap();
+    fs::write(root.join("id_rsa"), "-----BEGIN OPENSSH PRIVATE KEY-----\n").unwrap();
+    fs::write(root.join(".env"), "TOKEN=x\n").unwrap();
+    fs::write(root.join("Cargo.lock"), "# lock\n").unwrap();
+    fs::write(root.join("notes.md"), "# Notes\n\nSome text.\n").unwrap();
+
+    let ws = walk(root);
+    let paths: Vec<_> = ws.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, ["good.py", "notes.md"], "skipped: {:?}", ws.skipped);
+    assert!(reason(&ws, "server.key").unwrap().contains("secrets"));
+    assert!(reason(&ws, "id_rsa").unwrap().contains("secrets"));
+    assert_eq!(reason(&ws, "Cargo.lock"), Some("generated lock file"));
+
+    let with_hidden = WalkOptions {
+        hidden: true,
+        ignore_globs: vec!["notes.md".into()],
+        ..WalkOptions::default()
+    };
+    let ws = workspace::chunk_workspace(root, &with_hidden).unwrap();
+    let paths: Vec<_> = ws.files.iter().map(|f| f.path.as_str()).collect();
+    assert!(!paths.contains(&"notes.md"), "extra ignore glob: {paths:?}");
+    assert!(reason(&ws, ".env").unwrap().contains("secrets"), "hidden .env still refused");
+}
+
+#[test]
+fn missing_root_is_an_error_naming_the_path() {
+    let err = workspace::chunk_workspace(Path::new("/no/such/dir"), &WalkOptions::default())
+        .unwrap_err();
+    assert!(err.to_string().contains("/no/such/dir"), "{err}");
+}
+
+#[test]
+fn syntax_errors_still_chunk() {
+    let text = "def ok():\n    return 1\n\ndef broken(:\n    x = [\n\ndef after():\n    pass\n";
+    let chunks = chunk_source(Lang::Python, text);
+    common::assert_tiles("broken.py", text, &chunks);
+    assert!(chunks.iter().any(|c| c.name.as_deref() == Some("ok")));
+}
+
+#[test]
+fn incremental_edits_match_a_fresh_parse() {
+    let mut text = String::from(
+        "import os\n\nclass A:\n    def f(self):\n        return 1\n\n    def g(self):\n        return 2\n\ndef h():\n    pass\n",
+    );
+    let mut file = SourceFile::new(Lang::Python, text.clone());
+    // A deterministic sequence of edits: inserts, deletes and replacements.
+    let edits: Vec<(usize, usize, &str)> = vec![
+        (0, 0, "# header\n"),
+        (20, 20, "\n    def new(self, x):\n        return x * 2\n"),
+        (5, 9, ""),
+        (30, 45, "pass\n"),
+        (0, 3, "import sys\nimport re"),
+    ];
+    for (start, len, insert) in edits {
+        let start = start.min(text.len());
+        let end = (start + len).min(text.len());
+        let (start, end) = (floor_char(&text, start), floor_char(&text, end));
+        file.edit(start, end, insert).unwrap();
+        text.replace_range(start..end, insert);
+        assert_eq!(file.text(), text);
+        let fresh = SourceFile::new(Lang::Python, text.clone());
+        assert_eq!(file.chunks(), fresh.chunks(), "after edit at {start}..{end}");
+        common::assert_tiles("edited.py", &text, file.chunks());
+    }
+    let err = file.edit(10, 5, "x").unwrap_err();
+    assert!(err.to_string().contains("resend the whole file"));
+}
+
+fn floor_char(text: &str, mut i: usize) -> usize {
+    while !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
