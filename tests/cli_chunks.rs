@@ -1,0 +1,115 @@
+//! `ctxzip chunks` end to end: the real binary, its text and JSON output, and its errors.
+
+use std::fs;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn ctxzip(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ctxzip"))
+        .args(args)
+        .output()
+        .expect("the ctxzip binary runs")
+}
+
+fn workspace() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    fs::create_dir(root.join("src")).unwrap();
+    fs::write(
+        root.join("src/lib.rs"),
+        "//! Crate doc.\n\nuse std::fmt;\n\n/// A point.\npub struct Point {\n    x: i32,\n}\n\nimpl Point {\n    /// Makes one.\n    pub fn new(x: i32) -> Self {\n        Point { x }\n    }\n}\n",
+    )
+    .unwrap();
+    fs::write(
+        root.join("app.py"),
+        "import os\n\n\nclass App:\n    @staticmethod\n    def run():\n        return os.getcwd()\n",
+    )
+    .unwrap();
+    fs::write(root.join("logo.png"), b"\x89PNG\r\n\x1a\n\x00\x00").unwrap();
+    dir
+}
+
+#[test]
+fn text_output_lists_chunks_and_a_summary() {
+    let dir = workspace();
+    let out = ctxzip(&["chunks", dir.path().to_str().unwrap()]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        stdout,
+        "app.py:1-3 glue -\napp.py:4-4 class App\napp.py:5-7 method App.run\n\
+         src/lib.rs:1-4 glue -\nsrc/lib.rs:5-9 struct Point\nsrc/lib.rs:10-10 impl Point\n\
+         src/lib.rs:11-14 method Point::new\nsrc/lib.rs:15-15 glue Point\n"
+    );
+    assert!(stderr.contains("2 files, 8 chunks"), "{stderr}");
+    assert!(stderr.contains("logo.png: binary file"), "{stderr}");
+}
+
+#[test]
+fn json_output_keeps_the_contract_field_names() {
+    let dir = workspace();
+    let out = ctxzip(&[
+        "chunks",
+        "--format",
+        "json",
+        "--lang",
+        "python",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let chunks = json["chunks"].as_array().unwrap();
+    assert_eq!(chunks.len(), 3);
+    assert_eq!(
+        chunks[2],
+        serde_json::json!({"path": "app.py", "language": "python", "start_line": 5,
+            "end_line": 7, "kind": "method", "name": "run", "qualified_name": "App.run"})
+    );
+
+    let out = ctxzip(&["chunks", "--format", "json", dir.path().to_str().unwrap()]);
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["chunks"].as_array().unwrap().len(), 8);
+    assert_eq!(json["skipped"][0]["path"], "logo.png");
+    assert_eq!(json["skipped"][0]["reason"], "binary file");
+}
+
+#[test]
+fn errors_name_the_problem_and_the_fix() {
+    let out = ctxzip(&["chunks", "/no/such/path"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("/no/such/path: no such file or directory"),
+        "{stderr}"
+    );
+
+    let out = ctxzip(&["chunks", "--lang", "cobol", "."]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("unknown language \"cobol\"; known: rust, python"),
+        "{stderr}"
+    );
+
+    let out = ctxzip(&["chunks", "--max-file-size", "lots", "."]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("K/M suffix")
+    );
+}
+
+#[test]
+fn help_and_version() {
+    let out = ctxzip(&["--version"]);
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .starts_with("ctxzip ")
+    );
+    let out = ctxzip(&["--help"]);
+    assert!(String::from_utf8(out.stdout).unwrap().contains("chunks"));
+}
