@@ -317,6 +317,7 @@ struct Inner {
     config: ScorerConfig,
     architecture: String,
     disk_cache_enabled: bool,
+    adds_bos: bool,
 }
 
 enum Job {
@@ -373,6 +374,7 @@ impl Scorer {
                     arch: architecture.clone(),
                 }
             })?;
+        let adds_bos = model.vocab().should_add_bos();
         let model = Arc::new(model);
         let counters = Arc::new(Counters::default());
         let disk = match (&config.disk_cache_path, &config.model_sha256) {
@@ -412,6 +414,7 @@ impl Scorer {
                 config,
                 architecture,
                 disk_cache_enabled,
+                adds_bos,
             }),
         })
     }
@@ -429,6 +432,11 @@ impl Scorer {
     /// Build and runtime facts, e.g. `backend=cpu simd=native (avx2,...) threads=3`.
     pub fn build_info(&self) -> String {
         format!("{} threads={}", build_info(), self.inner.config.n_threads)
+    }
+
+    /// Whether every sequence starts with the model's BOS token.
+    pub fn adds_bos(&self) -> bool {
+        self.inner.adds_bos
     }
 
     pub fn disk_cache_enabled(&self) -> bool {

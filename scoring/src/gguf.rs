@@ -64,6 +64,7 @@ pub fn inspect(path: &Path) -> Result<GgufInfo> {
     let header = parse_header(&mut reader).map_err(|e| corrupt(e.describe(file_bytes)))?;
     let data_start = header.end_pos.div_ceil(header.alignment) * header.alignment;
     let required_bytes = match header.data_bytes {
+        Some(0) => header.end_pos,
         Some(data_bytes) => data_start + data_bytes,
         None => 0,
     };

@@ -1,0 +1,55 @@
+//! Shared setup: one scorer per test binary over the test model, pulled if missing.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use ctxzip_scoring::models;
+use ctxzip_scoring::{ChunkInput, ResolvedModel, Scorer, ScorerConfig};
+
+/// `CTXZIP_TEST_MODEL` (a catalog name or a .gguf path), else the small catalog model.
+pub fn test_model() -> &'static ResolvedModel {
+    static MODEL: OnceLock<ResolvedModel> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let spec = std::env::var("CTXZIP_TEST_MODEL").unwrap_or_else(|_| "smollm2-135m".into());
+        models::resolve(Some(&spec), false).expect("the test model resolves (pulled if missing)")
+    })
+}
+
+/// A scratch directory that lives as long as the test binary.
+pub fn scratch_dir() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("ctxzip-scoring-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        dir
+    })
+}
+
+pub fn config() -> ScorerConfig {
+    let mut config = ScorerConfig::new(test_model());
+    config.n_ctx_tokens = 2048;
+    config.disk_cache_path = Some(scratch_dir().join("cache.sqlite"));
+    config
+}
+
+/// One loaded scorer shared by the tests of a binary.
+pub fn scorer() -> &'static Scorer {
+    static SCORER: OnceLock<Scorer> = OnceLock::new();
+    SCORER.get_or_init(|| Scorer::new(config()).expect("the test model loads"))
+}
+
+pub fn chunk(text: &str) -> ChunkInput {
+    ChunkInput {
+        hash: blake3_u64(text),
+        text: text.to_string(),
+    }
+}
+
+fn blake3_u64(text: &str) -> u64 {
+    // FNV-1a: any content hash will do for tests.
+    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
