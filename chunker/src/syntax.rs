@@ -20,6 +20,8 @@ struct Def {
     last_row: usize,
     kind: ChunkKind,
     name: Option<String>,
+    /// What a definition outside its container belongs to (a Go method's receiver type).
+    scope: Option<String>,
     body_start: Option<usize>,
     children: Vec<usize>,
 }
@@ -43,6 +45,15 @@ pub fn chunk_tree(lang: Lang, text: &str, tree: &Tree, index: &LineIndex) -> Vec
     list.finish(lang)
 }
 
+/// One query match on a definition node.
+struct Found<'tree> {
+    node: Node<'tree>,
+    kind: ChunkKind,
+    name: Option<String>,
+    scope: Option<String>,
+    pattern: usize,
+}
+
 fn collect_defs(
     spec: &LangSpec,
     compiled: &CompiledQuery,
@@ -50,15 +61,18 @@ fn collect_defs(
     tree: &Tree,
     index: &LineIndex,
 ) -> (Vec<Def>, Vec<usize>) {
-    let mut found: Vec<(Node, ChunkKind, Option<String>)> = Vec::new();
+    let mut found: Vec<Found> = Vec::new();
     let mut cursor = QueryCursor::new();
     let mut matches = cursor.matches(&compiled.query, tree.root_node(), text.as_bytes());
     while let Some(m) = matches.next() {
         let mut definition = None;
         let mut name = None;
+        let mut scope = None;
         for capture in m.captures() {
             if Some(capture.index) == compiled.name_capture {
                 name = capture.node.utf8_text(text.as_bytes()).ok().map(clean_name);
+            } else if Some(capture.index) == compiled.scope_capture {
+                scope = capture.node.utf8_text(text.as_bytes()).ok().map(clean_name);
             } else if let Some(kind) = compiled.definition_kinds[capture.index as usize] {
                 definition = Some((capture.node, kind));
             }
@@ -71,16 +85,37 @@ fn collect_defs(
                     break;
                 }
             }
-            found.push((node, kind, name));
+            found.push(Found {
+                node,
+                kind,
+                name,
+                scope,
+                pattern: m.pattern_index,
+            });
         }
     }
-    found.sort_by_key(|(node, _, _)| (node.start_byte(), std::cmp::Reverse(node.end_byte())));
-    found.dedup_by_key(|(node, _, _)| (node.start_byte(), node.end_byte()));
+    // Outer definitions first; where two patterns match one node, the earlier pattern wins.
+    found.sort_by_key(|f| {
+        let node = f.node;
+        (
+            node.start_byte(),
+            std::cmp::Reverse(node.end_byte()),
+            f.pattern,
+        )
+    });
+    found.dedup_by_key(|f| (f.node.start_byte(), f.node.end_byte()));
 
     let mut defs: Vec<Def> = Vec::with_capacity(found.len());
     let mut roots = Vec::new();
     let mut stack: Vec<usize> = Vec::new();
-    for (node, mut kind, name) in found {
+    for Found {
+        node,
+        mut kind,
+        name,
+        scope,
+        ..
+    } in found
+    {
         let start = attached_start(spec, node, text);
         let end = node.end_byte();
         while let Some(&top) = stack.last() {
@@ -99,7 +134,7 @@ fn collect_defs(
             if kind == ChunkKind::Function && parent_kind != ChunkKind::Module {
                 kind = ChunkKind::Method;
             }
-        } else if kind == ChunkKind::Method {
+        } else if kind == ChunkKind::Method && scope.is_none() {
             // A method outside any recognised container (e.g. inside an object literal).
             kind = ChunkKind::Function;
         }
@@ -112,6 +147,7 @@ fn collect_defs(
             last_row,
             kind,
             name,
+            scope,
             body_start: body_start(node),
             children: Vec::new(),
         });
@@ -255,10 +291,15 @@ impl Layout<'_, '_> {
     }
 
     fn qualified(&self, id: usize, qualifier: Option<&str>) -> String {
-        let name = self.defs[id].name.as_deref().unwrap_or("_");
+        let def = &self.defs[id];
+        let name = def.name.as_deref().unwrap_or("_");
+        let name = match &def.scope {
+            Some(scope) => format!("{scope}{}{name}", self.spec.qualifier),
+            None => name.to_owned(),
+        };
         match qualifier {
             Some(q) => format!("{q}{}{name}", self.spec.qualifier),
-            None => name.to_owned(),
+            None => name,
         }
     }
 }

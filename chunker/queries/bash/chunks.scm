@@ -1,0 +1,3 @@
+; `f() { ... }` and `function f { ... }`.
+
+(function_definition name: (word) @name) @definition.function
