@@ -1,5 +1,6 @@
 //! The `ctxzip` binary: command-line glue over the chunker, scorer and servers.
 
+mod bench_cmd;
 mod chunks_cmd;
 
 use std::process::ExitCode;
@@ -19,12 +20,16 @@ struct Cli {
 enum Command {
     /// List the function-level chunks of files or directories.
     Chunks(chunks_cmd::ChunksArgs),
+    /// Benchmarks (see BENCHMARKS.md).
+    #[command(subcommand)]
+    Bench(bench_cmd::BenchCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Chunks(args) => chunks_cmd::run(args),
+        Command::Bench(command) => bench_cmd::run(command).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -124,7 +124,10 @@ fn to_chunk(piece: Piece, text: &str, index: &LineIndex, lang: Lang) -> Chunk {
                 .clamp(piece.first_row, piece.last_row);
             (start..index.row_end(header_row), header_row as u32 + 1)
         }
-        Some(_) => (start..index.row_end(piece.first_row), piece.first_row as u32 + 1),
+        Some(_) => (
+            start..index.row_end(piece.first_row),
+            piece.first_row as u32 + 1,
+        ),
         None if piece.kind.is_callable() || piece.kind.is_container() => {
             (start..end, piece.last_row as u32 + 1)
         }

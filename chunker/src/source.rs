@@ -34,7 +34,11 @@ pub enum EditError {
     #[error(
         "edit range {start}..{end} is outside the file ({len} bytes) or splits a character; resend the whole file"
     )]
-    BadRange { start: usize, end: usize, len: usize },
+    BadRange {
+        start: usize,
+        end: usize,
+        len: usize,
+    },
 }
 
 pub struct SourceFile {
@@ -120,6 +124,10 @@ impl SourceFile {
 fn point_at(text: &str, byte: usize) -> Point {
     let before = &text.as_bytes()[..byte];
     let row = before.iter().filter(|&&b| b == b'\n').count();
-    let column = byte - before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let column = byte
+        - before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
     Point { row, column }
 }

@@ -52,9 +52,13 @@ pub fn chunk_plain(lang: Lang, text: &str, index: &LineIndex) -> Vec<Chunk> {
             .into_iter()
             .enumerate()
         {
-            let name = name
-                .as_ref()
-                .map(|n| if i == 0 { n.clone() } else { format!("{n} ({})", i + 1) });
+            let name = name.as_ref().map(|n| {
+                if i == 0 {
+                    n.clone()
+                } else {
+                    format!("{n} ({})", i + 1)
+                }
+            });
             list.push(Piece {
                 first_row: a,
                 last_row: b,

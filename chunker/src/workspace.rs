@@ -115,7 +115,9 @@ pub enum WalkError {
     NotFound { path: PathBuf },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
-    #[error("invalid ignore glob {glob:?}: {message} (use gitignore syntax, e.g. `target/` or `*.min.js`)")]
+    #[error(
+        "invalid ignore glob {glob:?}: {message} (use gitignore syntax, e.g. `target/` or `*.min.js`)"
+    )]
     BadGlob { glob: String, message: String },
 }
 
@@ -196,12 +198,10 @@ pub fn discover(
     let mut overrides = OverrideBuilder::new(root);
     for glob in &options.ignore_globs {
         let negated = format!("!{}", glob.trim_start_matches('!'));
-        overrides
-            .add(&negated)
-            .map_err(|e| WalkError::BadGlob {
-                glob: glob.clone(),
-                message: e.to_string(),
-            })?;
+        overrides.add(&negated).map_err(|e| WalkError::BadGlob {
+            glob: glob.clone(),
+            message: e.to_string(),
+        })?;
     }
     let overrides = overrides.build().map_err(|e| WalkError::BadGlob {
         glob: options.ignore_globs.join(", "),
@@ -414,9 +414,8 @@ fn looks_minified(text: &str) -> Option<String> {
     let n_lines = text.lines().count().max(1);
     let longest = text.lines().map(str::len).max().unwrap_or(0);
     let average = text.len() / n_lines;
-    (average > 300 || longest > 32 * 1024).then(|| {
-        format!("looks minified or generated ({n_lines} lines, longest {longest} bytes)")
-    })
+    (average > 300 || longest > 32 * 1024)
+        .then(|| format!("looks minified or generated ({n_lines} lines, longest {longest} bytes)"))
 }
 
 pub fn human_bytes(bytes: u64) -> String {

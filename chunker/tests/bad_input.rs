@@ -22,7 +22,11 @@ fn reason<'a>(ws: &'a Workspace, path: &str) -> Option<&'a str> {
 }
 
 fn assert_good_survives(ws: &Workspace) {
-    let good = ws.files.iter().find(|f| f.path == "good.py").expect("good.py lost");
+    let good = ws
+        .files
+        .iter()
+        .find(|f| f.path == "good.py")
+        .expect("good.py lost");
     assert_eq!(good.chunks[0].name.as_deref(), Some("good"));
 }
 
@@ -44,12 +48,24 @@ fn binary_file_is_skipped_with_a_reason() {
 #[test]
 fn invalid_utf8_is_chunked_with_a_warning() {
     let dir = dir_with_good();
-    fs::write(dir.path().join("latin1.py"), b"# caf\xe9\ndef f():\n    pass\n").unwrap();
+    fs::write(
+        dir.path().join("latin1.py"),
+        b"# caf\xe9\ndef f():\n    pass\n",
+    )
+    .unwrap();
     let ws = walk(dir.path());
-    let file = ws.files.iter().find(|f| f.path == "latin1.py").expect("chunked");
+    let file = ws
+        .files
+        .iter()
+        .find(|f| f.path == "latin1.py")
+        .expect("chunked");
     assert!(file.chunks.iter().any(|c| c.name.as_deref() == Some("f")));
     let warning = ws.warnings.iter().find(|w| w.path == "latin1.py").unwrap();
-    assert!(warning.reason.contains("not valid UTF-8"), "{}", warning.reason);
+    assert!(
+        warning.reason.contains("not valid UTF-8"),
+        "{}",
+        warning.reason
+    );
     assert_good_survives(&ws);
 }
 
@@ -59,7 +75,11 @@ fn huge_single_line_file_is_skipped_by_size_then_as_minified() {
     let line = "var a=1;".repeat(10 * 1024 * 1024 / 8);
     fs::write(dir.path().join("bundle.js"), &line).unwrap();
     let ws = walk(dir.path());
-    assert!(reason(&ws, "bundle.js").unwrap().contains("larger than 1 MiB"));
+    assert!(
+        reason(&ws, "bundle.js")
+            .unwrap()
+            .contains("larger than 1 MiB")
+    );
     assert_good_survives(&ws);
 
     let raised = WalkOptions {
@@ -89,7 +109,11 @@ fn very_deep_nesting_does_not_overflow() {
     classes.push_str("return 1\n");
     let chunks = chunk_source(Lang::Python, &classes);
     common::assert_tiles("classes.py", &classes, &chunks);
-    assert!(chunks.len() <= 64, "nesting cap not applied: {}", chunks.len());
+    assert!(
+        chunks.len() <= 64,
+        "nesting cap not applied: {}",
+        chunks.len()
+    );
 
     let braces = format!(
         "function f() {{ {} }}\n",
@@ -110,7 +134,11 @@ fn empty_and_blank_files() {
     let dir = dir_with_good();
     fs::write(dir.path().join("empty.py"), "").unwrap();
     let ws = walk(dir.path());
-    let empty = ws.files.iter().find(|f| f.path == "empty.py").expect("kept");
+    let empty = ws
+        .files
+        .iter()
+        .find(|f| f.path == "empty.py")
+        .expect("kept");
     assert!(empty.chunks.is_empty());
 }
 
@@ -119,10 +147,16 @@ fn crlf_and_bom_keep_names_and_lines() {
     let text = "\u{feff}use std::fmt;\r\n\r\n/// Adds.\r\nfn add(a: i32) -> i32 {\r\n    a + 1\r\n}\r\n\r\nfn sub() {}\r\n";
     let chunks = chunk_source(Lang::Rust, text);
     common::assert_tiles("crlf.rs", text, &chunks);
-    let add = chunks.iter().find(|c| c.name.as_deref() == Some("add")).unwrap();
+    let add = chunks
+        .iter()
+        .find(|c| c.name.as_deref() == Some("add"))
+        .unwrap();
     assert_eq!((add.start_line, add.end_line), (3, 7));
     assert_eq!(add.header_end_line, 4);
-    let sub = chunks.iter().find(|c| c.name.as_deref() == Some("sub")).unwrap();
+    let sub = chunks
+        .iter()
+        .find(|c| c.name.as_deref() == Some("sub"))
+        .unwrap();
     assert_eq!(sub.start_line, 8);
     assert_eq!(chunks[0].kind, ChunkKind::Glue);
 }
@@ -152,14 +186,21 @@ fn unreadable_files_are_reported() {
     if readable_anyway {
         assert!(ws.files.iter().any(|f| f.path == "locked.py"));
     } else {
-        assert_eq!(reason(&ws, "locked.py"), Some("unreadable: permission denied"));
+        assert_eq!(
+            reason(&ws, "locked.py"),
+            Some("unreadable: permission denied")
+        );
     }
     assert_good_survives(&ws);
 
     // A directory where a file was expected cannot be read, even by root.
     let skipped = workspace::load_file(dir.path(), "dir".into(), &WalkOptions::default())
         .expect_err("a directory is not a file");
-    assert!(skipped.reason.starts_with("unreadable"), "{}", skipped.reason);
+    assert!(
+        skipped.reason.starts_with("unreadable"),
+        "{}",
+        skipped.reason
+    );
 }
 
 #[test]
@@ -179,11 +220,30 @@ fn symlink_loops_and_escapes_are_not_followed() {
     let ws = walk(dir.path());
     let paths: Vec<_> = ws.files.iter().map(|f| f.path.as_str()).collect();
     assert!(paths.contains(&"sub/inner.py"), "{paths:?}");
-    assert!(paths.contains(&"sub/alias.py"), "a link inside the root is followed");
-    assert!(!paths.iter().any(|p| p.contains("secret") || p.starts_with("escape")));
-    assert!(reason(&ws, "escape").unwrap().contains("outside the workspace"));
-    assert!(reason(&ws, "link.py").unwrap().contains("outside the workspace"));
-    assert!(reason(&ws, "sub/loop").unwrap().contains("symlink loop"), "{:?}", ws.skipped);
+    assert!(
+        paths.contains(&"sub/alias.py"),
+        "a link inside the root is followed"
+    );
+    assert!(
+        !paths
+            .iter()
+            .any(|p| p.contains("secret") || p.starts_with("escape"))
+    );
+    assert!(
+        reason(&ws, "escape")
+            .unwrap()
+            .contains("outside the workspace")
+    );
+    assert!(
+        reason(&ws, "link.py")
+            .unwrap()
+            .contains("outside the workspace")
+    );
+    assert!(
+        reason(&ws, "sub/loop").unwrap().contains("symlink loop"),
+        "{:?}",
+        ws.skipped
+    );
     assert_good_survives(&ws);
 }
 
@@ -217,13 +277,16 @@ fn ignore_files_secrets_and_hidden_files() {
     let ws = workspace::chunk_workspace(root, &with_hidden).unwrap();
     let paths: Vec<_> = ws.files.iter().map(|f| f.path.as_str()).collect();
     assert!(!paths.contains(&"notes.md"), "extra ignore glob: {paths:?}");
-    assert!(reason(&ws, ".env").unwrap().contains("secrets"), "hidden .env still refused");
+    assert!(
+        reason(&ws, ".env").unwrap().contains("secrets"),
+        "hidden .env still refused"
+    );
 }
 
 #[test]
 fn missing_root_is_an_error_naming_the_path() {
-    let err = workspace::chunk_workspace(Path::new("/no/such/dir"), &WalkOptions::default())
-        .unwrap_err();
+    let err =
+        workspace::chunk_workspace(Path::new("/no/such/dir"), &WalkOptions::default()).unwrap_err();
     assert!(err.to_string().contains("/no/such/dir"), "{err}");
 }
 
@@ -257,7 +320,11 @@ fn incremental_edits_match_a_fresh_parse() {
         text.replace_range(start..end, insert);
         assert_eq!(file.text(), text);
         let fresh = SourceFile::new(Lang::Python, text.clone());
-        assert_eq!(file.chunks(), fresh.chunks(), "after edit at {start}..{end}");
+        assert_eq!(
+            file.chunks(),
+            fresh.chunks(),
+            "after edit at {start}..{end}"
+        );
         common::assert_tiles("edited.py", &text, file.chunks());
     }
     let err = file.edit(10, 5, "x").unwrap_err();

@@ -12,7 +12,10 @@ pub fn assert_tiles(path: &str, text: &str, chunks: &[Chunk]) {
     }
     assert!(!chunks.is_empty(), "{path}: no chunks");
     assert_eq!(chunks[0].start_line, 1, "{path}: first chunk starts late");
-    assert_eq!(chunks[0].byte_range.start, 0, "{path}: first byte uncovered");
+    assert_eq!(
+        chunks[0].byte_range.start, 0,
+        "{path}: first byte uncovered"
+    );
     for pair in chunks.windows(2) {
         assert_eq!(
             pair[0].end_line + 1,
@@ -21,7 +24,10 @@ pub fn assert_tiles(path: &str, text: &str, chunks: &[Chunk]) {
             pair[0],
             pair[1]
         );
-        assert_eq!(pair[0].byte_range.end, pair[1].byte_range.start, "{path}: bytes");
+        assert_eq!(
+            pair[0].byte_range.end, pair[1].byte_range.start,
+            "{path}: bytes"
+        );
     }
     for chunk in chunks {
         assert!(chunk.start_line <= chunk.end_line, "{path}: {chunk:?}");
@@ -33,5 +39,9 @@ pub fn assert_tiles(path: &str, text: &str, chunks: &[Chunk]) {
     }
     let last = chunks.last().unwrap();
     assert_eq!(last.end_line, n_lines, "{path}: last line uncovered");
-    assert_eq!(last.byte_range.end, text.len(), "{path}: last byte uncovered");
+    assert_eq!(
+        last.byte_range.end,
+        text.len(),
+        "{path}: last byte uncovered"
+    );
 }
