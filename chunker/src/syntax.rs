@@ -117,7 +117,10 @@ fn collect_defs(
     } in found
     {
         let start = attached_start(spec, node, text);
-        let end = node.end_byte();
+        // Some grammars end a node after the whitespace that follows it (Scala's indentation
+        // syntax ends `def f =\n  expr` at the next definition's first token).
+        let end = start
+            .max(node.start_byte() + text[node.start_byte()..node.end_byte()].trim_end().len());
         while let Some(&top) = stack.last() {
             if defs[top].end <= node.start_byte() {
                 stack.pop();
@@ -204,11 +207,19 @@ fn body_start(node: Node) -> Option<usize> {
             return Some(block.start_byte());
         }
         match def.named_child(def.named_child_count().checked_sub(1)? as u32) {
-            Some(last) if last.end_byte() == def.end_byte() && last.id() != def.id() => def = last,
+            Some(last) if last.id() != def.id() && ends_definition(def, last) => def = last,
             _ => return None,
         }
     }
     None
+}
+
+/// Whether `last` ends `def`, but for a closing `;` (`template <...> class X { ... };`).
+fn ends_definition(def: Node, last: Node) -> bool {
+    last.end_byte() == def.end_byte()
+        || last
+            .next_sibling()
+            .is_some_and(|next| next.kind() == ";" && next.end_byte() == def.end_byte())
 }
 
 fn clean_name(raw: &str) -> String {

@@ -1,3 +1,32 @@
+; Where two patterns match one node the earlier wins, so the scoped forms come first.
+
+; Methods and function-valued properties of an object literal bound to a name:
+; `const api = { load() {}, save: async () => {} }` gives `api.load`, `api.save`.
+(variable_declarator
+  name: (identifier) @scope
+  value: (object (method_definition name: (property_identifier) @name) @definition.method))
+(variable_declarator
+  name: (identifier) @scope
+  value: (object
+    (pair
+      key: (property_identifier) @name
+      value: [(arrow_function) (function_expression) (generator_function)]) @definition.method))
+
+; `Foo.prototype.bar = function () {}` is a method of `Foo`.
+(expression_statement
+  (assignment_expression
+    left: (member_expression
+      object: (member_expression
+        object: (identifier) @scope
+        property: (property_identifier) @_prototype)
+      property: (property_identifier) @name)
+    right: [(arrow_function) (function_expression) (generator_function)])
+  (#eq? @_prototype "prototype")) @definition.method
+
+; Class fields holding a function (`onClick = () => { ... }`) are methods.
+(field_definition property: (property_identifier) @name
+  value: [(arrow_function) (function_expression) (generator_function)]) @definition.method
+
 (function_declaration name: (identifier) @name) @definition.function
 (generator_function_declaration name: (identifier) @name) @definition.function
 (class_declaration name: (identifier) @name) @definition.class
