@@ -4,9 +4,12 @@
 //! - [`models`]: the model catalog, `pull` through pip, and which model a command uses.
 //! - [`engine`]: the [`Scorer`], a handle over the worker thread that owns the model context.
 //! - [`cache`]: the on-disk store of query-independent per-chunk results.
+//! - [`compress`]: the whole pipeline: candidates, coarse ranking, budget, fine pruning,
+//!   assembly.
 //! - [`gguf`]: checks a model file before llama.cpp loads it.
 
 pub mod cache;
+pub mod compress;
 pub mod engine;
 pub mod error;
 pub mod gguf;

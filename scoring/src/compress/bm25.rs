@@ -1,0 +1,184 @@
+//! The cheap candidate stage and the lexical baseline: BM25 over identifier-split chunk
+//! text, names and paths.
+
+use std::collections::HashMap;
+
+/// Words too common in code or queries to say anything about relevance.
+const STOP_WORDS: &[&str] = &[
+    "a", "an", "and", "are", "as", "at", "be", "by", "can", "do", "does", "for", "from", "get",
+    "has", "have", "how", "i", "if", "in", "into", "is", "it", "its", "me", "my", "not", "of",
+    "on", "or", "set", "should", "so", "that", "the", "their", "then", "there", "this", "to",
+    "use", "used", "was", "we", "what", "when", "where", "which", "while", "who", "why", "will",
+    "with", "you", "your", "self", "def", "fn", "let", "mut", "pub", "var", "const", "return",
+    "function", "else", "elif", "true", "false", "none", "null", "nil", "new", "int", "str",
+    "string", "bool", "void", "import", "from", "end", "class", "impl", "type", "value",
+];
+
+/// Splits text into lowercase terms: identifiers are split at `_`, `-` and camelCase
+/// boundaries, and kept whole as well.
+pub fn terms(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for word in text.split(|c: char| !(c.is_alphanumeric() || c == '_')) {
+        if word.is_empty() || word.len() > 64 {
+            continue;
+        }
+        let parts = split_identifier(word);
+        if parts.len() > 1 {
+            push_term(&mut out, &word.to_lowercase());
+        }
+        for part in parts {
+            push_term(&mut out, &part);
+        }
+    }
+    out
+}
+
+fn push_term(out: &mut Vec<String>, term: &str) {
+    if term.len() < 2 || term.chars().all(|c| c.is_ascii_digit()) || STOP_WORDS.contains(&term) {
+        return;
+    }
+    out.push(stem(term).to_owned());
+}
+
+/// A light stemmer: plural and verb suffixes, then a final `e`, so that `parses`, `parsed`,
+/// `parsing` and `parse` meet.
+fn stem(term: &str) -> &str {
+    let mut stemmed = term;
+    for suffix in ["ing", "es", "ed", "s"] {
+        if term.len() > suffix.len() + 3 && term.ends_with(suffix) {
+            stemmed = &term[..term.len() - suffix.len()];
+            break;
+        }
+    }
+    match stemmed.strip_suffix('e') {
+        Some(shorter) if shorter.len() >= 3 => shorter,
+        _ => stemmed,
+    }
+}
+
+fn split_identifier(word: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    for piece in word.split('_').filter(|p| !p.is_empty()) {
+        let chars: Vec<char> = piece.chars().collect();
+        let mut current = String::new();
+        for (i, &c) in chars.iter().enumerate() {
+            let boundary = i > 0
+                && c.is_uppercase()
+                && (chars[i - 1].is_lowercase()
+                    || chars[i - 1].is_ascii_digit()
+                    || chars.get(i + 1).is_some_and(|n| n.is_lowercase()));
+            if boundary && !current.is_empty() {
+                parts.push(std::mem::take(&mut current).to_lowercase());
+            }
+            current.push(c);
+        }
+        if !current.is_empty() {
+            parts.push(current.to_lowercase());
+        }
+    }
+    parts
+}
+
+/// A BM25 index over a fixed set of documents.
+pub struct Bm25 {
+    docs: Vec<HashMap<u32, f32>>,
+    doc_len: Vec<f32>,
+    avg_len: f32,
+    vocab: HashMap<String, u32>,
+    doc_freq: Vec<u32>,
+}
+
+const K1: f32 = 1.2;
+const B: f32 = 0.75;
+
+impl Bm25 {
+    /// Each document is a list of (text, weight): weight 3 for names, 1 for bodies.
+    pub fn new<'a>(docs: impl IntoIterator<Item = Vec<(&'a str, f32)>>) -> Bm25 {
+        let mut vocab: HashMap<String, u32> = HashMap::new();
+        let mut doc_freq: Vec<u32> = Vec::new();
+        let mut out_docs = Vec::new();
+        let mut doc_len = Vec::new();
+        for fields in docs {
+            let mut counts: HashMap<u32, f32> = HashMap::new();
+            let mut len = 0.0;
+            for (text, weight) in fields {
+                for term in terms(text) {
+                    let next = vocab.len() as u32;
+                    let id = *vocab.entry(term).or_insert(next);
+                    if id as usize == doc_freq.len() {
+                        doc_freq.push(0);
+                    }
+                    *counts.entry(id).or_default() += weight;
+                    len += weight;
+                }
+            }
+            for id in counts.keys() {
+                doc_freq[*id as usize] += 1;
+            }
+            out_docs.push(counts);
+            doc_len.push(len);
+        }
+        let avg_len = doc_len.iter().sum::<f32>() / doc_len.len().max(1) as f32;
+        Bm25 {
+            docs: out_docs,
+            doc_len,
+            avg_len: avg_len.max(1.0),
+            vocab,
+            doc_freq,
+        }
+    }
+
+    /// BM25 score of every document for `query`, in document order.
+    pub fn scores(&self, query: &str) -> Vec<f32> {
+        let n = self.docs.len() as f32;
+        let mut query_terms: Vec<u32> = terms(query)
+            .iter()
+            .filter_map(|t| self.vocab.get(t).copied())
+            .collect();
+        query_terms.sort_unstable();
+        query_terms.dedup();
+        let idf: Vec<(u32, f32)> = query_terms
+            .iter()
+            .map(|&id| {
+                let df = self.doc_freq[id as usize] as f32;
+                (id, ((n - df + 0.5) / (df + 0.5) + 1.0).ln())
+            })
+            .collect();
+        self.docs
+            .iter()
+            .zip(&self.doc_len)
+            .map(|(doc, &len)| {
+                idf.iter()
+                    .map(|&(id, idf)| {
+                        let tf = doc.get(&id).copied().unwrap_or(0.0);
+                        idf * tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * len / self.avg_len))
+                    })
+                    .sum()
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_split_and_stem() {
+        assert_eq!(
+            terms("parseHTTPRequest read_all_lines"),
+            ["parsehttprequest", "pars", "http", "request", "read_all_lin", "read", "all", "lin"]
+        );
+    }
+
+    #[test]
+    fn ranks_the_matching_document_first() {
+        let index = Bm25::new(vec![
+            vec![("fn add(a: i32) { a + 1 }", 1.0), ("add", 3.0)],
+            vec![("fn parse_config(path) { read(path) }", 1.0), ("parse_config", 3.0)],
+            vec![("fn main() { run() }", 1.0), ("main", 3.0)],
+        ]);
+        let scores = index.scores("where is the config parsed?");
+        assert!(scores[1] > scores[0] && scores[1] > scores[2], "{scores:?}");
+    }
+}

@@ -1,0 +1,141 @@
+//! The fine stage: a kept function is cut into blocks at per-line perplexity spikes and an
+//! exact 0/1 knapsack keeps the blocks worth most to the query within the function's
+//! adaptive budget. Pure arithmetic: the model's numbers come in, row ranges go out.
+
+/// Line statistics of one function, from its token NLLs.
+#[derive(Debug, Clone, Default)]
+pub struct LineStats {
+    /// Mean unconditional NLL of the line's tokens (nats); `None` for lines with no token.
+    pub mean_nll: Option<f32>,
+    /// Sum over the line's tokens of NLL(tok | prefix) − NLL(tok | query, prefix): how much
+    /// the query made the line more predictable.
+    pub gain: f32,
+    pub n_tokens: usize,
+    pub blank: bool,
+}
+
+/// Splits lines `0..n` into blocks: a block starts at a line whose NLL spikes above
+/// `mean + k·std` of the function's lines (and is a local maximum). `first_body` is the
+/// first line after the signature; lines before it form block 0.
+pub fn segment(lines: &[LineStats], first_body: usize, k: f32) -> Vec<(usize, usize)> {
+    let n = lines.len();
+    let values: Vec<f32> = lines.iter().filter_map(|l| l.mean_nll).collect();
+    let mean = values.iter().sum::<f32>() / values.len().max(1) as f32;
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / values.len().max(1) as f32;
+    let threshold = mean + k * var.sqrt();
+    let mut starts = vec![0];
+    if first_body > 0 && first_body < n {
+        starts.push(first_body);
+    }
+    for i in first_body.max(1)..n {
+        let Some(v) = lines[i].mean_nll else { continue };
+        if lines[i].blank {
+            continue;
+        }
+        let prev = lines[..i].iter().rev().find_map(|l| l.mean_nll).unwrap_or(f32::MIN);
+        let next = lines[i + 1..].iter().find_map(|l| l.mean_nll).unwrap_or(f32::MIN);
+        if v > threshold && v >= prev && v >= next && !starts.contains(&i) {
+            starts.push(i);
+        }
+    }
+    starts.sort_unstable();
+    starts.dedup();
+    let mut blocks = Vec::with_capacity(starts.len());
+    for (j, &start) in starts.iter().enumerate() {
+        let end = starts.get(j + 1).copied().unwrap_or(n);
+        if start < end {
+            blocks.push((start, end - 1));
+        }
+    }
+    blocks
+}
+
+/// The adaptive share of a function's tokens to keep, from its normalised coarse score.
+pub fn function_rate(base_rate: f32, beta: f32, normalized_score: f32) -> f32 {
+    (base_rate * (1.0 + beta * (2.0 * normalized_score - 1.0))).clamp(0.0, 1.0)
+}
+
+/// Min-max normalisation to `[0, 1]`; all-equal inputs map to 1.
+pub fn min_max(values: &[f32]) -> Vec<f32> {
+    let min = values.iter().copied().fold(f32::INFINITY, f32::min);
+    let max = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    values
+        .iter()
+        .map(|&v| if max > min { (v - min) / (max - min) } else { 1.0 })
+        .collect()
+}
+
+/// Exact 0/1 knapsack: the subset of items (weight, value) of greatest total value whose
+/// weight is at most `capacity`. Returns the chosen indices in order.
+pub fn knapsack(items: &[(usize, f32)], capacity: usize) -> Vec<usize> {
+    let n = items.len();
+    if n == 0 || capacity == 0 {
+        return items
+            .iter()
+            .enumerate()
+            .filter(|(_, (w, _))| *w == 0)
+            .map(|(i, _)| i)
+            .collect();
+    }
+    // best[i][c]: best value using the first i items with capacity c.
+    let width = capacity + 1;
+    let mut best = vec![0f32; (n + 1) * width];
+    for (i, &(weight, value)) in items.iter().enumerate() {
+        for c in 0..width {
+            let skip = best[i * width + c];
+            let take = if weight <= c {
+                best[i * width + c - weight] + value
+            } else {
+                f32::NEG_INFINITY
+            };
+            best[(i + 1) * width + c] = skip.max(take);
+        }
+    }
+    let mut chosen = Vec::new();
+    let mut c = capacity;
+    for i in (0..n).rev() {
+        if best[(i + 1) * width + c] != best[i * width + c] {
+            chosen.push(i);
+            c -= items[i].0;
+        }
+    }
+    chosen.reverse();
+    chosen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(nll: f32) -> LineStats {
+        LineStats {
+            mean_nll: Some(nll),
+            gain: 0.0,
+            n_tokens: 3,
+            blank: false,
+        }
+    }
+
+    #[test]
+    fn knapsack_is_exact() {
+        // Greedy by density would take item 0 (density 6) and then only fit item 2.
+        let items = [(1, 6.0), (2, 10.0), (3, 12.0)];
+        assert_eq!(knapsack(&items, 5), vec![1, 2]);
+        assert_eq!(knapsack(&items, 0), Vec::<usize>::new());
+        assert_eq!(knapsack(&[(0, 1.0), (4, 1.0)], 0), vec![0]);
+    }
+
+    #[test]
+    fn segments_at_spikes_after_the_signature() {
+        let lines: Vec<_> = [1.0, 1.0, 1.1, 5.0, 1.0, 1.2, 6.0, 1.0].map(line).into();
+        assert_eq!(segment(&lines, 1, 0.5), vec![(0, 0), (1, 2), (3, 5), (6, 7)]);
+    }
+
+    #[test]
+    fn rate_is_clamped_and_centred() {
+        assert_eq!(function_rate(0.5, 0.5, 0.5), 0.5);
+        assert_eq!(function_rate(0.5, 0.5, 1.0), 0.75);
+        assert_eq!(function_rate(0.9, 1.0, 1.0), 1.0);
+        assert_eq!(min_max(&[2.0, 4.0, 3.0]), vec![0.0, 1.0, 0.5]);
+    }
+}

@@ -1,0 +1,651 @@
+//! The LongCodeZip pipeline over a workspace: cheap candidates (BM25 and structure), the
+//! coarse conditional-perplexity ranking, a token budget that is never exceeded, the fine
+//! block-level pruning of kept functions, and assembly in file order.
+//!
+//! Model work per query is bounded: only candidates are scored, each truncated to
+//! `max_chunk_tokens`; the scorer reuses KV states and caches across calls.
+
+pub mod assemble;
+pub mod bm25;
+pub mod fine;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Instant;
+
+use ctxzip_chunker::chunk::content_hash;
+use ctxzip_chunker::lines::LineIndex;
+use ctxzip_chunker::{Chunk, ChunkKind, Lang};
+use serde::Serialize;
+
+pub use assemble::Format;
+use assemble::{FileRuns, assemble, merge_runs};
+use bm25::Bm25;
+use fine::LineStats;
+
+use crate::engine::{CancelFlag, ChunkInput, ScoreOptions, Scorer};
+
+/// One file as the pipeline sees it.
+#[derive(Clone, Copy)]
+pub struct Document<'a> {
+    /// Relative to the workspace root; shown in headers and results.
+    pub path: &'a str,
+    pub lang: Lang,
+    pub text: &'a str,
+    pub chunks: &'a [Chunk],
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Budget {
+    /// At most this many tokens, in the model's tokenizer.
+    Tokens(usize),
+    /// This fraction of the workspace's tokens (0 < r ≤ 1).
+    Rate(f64),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ranker {
+    /// Conditional perplexity under the model (ctxzip).
+    Model,
+    /// BM25 alone, whole chunks: the lexical baseline.
+    Bm25,
+}
+
+#[derive(Clone, Debug)]
+pub struct Focus {
+    pub path: String,
+    /// 1-based.
+    pub line: Option<u32>,
+}
+
+#[derive(Clone, Debug)]
+pub struct CompressOptions {
+    pub budget: Budget,
+    pub format: Format,
+    pub focus: Option<Focus>,
+    /// Prune kept functions to blocks.
+    pub fine: bool,
+    pub ranker: Ranker,
+    /// Chunks the model scores per query, at most (pinned chunks come on top).
+    pub max_candidates: usize,
+    /// Chunk text scored by the model is cut to about this many tokens.
+    pub max_chunk_tokens: usize,
+    /// Share of a kept function's tokens the fine stage keeps on average (R_fine).
+    pub fine_rate: f32,
+    /// How much the coarse score moves a function's share (β).
+    pub beta: f32,
+    /// Block boundaries at lines whose NLL exceeds mean + k·std.
+    pub spike_k: f32,
+    /// LongCodeZip as published: every chunk scored whole, no reuse, one pass per line in
+    /// the fine stage. For benchmarks.
+    pub faithful: bool,
+}
+
+impl Default for CompressOptions {
+    fn default() -> Self {
+        CompressOptions {
+            budget: Budget::Tokens(2000),
+            format: Format::Text,
+            focus: None,
+            fine: true,
+            ranker: Ranker::Model,
+            max_candidates: 32,
+            max_chunk_tokens: 256,
+            fine_rate: 0.5,
+            beta: 0.5,
+            spike_k: 0.5,
+            faithful: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SelectedChunk {
+    pub path: String,
+    pub start_line: u32,
+    pub end_line: u32,
+    pub name: Option<String>,
+    pub kind: ChunkKind,
+    pub score: f32,
+    /// Tokens of this chunk in the output (after fine pruning).
+    pub tokens: usize,
+    /// Line runs kept (1-based, inclusive); one run when the chunk is whole.
+    pub kept_lines: Vec<[u32; 2]>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Stats {
+    pub original_tokens: usize,
+    pub compressed_tokens: usize,
+    pub ratio: f64,
+    pub elapsed_ms: f64,
+    /// Tokens the model processed for this query.
+    pub model_tokens: usize,
+    pub budget_tokens: usize,
+    pub candidates: usize,
+    pub files: usize,
+    pub chunks: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Compressed {
+    pub context: String,
+    pub chunks: Vec<SelectedChunk>,
+    pub stats: Stats,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompressError {
+    #[error("empty query: say what the context is for, e.g. --query \"where are retries handled?\"")]
+    EmptyQuery,
+    #[error("budget must be a positive number of tokens (got {0}); e.g. --budget 2000")]
+    BadBudget(i64),
+    #[error("rate must be in (0, 1] (got {0}); e.g. --rate 0.2 keeps a fifth")]
+    BadRate(f64),
+    #[error("nothing to compress: no source files with content under the given paths")]
+    EmptyWorkspace,
+    #[error(
+        "budget of {budget} tokens is smaller than any chunk (the smallest needs {smallest} with its file header); raise --budget"
+    )]
+    BudgetTooSmall { budget: usize, smallest: usize },
+    #[error(transparent)]
+    Scoring(#[from] crate::Error),
+}
+
+/// A unit of selection: one chunk of one document.
+struct Unit {
+    doc: usize,
+    chunk: usize,
+    tokens: usize,
+    bm25: f32,
+    score: f32,
+    pinned: bool,
+}
+
+/// Compresses `docs` for `query` within the budget. Blocking: call from a worker thread.
+pub fn compress(
+    scorer: &Scorer,
+    docs: &[Document],
+    query: &str,
+    options: &CompressOptions,
+    cancel: &CancelFlag,
+) -> Result<Compressed, CompressError> {
+    let started = Instant::now();
+    let decoded_before = scorer.stats().tokens_decoded;
+    let query = query.trim();
+    if query.is_empty() {
+        return Err(CompressError::EmptyQuery);
+    }
+    match options.budget {
+        Budget::Tokens(0) => return Err(CompressError::BadBudget(0)),
+        Budget::Rate(r) if !(r > 0.0 && r <= 1.0) => return Err(CompressError::BadRate(r)),
+        _ => {}
+    }
+
+    // Units: every chunk with content.
+    let mut units = Vec::new();
+    let mut texts = Vec::new();
+    for (d, doc) in docs.iter().enumerate() {
+        for (c, chunk) in doc.chunks.iter().enumerate() {
+            let text = chunk.text(doc.text);
+            if text.trim().is_empty() {
+                continue;
+            }
+            texts.push(text);
+            units.push(Unit {
+                doc: d,
+                chunk: c,
+                tokens: 0,
+                bm25: 0.0,
+                score: f32::NEG_INFINITY,
+                pinned: false,
+            });
+        }
+    }
+    if units.is_empty() {
+        return Err(CompressError::EmptyWorkspace);
+    }
+    for (unit, n) in units.iter_mut().zip(scorer.count_tokens_batch(&texts)) {
+        unit.tokens = n;
+    }
+    let original_tokens: usize = units.iter().map(|u| u.tokens).sum();
+    let budget = match options.budget {
+        Budget::Tokens(n) => n,
+        Budget::Rate(r) => ((original_tokens as f64 * r).floor() as usize).max(1),
+    };
+
+    // Candidates: BM25 over text, names and paths, plus structure.
+    let index = Bm25::new(units.iter().zip(&texts).map(|(u, text)| {
+        let doc = &docs[u.doc];
+        let chunk = &doc.chunks[u.chunk];
+        vec![
+            (*text, 1.0),
+            (chunk.qualified_name.as_deref().unwrap_or(""), 3.0),
+            (doc.path, 2.0),
+        ]
+    }));
+    for (unit, score) in units.iter_mut().zip(index.scores(query)) {
+        unit.bm25 = score;
+    }
+    pin_structural(&mut units, docs, query, options.focus.as_ref());
+
+    let candidates: Vec<usize> = match options.ranker {
+        Ranker::Bm25 => {
+            for unit in &mut units {
+                unit.score = unit.bm25 + if unit.pinned { 1e6 } else { 0.0 };
+            }
+            Vec::new()
+        }
+        Ranker::Model => {
+            let candidates = pick_candidates(&units, options);
+            let inputs: Vec<ChunkInput> = candidates
+                .iter()
+                .map(|&i| {
+                    let text = texts[i];
+                    let text = if options.faithful {
+                        text
+                    } else {
+                        head_for_tokens(text, units[i].tokens, options.max_chunk_tokens)
+                    };
+                    ChunkInput {
+                        hash: content_hash(text.as_bytes()),
+                        text: text.to_owned(),
+                    }
+                })
+                .collect();
+            let score_options = if options.faithful {
+                ScoreOptions {
+                    max_packed_seqs: 1,
+                    reuse_kv_states: false,
+                    reuse_prefix: false,
+                }
+            } else {
+                scorer.default_options()
+            };
+            let output = scorer.score_chunks_with(query, &inputs, score_options, cancel)?;
+            for (&i, score) in candidates.iter().zip(&output.scores) {
+                units[i].score = score.score;
+            }
+            candidates
+        }
+    };
+
+    // Order: pinned first, then by score; units the model did not see follow by BM25.
+    let mut order: Vec<usize> = (0..units.len()).collect();
+    let scored: HashSet<usize> = candidates.iter().copied().collect();
+    order.sort_by(|&a, &b| {
+        let key = |i: usize| {
+            let u = &units[i];
+            (u.pinned, scored.contains(&i) || options.ranker == Ranker::Bm25)
+        };
+        key(b)
+            .cmp(&key(a))
+            .then(units[b].score.total_cmp(&units[a].score))
+            .then(units[b].bm25.total_cmp(&units[a].bm25))
+            .then(a.cmp(&b))
+    });
+
+    // Coarse: whole units, in order, within the coarse budget.
+    let fine = options.fine && options.ranker == Ranker::Model;
+    let header_tokens = |doc: usize| scorer.count_tokens(&format!("==> {} <==\n", docs[doc].path)) + 3;
+    let coarse_budget = if fine {
+        (budget as f32 / options.fine_rate.max(0.05)) as usize
+    } else {
+        budget
+    };
+    let mut kept: Vec<usize> = Vec::new();
+    let mut files_seen: HashSet<usize> = HashSet::new();
+    let mut used = 0;
+    for &i in &order {
+        let unit = &units[i];
+        let overhead = if files_seen.contains(&unit.doc) { 3 } else { header_tokens(unit.doc) };
+        if used + unit.tokens + overhead <= coarse_budget {
+            used += unit.tokens + overhead;
+            files_seen.insert(unit.doc);
+            kept.push(i);
+        }
+    }
+
+    // Fine: prune kept functions to their most useful blocks.
+    let mut runs: HashMap<usize, Vec<(usize, usize)>> = HashMap::new(); // unit -> kept rows
+    if fine {
+        runs = fine_stage(scorer, docs, &units, &kept, &texts, query, options, cancel)?;
+    }
+
+    // Refill what the fine stage freed with more whole units, then make the budget exact.
+    let mut result = Selection {
+        scorer,
+        docs,
+        units: &units,
+        format: options.format,
+        runs,
+        kept,
+    };
+    let mut tokens = result.count();
+    if fine {
+        for &i in &order {
+            if result.kept.contains(&i) {
+                continue;
+            }
+            if tokens + units[i].tokens + 3 > budget {
+                continue;
+            }
+            result.kept.push(i);
+            let with = result.count();
+            if with <= budget {
+                tokens = with;
+            } else {
+                result.kept.pop();
+            }
+        }
+    }
+    while tokens > budget && !result.kept.is_empty() {
+        // Drop the lowest-ranked unit (the last kept in rank order) until it fits.
+        let worst = result
+            .kept
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, i)| order.iter().position(|o| o == *i))
+            .map(|(pos, _)| pos)
+            .unwrap_or(0);
+        result.kept.remove(worst);
+        tokens = result.count();
+    }
+    if result.kept.is_empty() {
+        let smallest = units
+            .iter()
+            .map(|u| u.tokens + header_tokens(u.doc))
+            .min()
+            .unwrap_or(0);
+        return Err(CompressError::BudgetTooSmall { budget, smallest });
+    }
+
+    let context = result.render();
+    let compressed_tokens = scorer.count_tokens(&context);
+    debug_assert!(compressed_tokens <= budget);
+    let chunks = result.selected(&order);
+    let n_files = chunks.iter().map(|c| &c.path).collect::<HashSet<_>>().len();
+    Ok(Compressed {
+        context,
+        stats: Stats {
+            original_tokens,
+            compressed_tokens,
+            ratio: original_tokens as f64 / compressed_tokens.max(1) as f64,
+            elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
+            // The scorer's own count: cache hits cost nothing, recomputation is counted.
+            model_tokens: (scorer.stats().tokens_decoded - decoded_before) as usize,
+            budget_tokens: budget,
+            candidates: candidates.len(),
+            files: n_files,
+            chunks: chunks.len(),
+        },
+        chunks,
+    })
+}
+
+/// Pins the chunk at the focus position and chunks defining an identifier the query names.
+fn pin_structural(units: &mut [Unit], docs: &[Document], query: &str, focus: Option<&Focus>) {
+    let named: HashSet<&str> = query
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| w.len() >= 3 && w.chars().any(|c| c.is_uppercase() || c == '_' ))
+        .collect();
+    for unit in units.iter_mut() {
+        let doc = &docs[unit.doc];
+        let chunk = &doc.chunks[unit.chunk];
+        if chunk.kind.is_callable() || chunk.kind.is_container() {
+            if let Some(name) = &chunk.name {
+                if named.contains(name.as_str()) {
+                    unit.pinned = true;
+                }
+            }
+        }
+        if let Some(focus) = focus
+            && focus.path == doc.path
+        {
+            match focus.line {
+                Some(line) if chunk.start_line <= line && line <= chunk.end_line => {
+                    unit.pinned = true;
+                }
+                _ => unit.bm25 *= 1.5,
+            }
+        }
+    }
+}
+
+fn pick_candidates(units: &[Unit], options: &CompressOptions) -> Vec<usize> {
+    if options.faithful || units.len() <= options.max_candidates {
+        return (0..units.len()).collect();
+    }
+    let mut by_bm25: Vec<usize> = (0..units.len()).collect();
+    by_bm25.sort_by(|&a, &b| units[b].bm25.total_cmp(&units[a].bm25).then(a.cmp(&b)));
+    let mut picked: Vec<usize> = units
+        .iter()
+        .enumerate()
+        .filter(|(_, u)| u.pinned)
+        .map(|(i, _)| i)
+        .collect();
+    for i in by_bm25 {
+        if picked.len() >= options.max_candidates.max(picked.len()) {
+            break;
+        }
+        if !picked.contains(&i) {
+            picked.push(i);
+        }
+    }
+    picked.sort_unstable();
+    picked
+}
+
+/// The head of `text` holding about `max_tokens` of its `n_tokens`, cut at a line end.
+fn head_for_tokens(text: &str, n_tokens: usize, max_tokens: usize) -> &str {
+    if n_tokens <= max_tokens {
+        return text;
+    }
+    let target = text.len() * max_tokens / n_tokens.max(1);
+    match text[..target.min(text.len())].rfind('\n') {
+        Some(end) if end > 0 => &text[..=end],
+        _ => &text[..text.floor_char_boundary(target)],
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fine_stage(
+    scorer: &Scorer,
+    docs: &[Document],
+    units: &[Unit],
+    kept: &[usize],
+    texts: &[&str],
+    query: &str,
+    options: &CompressOptions,
+    cancel: &CancelFlag,
+) -> Result<HashMap<usize, Vec<(usize, usize)>>, CompressError> {
+    let eligible: Vec<usize> = kept
+        .iter()
+        .copied()
+        .filter(|&i| {
+            let chunk = &docs[units[i].doc].chunks[units[i].chunk];
+            chunk.kind.is_callable() && chunk.n_lines() >= 5
+        })
+        .collect();
+    let mut runs = HashMap::new();
+    if eligible.is_empty() {
+        return Ok(runs);
+    }
+    let fn_texts: Vec<&str> = eligible.iter().map(|&i| texts[i]).collect();
+    let (unconditional, conditional) = if options.faithful {
+        // One pass per line, as LongCodeZip computes line perplexity.
+        let mut per_line = Vec::new();
+        for text in &fn_texts {
+            let mut tokens = Vec::new();
+            let mut offset = 0;
+            for line in text.split_inclusive('\n') {
+                if !line.trim().is_empty() {
+                    let nlls = scorer.token_nlls_batch_with(
+                        None,
+                        &[line],
+                        ScoreOptions { max_packed_seqs: 1, reuse_kv_states: false, reuse_prefix: false },
+                        cancel,
+                    )?;
+                    for mut t in nlls[0].tokens.iter().copied() {
+                        t.start += offset;
+                        t.end += offset;
+                        tokens.push(t);
+                    }
+                }
+                offset += line.len();
+            }
+            per_line.push(crate::TokenNlls { tokens, first_token_scored: true, truncated: false });
+        }
+        let cond = scorer.token_nlls_batch_with(
+            Some(&format!("{query}\n\n")),
+            &fn_texts,
+            ScoreOptions { max_packed_seqs: 1, reuse_kv_states: false, reuse_prefix: false },
+            cancel,
+        )?;
+        (per_line, cond)
+    } else {
+        let uncond = scorer.token_nlls_batch(None, &fn_texts, cancel)?;
+        let cond = scorer.token_nlls_batch(Some(&format!("{query}\n\n")), &fn_texts, cancel)?;
+        (uncond, cond)
+    };
+
+    let coarse: Vec<f32> = eligible.iter().map(|&i| units[i].score).collect();
+    let normalized = fine::min_max(&coarse);
+    for (j, &i) in eligible.iter().enumerate() {
+        let doc = &docs[units[i].doc];
+        let chunk = &doc.chunks[units[i].chunk];
+        let text = fn_texts[j];
+        let index = LineIndex::new(text);
+        let n = index.n_rows();
+        let mut lines = vec![LineStats::default(); n];
+        for (r, line) in lines.iter_mut().enumerate() {
+            line.blank = index.rows_text(text, r, r).trim().is_empty();
+        }
+        let mut sums = vec![0f32; n];
+        for t in &unconditional[j].tokens {
+            let r = index.row_of(t.start);
+            sums[r] += t.nll;
+            lines[r].n_tokens += 1;
+        }
+        for (r, line) in lines.iter_mut().enumerate() {
+            if line.n_tokens > 0 {
+                line.mean_nll = Some(sums[r] / line.n_tokens as f32);
+            }
+        }
+        let uncond_by_start: HashMap<usize, f32> =
+            unconditional[j].tokens.iter().map(|t| (t.start, t.nll)).collect();
+        for t in &conditional[j].tokens {
+            if let Some(u) = uncond_by_start.get(&t.start) {
+                lines[index.row_of(t.start)].gain += u - t.nll;
+            }
+        }
+        let first_body = (chunk.header_end_line.saturating_sub(chunk.start_line) + 1) as usize;
+        let first_body = first_body.min(n);
+        let blocks = fine::segment(&lines, first_body, options.spike_k);
+        let block_texts: Vec<&str> = blocks
+            .iter()
+            .map(|&(a, b)| index.rows_text(text, a, b))
+            .collect();
+        let block_tokens = scorer.count_tokens_batch(&block_texts);
+        let gains: Vec<f32> = blocks
+            .iter()
+            .map(|&(a, b)| {
+                let n_tok: usize = lines[a..=b].iter().map(|l| l.n_tokens).sum();
+                lines[a..=b].iter().map(|l| l.gain).sum::<f32>() / n_tok.max(1) as f32
+            })
+            .collect();
+        let block_value = fine::min_max(&gains);
+        let rate = fine::function_rate(options.fine_rate, options.beta, normalized[j]);
+        let capacity = (units[i].tokens as f32 * rate) as usize;
+        // The signature block is always kept; the knapsack fills the rest.
+        let signature = if first_body > 0 { 1 } else { 0 };
+        let sig_tokens: usize = block_tokens[..signature].iter().sum();
+        let items: Vec<(usize, f32)> = (signature..blocks.len())
+            .map(|b| (block_tokens[b], block_value[b] * block_tokens[b] as f32 + 1e-3))
+            .collect();
+        let chosen = fine::knapsack(&items, capacity.saturating_sub(sig_tokens));
+        let base = (chunk.start_line - 1) as usize;
+        let mut kept_rows: Vec<(usize, usize)> = blocks[..signature]
+            .iter()
+            .map(|&(a, b)| (base + a, base + b))
+            .collect();
+        kept_rows.extend(chosen.iter().map(|&c| {
+            let (a, b) = blocks[signature + c];
+            (base + a, base + b)
+        }));
+        runs.insert(i, merge_runs(kept_rows));
+    }
+    Ok(runs)
+}
+
+/// The kept units and their pruned rows, rendered and counted on demand.
+struct Selection<'a> {
+    scorer: &'a Scorer,
+    docs: &'a [Document<'a>],
+    units: &'a [Unit],
+    format: Format,
+    runs: HashMap<usize, Vec<(usize, usize)>>,
+    kept: Vec<usize>,
+}
+
+impl Selection<'_> {
+    fn unit_rows(&self, i: usize) -> Vec<(usize, usize)> {
+        self.runs.get(&i).cloned().unwrap_or_else(|| {
+            let chunk = &self.docs[self.units[i].doc].chunks[self.units[i].chunk];
+            vec![((chunk.start_line - 1) as usize, (chunk.end_line - 1) as usize)]
+        })
+    }
+
+    fn render(&self) -> String {
+        let mut by_doc: BTreeMap<&str, (usize, Vec<(usize, usize)>)> = BTreeMap::new();
+        for &i in &self.kept {
+            let doc = &self.docs[self.units[i].doc];
+            let entry = by_doc.entry(doc.path).or_insert((self.units[i].doc, Vec::new()));
+            entry.1.extend(self.unit_rows(i));
+        }
+        let files: Vec<FileRuns> = by_doc
+            .into_values()
+            .map(|(d, rows)| FileRuns {
+                path: self.docs[d].path,
+                lang: self.docs[d].lang,
+                text: self.docs[d].text,
+                runs: merge_runs(rows),
+            })
+            .collect();
+        assemble(self.format, &files)
+    }
+
+    fn count(&self) -> usize {
+        self.scorer.count_tokens(&self.render())
+    }
+
+    fn selected(&self, order: &[usize]) -> Vec<SelectedChunk> {
+        let mut kept = self.kept.clone();
+        kept.sort_by_key(|i| order.iter().position(|o| o == i));
+        kept.iter()
+            .map(|&i| {
+                let unit = &self.units[i];
+                let doc = &self.docs[unit.doc];
+                let chunk = &doc.chunks[unit.chunk];
+                let rows = self.unit_rows(i);
+                let index = LineIndex::new(doc.text);
+                let kept_text: String = rows
+                    .iter()
+                    .map(|&(a, b)| index.rows_text(doc.text, a, b))
+                    .collect();
+                SelectedChunk {
+                    path: doc.path.to_owned(),
+                    start_line: chunk.start_line,
+                    end_line: chunk.end_line,
+                    name: chunk.qualified_name.clone().or_else(|| chunk.name.clone()),
+                    kind: chunk.kind,
+                    score: if unit.score.is_finite() { unit.score } else { unit.bm25 },
+                    tokens: self.scorer.count_tokens(&kept_text),
+                    kept_lines: rows
+                        .iter()
+                        .map(|&(a, b)| [a as u32 + 1, b as u32 + 1])
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+}
