@@ -50,7 +50,9 @@ pub struct LangSpec {
     pub lsp_ids: &'static [&'static str],
     /// `None` for languages chunked as text.
     pub grammar: Option<LanguageFn>,
-    /// A tags-style query: `@definition.<kind>` on a definition node, `@name` on its name.
+    /// A tags-style query: `@definition.<kind>` on a definition node, `@name` on its name,
+    /// and optionally `@scope` on the type a definition written outside it belongs to (a Go
+    /// receiver, C++ `Foo::` or Lua `M:`). Where two patterns match one node, the earlier wins.
     pub chunk_query: &'static str,
     /// Separator of qualified names (`Foo::bar` or `Foo.bar`).
     pub qualifier: &'static str,

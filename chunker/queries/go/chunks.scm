@@ -21,3 +21,9 @@
   . (type_spec name: (type_identifier) @name type: (struct_type)) .) @definition.struct
 (type_declaration
   . (type_spec name: (type_identifier) @name type: (interface_type)) .) @definition.interface
+
+; `var handler = func(w http.ResponseWriter, r *http.Request) { ... }`
+(var_declaration
+  . (var_spec
+    name: (identifier) @name
+    value: (expression_list . (func_literal) .)) .) @definition.function

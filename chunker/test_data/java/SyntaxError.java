@@ -1,0 +1,9 @@
+class A {
+    void f() {
+        int x = ;
+    }
+
+    void g() {
+        return;
+    }
+}

@@ -1,0 +1,7 @@
+<?php
+namespace A {
+    function f() {}
+    class B {
+        public function g() {}
+    }
+}

@@ -1,0 +1,4 @@
+actor Counter {
+    var n = 0
+    func inc() { n += 1 }
+}
