@@ -12,12 +12,12 @@
       key: (property_identifier) @name
       value: [(arrow_function) (function_expression) (generator_function)]) @definition.method))
 
-; `Foo.prototype.bar = function () {}` is a method of `Foo`.
+; `Foo.prototype.bar = function () {}` is a method of `Foo` (or of `ns.Foo`).
 (expression_statement
   (assignment_expression
     left: (member_expression
       object: (member_expression
-        object: (identifier) @scope
+        object: [(identifier) (member_expression)] @scope
         property: (property_identifier) @_prototype)
       property: (property_identifier) @name)
     right: [(arrow_function) (function_expression) (generator_function)])
