@@ -202,6 +202,9 @@ fn body_start(node: Node) -> Option<usize> {
                 || kind == "declaration_list"
                 || kind == "field_declaration_list"
                 || kind == "compound_statement"
+                || kind == "enumerator_list"
+                || kind == "interface_type"
+                || kind == "accessor_list"
         });
         if let Some(block) = block {
             return Some(block.start_byte());
