@@ -78,7 +78,10 @@ pub fn parse_langs(names: &[String]) -> Result<Option<Vec<Lang>>> {
             Some(lang) => langs.push(lang),
             None => {
                 let known: Vec<_> = LANGS.iter().map(|s| s.name).collect();
-                bail!("unknown language {name:?}; known: {}", known.join(", "));
+                bail!(crate::compress_cmd::BadInput(format!(
+                    "unknown language {name:?}; known: {}",
+                    known.join(", ")
+                )));
             }
         }
     }

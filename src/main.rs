@@ -2,6 +2,7 @@
 
 mod bench_cmd;
 mod chunks_cmd;
+mod compress_cmd;
 
 use std::process::ExitCode;
 
@@ -18,6 +19,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Compress a workspace for a query into a token budget.
+    Compress(compress_cmd::CompressArgs),
     /// List the function-level chunks of files or directories.
     Chunks(chunks_cmd::ChunksArgs),
     /// Benchmarks (see BENCHMARKS.md).
@@ -28,6 +31,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Compress(args) => compress_cmd::run(args),
         Command::Chunks(args) => chunks_cmd::run(args),
         Command::Bench(command) => bench_cmd::run(command).map(|()| ExitCode::SUCCESS),
     };
@@ -35,7 +39,16 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::from(2)
+            // Bad input exits 2 (the user can fix it); anything else 1.
+            if err.downcast_ref::<compress_cmd::BadInput>().is_some()
+                || err
+                    .downcast_ref::<ctxzip_chunker::workspace::WalkError>()
+                    .is_some()
+            {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
         }
     }
 }

@@ -167,7 +167,16 @@ mod tests {
     fn identifiers_split_and_stem() {
         assert_eq!(
             terms("parseHTTPRequest read_all_lines"),
-            ["parsehttprequest", "pars", "http", "request", "read_all_lin", "read", "all", "lin"]
+            [
+                "parsehttprequest",
+                "pars",
+                "http",
+                "request",
+                "read_all_lin",
+                "read",
+                "all",
+                "lin"
+            ]
         );
     }
 
@@ -175,7 +184,10 @@ mod tests {
     fn ranks_the_matching_document_first() {
         let index = Bm25::new(vec![
             vec![("fn add(a: i32) { a + 1 }", 1.0), ("add", 3.0)],
-            vec![("fn parse_config(path) { read(path) }", 1.0), ("parse_config", 3.0)],
+            vec![
+                ("fn parse_config(path) { read(path) }", 1.0),
+                ("parse_config", 3.0),
+            ],
             vec![("fn main() { run() }", 1.0), ("main", 3.0)],
         ]);
         let scores = index.scores("where is the config parsed?");

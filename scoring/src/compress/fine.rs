@@ -32,8 +32,15 @@ pub fn segment(lines: &[LineStats], first_body: usize, k: f32) -> Vec<(usize, us
         if lines[i].blank {
             continue;
         }
-        let prev = lines[..i].iter().rev().find_map(|l| l.mean_nll).unwrap_or(f32::MIN);
-        let next = lines[i + 1..].iter().find_map(|l| l.mean_nll).unwrap_or(f32::MIN);
+        let prev = lines[..i]
+            .iter()
+            .rev()
+            .find_map(|l| l.mean_nll)
+            .unwrap_or(f32::MIN);
+        let next = lines[i + 1..]
+            .iter()
+            .find_map(|l| l.mean_nll)
+            .unwrap_or(f32::MIN);
         if v > threshold && v >= prev && v >= next && !starts.contains(&i) {
             starts.push(i);
         }
@@ -61,7 +68,13 @@ pub fn min_max(values: &[f32]) -> Vec<f32> {
     let max = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     values
         .iter()
-        .map(|&v| if max > min { (v - min) / (max - min) } else { 1.0 })
+        .map(|&v| {
+            if max > min {
+                (v - min) / (max - min)
+            } else {
+                1.0
+            }
+        })
         .collect()
 }
 
@@ -128,7 +141,10 @@ mod tests {
     #[test]
     fn segments_at_spikes_after_the_signature() {
         let lines: Vec<_> = [1.0, 1.0, 1.1, 5.0, 1.0, 1.2, 6.0, 1.0].map(line).into();
-        assert_eq!(segment(&lines, 1, 0.5), vec![(0, 0), (1, 2), (3, 5), (6, 7)]);
+        assert_eq!(
+            segment(&lines, 1, 0.5),
+            vec![(0, 0), (1, 2), (3, 5), (6, 7)]
+        );
     }
 
     #[test]

@@ -135,7 +135,9 @@ pub struct Compressed {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CompressError {
-    #[error("empty query: say what the context is for, e.g. --query \"where are retries handled?\"")]
+    #[error(
+        "empty query: say what the context is for, e.g. --query \"where are retries handled?\""
+    )]
     EmptyQuery,
     #[error("budget must be a positive number of tokens (got {0}); e.g. --budget 2000")]
     BadBudget(i64),
@@ -275,7 +277,10 @@ pub fn compress(
     order.sort_by(|&a, &b| {
         let key = |i: usize| {
             let u = &units[i];
-            (u.pinned, scored.contains(&i) || options.ranker == Ranker::Bm25)
+            (
+                u.pinned,
+                scored.contains(&i) || options.ranker == Ranker::Bm25,
+            )
         };
         key(b)
             .cmp(&key(a))
@@ -286,7 +291,8 @@ pub fn compress(
 
     // Coarse: whole units, in order, within the coarse budget.
     let fine = options.fine && options.ranker == Ranker::Model;
-    let header_tokens = |doc: usize| scorer.count_tokens(&format!("==> {} <==\n", docs[doc].path)) + 3;
+    let header_tokens =
+        |doc: usize| scorer.count_tokens(&format!("==> {} <==\n", docs[doc].path)) + 3;
     let coarse_budget = if fine {
         (budget as f32 / options.fine_rate.max(0.05)) as usize
     } else {
@@ -297,7 +303,11 @@ pub fn compress(
     let mut used = 0;
     for &i in &order {
         let unit = &units[i];
-        let overhead = if files_seen.contains(&unit.doc) { 3 } else { header_tokens(unit.doc) };
+        let overhead = if files_seen.contains(&unit.doc) {
+            3
+        } else {
+            header_tokens(unit.doc)
+        };
         if used + unit.tokens + overhead <= coarse_budget {
             used += unit.tokens + overhead;
             files_seen.insert(unit.doc);
@@ -386,7 +396,7 @@ pub fn compress(
 fn pin_structural(units: &mut [Unit], docs: &[Document], query: &str, focus: Option<&Focus>) {
     let named: HashSet<&str> = query
         .split(|c: char| !(c.is_alphanumeric() || c == '_'))
-        .filter(|w| w.len() >= 3 && w.chars().any(|c| c.is_uppercase() || c == '_' ))
+        .filter(|w| w.len() >= 3 && w.chars().any(|c| c.is_uppercase() || c == '_'))
         .collect();
     for unit in units.iter_mut() {
         let doc = &docs[unit.doc];
@@ -482,7 +492,11 @@ fn fine_stage(
                     let nlls = scorer.token_nlls_batch_with(
                         None,
                         &[line],
-                        ScoreOptions { max_packed_seqs: 1, reuse_kv_states: false, reuse_prefix: false },
+                        ScoreOptions {
+                            max_packed_seqs: 1,
+                            reuse_kv_states: false,
+                            reuse_prefix: false,
+                        },
                         cancel,
                     )?;
                     for mut t in nlls[0].tokens.iter().copied() {
@@ -493,12 +507,20 @@ fn fine_stage(
                 }
                 offset += line.len();
             }
-            per_line.push(crate::TokenNlls { tokens, first_token_scored: true, truncated: false });
+            per_line.push(crate::TokenNlls {
+                tokens,
+                first_token_scored: true,
+                truncated: false,
+            });
         }
         let cond = scorer.token_nlls_batch_with(
             Some(&format!("{query}\n\n")),
             &fn_texts,
-            ScoreOptions { max_packed_seqs: 1, reuse_kv_states: false, reuse_prefix: false },
+            ScoreOptions {
+                max_packed_seqs: 1,
+                reuse_kv_states: false,
+                reuse_prefix: false,
+            },
             cancel,
         )?;
         (per_line, cond)
@@ -531,8 +553,11 @@ fn fine_stage(
                 line.mean_nll = Some(sums[r] / line.n_tokens as f32);
             }
         }
-        let uncond_by_start: HashMap<usize, f32> =
-            unconditional[j].tokens.iter().map(|t| (t.start, t.nll)).collect();
+        let uncond_by_start: HashMap<usize, f32> = unconditional[j]
+            .tokens
+            .iter()
+            .map(|t| (t.start, t.nll))
+            .collect();
         for t in &conditional[j].tokens {
             if let Some(u) = uncond_by_start.get(&t.start) {
                 lines[index.row_of(t.start)].gain += u - t.nll;
@@ -560,7 +585,12 @@ fn fine_stage(
         let signature = if first_body > 0 { 1 } else { 0 };
         let sig_tokens: usize = block_tokens[..signature].iter().sum();
         let items: Vec<(usize, f32)> = (signature..blocks.len())
-            .map(|b| (block_tokens[b], block_value[b] * block_tokens[b] as f32 + 1e-3))
+            .map(|b| {
+                (
+                    block_tokens[b],
+                    block_value[b] * block_tokens[b] as f32 + 1e-3,
+                )
+            })
             .collect();
         let chosen = fine::knapsack(&items, capacity.saturating_sub(sig_tokens));
         let base = (chunk.start_line - 1) as usize;
@@ -591,7 +621,10 @@ impl Selection<'_> {
     fn unit_rows(&self, i: usize) -> Vec<(usize, usize)> {
         self.runs.get(&i).cloned().unwrap_or_else(|| {
             let chunk = &self.docs[self.units[i].doc].chunks[self.units[i].chunk];
-            vec![((chunk.start_line - 1) as usize, (chunk.end_line - 1) as usize)]
+            vec![(
+                (chunk.start_line - 1) as usize,
+                (chunk.end_line - 1) as usize,
+            )]
         })
     }
 
@@ -599,7 +632,9 @@ impl Selection<'_> {
         let mut by_doc: BTreeMap<&str, (usize, Vec<(usize, usize)>)> = BTreeMap::new();
         for &i in &self.kept {
             let doc = &self.docs[self.units[i].doc];
-            let entry = by_doc.entry(doc.path).or_insert((self.units[i].doc, Vec::new()));
+            let entry = by_doc
+                .entry(doc.path)
+                .or_insert((self.units[i].doc, Vec::new()));
             entry.1.extend(self.unit_rows(i));
         }
         let files: Vec<FileRuns> = by_doc
@@ -638,7 +673,11 @@ impl Selection<'_> {
                     end_line: chunk.end_line,
                     name: chunk.qualified_name.clone().or_else(|| chunk.name.clone()),
                     kind: chunk.kind,
-                    score: if unit.score.is_finite() { unit.score } else { unit.bm25 },
+                    score: if unit.score.is_finite() {
+                        unit.score
+                    } else {
+                        unit.bm25
+                    },
                     tokens: self.scorer.count_tokens(&kept_text),
                     kept_lines: rows
                         .iter()

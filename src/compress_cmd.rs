@@ -1,0 +1,274 @@
+//! `ctxzip compress`: a workspace, a query and a budget in; the context a model needs out.
+//!
+//! Exit codes: 0 success; 1 a runtime failure (model load, IO); 2 bad input (empty query,
+//! bad budget, missing path, empty workspace, a budget smaller than any chunk).
+
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use ctxzip_chunker::workspace::{self, FileChunks};
+use ctxzip_scoring::compress::{
+    self, Budget, CompressError, CompressOptions, Document, Focus, Format, Ranker,
+};
+use ctxzip_scoring::{CancelFlag, Scorer, ScorerConfig, models};
+use serde_json::json;
+
+use crate::chunks_cmd::{WalkArgs, parse_langs};
+
+#[derive(Args)]
+pub struct CompressArgs {
+    /// Files or directories to compress (default: the current directory).
+    pub paths: Vec<PathBuf>,
+    /// What the context is for; `-` reads it from standard input.
+    #[arg(long, short = 'q', conflicts_with = "query_file")]
+    pub query: Option<String>,
+    /// Read the query from a file.
+    #[arg(long)]
+    pub query_file: Option<PathBuf>,
+    /// Output budget in the model's tokens; never exceeded.
+    #[arg(long, short = 'b', allow_hyphen_values = true, conflicts_with = "rate")]
+    pub budget: Option<i64>,
+    /// Keep this fraction of the workspace's tokens instead (0 < R <= 1).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+    /// A file (optionally FILE:LINE) the user is working in: its chunk at LINE is always kept
+    /// and its other chunks are favoured.
+    #[arg(long)]
+    pub focus: Option<String>,
+    /// Keep whole functions (skip the fine, block-level stage).
+    #[arg(long)]
+    pub no_fine: bool,
+    /// Chunks the model scores per query at most.
+    #[arg(long, default_value_t = 32)]
+    pub candidates: usize,
+    /// Ranking: the model (default) or BM25 alone (the lexical baseline, no model scoring).
+    #[arg(long, value_enum, default_value_t = RankerArg::Model)]
+    pub ranker: RankerArg,
+    /// Only files of these languages.
+    #[arg(long = "lang", value_delimiter = ',')]
+    pub langs: Vec<String>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub walk: WalkArgs,
+}
+
+/// How a command finds and runs the model.
+#[derive(Args, Clone)]
+pub struct ModelArgs {
+    /// Model name from `ctxzip model list` or a path to a GGUF file.
+    #[arg(long, short = 'm')]
+    pub model: Option<String>,
+    /// Never download: fail if the model is not installed.
+    #[arg(long)]
+    pub offline: bool,
+    /// CPU threads for the model (default: cores - 1).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Layers to offload to the GPU (GPU builds only).
+    #[arg(long, default_value_t = 0)]
+    pub gpu_layers: u32,
+    /// Show llama.cpp's own log.
+    #[arg(long)]
+    pub verbose: bool,
+}
+
+impl ModelArgs {
+    pub fn start_scorer(&self) -> Result<Scorer> {
+        let resolved = models::resolve(self.model.as_deref(), self.offline)?;
+        let mut config = ScorerConfig::new(&resolved);
+        if let Some(threads) = self.threads {
+            config.n_threads = threads.max(1);
+        }
+        config.gpu_layers = self.gpu_layers;
+        config.verbose = self.verbose;
+        Scorer::new(config)
+            .with_context(|| format!("cannot load model {}", resolved.path.display()))
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Markdown,
+    Json,
+    Xml,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum RankerArg {
+    Model,
+    Bm25,
+}
+
+/// A failure of bad input: reported with exit code 2.
+#[derive(Debug)]
+pub struct BadInput(pub String);
+
+impl std::fmt::Display for BadInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadInput {}
+
+fn bad(message: impl Into<String>) -> anyhow::Error {
+    BadInput(message.into()).into()
+}
+
+pub fn run(args: CompressArgs) -> Result<ExitCode> {
+    let query = read_query(&args)?;
+    let budget = match (args.budget, args.rate) {
+        (Some(n), _) if n <= 0 => return Err(bad(CompressError::BadBudget(n).to_string())),
+        (Some(n), _) => Budget::Tokens(n as usize),
+        (None, Some(r)) if !(r > 0.0 && r <= 1.0) => {
+            return Err(bad(CompressError::BadRate(r).to_string()));
+        }
+        (None, Some(r)) => Budget::Rate(r),
+        (None, None) => {
+            return Err(bad(
+                "give a budget: --budget TOKENS (e.g. 2000) or --rate R (e.g. 0.2)",
+            ));
+        }
+    };
+    let paths = if args.paths.is_empty() {
+        vec![PathBuf::from(".")]
+    } else {
+        args.paths.clone()
+    };
+    let options = args.walk.options(parse_langs(&args.langs)?);
+    let mut files: Vec<FileChunks> = Vec::new();
+    for path in &paths {
+        let ws = workspace::chunk_workspace(path, &options).map_err(|e| bad(e.to_string()))?;
+        for warning in &ws.warnings {
+            eprintln!("warning: {}: {}", warning.path, warning.reason);
+        }
+        files.extend(ws.files);
+    }
+    let focus = args.focus.as_deref().map(|spec| parse_focus(spec, &paths));
+    let format = match args.format {
+        OutputFormat::Text => Format::Text,
+        OutputFormat::Markdown => Format::Markdown,
+        OutputFormat::Json => Format::Json,
+        OutputFormat::Xml => Format::Xml,
+    };
+    let compress_options = CompressOptions {
+        budget,
+        format,
+        focus,
+        fine: !args.no_fine,
+        ranker: match args.ranker {
+            RankerArg::Model => Ranker::Model,
+            RankerArg::Bm25 => Ranker::Bm25,
+        },
+        max_candidates: args.candidates.max(1),
+        ..CompressOptions::default()
+    };
+    let docs: Vec<Document> = files
+        .iter()
+        .map(|f| Document {
+            path: &f.path,
+            lang: f.lang,
+            text: &f.text,
+            chunks: &f.chunks,
+        })
+        .collect();
+    if docs.iter().all(|d| d.chunks.is_empty()) {
+        return Err(bad(format!(
+            "{}: nothing to compress (no readable source files; see `ctxzip chunks` for what was skipped and why)",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let scorer = args.model.start_scorer()?;
+    let result = compress::compress(
+        &scorer,
+        &docs,
+        &query,
+        &compress_options,
+        &CancelFlag::new(),
+    )
+    .map_err(|e| match e {
+        CompressError::Scoring(inner) => anyhow::Error::new(inner),
+        other => bad(other.to_string()),
+    })?;
+    let mut out = io::stdout().lock();
+    if let OutputFormat::Json = args.format {
+        let value = json!({
+            "context": result.context,
+            "chunks": result.chunks,
+            "stats": result.stats,
+        });
+        serde_json::to_writer_pretty(&mut out, &value)?;
+        writeln!(out)?;
+    } else {
+        out.write_all(result.context.as_bytes())?;
+        let s = &result.stats;
+        eprintln!(
+            "ctxzip: {} -> {} tokens ({:.1}x) from {} chunks in {} files; {} model tokens, {:.0} ms",
+            s.original_tokens,
+            s.compressed_tokens,
+            s.ratio,
+            s.chunks,
+            s.files,
+            s.model_tokens,
+            s.elapsed_ms
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_query(args: &CompressArgs) -> Result<String> {
+    let query = match (&args.query, &args.query_file) {
+        (Some(q), _) if q == "-" => {
+            let mut q = String::new();
+            io::stdin()
+                .read_to_string(&mut q)
+                .context("cannot read the query from standard input")?;
+            q
+        }
+        (Some(q), _) => q.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| bad(format!("cannot read query file {}: {e}", path.display())))?,
+        (None, None) => {
+            return Err(bad(
+                "give a query: --query TEXT, --query-file FILE or --query - (stdin)",
+            ));
+        }
+    };
+    if query.trim().is_empty() {
+        bail!(BadInput(CompressError::EmptyQuery.to_string()));
+    }
+    Ok(query)
+}
+
+/// `FILE[:LINE]`, with FILE made relative to the first path it lies under.
+fn parse_focus(spec: &str, roots: &[PathBuf]) -> Focus {
+    let (file, line) = match spec.rsplit_once(':') {
+        Some((file, line)) if line.parse::<u32>().is_ok() => (file, line.parse().ok()),
+        _ => (spec, None),
+    };
+    let file_path = PathBuf::from(file);
+    let absolute = std::fs::canonicalize(&file_path).unwrap_or(file_path.clone());
+    let path = roots
+        .iter()
+        .filter_map(|root| {
+            let root = std::fs::canonicalize(root).ok()?;
+            absolute
+                .strip_prefix(&root)
+                .ok()
+                .map(|p| p.to_string_lossy().replace('\\', "/"))
+        })
+        .next()
+        .unwrap_or_else(|| file.trim_start_matches("./").to_owned());
+    Focus { path, line }
+}
