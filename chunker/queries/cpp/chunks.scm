@@ -1,7 +1,7 @@
 ; Function definitions, in or out of a class: the name is the declarator as written
-; (`area`, `Circle::name`, `~Shape`, `operator==`), under any pointer or reference.
-; Templates, `declaration`s and `typedef`s around a definition are widened to by the row's
-; wrapper kinds.
+; (`area`, `~Shape`, `operator==`), under any pointer or reference. Templates,
+; `declaration`s, `typedef`s and `extern "C"` around a definition are widened to by the
+; row's wrapper kinds. Where two patterns match one node, the earlier wins.
 
 ; `Circle::area` defined outside its class: a method of `Circle` (the scope qualifies it).
 (function_definition

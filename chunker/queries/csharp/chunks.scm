@@ -2,6 +2,8 @@
 
 (namespace_declaration name: (_) @name) @definition.module
 (class_declaration name: (identifier) @name) @definition.class
+; `record struct` before `record`: where two patterns match one node, the earlier wins.
+(record_declaration "struct" name: (identifier) @name) @definition.struct
 (record_declaration name: (identifier) @name) @definition.class
 (struct_declaration name: (identifier) @name) @definition.struct
 (interface_declaration name: (identifier) @name) @definition.interface

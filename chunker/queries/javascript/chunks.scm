@@ -42,7 +42,7 @@
     name: (identifier) @name
     value: [(arrow_function) (function_expression) (generator_function)])) @definition.function
 
-; `exports.f = function () {}`, `Foo.prototype.f = () => {}`
+; `exports.f = function () {}`, `module.exports.f = () => {}`
 (expression_statement
   (assignment_expression
     left: (member_expression property: (property_identifier) @name)

@@ -48,6 +48,7 @@
     name: (identifier) @name
     value: [(arrow_function) (function_expression) (generator_function)])) @definition.function
 
+; `exports.f = function () {}`, `module.exports.f = () => {}`
 (expression_statement
   (assignment_expression
     left: (member_expression property: (property_identifier) @name)
