@@ -209,6 +209,13 @@ fn body_start(node: Node) -> Option<usize> {
         if let Some(block) = block {
             return Some(block.start_byte());
         }
+        // `typedef struct { ... } name;` holds the body in its type.
+        if let Some(body) = def
+            .child_by_field_name("type")
+            .and_then(|ty| ty.child_by_field_name("body"))
+        {
+            return Some(body.start_byte());
+        }
         match def.named_child(def.named_child_count().checked_sub(1)? as u32) {
             Some(last) if last.id() != def.id() && ends_definition(def, last) => def = last,
             _ => return None,

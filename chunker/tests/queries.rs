@@ -81,3 +81,82 @@ fn every_lang_has_exactly_one_row() {
         assert_eq!(spec.lang.spec().name, spec.name);
     }
 }
+
+#[test]
+fn captures_are_known() {
+    for spec in LANGS.iter().filter(|spec| spec.grammar.is_some()) {
+        let compiled = CompiledQuery::new(spec.lang).expect("compiles");
+        for (index, name) in compiled.query.capture_names().iter().enumerate() {
+            let known = *name == "name"
+                || *name == "scope"
+                || name.starts_with('_')
+                || compiled.definition_kinds[index].is_some();
+            assert!(
+                known,
+                "queries/{}/chunks.scm: unknown capture @{name} (use @definition.<kind>, \
+                 @name, @scope, or @_anything for predicates)",
+                spec.name
+            );
+        }
+    }
+}
+
+/// Each pattern of each query matches somewhere in that language's fixtures, so no pattern
+/// is dead and every one is covered by a snapshot. Rows that share a query (TypeScript and
+/// TSX) pool their fixtures.
+#[test]
+fn every_pattern_matches_in_the_fixtures() {
+    let test_data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("test_data");
+    // Query text -> (first row's name, which patterns matched).
+    let mut matched: Vec<(&str, &str, Vec<bool>)> = Vec::new();
+    for spec in LANGS.iter().filter(|spec| spec.grammar.is_some()) {
+        let compiled = CompiledQuery::new(spec.lang).expect("compiles");
+        let slot = match matched.iter().position(|(q, _, _)| *q == spec.chunk_query) {
+            Some(slot) => slot,
+            None => {
+                let pattern_count = compiled.query.pattern_count();
+                matched.push((spec.chunk_query, spec.name, vec![false; pattern_count]));
+                matched.len() - 1
+            }
+        };
+        let Ok(dir) = std::fs::read_dir(test_data.join(spec.name)) else {
+            continue;
+        };
+        let mut parser = tree_sitter::Parser::new();
+        parser
+            .set_language(&spec.lang.language().expect("grammar"))
+            .expect("grammar loads");
+        for entry in dir {
+            let path = entry.expect("readable fixture").path();
+            if path.extension().is_some_and(|ext| ext == "chunks") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("fixture is UTF-8");
+            let tree = parser.parse(&text, None).expect("parses");
+            let mut cursor = tree_sitter::QueryCursor::new();
+            let mut matches = cursor.matches(&compiled.query, tree.root_node(), text.as_bytes());
+            while let Some(m) = streaming_iterator::StreamingIterator::next(&mut matches) {
+                matched[slot].2[m.pattern_index] = true;
+            }
+        }
+    }
+    let mut unmatched = Vec::new();
+    for (query, name, hits) in &matched {
+        let compiled = LANGS
+            .iter()
+            .find(|spec| spec.name == *name)
+            .map(|spec| CompiledQuery::new(spec.lang).expect("compiles"))
+            .expect("row exists");
+        for (index, _) in hits.iter().enumerate().filter(|(_, hit)| !**hit) {
+            let start = compiled.query.start_byte_for_pattern(index);
+            let line = query[..start].lines().count() + 1;
+            let pattern = query[start..].lines().next().unwrap_or_default();
+            unmatched.push(format!("{name} query line {line}: {pattern}"));
+        }
+    }
+    assert!(
+        unmatched.is_empty(),
+        "patterns that match nothing in test_data/ (add code that uses them):\n{}",
+        unmatched.join("\n")
+    );
+}

@@ -15,3 +15,22 @@ const std::string& name_ref() { static std::string s; return s; }
 
 template <>
 void a::b::V::print<int>() {}
+
+union Value {
+    int i;
+    double d;
+};
+
+template <typename T>
+concept Shape = requires(T t) {
+    { t.area() } -> std::convertible_to<double>;
+};
+
+typedef struct {
+    int x;
+} Pod;
+
+typedef enum {
+    kOff,
+    kOn,
+} Switch;

@@ -10,4 +10,9 @@ public class C
     }
     public static C operator +(C a, C b) => a;
     ~C() { }
+
+    public int this[int i]
+    {
+        get { return _x + i; }
+    }
 }

@@ -12,3 +12,25 @@ const obj = {
   },
   "quoted": function () {},
 };
+
+const routes = {
+  home: (): string => "/",
+};
+
+function Widget(this: { id: number }) {}
+
+Widget.prototype.render = function (): string {
+  return "<widget>";
+};
+
+function* ids(): Generator<number> {
+  yield 1;
+}
+
+var legacy = function (x: number): number {
+  return x;
+};
+
+exports.helper = function (): number {
+  return legacy(1);
+};
