@@ -233,7 +233,7 @@ pub static LANGS: &[LangSpec] = &[
     LangSpec {
         lang: Lang::Php,
         name: "php",
-        extensions: &["php", "phtml", "php8", "inc"],
+        extensions: &["php", "phtml"],
         file_names: &[],
         lsp_ids: &["php"],
         grammar: Some(tree_sitter_php::LANGUAGE_PHP),

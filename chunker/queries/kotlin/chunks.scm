@@ -7,5 +7,7 @@
 (class_declaration name: (identifier) @name (enum_class_body)) @definition.enum
 (class_declaration "class" name: (identifier) @name) @definition.class
 (object_declaration name: (identifier) @name) @definition.class
+; Extension functions are named after their receiver: `fun String.toTask()` is `String.toTask`.
+(function_declaration (user_type) @scope . "." . name: (identifier) @name) @definition.function
 (function_declaration name: (identifier) @name) @definition.function
 (secondary_constructor "constructor" @name) @definition.method
