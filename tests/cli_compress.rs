@@ -1,0 +1,280 @@
+//! `ctxzip compress` end to end with the real small model: budgets are never exceeded, the
+//! relevant code is found, the JSON contract holds, and bad input gets a clear message and
+//! exit code 2.
+
+use std::fs;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const MODEL: &str = "smollm2-135m";
+
+fn ctxzip(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ctxzip"))
+        .args(args)
+        .output()
+        .expect("the ctxzip binary runs")
+}
+
+fn repo() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    fs::write(
+        root.join("billing.py"),
+        r#"import decimal
+
+
+def compute_invoice_total(items, tax_rate):
+    """Sum the line items of an invoice and apply the tax rate."""
+    subtotal = decimal.Decimal(0)
+    for item in items:
+        subtotal += item.price * item.quantity
+    tax = subtotal * decimal.Decimal(tax_rate)
+    return subtotal + tax
+
+
+def format_currency(amount):
+    return "${:,.2f}".format(amount)
+"#,
+    )
+    .unwrap();
+    fs::write(
+        root.join("shapes.py"),
+        r#"import math
+
+
+class Circle:
+    def __init__(self, radius):
+        self.radius = radius
+
+    def area(self):
+        return math.pi * self.radius ** 2
+
+    def perimeter(self):
+        return 2 * math.pi * self.radius
+
+
+def draw_ascii_square(size):
+    for row in range(size):
+        print("*" * size)
+"#,
+    )
+    .unwrap();
+    fs::write(
+        root.join("net.py"),
+        r#"import socket
+
+
+def open_connection(host, port, timeout=5.0):
+    sock = socket.create_connection((host, port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def retry(times, action):
+    for attempt in range(times):
+        try:
+            return action()
+        except OSError:
+            if attempt == times - 1:
+                raise
+"#,
+    )
+    .unwrap();
+    dir
+}
+
+fn json_compress(root: &str, query: &str, budget: &str, extra: &[&str]) -> (Value, Output) {
+    let mut args = vec![
+        "compress", root, "--query", query, "--budget", budget, "--format", "json", "--model",
+        MODEL,
+    ];
+    args.extend_from_slice(extra);
+    let out = ctxzip(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (serde_json::from_slice(&out.stdout).unwrap(), out)
+}
+
+#[test]
+fn finds_the_relevant_function_within_the_budget() {
+    let dir = repo();
+    let root = dir.path().to_str().unwrap();
+    for budget in [60usize, 120, 400] {
+        let (json, _) = json_compress(
+            root,
+            "how is the tax added to the invoice subtotal?",
+            &budget.to_string(),
+            &[],
+        );
+        let stats = &json["stats"];
+        let compressed = stats["compressed_tokens"].as_u64().unwrap() as usize;
+        assert!(compressed <= budget, "budget {budget} exceeded: {stats}");
+        assert!(compressed > 0);
+        for key in [
+            "original_tokens",
+            "compressed_tokens",
+            "ratio",
+            "elapsed_ms",
+            "model_tokens",
+        ] {
+            assert!(stats[key].is_number(), "stats.{key} missing: {stats}");
+        }
+        let chunks = json["chunks"].as_array().unwrap();
+        for chunk in chunks {
+            for key in ["path", "start_line", "end_line", "kind", "score", "tokens"] {
+                assert!(!chunk[key].is_null(), "chunk.{key} missing: {chunk}");
+            }
+            assert!(chunk.get("name").is_some());
+        }
+        if budget >= 120 {
+            let context = json["context"].as_str().unwrap();
+            assert!(
+                context.contains("def compute_invoice_total"),
+                "budget {budget}:\n{context}"
+            );
+            assert!(context.contains("==> billing.py <=="), "{context}");
+        }
+    }
+}
+
+#[test]
+fn output_formats_and_rate() {
+    let dir = repo();
+    let root = dir.path().to_str().unwrap();
+    let out = ctxzip(&[
+        "compress",
+        root,
+        "-q",
+        "circle area",
+        "--rate",
+        "0.5",
+        "--format",
+        "markdown",
+        "--model",
+        MODEL,
+        "--no-fine",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("```python\n"), "{text}");
+    assert!(text.contains("def area(self):"), "{text}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("tokens"), "summary on stderr: {stderr}");
+
+    let out = ctxzip(&[
+        "compress",
+        root,
+        "-q",
+        "open a tcp socket",
+        "-b",
+        "300",
+        "--format",
+        "xml",
+        "--model",
+        MODEL,
+    ]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("<file path=\"net.py\">"), "{text}");
+}
+
+#[test]
+fn deterministic_output() {
+    let dir = repo();
+    let root = dir.path().to_str().unwrap();
+    let run = || {
+        let out = ctxzip(&[
+            "compress",
+            root,
+            "-q",
+            "retry an action on OSError",
+            "-b",
+            "150",
+            "--model",
+            MODEL,
+        ]);
+        assert!(out.status.success());
+        out.stdout
+    };
+    assert_eq!(run(), run());
+}
+
+#[test]
+fn bad_input_is_reported_with_exit_code_2() {
+    let dir = repo();
+    let root = dir.path().to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["compress", root, "-q", "   ", "-b", "100"],
+            "empty query",
+        ),
+        (
+            vec!["compress", root, "-q", "x", "-b", "0"],
+            "budget must be a positive number",
+        ),
+        (
+            vec!["compress", root, "-q", "x", "-b", "-5"],
+            "budget must be a positive number",
+        ),
+        (
+            vec!["compress", root, "-q", "x", "--rate", "1.5"],
+            "rate must be in (0, 1]",
+        ),
+        (vec!["compress", root, "-q", "x"], "give a budget"),
+        (
+            vec!["compress", "/no/such/dir", "-q", "x", "-b", "100"],
+            "no such file or directory",
+        ),
+        (
+            vec!["compress", root, "-q", "tax", "-b", "3"],
+            "smaller than any chunk",
+        ),
+    ];
+    for (mut args, expected) in cases {
+        args.extend(["--model", MODEL]);
+        let out = ctxzip(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{args:?}: expected {expected:?} in {stderr}"
+        );
+    }
+
+    let empty = tempfile::tempdir().unwrap();
+    let out = ctxzip(&[
+        "compress",
+        empty.path().to_str().unwrap(),
+        "-q",
+        "x",
+        "-b",
+        "100",
+        "--model",
+        MODEL,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to compress"));
+
+    let binaries = tempfile::tempdir().unwrap();
+    fs::write(binaries.path().join("a.bin"), b"\x00\x01\x02").unwrap();
+    fs::write(binaries.path().join("b.py"), b"\x00\x00def f(): pass").unwrap();
+    let out = ctxzip(&[
+        "compress",
+        binaries.path().to_str().unwrap(),
+        "-q",
+        "x",
+        "-b",
+        "100",
+        "--model",
+        MODEL,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to compress"));
+}
