@@ -1,6 +1,7 @@
 //! Every language row's chunk query compiles against its grammar and captures definitions.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use ctxzip_chunker::LANGS;
 use ctxzip_chunker::lang::CompiledQuery;
@@ -11,6 +12,15 @@ fn every_query_compiles_against_its_grammar() {
     for spec in LANGS.iter().filter(|spec| spec.grammar.is_some()) {
         if spec.chunk_query.trim().is_empty() {
             failures.push(format!("{}: empty chunk query", spec.name));
+            continue;
+        }
+        let on_disk =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(spec.query_path));
+        if on_disk.ok().as_deref() != Some(spec.chunk_query) {
+            failures.push(format!(
+                "{}: query_path {} does not hold its chunk_query",
+                spec.name, spec.query_path
+            ));
             continue;
         }
         match CompiledQuery::new(spec.lang) {
@@ -32,7 +42,7 @@ fn every_query_compiles_against_its_grammar() {
 fn text_rows_have_no_query() {
     for spec in LANGS.iter().filter(|spec| spec.grammar.is_none()) {
         assert!(
-            spec.chunk_query.is_empty(),
+            spec.chunk_query.is_empty() && spec.query_path.is_empty(),
             "{} has a query but no grammar",
             spec.name
         );
@@ -93,9 +103,9 @@ fn captures_are_known() {
                 || compiled.definition_kinds[index].is_some();
             assert!(
                 known,
-                "queries/{}/chunks.scm: unknown capture @{name} (use @definition.<kind>, \
-                 @name, @scope, or @_anything for predicates)",
-                spec.name
+                "{}: unknown capture @{name} (use @definition.<kind>, @name, @scope, or \
+                 @_anything for predicates)",
+                spec.query_path
             );
         }
     }
@@ -106,8 +116,8 @@ fn captures_are_known() {
 /// TSX) pool their fixtures.
 #[test]
 fn every_pattern_matches_in_the_fixtures() {
-    let test_data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("test_data");
-    // Query text -> (first row's name, which patterns matched).
+    let test_data = Path::new(env!("CARGO_MANIFEST_DIR")).join("test_data");
+    // (query text, first row's query path, which patterns matched)
     let mut matched: Vec<(&str, &str, Vec<bool>)> = Vec::new();
     for spec in LANGS.iter().filter(|spec| spec.grammar.is_some()) {
         let compiled = CompiledQuery::new(spec.lang).expect("compiles");
@@ -115,7 +125,11 @@ fn every_pattern_matches_in_the_fixtures() {
             Some(slot) => slot,
             None => {
                 let pattern_count = compiled.query.pattern_count();
-                matched.push((spec.chunk_query, spec.name, vec![false; pattern_count]));
+                matched.push((
+                    spec.chunk_query,
+                    spec.query_path,
+                    vec![false; pattern_count],
+                ));
                 matched.len() - 1
             }
         };
@@ -141,17 +155,17 @@ fn every_pattern_matches_in_the_fixtures() {
         }
     }
     let mut unmatched = Vec::new();
-    for (query, name, hits) in &matched {
+    for (query, path, hits) in &matched {
         let compiled = LANGS
             .iter()
-            .find(|spec| spec.name == *name)
+            .find(|spec| spec.query_path == *path)
             .map(|spec| CompiledQuery::new(spec.lang).expect("compiles"))
             .expect("row exists");
         for (index, _) in hits.iter().enumerate().filter(|(_, hit)| !**hit) {
             let start = compiled.query.start_byte_for_pattern(index);
             let line = query[..start].lines().count() + 1;
             let pattern = query[start..].lines().next().unwrap_or_default();
-            unmatched.push(format!("{name} query line {line}: {pattern}"));
+            unmatched.push(format!("{path}:{line}: {pattern}"));
         }
     }
     assert!(
