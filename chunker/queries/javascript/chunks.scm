@@ -32,6 +32,10 @@
 (class_declaration name: (identifier) @name) @definition.class
 (method_definition name: (_) @name) @definition.method
 
+; `const Foo = class { ... }`
+(lexical_declaration
+  (variable_declarator name: (identifier) @name value: (class))) @definition.class
+
 ; `const f = () => {}`, `const f = function () {}` at any level.
 (lexical_declaration
   (variable_declarator

@@ -37,6 +37,10 @@
 (type_alias_declaration name: (type_identifier) @name) @definition.type
 (internal_module name: (_) @name) @definition.module
 (method_definition name: (_) @name) @definition.method
+
+; `const Foo = class { ... }`
+(lexical_declaration
+  (variable_declarator name: (identifier) @name value: (class))) @definition.class
 (abstract_method_signature name: (_) @name) @definition.method
 
 (lexical_declaration

@@ -26,3 +26,9 @@ var legacy = function (x) {
 exports.helper = function () {
   return legacy(1);
 };
+
+const Point = class {
+  norm() {
+    return Math.hypot(this.x, this.y);
+  }
+};

@@ -78,3 +78,9 @@ if $PROGRAM_NAME == __FILE__
   invoice = Billing::Invoice.new("2024-001").add("Widget", quantity: 2, unit_price: BigDecimal("9.99"))
   puts invoice.to_json
 end
+
+InvoiceError = Class.new(StandardError) {
+  def message
+    "invoice error"
+  end
+}

@@ -34,3 +34,9 @@ var legacy = function (x: number): number {
 exports.helper = function (): number {
   return legacy(1);
 };
+
+const Point = class {
+  norm(): number {
+    return 0;
+  }
+};
