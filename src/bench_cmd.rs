@@ -12,6 +12,8 @@ use ctxzip_chunker::workspace::{self, WalkOptions};
 pub enum BenchCommand {
     /// Chunk a corpus and report MB/s, files/s and peak RSS.
     Chunker(ChunkerArgs),
+    /// Recall of ctxzip vs BM25 (and LongCodeZip as published) on real packages.
+    Quality(crate::bench_quality::QualityArgs),
 }
 
 #[derive(Args)]
@@ -29,6 +31,7 @@ pub struct ChunkerArgs {
 pub fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Chunker(args) => chunker(args),
+        BenchCommand::Quality(args) => crate::bench_quality::run(args),
     }
 }
 
@@ -58,7 +61,10 @@ fn chunker(args: ChunkerArgs) -> Result<()> {
             }
         }
         let secs = start.elapsed().as_secs_f64();
-        eprintln!("run {run}: {files} files, {:.1} MB in {secs:.2} s", bytes as f64 / 1e6);
+        eprintln!(
+            "run {run}: {files} files, {:.1} MB in {secs:.2} s",
+            bytes as f64 / 1e6
+        );
         if run > 0 && best.as_ref().is_none_or(|b| secs < b.0) {
             best = Some((secs, files, chunks, bytes, by_lang));
         }

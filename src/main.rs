@@ -1,8 +1,11 @@
 //! The `ctxzip` binary: command-line glue over the chunker, scorer and servers.
 
 mod bench_cmd;
+mod bench_quality;
 mod chunks_cmd;
 mod compress_cmd;
+mod lsp_cmd;
+mod registry;
 
 use std::process::ExitCode;
 
@@ -23,6 +26,17 @@ enum Command {
     Compress(compress_cmd::CompressArgs),
     /// List the function-level chunks of files or directories.
     Chunks(chunks_cmd::ChunksArgs),
+    /// Serve the Language Server Protocol on stdio (see lsp/README.md).
+    Lsp(lsp_cmd::LspArgs),
+    /// Serve compress_context to coding agents over MCP on stdio (see mcp/README.md).
+    Mcp {
+        #[command(flatten)]
+        mcp: ctxzip_mcp::McpArgs,
+        #[command(flatten)]
+        model: compress_cmd::ModelArgs,
+        #[command(flatten)]
+        walk: chunks_cmd::WalkArgs,
+    },
     /// Benchmarks (see BENCHMARKS.md).
     #[command(subcommand)]
     Bench(bench_cmd::BenchCommand),
@@ -33,6 +47,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Compress(args) => compress_cmd::run(args),
         Command::Chunks(args) => chunks_cmd::run(args),
+        Command::Lsp(args) => lsp_cmd::run(args),
+        Command::Mcp { mcp, model, walk } => mcp
+            .settings(walk.options(None))
+            .and_then(|settings| ctxzip_mcp::run(settings, move || model.start_scorer())),
         Command::Bench(command) => bench_cmd::run(command).map(|()| ExitCode::SUCCESS),
     };
     match result {

@@ -231,14 +231,11 @@ pub fn discover(
             let inside = fs::canonicalize(entry.path())
                 .map(|target| target.starts_with(&filter_root))
                 .unwrap_or(false);
-            if !inside {
-                if let Ok(mut skipped) = escapes.lock() {
-                    skipped.push(Skipped {
-                        path: relative(&display_root, entry.path()),
-                        reason: "symlink to outside the workspace (or dangling): not followed"
-                            .into(),
-                    });
-                }
+            if !inside && let Ok(mut skipped) = escapes.lock() {
+                skipped.push(Skipped {
+                    path: relative(&display_root, entry.path()),
+                    reason: "symlink to outside the workspace (or dangling): not followed".into(),
+                });
             }
             inside
         })
@@ -419,7 +416,7 @@ fn looks_minified(text: &str) -> Option<String> {
 }
 
 pub fn human_bytes(bytes: u64) -> String {
-    if bytes >= 1024 * 1024 && bytes % (1024 * 1024) == 0 {
+    if bytes >= 1024 * 1024 && bytes.is_multiple_of(1024 * 1024) {
         format!("{} MiB", bytes / (1024 * 1024))
     } else if bytes >= 1024 * 1024 {
         format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))

@@ -1,0 +1,527 @@
+//! `ctxzip bench quality`: recall of ctxzip against BM25 (and LongCodeZip as published) on
+//! tasks built from real packages fetched at run time.
+//!
+//! - needle (RepoQA style): a documented function loses its doc comment, which becomes the
+//!   query; success when the function's signature is in the output.
+//! - callee: a function is removed and its signature + doc is the query; success is the
+//!   share of the package functions it called whose signatures are in the output.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::Args;
+use ctxzip_chunker::workspace::{self, FileChunks, WalkOptions};
+use ctxzip_chunker::{Chunk, ChunkKind, Lang, SourceFile};
+use ctxzip_scoring::compress::{self, Budget, CompressOptions, Compressed, Document, Ranker};
+use ctxzip_scoring::{CancelFlag, Scorer};
+
+use crate::compress_cmd::ModelArgs;
+use crate::registry;
+
+pub const DEV_SET: &[&str] = &[
+    "pypi:requests==2.32.3",
+    "pypi:flask==3.0.3",
+    "pypi:click==8.1.7",
+    "pypi:attrs==24.2.0",
+    "crates:anyhow@1.0.86",
+    "crates:serde_json@1.0.120",
+    "crates:regex-syntax@0.8.4",
+    "npm:express@4.21.1",
+    "npm:zod@3.23.8",
+    "npm:dayjs@1.11.13",
+];
+
+#[derive(Args)]
+pub struct QualityArgs {
+    /// Packages (pypi:NAME==V, npm:NAME@V, crates:NAME@V); default: the dev set.
+    #[arg(long, value_delimiter = ',')]
+    pub packages: Vec<String>,
+    /// Needle tasks per package.
+    #[arg(long, default_value_t = 2)]
+    pub needles: usize,
+    /// Callee tasks per package.
+    #[arg(long, default_value_t = 1)]
+    pub callees: usize,
+    /// Token budgets to evaluate.
+    #[arg(long, value_delimiter = ',', default_value = "1000,2000")]
+    pub budgets: Vec<usize>,
+    /// Also evaluate at this compression rate (0.2 = 5x).
+    #[arg(long, default_value_t = 0.2)]
+    pub rate: f64,
+    /// Tasks also run in the LongCodeZip-faithful configuration (slow).
+    #[arg(long, default_value_t = 2)]
+    pub faithful_tasks: usize,
+    /// Where fetched packages are kept.
+    #[arg(long, default_value = "target/bench-quality")]
+    pub cache: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum TaskKind {
+    Needle,
+    Callee,
+}
+
+struct Task {
+    package: String,
+    kind: TaskKind,
+    query: String,
+    /// Files of the package with the task's edit applied.
+    files: Vec<FileChunks>,
+    /// (path, signature line) of each target definition.
+    targets: Vec<(String, u32)>,
+}
+
+#[derive(Default, Clone)]
+struct Tally {
+    n: usize,
+    recall: f64,
+    model_tokens: usize,
+    wall_ms: f64,
+}
+
+impl Tally {
+    fn add(&mut self, recall: f64, result: &Compressed, wall_ms: f64) {
+        self.n += 1;
+        self.recall += recall;
+        self.model_tokens += result.stats.model_tokens;
+        self.wall_ms += wall_ms;
+    }
+    fn cell(&self) -> String {
+        if self.n == 0 {
+            return "-".into();
+        }
+        format!("{:.0}%", 100.0 * self.recall / self.n as f64)
+    }
+    fn cost(&self) -> String {
+        if self.n == 0 {
+            return "-".into();
+        }
+        format!(
+            "{:.0} tok, {:.1} s",
+            self.model_tokens as f64 / self.n as f64,
+            self.wall_ms / 1000.0 / self.n as f64
+        )
+    }
+}
+
+pub fn run(args: QualityArgs) -> Result<()> {
+    let packages: Vec<String> = if args.packages.is_empty() {
+        DEV_SET.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.packages.clone()
+    };
+    let mut tasks = Vec::new();
+    for spec in &packages {
+        let root = registry::fetch(spec, &args.cache)?;
+        let ws = workspace::chunk_workspace(&root, &WalkOptions::default())?;
+        let before = tasks.len();
+        tasks.extend(needle_tasks(spec, &ws.files, args.needles));
+        tasks.extend(callee_tasks(spec, &ws.files, args.callees));
+        eprintln!(
+            "{spec}: {} files, {} tasks",
+            ws.files.len(),
+            tasks.len() - before
+        );
+    }
+    let scorer = args.model.start_scorer()?;
+    let cancel = CancelFlag::new();
+    let budgets: Vec<(String, Budget)> = args
+        .budgets
+        .iter()
+        .map(|&b| (format!("{b} tokens"), Budget::Tokens(b)))
+        .chain([(format!("{:.0}x", 1.0 / args.rate), Budget::Rate(args.rate))])
+        .collect();
+    // (method, kind, budget label) -> tally
+    let mut tallies: BTreeMap<(String, TaskKind, String), Tally> = BTreeMap::new();
+    let mut faithful_pair: BTreeMap<String, Tally> = BTreeMap::new();
+    for (t, task) in tasks.iter().enumerate() {
+        let docs: Vec<Document> = task
+            .files
+            .iter()
+            .map(|f| Document {
+                path: &f.path,
+                lang: f.lang,
+                text: &f.text,
+                chunks: &f.chunks,
+            })
+            .collect();
+        for (label, budget) in &budgets {
+            for (method, ranker, fine, faithful) in [
+                ("ctxzip", Ranker::Model, true, false),
+                ("bm25", Ranker::Bm25, false, false),
+                ("longcodezip", Ranker::Model, true, true),
+            ] {
+                if faithful
+                    && (t >= args.faithful_tasks
+                        || !matches!(budget, Budget::Tokens(_))
+                        || label != &budgets[0].0)
+                {
+                    continue;
+                }
+                let options = CompressOptions {
+                    budget: *budget,
+                    ranker,
+                    fine,
+                    faithful,
+                    ..CompressOptions::default()
+                };
+                let started = Instant::now();
+                let result =
+                    match compress::compress(&scorer, &docs, &task.query, &options, &cancel) {
+                        Ok(result) => result,
+                        Err(err) => {
+                            eprintln!("  {} {:?} {method} {label}: {err}", task.package, task.kind);
+                            continue;
+                        }
+                    };
+                let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
+                let recall = recall(task, &result);
+                eprintln!(
+                    "  [{t}] {} {:?} {method:<11} {label:<11} recall {recall:.2} model_tokens {} {:.1}s",
+                    task.package,
+                    task.kind,
+                    result.stats.model_tokens,
+                    wall_ms / 1000.0
+                );
+                tallies
+                    .entry((method.to_string(), task.kind, label.clone()))
+                    .or_default()
+                    .add(recall, &result, wall_ms);
+                if t < args.faithful_tasks && label == &budgets[0].0 && method != "bm25" {
+                    faithful_pair
+                        .entry(method.to_string())
+                        .or_default()
+                        .add(recall, &result, wall_ms);
+                }
+            }
+        }
+    }
+    print_report(
+        &args,
+        &packages,
+        &tasks,
+        &budgets,
+        &tallies,
+        &faithful_pair,
+        &scorer,
+    );
+    Ok(())
+}
+
+fn print_report(
+    args: &QualityArgs,
+    packages: &[String],
+    tasks: &[Task],
+    budgets: &[(String, Budget)],
+    tallies: &BTreeMap<(String, TaskKind, String), Tally>,
+    faithful_pair: &BTreeMap<String, Tally>,
+    scorer: &Scorer,
+) {
+    let n_needle = tasks.iter().filter(|t| t.kind == TaskKind::Needle).count();
+    let n_callee = tasks.len() - n_needle;
+    println!(
+        "Model: {} ({}); {} packages; {n_needle} needle and {n_callee} callee tasks.\n",
+        args.model
+            .model
+            .as_deref()
+            .unwrap_or(ctxzip_scoring::DEFAULT_MODEL),
+        scorer.build_info(),
+        packages.len()
+    );
+    println!(
+        "| task | method | {} | cost per query (at {}) |",
+        budgets
+            .iter()
+            .map(|b| b.0.as_str())
+            .collect::<Vec<_>>()
+            .join(" | "),
+        budgets[0].0
+    );
+    println!("|---|---|{}---|", "---|".repeat(budgets.len()));
+    for kind in [TaskKind::Needle, TaskKind::Callee] {
+        for method in ["ctxzip", "bm25"] {
+            let cells: Vec<String> = budgets
+                .iter()
+                .map(|(label, _)| {
+                    tallies
+                        .get(&(method.to_string(), kind, label.clone()))
+                        .map_or("-".into(), Tally::cell)
+                })
+                .collect();
+            let cost = tallies
+                .get(&(method.to_string(), kind, budgets[0].0.clone()))
+                .map_or("-".into(), Tally::cost);
+            println!("| {kind:?} | {method} | {} | {cost} |", cells.join(" | "));
+        }
+    }
+    if let (Some(ours), Some(theirs)) = (
+        faithful_pair.get("ctxzip"),
+        faithful_pair.get("longcodezip"),
+    ) {
+        println!();
+        println!(
+            "LongCodeZip-faithful vs ctxzip on the first {} tasks at {}:\n",
+            ours.n, budgets[0].0
+        );
+        println!("| method | recall | model tokens per query | wall s per query |");
+        println!("|---|---|---|---|");
+        for (name, t) in [("ctxzip", ours), ("longcodezip (faithful)", theirs)] {
+            println!(
+                "| {name} | {} | {:.0} | {:.1} |",
+                t.cell(),
+                t.model_tokens as f64 / t.n as f64,
+                t.wall_ms / 1000.0 / t.n as f64
+            );
+        }
+        println!(
+            "\nRatios: {:.1}x fewer model tokens, {:.1}x less wall time.",
+            theirs.model_tokens as f64 / ours.model_tokens.max(1) as f64,
+            theirs.wall_ms / ours.wall_ms.max(1.0)
+        );
+    }
+}
+
+/// Share of targets whose signature line is in the output.
+fn recall(task: &Task, result: &Compressed) -> f64 {
+    let found = task
+        .targets
+        .iter()
+        .filter(|(path, line)| {
+            result.chunks.iter().any(|c| {
+                &c.path == path && c.kept_lines.iter().any(|[a, b]| a <= line && line <= b)
+            })
+        })
+        .count();
+    found as f64 / task.targets.len().max(1) as f64
+}
+
+fn is_test_path(path: &str) -> bool {
+    let p = path.to_ascii_lowercase();
+    p.contains("test")
+        || p.contains("spec")
+        || p.contains("bench")
+        || p.contains("example")
+        || p.contains("/docs/")
+}
+
+/// Deterministic pseudo-random order, so tasks do not all come from the first file.
+fn shuffle_key(text: &str) -> u64 {
+    ctxzip_chunker::chunk::content_hash(text.as_bytes())
+}
+
+/// Lines (0-based, in the file) of a definition's doc comment, and the doc text.
+fn doc_of(file: &FileChunks, chunk: &Chunk) -> Option<(Vec<usize>, String)> {
+    let lines: Vec<&str> = file.text.lines().collect();
+    let first = (chunk.start_line - 1) as usize;
+    let header_end = (chunk.header_end_line.max(chunk.start_line) - 1) as usize;
+    let mut rows = Vec::new();
+    let mut text = Vec::new();
+    if file.lang == Lang::Python {
+        // The docstring: the first statement of the body.
+        let mut r = header_end + 1;
+        while r < lines.len() && lines[r].trim().is_empty() {
+            r += 1;
+        }
+        let start = lines.get(r)?.trim_start();
+        let quote = ["\"\"\"", "'''", "r\"\"\""]
+            .into_iter()
+            .find(|q| start.starts_with(q))?;
+        let quote = quote.trim_start_matches('r');
+        let mut end = r;
+        let rest = &start[start.find(quote)? + 3..];
+        if !rest.contains(quote) {
+            end += 1;
+            while end < lines.len() && !lines[end].contains(quote) {
+                end += 1;
+            }
+        }
+        if end >= lines.len() || end as u32 + 1 > chunk.end_line - 1 {
+            return None;
+        }
+        for row in r..=end {
+            rows.push(row);
+            text.push(
+                lines[row]
+                    .trim()
+                    .trim_matches(|c| c == '"' || c == '\'' || c == 'r')
+                    .to_string(),
+            );
+        }
+    } else {
+        for row in first..header_end.min(lines.len()) {
+            let line = lines[row].trim_start();
+            if line.starts_with("//") || line.starts_with("/*") || line.starts_with('*') {
+                rows.push(row);
+                text.push(
+                    line.trim_start_matches(['/', '*', '!', ' '])
+                        .trim()
+                        .to_string(),
+                );
+            }
+        }
+    }
+    let doc = text
+        .join(" ")
+        .split_whitespace()
+        .take(80)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let words = doc
+        .split_whitespace()
+        .filter(|w| w.chars().any(char::is_alphabetic))
+        .count();
+    (words >= 6 && !rows.is_empty()).then_some((rows, doc))
+}
+
+/// The package with `rows` of file `f` removed, re-chunked.
+fn without_rows(files: &[FileChunks], f: usize, rows: &[usize]) -> Vec<FileChunks> {
+    let mut out = files.to_vec();
+    let file = &mut out[f];
+    let kept: String = file
+        .text
+        .split_inclusive('\n')
+        .enumerate()
+        .filter(|(i, _)| !rows.contains(i))
+        .map(|(_, l)| l)
+        .collect();
+    file.chunks = SourceFile::new(file.lang, kept.clone()).into_chunks();
+    file.text = kept;
+    out
+}
+
+fn candidates(files: &[FileChunks]) -> Vec<(usize, usize)> {
+    let mut found: Vec<(usize, usize)> = Vec::new();
+    for (f, file) in files.iter().enumerate() {
+        if !file.lang.has_grammar() || is_test_path(&file.path) {
+            continue;
+        }
+        for (c, chunk) in file.chunks.iter().enumerate() {
+            if chunk.kind.is_callable()
+                && chunk.n_lines() >= 6
+                && chunk.name.as_deref().is_some_and(|n| n.len() >= 4)
+            {
+                found.push((f, c));
+            }
+        }
+    }
+    found.sort_by_key(|&(f, c)| {
+        shuffle_key(&format!(
+            "{}:{}",
+            files[f].path, files[f].chunks[c].start_line
+        ))
+    });
+    found
+}
+
+fn needle_tasks(package: &str, files: &[FileChunks], n: usize) -> Vec<Task> {
+    let mut tasks = Vec::new();
+    for (f, c) in candidates(files) {
+        if tasks.len() >= n {
+            break;
+        }
+        let file = &files[f];
+        let chunk = &file.chunks[c];
+        let Some((rows, doc)) = doc_of(file, chunk) else {
+            continue;
+        };
+        let edited = without_rows(files, f, &rows);
+        let name = chunk.name.clone();
+        // The same definition in the edited file: same name, nearest start.
+        let Some(target) = edited[f]
+            .chunks
+            .iter()
+            .filter(|k| k.name == name && k.kind.is_callable())
+            .min_by_key(|k| k.start_line.abs_diff(chunk.start_line))
+        else {
+            continue;
+        };
+        let signature_line = target.header_end_line.max(target.start_line);
+        tasks.push(Task {
+            package: package.to_string(),
+            kind: TaskKind::Needle,
+            query: doc,
+            targets: vec![(file.path.clone(), signature_line)],
+            files: edited,
+        });
+    }
+    tasks
+}
+
+fn callee_tasks(package: &str, files: &[FileChunks], n: usize) -> Vec<Task> {
+    // Package functions by name, when the name is unique.
+    let mut by_name: HashMap<&str, Vec<(usize, usize)>> = HashMap::new();
+    for (f, file) in files.iter().enumerate() {
+        if !file.lang.has_grammar() || is_test_path(&file.path) {
+            continue;
+        }
+        for (c, chunk) in file.chunks.iter().enumerate() {
+            if matches!(chunk.kind, ChunkKind::Function | ChunkKind::Method)
+                && let Some(name) = chunk.name.as_deref()
+                && name.len() >= 5
+            {
+                by_name.entry(name).or_default().push((f, c));
+            }
+        }
+    }
+    let mut tasks = Vec::new();
+    for (f, c) in candidates(files) {
+        if tasks.len() >= n {
+            break;
+        }
+        let file = &files[f];
+        let chunk = &file.chunks[c];
+        let body = &file.text[chunk.header_range.end..chunk.byte_range.end];
+        let mut callees: Vec<(usize, usize)> = by_name
+            .iter()
+            .filter(|(name, defs)| {
+                defs.len() == 1
+                    && Some(**name) != chunk.name.as_deref()
+                    && body.contains(&format!("{name}("))
+            })
+            .map(|(_, defs)| defs[0])
+            .collect();
+        callees.sort();
+        if callees.len() < 2 {
+            continue;
+        }
+        let mut query = file.text[chunk.header_range.clone()].to_string();
+        if let Some((_, doc)) = doc_of(file, chunk)
+            && file.lang == Lang::Python
+        {
+            query.push_str(&format!("    \"\"\"{doc}\"\"\"\n"));
+        }
+        let rows: Vec<usize> = ((chunk.start_line - 1) as usize..chunk.end_line as usize).collect();
+        let edited = without_rows(files, f, &rows);
+        let targets = callees
+            .iter()
+            .filter_map(|&(cf, cc)| {
+                let callee = &files[cf].chunks[cc];
+                let target = edited[cf]
+                    .chunks
+                    .iter()
+                    .filter(|k| k.name == callee.name && k.kind.is_callable())
+                    .min_by_key(|k| k.start_line.abs_diff(callee.start_line))?;
+                Some((
+                    files[cf].path.clone(),
+                    target.header_end_line.max(target.start_line),
+                ))
+            })
+            .collect::<Vec<_>>();
+        if targets.len() < 2 {
+            continue;
+        }
+        tasks.push(Task {
+            package: package.to_string(),
+            kind: TaskKind::Callee,
+            query,
+            targets,
+            files: edited,
+        });
+    }
+    tasks
+}
