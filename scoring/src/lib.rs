@@ -7,7 +7,9 @@
 //! - [`compress`]: the whole pipeline: candidates, coarse ranking, budget, fine pruning,
 //!   assembly.
 //! - [`gguf`]: checks a model file before llama.cpp loads it.
+//! - [`bench`]: the scoring benchmark behind `ctxzip bench scoring`.
 
+pub mod bench;
 pub mod cache;
 pub mod compress;
 pub mod engine;
