@@ -1,1 +1,58 @@
-//! Language server shell (issue 5).
+//! ctxzip's language server: a live index of the workspace, kept current as the user types,
+//! answering `ctxzip/compress` with the context a code model needs inside a token budget.
+//!
+//! - [`index`]: files and open buffers (dashmap), incremental edits, which paths may be read.
+//!   No LSP types.
+//! - [`indexer`]: the background task that walks and reads the workspace, with progress.
+//! - `server`: the protocol shell (tower-lsp-server); `protocol`: ctxzip's own wire shapes;
+//!   `model`: the one scorer the server keeps.
+//! - [`client`]: a small stdio JSON-RPC client that drives `ctxzip lsp` in tests and
+//!   benchmarks.
+
+pub mod client;
+pub mod index;
+pub mod indexer;
+mod model;
+pub mod protocol;
+mod server;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tower_lsp_server::{LspService, Server as LspTransport};
+
+pub use protocol::Options;
+pub use server::{COMPRESS_COMMAND, Defaults};
+
+/// Requests handled at once; the rest wait in tower-lsp's queue. High enough that long
+/// compress requests never keep `$/cancelRequest` or edits from being read.
+const MAX_CONCURRENT_REQUESTS: usize = 64;
+
+/// Serves LSP on stdin/stdout until `exit`. Returns whether `shutdown` came first (the exit
+/// code is 0 then, 1 otherwise, as the protocol asks).
+pub fn run_stdio(defaults: Defaults) -> Result<bool> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ctxzip-lsp")
+        .build()
+        .context("cannot start the async runtime")?;
+    let shut_down = Arc::new(AtomicBool::new(false));
+    let server_flag = Arc::clone(&shut_down);
+    runtime.block_on(async move {
+        let (service, socket) =
+            LspService::build(move |client| server::Server::new(client, defaults, server_flag))
+                .custom_method("ctxzip/compress", server::Server::compress)
+                .custom_method("ctxzip/status", server::Server::status)
+                .finish();
+        LspTransport::new(tokio::io::stdin(), tokio::io::stdout(), socket)
+            .concurrency_level(MAX_CONCURRENT_REQUESTS)
+            .serve(service)
+            .await;
+    });
+    // Blocking work still running (a compress being cancelled, the stdin reader) must not
+    // hold the process open.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    Ok(shut_down.load(Ordering::SeqCst))
+}

@@ -1,0 +1,96 @@
+//! The server's one scorer: loaded once (in the background after initialize, or by the first
+//! request), kept for the server's life so its KV-state cache makes later queries cheap, and
+//! replaced only when the model settings change.
+
+use std::sync::Arc;
+
+use ctxzip_scoring::{Scorer, ScorerConfig, models};
+use tokio::sync::Mutex;
+
+/// What selects and runs the model; a change means a new scorer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelSettings {
+    pub model: Option<String>,
+    pub offline: bool,
+    pub threads: Option<usize>,
+    pub gpu_layers: u32,
+    pub verbose: bool,
+}
+
+struct Loaded {
+    settings: ModelSettings,
+    scorer: Scorer,
+    /// The model file.
+    path: String,
+}
+
+/// Facts about the loaded model for `ctxzip/status`.
+#[derive(Clone, Debug)]
+pub struct ModelInfo {
+    pub path: String,
+    pub architecture: String,
+    pub build: String,
+}
+
+#[derive(Clone, Default)]
+pub struct ModelSlot {
+    current: Arc<Mutex<Option<Loaded>>>,
+}
+
+impl ModelSlot {
+    /// The scorer for `settings`, loading it when there is none or the settings changed.
+    /// The load runs on its own task: a cancelled request does not waste it.
+    pub async fn get(&self, settings: &ModelSettings) -> Result<Scorer, String> {
+        let mut guard = Arc::clone(&self.current).lock_owned().await;
+        if let Some(loaded) = guard.as_ref()
+            && loaded.settings == *settings
+        {
+            return Ok(loaded.scorer.clone());
+        }
+        let settings = settings.clone();
+        let task = tokio::spawn(async move {
+            let load_settings = settings.clone();
+            let loaded = tokio::task::spawn_blocking(move || load(&load_settings))
+                .await
+                .map_err(|e| format!("loading the model failed: {e}"))??;
+            let scorer = loaded.0.clone();
+            *guard = Some(Loaded {
+                settings,
+                scorer: loaded.0,
+                path: loaded.1,
+            });
+            Ok::<Scorer, String>(scorer)
+        });
+        task.await
+            .map_err(|e| format!("loading the model failed: {e}"))?
+    }
+
+    /// The loaded model, if any (never waits for a load in progress).
+    pub fn info(&self) -> Option<ModelInfo> {
+        let guard = self.current.try_lock().ok()?;
+        guard.as_ref().map(|l| ModelInfo {
+            path: l.path.clone(),
+            architecture: l.scorer.architecture().to_owned(),
+            build: l.scorer.build_info(),
+        })
+    }
+
+    pub fn stats(&self) -> Option<ctxzip_scoring::ScorerStats> {
+        let guard = self.current.try_lock().ok()?;
+        guard.as_ref().map(|l| l.scorer.stats())
+    }
+}
+
+fn load(settings: &ModelSettings) -> Result<(Scorer, String), String> {
+    let resolved =
+        models::resolve(settings.model.as_deref(), settings.offline).map_err(|e| e.to_string())?;
+    let mut config = ScorerConfig::new(&resolved);
+    if let Some(threads) = settings.threads {
+        config.n_threads = threads.max(1);
+    }
+    config.gpu_layers = settings.gpu_layers;
+    config.verbose = settings.verbose;
+    let path = resolved.path.display().to_string();
+    let scorer = Scorer::new(config).map_err(|e| format!("cannot load model {path}: {e}"))?;
+    Ok((scorer, path))
+}

@@ -1,0 +1,961 @@
+//! The protocol shell: LSP messages in, [`Index`] / indexer / compress calls out. Each
+//! `LanguageServer` method is one line calling an inherent method of [`Server`].
+//!
+//! The protocol loop never waits on the model: compress runs on a blocking thread behind a
+//! one-at-a-time gate, and a request's future owns a guard that cancels its model work when
+//! tower-lsp drops it (on `$/cancelRequest` or shutdown).
+
+use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+use ctxzip_chunker::Lang;
+use ctxzip_chunker::workspace::WalkOptions;
+use ctxzip_scoring::compress::{
+    self, Budget, CompressError, CompressOptions, Document, Focus, Format,
+};
+use ctxzip_scoring::{CancelFlag, Error as ScoringError};
+use futures::FutureExt;
+use serde_json::{Value, json};
+use tokio::sync::{Semaphore, mpsc};
+use tower_lsp_server::jsonrpc::{self, ErrorCode};
+use tower_lsp_server::ls_types::*;
+use tower_lsp_server::{Client, LanguageServer};
+
+use crate::index::{self, FileSnapshot, Index, PositionEncoding, TextChange, TextPosition};
+use crate::indexer::{Event, Indexer, Job};
+use crate::model::{ModelSettings, ModelSlot};
+use crate::protocol::{ChunkResult, CompressParams, CompressResult, Options};
+
+pub const COMPRESS_COMMAND: &str = "ctxzip.compress";
+const DEFAULT_BUDGET_TOKENS: usize = 2000;
+const DEFAULT_CANDIDATES: usize = 32;
+
+/// Settings from the command line; initializationOptions and configuration changes go over
+/// them.
+#[derive(Clone, Debug, Default)]
+pub struct Defaults {
+    pub options: Options,
+    pub verbose: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct ClientCaps {
+    work_done_progress: bool,
+    watched_files_dynamic: bool,
+    encoding: PositionEncoding,
+}
+
+/// State shared by the protocol handlers and the tasks they start.
+struct Shared {
+    client: Client,
+    index: Arc<Index>,
+    indexer: OnceLock<Indexer>,
+    events: Mutex<Option<mpsc::UnboundedReceiver<Event>>>,
+    events_tx: mpsc::UnboundedSender<Event>,
+    defaults: Defaults,
+    options: RwLock<Options>,
+    caps: OnceLock<ClientCaps>,
+    model: ModelSlot,
+    /// One compress at a time: the model has one worker anyway, and a cancelled request
+    /// releases the gate only when its model work has stopped.
+    gate: Arc<Semaphore>,
+    /// Cancel flags of requests in flight, cancelled at shutdown.
+    in_flight: Mutex<HashMap<u64, CancelFlag>>,
+    next_request: AtomicU64,
+    shut_down: Arc<AtomicBool>,
+    progress_tokens: AtomicU64,
+}
+
+pub struct Server {
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    pub fn new(client: Client, defaults: Defaults, shut_down: Arc<AtomicBool>) -> Server {
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let options = defaults.options.clone();
+        Server {
+            shared: Arc::new(Shared {
+                client,
+                index: Arc::new(Index::new(walk_options(&options))),
+                indexer: OnceLock::new(),
+                events: Mutex::new(Some(events_rx)),
+                events_tx,
+                defaults,
+                options: RwLock::new(options),
+                caps: OnceLock::new(),
+                model: ModelSlot::default(),
+                gate: Arc::new(Semaphore::new(1)),
+                in_flight: Mutex::new(HashMap::new()),
+                next_request: AtomicU64::new(0),
+                shut_down,
+                progress_tokens: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    fn indexer(&self) -> &Indexer {
+        let shared = &self.shared;
+        shared
+            .indexer
+            .get_or_init(|| Indexer::start(Arc::clone(&shared.index), shared.events_tx.clone()))
+    }
+
+    fn caps(&self) -> ClientCaps {
+        self.shared.caps.get().copied().unwrap_or_default()
+    }
+
+    fn options(&self) -> Options {
+        self.shared
+            .options
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn model_settings(&self) -> ModelSettings {
+        let options = self.options();
+        ModelSettings {
+            model: options.model,
+            offline: options.offline.unwrap_or(false),
+            threads: options.threads,
+            gpu_layers: options.gpu_layers.unwrap_or(0),
+            verbose: self.shared.defaults.verbose,
+        }
+    }
+
+    // ---- lifecycle -------------------------------------------------------------------
+
+    async fn on_initialize(&self, params: InitializeParams) -> jsonrpc::Result<InitializeResult> {
+        let init_options = match params.initialization_options.clone() {
+            Some(value) => Options::from_value(value).map_err(invalid_params)?,
+            None => Options::default(),
+        };
+        let options = self.shared.defaults.options.overlay(&init_options);
+        self.shared.index.set_walk_options(walk_options(&options));
+        *self
+            .shared
+            .options
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = options;
+
+        let caps = &params.capabilities;
+        let offered_utf8 = caps
+            .general
+            .as_ref()
+            .and_then(|g| g.position_encodings.as_ref())
+            .is_some_and(|e| e.contains(&PositionEncodingKind::UTF8));
+        let client_caps = ClientCaps {
+            work_done_progress: caps
+                .window
+                .as_ref()
+                .and_then(|w| w.work_done_progress)
+                .unwrap_or(false),
+            watched_files_dynamic: caps
+                .workspace
+                .as_ref()
+                .and_then(|w| w.did_change_watched_files.as_ref())
+                .and_then(|d| d.dynamic_registration)
+                .unwrap_or(false),
+            encoding: if offered_utf8 {
+                PositionEncoding::Utf8
+            } else {
+                PositionEncoding::Utf16
+            },
+        };
+        let _ = self.shared.caps.set(client_caps);
+
+        for dir in root_dirs(&params) {
+            if let Err(err) = self.shared.index.add_root(&dir) {
+                self.shared
+                    .events_tx
+                    .send(Event::Warning(format!("workspace folder skipped: {err}")))
+                    .ok();
+            }
+        }
+
+        Ok(InitializeResult {
+            capabilities: ServerCapabilities {
+                position_encoding: Some(if offered_utf8 {
+                    PositionEncodingKind::UTF8
+                } else {
+                    PositionEncodingKind::UTF16
+                }),
+                text_document_sync: Some(TextDocumentSyncCapability::Options(
+                    TextDocumentSyncOptions {
+                        open_close: Some(true),
+                        change: Some(TextDocumentSyncKind::INCREMENTAL),
+                        save: Some(TextDocumentSyncSaveOptions::SaveOptions(SaveOptions {
+                            include_text: Some(false),
+                        })),
+                        ..Default::default()
+                    },
+                )),
+                execute_command_provider: Some(ExecuteCommandOptions {
+                    commands: vec![COMPRESS_COMMAND.to_owned()],
+                    work_done_progress_options: WorkDoneProgressOptions {
+                        work_done_progress: Some(true),
+                    },
+                }),
+                workspace: Some(WorkspaceServerCapabilities {
+                    workspace_folders: Some(WorkspaceFoldersServerCapabilities {
+                        supported: Some(true),
+                        change_notifications: Some(OneOf::Left(true)),
+                    }),
+                    file_operations: None,
+                }),
+                ..Default::default()
+            },
+            server_info: Some(ServerInfo {
+                name: "ctxzip".to_owned(),
+                version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+            }),
+            offset_encoding: None,
+        })
+    }
+
+    async fn on_initialized(&self) {
+        self.spawn_progress_forwarder();
+        for root in self.shared.index.roots() {
+            self.indexer().send(Job::IndexRoot(root.path));
+        }
+        if self.caps().watched_files_dynamic {
+            self.register_file_watcher().await;
+        }
+        // Load the model now so the first query does not pay for it.
+        let model = self.shared.model.clone();
+        let settings = self.model_settings();
+        let client = self.shared.client.clone();
+        tokio::spawn(async move {
+            if let Err(err) = model.get(&settings).await {
+                client.show_message(MessageType::ERROR, err).await;
+            }
+        });
+    }
+
+    async fn register_file_watcher(&self) {
+        let options = DidChangeWatchedFilesRegistrationOptions {
+            watchers: vec![FileSystemWatcher {
+                glob_pattern: GlobPattern::String("**/*".to_owned()),
+                kind: None,
+            }],
+        };
+        let registration = Registration {
+            id: "ctxzip-watched-files".to_owned(),
+            method: "workspace/didChangeWatchedFiles".to_owned(),
+            register_options: serde_json::to_value(options).ok(),
+        };
+        let client = self.shared.client.clone();
+        // The client answers later; do not hold up `initialized` for it.
+        tokio::spawn(async move {
+            if let Err(err) = client.register_capability(vec![registration]).await {
+                client
+                    .log_message(
+                        MessageType::WARNING,
+                        format!(
+                            "ctxzip: could not register for file change events ({err}); files changed outside the editor are picked up on save only"
+                        ),
+                    )
+                    .await;
+            }
+        });
+    }
+
+    /// Forwards indexer events to the client as `$/progress` (when it supports work-done
+    /// progress) or log messages.
+    fn spawn_progress_forwarder(&self) {
+        let Some(mut events) = self
+            .shared
+            .events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return;
+        };
+        let client = self.shared.client.clone();
+        let use_progress = self.caps().work_done_progress;
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(async move {
+            let mut ongoing = None;
+            while let Some(event) = events.recv().await {
+                match event {
+                    Event::Begin { title } => {
+                        if use_progress {
+                            let n = shared.progress_tokens.fetch_add(1, Ordering::SeqCst);
+                            let token = NumberOrString::String(format!("ctxzip/index/{n}"));
+                            if client
+                                .create_work_done_progress(token.clone())
+                                .await
+                                .is_ok()
+                            {
+                                ongoing = Some(
+                                    client
+                                        .progress(token, title)
+                                        .with_percentage(0)
+                                        .begin()
+                                        .await,
+                                );
+                            }
+                        } else {
+                            client.log_message(MessageType::INFO, title).await;
+                        }
+                    }
+                    Event::Report {
+                        done_files,
+                        total_files,
+                    } => {
+                        if let Some(progress) = &ongoing {
+                            let percentage =
+                                (done_files * 100).checked_div(total_files).unwrap_or(100);
+                            progress
+                                .report_with_message(
+                                    format!("{done_files}/{total_files} files"),
+                                    percentage as u32,
+                                )
+                                .await;
+                        }
+                    }
+                    Event::End { message } => match ongoing.take() {
+                        Some(progress) => progress.finish_with_message(message).await,
+                        None => {
+                            client
+                                .log_message(MessageType::INFO, format!("ctxzip: {message}"))
+                                .await
+                        }
+                    },
+                    Event::Warning(message) => {
+                        client
+                            .log_message(MessageType::WARNING, format!("ctxzip: {message}"))
+                            .await;
+                    }
+                }
+            }
+        });
+    }
+
+    async fn on_shutdown(&self) -> jsonrpc::Result<()> {
+        self.shared.shut_down.store(true, Ordering::SeqCst);
+        for flag in self
+            .shared
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            flag.cancel();
+        }
+        Ok(())
+    }
+
+    // ---- documents -----------------------------------------------------------------
+
+    /// The index key of a document URI, or why it may not be read.
+    fn key_of(&self, uri: &Uri) -> Result<PathBuf, String> {
+        let scheme = uri.scheme().as_str();
+        if scheme != "file" {
+            return Err(format!(
+                "{}: only file:// URIs are supported (got the {scheme} scheme)",
+                uri.as_str()
+            ));
+        }
+        let path = uri
+            .to_file_path()
+            .ok_or_else(|| format!("{}: not a file path", uri.as_str()))?;
+        self.shared
+            .index
+            .resolve(&path)
+            .map(|(key, _)| key)
+            .map_err(|e| e.to_string())
+    }
+
+    async fn warn(&self, message: String) {
+        self.shared
+            .client
+            .log_message(MessageType::WARNING, format!("ctxzip: {message}"))
+            .await;
+    }
+
+    async fn on_did_open(&self, params: DidOpenTextDocumentParams) {
+        let doc = params.text_document;
+        match self.key_of(&doc.uri) {
+            Ok(key) => {
+                let lang = Lang::from_lsp_id(&doc.language_id);
+                self.shared.index.open(&key, lang, doc.version, doc.text);
+            }
+            Err(err) => self.warn(format!("not tracking this buffer: {err}")).await,
+        }
+    }
+
+    async fn on_did_change(&self, params: DidChangeTextDocumentParams) {
+        // Applied before any await, so edits land in the order they arrived.
+        let result = self.key_of(&params.text_document.uri).and_then(|key| {
+            let changes: Vec<TextChange> = params
+                .content_changes
+                .into_iter()
+                .map(|c| TextChange {
+                    range: c
+                        .range
+                        .map(|r| (text_position(r.start), text_position(r.end))),
+                    text: c.text,
+                })
+                .collect();
+            let result = self.shared.index.change(
+                &key,
+                params.text_document.version,
+                &changes,
+                self.caps().encoding,
+            );
+            if result.is_err() {
+                // Out of sync: fall back to the disk text rather than keep a wrong buffer.
+                self.shared.index.close(&key);
+            }
+            result.map_err(|e| e.to_string())
+        });
+        if let Err(err) = result {
+            self.warn(err).await;
+        }
+    }
+
+    async fn on_did_save(&self, params: DidSaveTextDocumentParams) {
+        let key = match self.key_of(&params.text_document.uri) {
+            Ok(key) => key,
+            Err(_) => return,
+        };
+        if let Some(text) = params.text {
+            self.shared.index.replace_buffer(&key, text);
+        }
+        if self.shared.index.is_indexed(&key) {
+            self.indexer().send(Job::Reload(vec![key]));
+        } else if let Ok((_, root)) = self.shared.index.resolve(&key) {
+            // A new file: the walk decides whether it belongs in the index.
+            self.indexer().send(Job::Rescan(root.path));
+        }
+    }
+
+    async fn on_did_close(&self, params: DidCloseTextDocumentParams) {
+        if let Ok(key) = self.key_of(&params.text_document.uri) {
+            self.shared.index.close(&key);
+        }
+    }
+
+    async fn on_did_change_watched_files(&self, params: DidChangeWatchedFilesParams) {
+        let mut rescan: HashSet<PathBuf> = HashSet::new();
+        let mut reload = Vec::new();
+        let mut remove = Vec::new();
+        for event in params.changes {
+            let Some(path) = event.uri.to_file_path().map(|p| p.into_owned()) else {
+                continue;
+            };
+            let Ok((key, root)) = self.shared.index.resolve(&path) else {
+                continue; // outside the workspace: not ours
+            };
+            match event.typ {
+                FileChangeType::CREATED => {
+                    rescan.insert(root.path);
+                }
+                FileChangeType::CHANGED => reload.push(key),
+                FileChangeType::DELETED => remove.push(key),
+                _ => {}
+            }
+        }
+        if !remove.is_empty() {
+            self.indexer().send(Job::Remove(remove));
+        }
+        if !reload.is_empty() {
+            self.indexer().send(Job::Reload(reload));
+        }
+        for root in rescan {
+            self.indexer().send(Job::Rescan(root));
+        }
+    }
+
+    async fn on_did_change_workspace_folders(&self, params: DidChangeWorkspaceFoldersParams) {
+        for folder in params.event.removed {
+            if let Some(path) = folder.uri.to_file_path() {
+                self.shared.index.remove_root(&path);
+            }
+        }
+        for folder in params.event.added {
+            let Some(path) = folder.uri.to_file_path().map(|p| p.into_owned()) else {
+                continue;
+            };
+            match self.shared.index.add_root(&path) {
+                Ok(root) => self.indexer().send(Job::IndexRoot(root.path)),
+                Err(err) => self.warn(format!("workspace folder skipped: {err}")).await,
+            }
+        }
+    }
+
+    async fn on_did_change_configuration(&self, params: DidChangeConfigurationParams) {
+        let changed = match Options::from_value(params.settings) {
+            Ok(changed) => changed,
+            Err(err) => {
+                self.shared
+                    .client
+                    .show_message(MessageType::ERROR, format!("ctxzip: {err}"))
+                    .await;
+                return;
+            }
+        };
+        let before = self.options();
+        let after = before.overlay(&changed);
+        *self
+            .shared
+            .options
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = after.clone();
+        if walk_options_differ(&before, &after) {
+            self.shared.index.set_walk_options(walk_options(&after));
+            self.indexer().send(Job::Reindex);
+        }
+        // A changed model setting loads the new model on the next request.
+    }
+
+    // ---- requests ------------------------------------------------------------------
+
+    async fn on_execute_command(
+        &self,
+        params: ExecuteCommandParams,
+    ) -> jsonrpc::Result<Option<Value>> {
+        if params.command != COMPRESS_COMMAND {
+            return Err(invalid_params(format!(
+                "unknown command {:?}: ctxzip supports {COMPRESS_COMMAND}",
+                params.command
+            )));
+        }
+        let argument = params.arguments.into_iter().next().ok_or_else(|| {
+            invalid_params(format!(
+                "{COMPRESS_COMMAND} needs one argument: {{\"query\": ..., \"budget\": ...}}"
+            ))
+        })?;
+        let compress_params: CompressParams = serde_json::from_value(argument)
+            .map_err(|e| invalid_params(format!("{COMPRESS_COMMAND} argument: {e}")))?;
+        let result = self.compress(compress_params).await?;
+        Ok(Some(serde_json::to_value(result).map_err(internal)?))
+    }
+
+    /// `ctxzip/compress`.
+    pub async fn compress(&self, params: CompressParams) -> jsonrpc::Result<CompressResult> {
+        let id = self.shared.next_request.fetch_add(1, Ordering::SeqCst);
+        let cancel = CancelFlag::new();
+        let _guard = CancelOnDrop {
+            shared: Arc::clone(&self.shared),
+            id,
+            flag: cancel.clone(),
+        };
+        self.shared
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, cancel.clone());
+        guarded("ctxzip/compress", self.compress_inner(params, cancel)).await
+    }
+
+    async fn compress_inner(
+        &self,
+        params: CompressParams,
+        cancel: CancelFlag,
+    ) -> jsonrpc::Result<CompressResult> {
+        let options = self.options();
+        let query = params.query.trim().to_owned();
+        if query.is_empty() {
+            return Err(invalid_params(
+                "`query` is empty: say what the context is for, e.g. \"where are retries handled?\"",
+            ));
+        }
+        let budget = match (params.budget, params.rate) {
+            (Some(_), Some(_)) => {
+                return Err(invalid_params("give `budget` or `rate`, not both"));
+            }
+            (Some(n), None) if n <= 0 => {
+                return Err(invalid_params(CompressError::BadBudget(n).to_string()));
+            }
+            (Some(n), None) => Budget::Tokens(n as usize),
+            (None, Some(r)) if !(r > 0.0 && r <= 1.0) => {
+                return Err(invalid_params(CompressError::BadRate(r).to_string()));
+            }
+            (None, Some(r)) => Budget::Rate(r),
+            (None, None) => Budget::Tokens(options.budget.unwrap_or(DEFAULT_BUDGET_TOKENS)),
+        };
+        let format: Format = match params.format.as_deref() {
+            Some(f) => f.parse().map_err(invalid_params)?,
+            None => Format::Text,
+        };
+        let under = match &params.paths {
+            Some(uris) => {
+                let mut keys = Vec::new();
+                for uri in uris {
+                    keys.push(self.key_of(uri).map_err(invalid_params)?);
+                }
+                Some(keys)
+            }
+            None => None,
+        };
+        let focus_key = match &params.focus {
+            Some(focus) => Some(self.key_of(&focus.uri).map_err(invalid_params)?),
+            None => None,
+        };
+
+        let partial = self.indexer().is_indexing();
+        let files = self.shared.index.snapshot(under.as_deref());
+        if files.iter().all(|f| f.chunks.is_empty()) {
+            return Err(invalid_params(if self.shared.index.roots().is_empty() {
+                "no workspace folder: open a folder (initialize with workspaceFolders or rootUri)"
+                    .to_owned()
+            } else if partial {
+                "nothing indexed yet: the workspace is still being indexed; retry in a moment"
+                    .to_owned()
+            } else {
+                "nothing to compress: no readable source files under the workspace folders (or the given paths)"
+                    .to_owned()
+            }));
+        }
+        let multi_root = self.shared.index.roots().len() > 1;
+        let display: Vec<String> = files.iter().map(|f| display_path(f, multi_root)).collect();
+        let focus = match (&params.focus, &focus_key) {
+            (Some(focus), Some(key)) => files
+                .iter()
+                .zip(&display)
+                .find(|(f, _)| &f.abs_path == key)
+                .map(|(_, path)| Focus {
+                    path: path.clone(),
+                    line: focus.position.map(|p| p.line + 1),
+                }),
+            _ => None,
+        };
+        let compress_options = CompressOptions {
+            budget,
+            format,
+            focus,
+            fine: !params.no_fine.unwrap_or(false),
+            max_candidates: params
+                .candidates
+                .or(options.candidates)
+                .unwrap_or(DEFAULT_CANDIDATES)
+                .max(1),
+            ..CompressOptions::default()
+        };
+
+        let scorer = self
+            .shared
+            .model
+            .get(&self.model_settings())
+            .await
+            .map_err(internal)?;
+        let permit = Arc::clone(&self.shared.gate)
+            .acquire_owned()
+            .await
+            .map_err(internal)?;
+        if cancel.is_cancelled() {
+            return Err(jsonrpc::Error::request_cancelled());
+        }
+        let work_files = files.clone();
+        let work_display = display.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let docs: Vec<Document> = work_files
+                .iter()
+                .zip(&work_display)
+                .map(|(f, path)| Document {
+                    path,
+                    lang: f.lang,
+                    text: &f.text,
+                    chunks: &f.chunks,
+                })
+                .collect();
+            compress::compress(&scorer, &docs, &query, &compress_options, &cancel)
+        })
+        .await;
+        let compressed = match outcome {
+            Ok(Ok(compressed)) => compressed,
+            Ok(Err(CompressError::Scoring(ScoringError::Cancelled))) => {
+                return Err(jsonrpc::Error::request_cancelled());
+            }
+            Ok(Err(CompressError::Scoring(err))) => return Err(internal(err)),
+            Ok(Err(err)) => return Err(invalid_params(err.to_string())),
+            Err(join) => return Err(panic_error("ctxzip/compress", join.into_panic_message())),
+        };
+
+        let by_path: HashMap<&str, &Arc<FileSnapshot>> = display
+            .iter()
+            .map(String::as_str)
+            .zip(files.iter())
+            .collect();
+        let encoding = self.caps().encoding;
+        let chunks = compressed
+            .chunks
+            .iter()
+            .filter_map(|c| {
+                let file = by_path.get(c.path.as_str())?;
+                let uri = Uri::from_file_path(&file.abs_path)?;
+                let end_row = c.end_line.saturating_sub(1) as usize;
+                Some(ChunkResult {
+                    uri,
+                    range: Range {
+                        start: Position::new(c.start_line.saturating_sub(1), 0),
+                        end: Position::new(
+                            end_row as u32,
+                            index::line_length(&file.text, end_row, encoding),
+                        ),
+                    },
+                    path: c.path.clone(),
+                    name: c.name.clone(),
+                    kind: c.kind.as_str().to_owned(),
+                    score: c.score,
+                    tokens: c.tokens,
+                })
+            })
+            .collect();
+        Ok(CompressResult {
+            context: compressed.context,
+            chunks,
+            stats: serde_json::to_value(&compressed.stats).map_err(internal)?,
+            partial,
+        })
+    }
+
+    /// `ctxzip/status`.
+    pub async fn status(&self) -> jsonrpc::Result<Value> {
+        let (files, chunks, buffers) = self.shared.index.counts();
+        let state = self.indexer().state();
+        let settings = self.model_settings();
+        let info = self.shared.model.info();
+        let stats = self.shared.model.stats();
+        let rate = |hits: u64, misses: u64| {
+            if hits + misses == 0 {
+                Value::Null
+            } else {
+                json!(hits as f64 / (hits + misses) as f64)
+            }
+        };
+        Ok(json!({
+            "roots": self.shared.index.roots().iter().map(|r| r.path.display().to_string()).collect::<Vec<_>>(),
+            "files": files,
+            "chunks": chunks,
+            "openBuffers": buffers,
+            "indexing": {
+                "state": if state.indexing { "indexing" } else if state.queued_jobs > 0 { "updating" } else { "ready" },
+                "doneFiles": state.done_files,
+                "totalFiles": state.total_files,
+                "queuedJobs": state.queued_jobs,
+            },
+            "model": {
+                "name": settings.model.unwrap_or_else(|| ctxzip_scoring::DEFAULT_MODEL.to_owned()),
+                "loaded": info.is_some(),
+                "path": info.as_ref().map(|i| i.path.clone()),
+                "architecture": info.as_ref().map(|i| i.architecture.clone()),
+                "build": info.as_ref().map(|i| i.build.clone()),
+            },
+            "cache": stats.map(|s| json!({
+                "tokensDecoded": s.tokens_decoded,
+                "kvStateHits": s.kv_state_hits,
+                "kvStateMisses": s.kv_state_misses,
+                "kvStateHitRate": rate(s.kv_state_hits, s.kv_state_misses),
+                "kvStates": s.kv_states,
+                "kvStateBytes": s.kv_state_bytes,
+                "diskHits": s.disk_hits,
+                "diskMisses": s.disk_misses,
+                "diskHitRate": rate(s.disk_hits, s.disk_misses),
+            })),
+            "positionEncoding": match self.caps().encoding {
+                PositionEncoding::Utf8 => "utf-8",
+                PositionEncoding::Utf16 => "utf-16",
+            },
+        }))
+    }
+}
+
+impl LanguageServer for Server {
+    async fn initialize(&self, params: InitializeParams) -> jsonrpc::Result<InitializeResult> {
+        guarded("initialize", self.on_initialize(params)).await
+    }
+
+    async fn initialized(&self, _: InitializedParams) {
+        self.on_initialized().await
+    }
+
+    async fn shutdown(&self) -> jsonrpc::Result<()> {
+        self.on_shutdown().await
+    }
+
+    async fn did_open(&self, params: DidOpenTextDocumentParams) {
+        notify_guarded(self.on_did_open(params)).await
+    }
+
+    async fn did_change(&self, params: DidChangeTextDocumentParams) {
+        notify_guarded(self.on_did_change(params)).await
+    }
+
+    async fn did_save(&self, params: DidSaveTextDocumentParams) {
+        notify_guarded(self.on_did_save(params)).await
+    }
+
+    async fn did_close(&self, params: DidCloseTextDocumentParams) {
+        notify_guarded(self.on_did_close(params)).await
+    }
+
+    async fn did_change_watched_files(&self, params: DidChangeWatchedFilesParams) {
+        notify_guarded(self.on_did_change_watched_files(params)).await
+    }
+
+    async fn did_change_workspace_folders(&self, params: DidChangeWorkspaceFoldersParams) {
+        notify_guarded(self.on_did_change_workspace_folders(params)).await
+    }
+
+    async fn did_change_configuration(&self, params: DidChangeConfigurationParams) {
+        notify_guarded(self.on_did_change_configuration(params)).await
+    }
+
+    async fn execute_command(
+        &self,
+        params: ExecuteCommandParams,
+    ) -> jsonrpc::Result<Option<Value>> {
+        guarded("workspace/executeCommand", self.on_execute_command(params)).await
+    }
+}
+
+/// Cancels a request's model work when its future is dropped (by `$/cancelRequest`).
+struct CancelOnDrop {
+    shared: Arc<Shared>,
+    id: u64,
+    flag: CancelFlag,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.flag.cancel();
+        self.shared
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
+}
+
+/// Runs a request handler, turning a panic into an error response.
+async fn guarded<T>(
+    method: &str,
+    future: impl Future<Output = jsonrpc::Result<T>>,
+) -> jsonrpc::Result<T> {
+    match AssertUnwindSafe(future).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => Err(panic_error(method, panic_message(&*panic))),
+    }
+}
+
+/// Runs a notification handler; a panic is logged to stderr and swallowed.
+async fn notify_guarded(future: impl Future<Output = ()>) {
+    if let Err(panic) = AssertUnwindSafe(future).catch_unwind().await {
+        eprintln!(
+            "ctxzip lsp: a notification handler panicked: {}",
+            panic_message(&*panic)
+        );
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
+}
+
+trait IntoPanicMessage {
+    fn into_panic_message(self) -> String;
+}
+
+impl IntoPanicMessage for tokio::task::JoinError {
+    fn into_panic_message(self) -> String {
+        match self.try_into_panic() {
+            Ok(panic) => panic_message(&*panic),
+            Err(err) => err.to_string(),
+        }
+    }
+}
+
+fn panic_error(method: &str, message: String) -> jsonrpc::Error {
+    jsonrpc::Error {
+        code: ErrorCode::InternalError,
+        message: format!(
+            "{method} failed with an internal error ({message}); the server is still running: please report this with the request that caused it"
+        )
+        .into(),
+        data: None,
+    }
+}
+
+fn invalid_params(message: impl ToString) -> jsonrpc::Error {
+    jsonrpc::Error::invalid_params(message.to_string())
+}
+
+fn internal(err: impl ToString) -> jsonrpc::Error {
+    jsonrpc::Error {
+        code: ErrorCode::InternalError,
+        message: err.to_string().into(),
+        data: None,
+    }
+}
+
+fn text_position(position: Position) -> TextPosition {
+    TextPosition {
+        line: position.line,
+        character: position.character,
+    }
+}
+
+fn display_path(file: &FileSnapshot, multi_root: bool) -> String {
+    if multi_root {
+        let root_name = file
+            .root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        format!("{root_name}/{}", file.rel_path)
+    } else {
+        file.rel_path.clone()
+    }
+}
+
+fn walk_options(options: &Options) -> WalkOptions {
+    let mut walk = WalkOptions::default();
+    if let Some(globs) = &options.ignore {
+        walk.ignore_globs = globs.clone();
+    }
+    if let Some(max) = options.max_file_bytes {
+        walk.max_file_bytes = max;
+    }
+    walk
+}
+
+fn walk_options_differ(a: &Options, b: &Options) -> bool {
+    a.ignore != b.ignore || a.max_file_bytes != b.max_file_bytes
+}
+
+/// Workspace folders, else rootUri, else rootPath.
+#[allow(deprecated)]
+fn root_dirs(params: &InitializeParams) -> Vec<PathBuf> {
+    if let Some(folders) = &params.workspace_folders
+        && !folders.is_empty()
+    {
+        return folders
+            .iter()
+            .filter_map(|f| f.uri.to_file_path().map(|p| p.into_owned()))
+            .collect();
+    }
+    if let Some(uri) = &params.root_uri {
+        return uri
+            .to_file_path()
+            .map(|p| vec![p.into_owned()])
+            .unwrap_or_default();
+    }
+    params
+        .root_path
+        .as_ref()
+        .map(|p| vec![PathBuf::from(p)])
+        .unwrap_or_default()
+}

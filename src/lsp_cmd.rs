@@ -1,0 +1,42 @@
+//! `ctxzip lsp`: the language server on stdio (the server itself is the ctxzip-lsp crate).
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Args;
+use ctxzip_lsp::{Defaults, Options};
+
+use crate::compress_cmd::ModelArgs;
+
+#[derive(Args)]
+pub struct LspArgs {
+    /// Accepted for editors that pass it; stdio is the only transport.
+    #[arg(long)]
+    pub stdio: bool,
+    /// Default budget in tokens for requests that name none.
+    #[arg(long)]
+    pub budget: Option<usize>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+/// Serves until `exit`: exit code 0 after `shutdown`, 1 when `exit` came without it.
+pub fn run(args: LspArgs) -> Result<ExitCode> {
+    let defaults = Defaults {
+        options: Options {
+            model: args.model.model,
+            offline: args.model.offline.then_some(true),
+            budget: args.budget,
+            threads: args.model.threads,
+            gpu_layers: (args.model.gpu_layers > 0).then_some(args.model.gpu_layers),
+            ..Options::default()
+        },
+        verbose: args.model.verbose,
+    };
+    let clean = ctxzip_lsp::run_stdio(defaults)?;
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

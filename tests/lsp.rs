@@ -1,0 +1,484 @@
+//! End-to-end tests of `ctxzip lsp`: the real binary over stdio, speaking LSP JSON-RPC, on a
+//! small workspace written here, with the small real model.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ctxzip_lsp::client::LspClient;
+use serde_json::{Value, json};
+
+const MODEL: &str = "smollm2-135m";
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Session {
+    client: LspClient,
+    root: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn uri(path: &Path) -> String {
+    format!("file://{}", path.display())
+}
+
+/// A workspace of a few Rust files.
+fn workspace(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (rel, text) in files {
+        let path = dir.path().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    dir
+}
+
+const LIB_RS: &str = "\
+//! Config loading — «unicode» before the code.
+
+/// Parses «the» config file 😀 here.
+pub fn parse_config(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+pub fn render_banner(name: &str) -> String {
+    format!(\"== {name} ==\")
+}
+";
+
+const NET_RS: &str = "\
+/// Retries a request with exponential backoff.
+pub fn retry_with_backoff(attempts: u32) -> u64 {
+    let mut delay_ms = 100;
+    for _ in 0..attempts {
+        delay_ms *= 2;
+    }
+    delay_ms
+}
+";
+
+fn start(dir: tempfile::TempDir) -> Session {
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    let log = std::fs::File::create(root.join(".server-stderr.log")).unwrap();
+    let client = LspClient::spawn(
+        Command::new(env!("CARGO_BIN_EXE_ctxzip"))
+            .arg("lsp")
+            .stderr(Stdio::from(log)),
+    )
+    .expect("ctxzip lsp starts");
+    let mut session = Session {
+        client,
+        root,
+        _dir: dir,
+    };
+    let root_uri = uri(&session.root);
+    let response = session.client.request(
+        "initialize",
+        json!({
+            "processId": null,
+            "rootUri": root_uri,
+            "workspaceFolders": [{"uri": root_uri, "name": "ws"}],
+            "capabilities": {
+                "window": {"workDoneProgress": true},
+                "workspace": {
+                    "didChangeWatchedFiles": {"dynamicRegistration": true},
+                    "workspaceFolders": true
+                }
+            },
+            "initializationOptions": {"model": MODEL, "offline": true, "budget": 400}
+        }),
+        WAIT,
+    );
+    let caps = &response["result"]["capabilities"];
+    assert_eq!(
+        caps["executeCommandProvider"]["commands"],
+        json!(["ctxzip.compress"]),
+        "{response}"
+    );
+    assert_eq!(caps["textDocumentSync"]["change"], json!(2), "{response}");
+    session.client.notify("initialized", json!({})).unwrap();
+    session
+}
+
+impl Session {
+    fn status(&mut self) -> Value {
+        let response = self.client.request("ctxzip/status", Value::Null, WAIT);
+        response["result"].clone()
+    }
+
+    /// Waits until indexing and every queued index job are done.
+    fn wait_ready(&mut self) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let status = self.status();
+            if status["indexing"]["state"] == "ready" {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "index never ready: {status}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn compress(&mut self, params: Value) -> Value {
+        self.client.request("ctxzip/compress", params, WAIT)
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    fn shutdown(mut self) -> std::process::ExitStatus {
+        let response = self.client.request("shutdown", Value::Null, WAIT);
+        assert_eq!(response["result"], Value::Null, "{response}");
+        self.client.notify("exit", Value::Null).unwrap();
+        self.client
+            .wait_exit(Duration::from_secs(10))
+            .expect("server exits after exit")
+    }
+}
+
+fn error_code(response: &Value) -> i64 {
+    response["error"]["code"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("expected an error: {response}"))
+}
+
+#[test]
+fn indexing_reports_progress_then_status_is_complete() {
+    let mut s = start(workspace(&[("src/lib.rs", LIB_RS), ("src/net.rs", NET_RS)]));
+    let create = s
+        .client
+        .wait_for(|m| m["method"] == "window/workDoneProgress/create", WAIT)
+        .expect("the server creates a progress token");
+    let token = create["params"]["token"].clone();
+    let is_progress = |kind: &'static str| {
+        let token = token.clone();
+        move |m: &Value| {
+            m["method"] == "$/progress"
+                && m["params"]["token"] == token
+                && m["params"]["value"]["kind"] == kind
+        }
+    };
+    s.client
+        .wait_for(is_progress("begin"), WAIT)
+        .expect("progress begin");
+    let end = s
+        .client
+        .wait_for(is_progress("end"), WAIT)
+        .expect("progress end");
+    assert!(
+        end["params"]["value"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("indexed 2 files"),
+        "{end}"
+    );
+    let status = s.wait_ready();
+    assert_eq!(status["files"], 2, "{status}");
+    assert!(status["chunks"].as_u64().unwrap() >= 3, "{status}");
+    assert_eq!(status["model"]["name"], MODEL, "{status}");
+    assert!(s.shutdown().success());
+}
+
+#[test]
+fn unsaved_edits_win_over_disk_and_compress_sees_them() {
+    let mut s = start(workspace(&[("src/lib.rs", LIB_RS), ("src/net.rs", NET_RS)]));
+    s.wait_ready();
+    let lib = s.path("src/lib.rs");
+    s.client
+        .notify(
+            "textDocument/didOpen",
+            json!({"textDocument": {"uri": uri(&lib), "languageId": "rust", "version": 1, "text": LIB_RS}}),
+        )
+        .unwrap();
+    // Rename parse_config on line 3, then insert on line 2 after the emoji (two UTF-16
+    // units, four bytes): positions are UTF-16 code units.
+    let edits = json!({
+        "textDocument": {"uri": uri(&lib), "version": 2},
+        "contentChanges": [
+            {"range": {"start": {"line": 3, "character": 7}, "end": {"line": 3, "character": 19}},
+             "text": "parse_settings_unsaved"},
+            {"range": {"start": {"line": 2, "character": 31}, "end": {"line": 2, "character": 31}},
+             "text": " (edited)"}
+        ]
+    });
+    s.client.notify("textDocument/didChange", edits).unwrap();
+    let response = s.compress(json!({
+        "query": "where is parse_settings_unsaved defined?",
+        "budget": 300,
+        "paths": [uri(&lib)],
+    }));
+    let result = &response["result"];
+    let context = result["context"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{response}"));
+    assert!(
+        context.contains("pub fn parse_settings_unsaved"),
+        "{context}"
+    );
+    assert!(
+        context.contains("/// Parses «the» config file 😀 (edited) here."),
+        "{context}"
+    );
+    assert!(!context.contains("parse_config"), "{context}");
+    assert_eq!(result["partial"], false);
+    let chunk = result["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "parse_settings_unsaved")
+        .unwrap_or_else(|| panic!("{result}"));
+    assert_eq!(chunk["uri"], uri(&lib));
+    // The chunk holds the doc comment (line 2) and the function (lines 3-8).
+    assert!(
+        chunk["range"]["start"]["line"].as_u64().unwrap() <= 2,
+        "{chunk}"
+    );
+    assert!(
+        chunk["range"]["end"]["line"].as_u64().unwrap() >= 8,
+        "{chunk}"
+    );
+    // The disk is untouched, and closing the buffer brings the disk text back.
+    assert_eq!(std::fs::read_to_string(&lib).unwrap(), LIB_RS);
+    s.client
+        .notify(
+            "textDocument/didClose",
+            json!({"textDocument": {"uri": uri(&lib)}}),
+        )
+        .unwrap();
+    let response =
+        s.compress(json!({"query": "parse_config", "budget": 300, "paths": [uri(&lib)]}));
+    assert!(
+        response["result"]["context"]
+            .as_str()
+            .unwrap()
+            .contains("fn parse_config"),
+        "{response}"
+    );
+    assert!(s.shutdown().success());
+}
+
+#[test]
+fn a_file_created_on_disk_is_found_after_the_watcher_event() {
+    let mut s = start(workspace(&[("src/lib.rs", LIB_RS)]));
+    s.client
+        .wait_for(
+            |m| {
+                m["method"] == "client/registerCapability"
+                    && m["params"]["registrations"][0]["method"]
+                        == "workspace/didChangeWatchedFiles"
+            },
+            WAIT,
+        )
+        .expect("the server registers for watched-file events");
+    s.wait_ready();
+    let late = s.path("src/late.rs");
+    std::fs::write(&late, "pub fn late_arrival_marker() -> u32 {\n    42\n}\n").unwrap();
+    s.client
+        .notify(
+            "workspace/didChangeWatchedFiles",
+            json!({"changes": [{"uri": uri(&late), "type": 1}]}),
+        )
+        .unwrap();
+    let status = s.wait_ready();
+    assert_eq!(status["files"], 2, "{status}");
+    // Through the command too.
+    let response = s.client.request(
+        "workspace/executeCommand",
+        json!({"command": "ctxzip.compress", "arguments": [{"query": "late_arrival_marker", "budget": 200}]}),
+        WAIT,
+    );
+    let context = response["result"]["context"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{response}"));
+    assert!(context.contains("fn late_arrival_marker"), "{context}");
+
+    // Deleted: gone from the index.
+    std::fs::remove_file(&late).unwrap();
+    s.client
+        .notify(
+            "workspace/didChangeWatchedFiles",
+            json!({"changes": [{"uri": uri(&late), "type": 3}]}),
+        )
+        .unwrap();
+    assert_eq!(s.wait_ready()["files"], 1);
+    assert!(s.shutdown().success());
+}
+
+#[test]
+fn cancel_request_stops_model_work() {
+    // Many distinct functions (salted so no cache from an earlier run helps).
+    let salt = std::process::id();
+    let mut big = String::new();
+    for i in 0..160 {
+        big.push_str(&format!(
+            "/// Handler {i} of batch {salt}.\npub fn handle_event_{i}_{salt}(input: &[u8]) -> usize {{\n    let mut total = {i};\n    for byte in input {{\n        total = total.wrapping_mul(31).wrapping_add(*byte as usize ^ {i});\n    }}\n    total\n}}\n\n"
+        ));
+    }
+    let mut s = start(workspace(&[
+        ("src/handlers.rs", &big),
+        ("src/lib.rs", LIB_RS),
+    ]));
+    s.wait_ready();
+    let deadline = Instant::now() + WAIT;
+    while s.status()["model"]["loaded"] != true {
+        assert!(Instant::now() < deadline, "model never loaded");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let before = s.status()["cache"]["tokensDecoded"].as_u64().unwrap();
+    let id = s
+        .client
+        .start_request(
+            "ctxzip/compress",
+            json!({"query": format!("which handler mixes bytes for batch {salt}?"), "budget": 4000, "candidates": 160}),
+        )
+        .unwrap();
+    // Wait until the model is busy with it, then cancel.
+    loop {
+        let decoded = s.status()["cache"]["tokensDecoded"].as_u64().unwrap();
+        if decoded > before {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the model never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s.client
+        .notify("$/cancelRequest", json!({"id": id}))
+        .unwrap();
+    let response = s
+        .client
+        .wait_response(id, WAIT)
+        .expect("cancelled request answers");
+    assert_eq!(error_code(&response), -32800, "{response}");
+    // Model work stops between batches: the decode counter stands still.
+    std::thread::sleep(Duration::from_millis(800));
+    let t1 = s.status()["cache"]["tokensDecoded"].as_u64().unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let t2 = s.status()["cache"]["tokensDecoded"].as_u64().unwrap();
+    assert_eq!(t1, t2, "the model kept decoding after the cancel");
+    // And the server still answers compress.
+    let response = s
+        .compress(json!({"query": "parse_config", "budget": 300, "candidates": 4, "noFine": true}));
+    assert!(response["result"]["context"].is_string(), "{response}");
+    assert!(s.shutdown().success());
+}
+
+#[test]
+fn bad_requests_get_errors_and_the_server_keeps_answering() {
+    let outside = workspace(&[("secret.rs", "pub fn secret() {}\n")]);
+    let mut s = start(workspace(&[("src/lib.rs", LIB_RS)]));
+    s.wait_ready();
+    let outside_file = std::fs::canonicalize(outside.path())
+        .unwrap()
+        .join("secret.rs");
+
+    // Malformed params: no query, wrong types, unknown fields.
+    for params in [
+        json!({"budget": 100}),
+        json!({"query": "x", "budget": "many"}),
+        json!({"query": "x", "bogus": true}),
+        json!("just a string"),
+    ] {
+        let response = s.compress(params.clone());
+        assert_eq!(error_code(&response), -32602, "{params}: {response}");
+    }
+    // Values the server refuses, with a message that says what to do.
+    let response = s.compress(json!({"query": "   ", "budget": 100}));
+    assert!(
+        response["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("empty"),
+        "{response}"
+    );
+    let response = s.compress(json!({"query": "x", "budget": 0}));
+    assert!(
+        response["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("budget"),
+        "{response}"
+    );
+    let response = s.compress(json!({"query": "x", "format": "yaml"}));
+    assert_eq!(error_code(&response), -32602, "{response}");
+
+    // URIs outside the workspace, through `..`, or through a symlink.
+    let response =
+        s.compress(json!({"query": "secret", "budget": 100, "paths": [uri(&outside_file)]}));
+    assert_eq!(error_code(&response), -32602, "{response}");
+    assert!(
+        response["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("workspace folder"),
+        "{response}"
+    );
+    let dotdot = format!("{}/src/../../secret.rs", uri(&s.root));
+    let response = s.compress(json!({"query": "secret", "budget": 100, "focus": {"uri": dotdot, "position": {"line": 0, "character": 0}}}));
+    assert!(
+        response["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(".."),
+        "{response}"
+    );
+    #[cfg(unix)]
+    {
+        let link = s.path("src/escape.rs");
+        std::os::unix::fs::symlink(&outside_file, &link).unwrap();
+        let response = s.compress(json!({"query": "secret", "budget": 100, "paths": [uri(&link)]}));
+        assert!(
+            response["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("symlink"),
+            "{response}"
+        );
+    }
+    // Opening a buffer outside the workspace is refused (logged), not indexed.
+    s.client
+        .notify(
+            "textDocument/didOpen",
+            json!({"textDocument": {"uri": uri(&outside_file), "languageId": "rust", "version": 1, "text": "pub fn secret() {}\n"}}),
+        )
+        .unwrap();
+    s.client
+        .wait_for(
+            |m| {
+                m["method"] == "window/logMessage"
+                    && m["params"]["message"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("workspace folder")
+            },
+            WAIT,
+        )
+        .expect("a warning about the outside buffer");
+    let unknown = s.client.request("ctxzip/nope", json!({}), WAIT);
+    assert_eq!(error_code(&unknown), -32601, "{unknown}");
+
+    // Still serving.
+    let status = s.status();
+    assert_eq!(status["files"], 1, "{status}");
+    assert_eq!(status["openBuffers"], 0, "{status}");
+    let response = s.compress(json!({"query": "render_banner", "budget": 200}));
+    let context = response["result"]["context"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{response}"));
+    assert!(!context.contains("secret"), "{context}");
+    assert!(s.shutdown().success());
+}
+
+#[test]
+fn exit_without_shutdown_exits_one() {
+    let mut s = start(workspace(&[("src/lib.rs", LIB_RS)]));
+    s.wait_ready();
+    s.client.notify("exit", Value::Null).unwrap();
+    let status = s
+        .client
+        .wait_exit(Duration::from_secs(10))
+        .expect("server exits");
+    assert_eq!(status.code(), Some(1));
+}
