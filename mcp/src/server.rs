@@ -1,0 +1,756 @@
+//! The MCP handler: the `compress_context` and `status` tools, the workspace root, the live
+//! index and the one scorer they share. Tool failures an agent can fix come back as results
+//! with `isError: true`, never as protocol errors.
+
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ctxzip_chunker::workspace::{FileChunks, WalkOptions};
+use ctxzip_scoring::compress::{
+    self, Budget, CompressError, CompressOptions, Compressed, Document, Focus, Format,
+};
+use ctxzip_scoring::{CancelFlag, Scorer, models};
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
+use rmcp::service::{NotificationContext, Peer, RequestContext};
+use rmcp::{RoleServer, ServerHandler, schemars, tool, tool_handler, tool_router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::{OnceCell, watch};
+
+use crate::index::{Index, RefreshReport};
+use crate::paths::{self, InsidePath};
+use crate::progress::Progress;
+
+/// How long the server waits for the client to answer `roots/list`.
+const ROOTS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Resolved settings of one server.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Canonical workspace root given on the command line, if any.
+    pub root: Option<PathBuf>,
+    pub max_output_tokens: usize,
+    pub default_budget_tokens: usize,
+    pub walk: WalkOptions,
+}
+
+/// The model, as far as it has got.
+#[derive(Clone)]
+pub enum ModelState {
+    Loading,
+    Ready(Scorer),
+    Failed(String),
+}
+
+/// Where the workspace root came from.
+#[derive(Clone, Debug)]
+struct Root {
+    path: PathBuf,
+    source: &'static str,
+}
+
+#[derive(Default)]
+struct IndexState {
+    indexing: bool,
+    last: Option<RefreshReport>,
+    refreshed_at: Option<SystemTime>,
+    error: Option<String>,
+}
+
+struct Shared {
+    settings: Settings,
+    root: OnceCell<Result<Root, String>>,
+    index: tokio::sync::Mutex<Option<Index>>,
+    index_state: Mutex<IndexState>,
+    model: watch::Receiver<ModelState>,
+}
+
+/// The `ctxzip mcp` server. Cheap to clone: clones share the index and the scorer.
+#[derive(Clone)]
+pub struct CtxzipServer {
+    shared: Arc<Shared>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// Each file under a `==> path <==` header; left-out code is marked by `...` comments.
+    Text,
+    /// Each file's path, then its code in a fenced block.
+    Markdown,
+    /// Each file in a `<file path="…">` element, XML-escaped.
+    Xml,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct CompressParams {
+    /// What the context is for, in words: the task, question or bug, e.g. "where are
+    /// retries handled and how is the backoff computed?".
+    pub query: String,
+    /// Most tokens of context to return (default: the server's --default-budget-tokens;
+    /// larger values are clamped to its --max-output-tokens).
+    #[serde(default)]
+    pub budget_tokens: Option<i64>,
+    /// Only these files or directories, relative to the workspace root (default: the whole
+    /// workspace).
+    #[serde(default)]
+    pub paths: Option<Vec<String>>,
+    /// The file being worked on, "FILE" or "FILE:LINE": the chunk at LINE is always kept
+    /// and the file's other chunks are favoured.
+    #[serde(default)]
+    pub focus_file: Option<String>,
+    /// Output format (default text).
+    #[serde(default)]
+    pub format: Option<OutputFormat>,
+}
+
+/// The files one call compresses, taken from the index after its refresh.
+struct View {
+    root: PathBuf,
+    files: Vec<Arc<FileChunks>>,
+    focus: Option<Focus>,
+    report: RefreshReport,
+}
+
+impl CtxzipServer {
+    pub fn new(settings: Settings, model: watch::Receiver<ModelState>) -> CtxzipServer {
+        let root = match &settings.root {
+            Some(path) => OnceCell::new_with(Some(Ok(Root {
+                path: path.clone(),
+                source: "--root",
+            }))),
+            None => OnceCell::new(),
+        };
+        CtxzipServer {
+            shared: Arc::new(Shared {
+                settings,
+                root,
+                index: tokio::sync::Mutex::new(None),
+                index_state: Mutex::new(IndexState::default()),
+                model,
+            }),
+        }
+    }
+
+    /// Indexes the workspace in the background (at startup, or once the root is known).
+    pub fn start_indexing(&self, peer: Option<Peer<RoleServer>>) {
+        let server = self.clone();
+        tokio::spawn(async move {
+            if let Ok(root) = server.root(peer.as_ref()).await {
+                let _ = server.refresh(&root.path).await;
+            }
+        });
+    }
+
+    /// The workspace root: from the command line, else the client's first root, else the
+    /// working directory. Decided once.
+    async fn root(&self, peer: Option<&Peer<RoleServer>>) -> Result<Root, String> {
+        self.shared
+            .root
+            .get_or_init(|| resolve_root(peer.cloned()))
+            .await
+            .clone()
+    }
+
+    /// Brings the index up to date: a walk, and re-chunking of new and changed files only.
+    async fn refresh(&self, root: &Path) -> Result<RefreshReport, String> {
+        let mut guard = self.shared.index.lock().await;
+        let index = guard
+            .take()
+            .unwrap_or_else(|| Index::new(root.to_path_buf(), self.shared.settings.walk.clone()));
+        self.set_index_state(|s| s.indexing = true);
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut index = index;
+            let report = index.refresh();
+            (index, report)
+        })
+        .await;
+        let result = match joined {
+            Ok((index, report)) => {
+                *guard = Some(index);
+                report.map_err(|e| format!("cannot index the workspace: {e}"))
+            }
+            Err(e) => Err(format!("indexing failed: {e}")),
+        };
+        self.set_index_state(|s| {
+            s.indexing = false;
+            match &result {
+                Ok(report) => {
+                    s.last = Some(report.clone());
+                    s.refreshed_at = Some(SystemTime::now());
+                    s.error = None;
+                }
+                Err(e) => s.error = Some(e.clone()),
+            }
+        });
+        result
+    }
+
+    fn set_index_state(&self, update: impl FnOnce(&mut IndexState)) {
+        let mut state = self
+            .shared
+            .index_state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        update(&mut state);
+    }
+
+    /// Refreshes the index and picks the files of this call.
+    async fn view(
+        &self,
+        peer: &Peer<RoleServer>,
+        paths: Option<&[String]>,
+        focus_file: Option<&str>,
+    ) -> Result<View, String> {
+        let root = self.root(Some(peer)).await?;
+        let report = self.refresh(&root.path).await?;
+        // Resolve before locking: these touch only the disk, not the index.
+        let filters = paths
+            .unwrap_or_default()
+            .iter()
+            .map(|p| paths::resolve_inside(&root.path, p))
+            .collect::<Result<Vec<InsidePath>, String>>()?;
+        let focus = focus_file
+            .map(|spec| -> Result<(InsidePath, Option<u32>), String> {
+                let (file, line) = paths::split_line(spec)?;
+                let inside = paths::resolve_inside(&root.path, file)
+                    .map_err(|e| format!("focus_file {e}"))?;
+                if inside.is_dir {
+                    return Err(format!(
+                        "focus_file {spec:?} is a directory; give a file, e.g. src/lib.rs:42"
+                    ));
+                }
+                Ok((inside, line))
+            })
+            .transpose()?;
+        let guard = self.shared.index.lock().await;
+        let Some(index) = guard.as_ref() else {
+            return Err("the workspace index is not ready; call status and retry".into());
+        };
+        let all = index.snapshot();
+        for filter in &filters {
+            if !all.iter().any(|f| filter.covers(&f.path)) {
+                let why = index
+                    .skip_reason(&filter.rel)
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_else(|| {
+                        " (ignored by .gitignore/.ctxzipignore, or no source files)".into()
+                    });
+                return Err(format!(
+                    "paths: {:?} holds no indexed file{why}; see the status tool for the workspace",
+                    filter.rel
+                ));
+            }
+        }
+        if let Some((file, _)) = &focus
+            && !all.iter().any(|f| f.path == file.rel)
+        {
+            let why = index
+                .skip_reason(&file.rel)
+                .unwrap_or("ignored, or not a source file");
+            return Err(format!(
+                "focus_file {:?} is not indexed ({why}); give a source file of the workspace",
+                file.rel
+            ));
+        }
+        let files = if filters.is_empty() {
+            all
+        } else {
+            all.into_iter()
+                .filter(|f| filters.iter().any(|p| p.covers(&f.path)))
+                .collect()
+        };
+        Ok(View {
+            root: root.path,
+            files,
+            focus: focus.map(|(file, line)| Focus {
+                path: file.rel,
+                line,
+            }),
+            report,
+        })
+    }
+
+    /// Waits for the model to finish loading.
+    async fn scorer(&self) -> Result<Scorer, String> {
+        let mut model = self.shared.model.clone();
+        let state = model
+            .wait_for(|s| !matches!(s, ModelState::Loading))
+            .await
+            .map_err(|_| "the model loader stopped; restart the server".to_string())?
+            .clone();
+        match state {
+            ModelState::Ready(scorer) => Ok(scorer),
+            ModelState::Failed(e) => Err(format!(
+                "the model failed to load: {e}. Fix the model setting of the server (`ctxzip mcp --model NAME`, see `ctxzip model list`) and restart it"
+            )),
+            ModelState::Loading => Err("the model is still loading; retry shortly".into()),
+        }
+    }
+
+    async fn compress(
+        &self,
+        params: CompressParams,
+        ctx: &RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, String> {
+        let settings = &self.shared.settings;
+        let query = params.query.trim().to_string();
+        if query.is_empty() {
+            return Err(EMPTY_QUERY.into());
+        }
+        let mut notes = Vec::new();
+        let requested = match params.budget_tokens {
+            None => settings.default_budget_tokens,
+            Some(n) if n <= 0 => return Err(bad_budget(n)),
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        };
+        let budget_tokens = if requested > settings.max_output_tokens {
+            notes.push(format!(
+                "budget_tokens {requested} is above this server's output cap; clamped to {} tokens (--max-output-tokens)",
+                settings.max_output_tokens
+            ));
+            settings.max_output_tokens
+        } else {
+            requested
+        };
+        let format = match params.format.unwrap_or(OutputFormat::Text) {
+            OutputFormat::Text => Format::Text,
+            OutputFormat::Markdown => Format::Markdown,
+            OutputFormat::Xml => Format::Xml,
+        };
+
+        let mut progress = Progress::new(ctx);
+        progress.report(0.0, "indexing the workspace").await;
+        let view = self
+            .view(
+                &ctx.peer,
+                params.paths.as_deref(),
+                params.focus_file.as_deref(),
+            )
+            .await?;
+        if view.files.iter().all(|f| f.chunks.is_empty()) {
+            return Err(format!(
+                "nothing to compress: no source files with content under {}{}",
+                view.root.display(),
+                params
+                    .paths
+                    .as_ref()
+                    .map(|p| format!(" (paths {p:?})"))
+                    .unwrap_or_default()
+            ));
+        }
+        let n_chunks: usize = view.files.iter().map(|f| f.chunks.len()).sum();
+        progress
+            .report(
+                1.0,
+                format!(
+                    "indexed {} files ({} re-chunked), {} chunks in scope",
+                    view.report.files, view.report.rechunked, n_chunks
+                ),
+            )
+            .await;
+        let scorer = progress
+            .tick_while(1.0, "waiting for the model to load", self.scorer())
+            .await?;
+        progress
+            .report(2.0, format!("scoring {n_chunks} chunks for the query"))
+            .await;
+
+        let options = CompressOptions {
+            budget: Budget::Tokens(budget_tokens),
+            format,
+            focus: view.focus.clone(),
+            ..CompressOptions::default()
+        };
+        let cancel = CancelFlag::new();
+        let worker_cancel = cancel.clone();
+        let files = view.files.clone();
+        let worker_query = query.clone();
+        let mut job = tokio::task::spawn_blocking(move || {
+            let docs: Vec<Document> = files
+                .iter()
+                .map(|f| Document {
+                    path: &f.path,
+                    lang: f.lang,
+                    text: &f.text,
+                    chunks: &f.chunks,
+                })
+                .collect();
+            compress::compress(&scorer, &docs, &worker_query, &options, &worker_cancel)
+        });
+        let ct = ctx.ct.clone();
+        let work = async {
+            tokio::select! {
+                joined = &mut job => joined,
+                _ = ct.cancelled() => {
+                    cancel.cancel();
+                    (&mut job).await
+                }
+            }
+        };
+        let joined = progress.tick_while(2.0, "scoring", work).await;
+        let compressed = match joined {
+            Ok(Ok(compressed)) => compressed,
+            Ok(Err(e)) if cancel.is_cancelled() => {
+                return Err(format!("cancelled by the client ({e})"));
+            }
+            Ok(Err(e)) => return Err(compress_error(e)),
+            Err(e) => return Err(format!("compression failed: {e}")),
+        };
+        progress
+            .report(
+                3.0,
+                format!(
+                    "done: {} tokens from {} chunks",
+                    compressed.stats.compressed_tokens,
+                    compressed.chunks.len()
+                ),
+            )
+            .await;
+        Ok(compress_result(
+            &view.root,
+            budget_tokens,
+            compressed,
+            notes,
+        ))
+    }
+
+    async fn status_value(&self) -> Value {
+        let root = self.shared.root.get().cloned();
+        let index = {
+            let s = self
+                .shared
+                .index_state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let state = match (&root, s.indexing, &s.last, &s.error) {
+                (None, _, _, _) => "waiting for the workspace root",
+                (Some(Err(_)), _, _, _) => "failed",
+                (_, _, _, Some(_)) => "failed",
+                (_, true, None, _) => "indexing",
+                (_, true, Some(_), _) => "refreshing",
+                (_, false, Some(_), _) => "ready",
+                (_, false, None, _) => "not started",
+            };
+            json!({
+                "state": state,
+                "files": s.last.as_ref().map(|r| r.files),
+                "chunks": s.last.as_ref().map(|r| r.chunks),
+                "skipped_files": s.last.as_ref().map(|r| r.skipped),
+                "last_refresh_ms": s.last.as_ref().map(|r| r.elapsed_ms.round()),
+                "refreshed_at_unix_s": s.refreshed_at
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs()),
+                "error": s.error,
+            })
+        };
+        let model_state = self.shared.model.borrow().clone();
+        let (model, scorer_cache) = match &model_state {
+            ModelState::Loading => (json!({"state": "loading"}), Value::Null),
+            ModelState::Failed(e) => (json!({"state": "failed", "error": e}), Value::Null),
+            ModelState::Ready(scorer) => {
+                let path = &scorer.config().model_path;
+                let stats = scorer.stats();
+                (
+                    json!({
+                        "state": "ready",
+                        "name": model_name(path),
+                        "path": path.display().to_string(),
+                        "architecture": scorer.architecture(),
+                        "build": scorer.build_info(),
+                    }),
+                    json!({
+                        "tokens_decoded": stats.tokens_decoded,
+                        "kv_state_hits": stats.kv_state_hits,
+                        "kv_state_misses": stats.kv_state_misses,
+                        "kv_states": stats.kv_states,
+                        "kv_state_bytes": stats.kv_state_bytes,
+                        "disk_hits": stats.disk_hits,
+                        "disk_misses": stats.disk_misses,
+                    }),
+                )
+            }
+        };
+        let advice = match (&root, &model_state) {
+            (Some(Err(e)), _) => format!("no workspace: {e}"),
+            (_, ModelState::Failed(_)) => {
+                "compress_context cannot work: the model failed to load (see model.error)".into()
+            }
+            (_, ModelState::Loading) => {
+                "the model is loading: compress_context calls wait for it (seconds; minutes if it is being downloaded)".into()
+            }
+            (None, _) => "the workspace root is not known yet: the first call decides it".into(),
+            _ => "ready: call compress_context".into(),
+        };
+        json!({
+            "workspace": match &root {
+                Some(Ok(r)) => json!({"root": r.path.display().to_string(), "source": r.source}),
+                Some(Err(e)) => json!({"error": e}),
+                None => Value::Null,
+            },
+            "index": index,
+            "model": model,
+            "scorer_cache": scorer_cache,
+            "max_output_tokens": self.shared.settings.max_output_tokens,
+            "default_budget_tokens": self.shared.settings.default_budget_tokens,
+            "version": env!("CARGO_PKG_VERSION"),
+            "advice": advice,
+        })
+    }
+}
+
+#[tool_router]
+impl CtxzipServer {
+    /// The part of the workspace's code that matters for a task, compressed to a token budget.
+    #[tool(
+        description = "Get the source code of this workspace that matters for a task, compressed into a token budget: whole functions, types and blocks ranked by how much they help explain the query, under their file paths, followed by a list of the kept chunks as path:start-end. Call it before reading files one by one when you need to understand, change or debug code; narrow with paths or focus_file.",
+        annotations(
+            title = "Compress workspace context",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn compress_context(
+        &self,
+        Parameters(params): Parameters<CompressParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        match self.compress(params, &ctx).await {
+            Ok(result) => result,
+            Err(message) => CallToolResult::error(vec![ContentBlock::text(message)]),
+        }
+    }
+
+    /// Workspace, index and model state.
+    #[tool(
+        description = "Show the workspace root, how many files and chunks are indexed, and whether the model is loaded, so you can tell whether compress_context is ready or still warming up.",
+        annotations(
+            title = "ctxzip status",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn status(&self) -> CallToolResult {
+        let value = self.status_value().await;
+        let text = serde_json::to_string_pretty(&value).unwrap_or_default();
+        let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
+        result.structured_content = Some(value);
+        result
+    }
+}
+
+#[tool_handler]
+impl ServerHandler for CtxzipServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("ctxzip", env!("CARGO_PKG_VERSION")))
+            .with_instructions(instructions(&self.shared.settings))
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        // Without --root the client's roots decide the workspace: ask now, index in the
+        // background, and let the first call find a warm index.
+        if self.shared.root.get().is_none() {
+            self.start_indexing(Some(context.peer));
+        }
+    }
+}
+
+fn instructions(settings: &Settings) -> String {
+    format!(
+        "ctxzip returns the parts of this workspace's source code that matter for a task, \
+         compressed to fit a token budget. Call compress_context first when a task needs code \
+         you have not read (understanding a feature, fixing a bug, planning a change): pass the \
+         task itself as `query`, optionally `paths` to narrow the search and `focus_file` \
+         (FILE:LINE) for the code being edited. `budget_tokens` defaults to {} and is capped \
+         at {}. The result ends with the kept chunks as path:start-end; open a full file only \
+         when an excerpt is not enough. If a call is slow or fails, call status: the index or the model may \
+         still be loading.",
+        settings.default_budget_tokens, settings.max_output_tokens
+    )
+}
+
+const EMPTY_QUERY: &str = "query is empty: say in words what the context is for, e.g. \"where are retries handled and how is the backoff computed?\"";
+
+fn bad_budget(n: i64) -> String {
+    format!(
+        "budget_tokens must be a positive number of tokens (got {n}); e.g. 2000, or leave it out for the default"
+    )
+}
+
+fn compress_error(e: CompressError) -> String {
+    match e {
+        CompressError::EmptyQuery => EMPTY_QUERY.into(),
+        CompressError::BadBudget(n) => bad_budget(n),
+        CompressError::BudgetTooSmall { budget, smallest } => format!(
+            "budget_tokens {budget} is smaller than any chunk (the smallest needs {smallest} tokens with its file header); raise budget_tokens to at least {smallest}"
+        ),
+        CompressError::EmptyWorkspace => {
+            "nothing to compress: no source files with content in scope; widen paths".into()
+        }
+        CompressError::Scoring(e) => format!(
+            "the model failed while scoring: {e}. Retry; if it fails again, call status and check the model"
+        ),
+        other => other.to_string(),
+    }
+}
+
+fn compress_result(
+    root: &Path,
+    budget_tokens: usize,
+    compressed: Compressed,
+    notes: Vec<String>,
+) -> CallToolResult {
+    let s = &compressed.stats;
+    let mut summary = format!(
+        "[ctxzip: {} of {} budget tokens, {} chunks from {} files; the workspace scope holds {} tokens ({:.1}x); {:.0} ms]",
+        s.compressed_tokens,
+        budget_tokens,
+        compressed.chunks.len(),
+        s.files,
+        s.original_tokens,
+        s.ratio,
+        s.elapsed_ms
+    );
+    for chunk in &compressed.chunks {
+        let _ = write!(
+            summary,
+            "\n{}:{}-{} {}",
+            chunk.path,
+            chunk.start_line,
+            chunk.end_line,
+            chunk.kind.as_str()
+        );
+        if let Some(name) = &chunk.name {
+            let _ = write!(summary, " {name}");
+        }
+    }
+    for note in &notes {
+        summary.push_str("\nnote: ");
+        summary.push_str(note);
+    }
+    let structured = json!({
+        "root": root.display().to_string(),
+        "budget_tokens": budget_tokens,
+        "chunks": compressed.chunks,
+        "stats": compressed.stats,
+        "notes": notes,
+    });
+    let mut result = CallToolResult::success(vec![
+        ContentBlock::text(compressed.context),
+        ContentBlock::text(summary),
+    ]);
+    result.structured_content = Some(structured);
+    result
+}
+
+/// The catalog name of a model file, else its file stem.
+fn model_name(path: &Path) -> String {
+    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    models::CATALOG
+        .iter()
+        .find(|m| m.file_name == file_name)
+        .map(|m| m.name.to_string())
+        .unwrap_or_else(|| {
+            path.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+}
+
+/// The client's first `file://` root, else the working directory.
+async fn resolve_root(peer: Option<Peer<RoleServer>>) -> Result<Root, String> {
+    if let Some(peer) = peer
+        && let Some(path) = client_root(&peer).await
+    {
+        return Ok(Root {
+            path,
+            source: "client roots",
+        });
+    }
+    let cwd = std::env::current_dir()
+        .and_then(std::fs::canonicalize)
+        .map_err(|e| {
+            format!("cannot read the working directory ({e}); start the server with --root DIR")
+        })?;
+    Ok(Root {
+        path: cwd,
+        source: "working directory",
+    })
+}
+
+#[allow(deprecated)] // roots/list: still how today's clients say where the workspace is.
+async fn client_root(peer: &Peer<RoleServer>) -> Option<PathBuf> {
+    let info = peer.peer_info()?;
+    info.capabilities.roots.as_ref()?;
+    let roots = tokio::time::timeout(ROOTS_TIMEOUT, peer.list_roots())
+        .await
+        .ok()?
+        .ok()?;
+    roots.roots.iter().find_map(|root| {
+        let path = file_uri_path(&root.uri)?;
+        let canonical = std::fs::canonicalize(path).ok()?;
+        canonical.is_dir().then_some(canonical)
+    })
+}
+
+/// The path of a `file://` URI, percent-decoded.
+fn file_uri_path(uri: &str) -> Option<PathBuf> {
+    let rest = uri.strip_prefix("file://")?;
+    // `file://host/path`: only the local host is ours.
+    let path = if rest.starts_with('/') {
+        rest
+    } else {
+        let slash = rest.find('/')?;
+        if &rest[..slash] != "localhost" {
+            return None;
+        }
+        &rest[slash..]
+    };
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let decoded = String::from_utf8(out).ok()?;
+    // Windows: file:///C:/dir
+    let decoded = match decoded.strip_prefix('/') {
+        Some(rest) if rest.as_bytes().get(1) == Some(&b':') => rest.to_string(),
+        _ => decoded,
+    };
+    Some(PathBuf::from(decoded))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_uris_decode() {
+        assert_eq!(
+            file_uri_path("file:///home/me/my%20repo"),
+            Some(PathBuf::from("/home/me/my repo"))
+        );
+        assert_eq!(
+            file_uri_path("file://localhost/srv/x"),
+            Some(PathBuf::from("/srv/x"))
+        );
+        assert_eq!(file_uri_path("file://elsewhere/srv/x"), None);
+        assert_eq!(file_uri_path("https://example.com/x"), None);
+    }
+}

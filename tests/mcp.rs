@@ -1,0 +1,446 @@
+//! End-to-end tests of `ctxzip mcp`: the real binary over stdio, spoken to in newline-delimited
+//! JSON-RPC as an agent's MCP client would, with the small real model.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+use expect_test::expect;
+use serde_json::{Value, json};
+
+/// No single exchange may take longer than this, model scoring included.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A minimal MCP client over a child process's stdio.
+struct Client {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Receiver<String>,
+    next_id: u64,
+    /// Notifications seen so far, in order.
+    notifications: Vec<Value>,
+    /// Answers to server-to-client requests, by method.
+    answers: Vec<(&'static str, Value)>,
+}
+
+impl Client {
+    fn start(args: &[&str], cwd: &Path) -> Client {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ctxzip"))
+            .arg("mcp")
+            .args(["--model", "smollm2-135m", "--offline"])
+            .args(args)
+            .current_dir(cwd)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start ctxzip mcp");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Client {
+            child,
+            stdin,
+            lines,
+            next_id: 1,
+            notifications: Vec::new(),
+            answers: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, message: &Value) {
+        let mut line = serde_json::to_string(message).unwrap();
+        line.push('\n');
+        self.stdin.write_all(line.as_bytes()).unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    fn notify(&mut self, method: &str, params: Value) {
+        self.send(&json!({"jsonrpc": "2.0", "method": method, "params": params}));
+    }
+
+    /// Sends a request and returns its `result`, keeping notifications and answering the
+    /// server's own requests on the way.
+    fn request(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+        let deadline = Instant::now() + REPLY_TIMEOUT;
+        loop {
+            let line = match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) => line,
+                Err(RecvTimeoutError::Timeout) => panic!("no reply to {method} in time"),
+                Err(RecvTimeoutError::Disconnected) => panic!("server exited during {method}"),
+            };
+            let message: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("not JSON on stdout ({e}): {line}"));
+            if message.get("id") == Some(&json!(id)) && message.get("method").is_none() {
+                if let Some(error) = message.get("error") {
+                    panic!("{method} failed: {error}");
+                }
+                return message["result"].clone();
+            }
+            match (message.get("method"), message.get("id")) {
+                (Some(server_method), Some(server_id)) => {
+                    let result = self
+                        .answers
+                        .iter()
+                        .find(|(m, _)| server_method == *m)
+                        .map(|(_, v)| v.clone())
+                        .unwrap_or_else(|| json!({}));
+                    self.send(&json!({"jsonrpc": "2.0", "id": server_id, "result": result}));
+                }
+                (Some(_), None) => self.notifications.push(message),
+                _ => panic!("unexpected message while waiting for {method}: {message}"),
+            }
+        }
+    }
+
+    fn initialize(&mut self, capabilities: Value) -> Value {
+        let result = self.request(
+            "initialize",
+            json!({
+                "protocolVersion": "2025-06-18",
+                "capabilities": capabilities,
+                "clientInfo": {"name": "ctxzip-test", "version": "0"},
+            }),
+        );
+        self.notify("notifications/initialized", json!({}));
+        result
+    }
+
+    fn call(&mut self, tool: &str, arguments: Value) -> Value {
+        self.request("tools/call", json!({"name": tool, "arguments": arguments}))
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn text_of(result: &Value) -> String {
+    result["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["text"].as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A small repository beside a directory the server must never read.
+fn fixture() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("repo");
+    let write = |rel: &str, text: &str| {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write(
+        "net/retry.py",
+        r#"import time
+
+
+def backoff_delay(attempt, base=0.5, cap=30.0):
+    """Seconds to wait before retry number `attempt`: exponential, capped."""
+    return min(cap, base * (2 ** attempt))
+
+
+def retry(call, attempts=5):
+    """Calls `call` until it succeeds, sleeping backoff_delay between tries."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except ConnectionError:
+            time.sleep(backoff_delay(attempt))
+    raise ConnectionError("gave up after %d attempts" % attempts)
+"#,
+    );
+    write(
+        "billing/invoice.py",
+        r#"def invoice_total(lines, tax_rate):
+    """Sum of line amounts plus tax, rounded to cents."""
+    subtotal = sum(line.quantity * line.unit_price for line in lines)
+    return round(subtotal * (1 + tax_rate), 2)
+
+
+def format_invoice(customer, lines):
+    rows = ["%s x%d" % (line.name, line.quantity) for line in lines]
+    return "Invoice for %s\n%s" % (customer, "\n".join(rows))
+"#,
+    );
+    write(
+        "users/accounts.py",
+        r#"class Account:
+    def __init__(self, email):
+        self.email = email
+        self.active = True
+
+    def deactivate(self):
+        self.active = False
+
+
+def find_account(accounts, email):
+    return next((a for a in accounts if a.email == email), None)
+"#,
+    );
+    std::fs::create_dir_all(dir.path().join("outside")).unwrap();
+    std::fs::write(
+        dir.path().join("outside/secret.py"),
+        "def secret():\n    return 42\n",
+    )
+    .unwrap();
+    (dir, root)
+}
+
+#[test]
+fn mcp_session_over_stdio() {
+    let (dir, root) = fixture();
+    let mut client = Client::start(
+        &["--max-output-tokens", "1000", root.to_str().unwrap()],
+        dir.path(),
+    );
+    let init = client.initialize(json!({}));
+    assert_eq!(init["serverInfo"]["name"], "ctxzip");
+    assert!(init["capabilities"]["tools"].is_object());
+    assert!(
+        init["instructions"]
+            .as_str()
+            .unwrap()
+            .contains("compress_context"),
+        "{init}"
+    );
+
+    let tools = client.request("tools/list", json!({}));
+    expect![[r##"
+        [
+          {
+            "annotations": {
+              "openWorldHint": false,
+              "readOnlyHint": true,
+              "title": "Compress workspace context"
+            },
+            "description": "Get the source code of this workspace that matters for a task, compressed into a token budget: whole functions, types and blocks ranked by how much they help explain the query, under their file paths, followed by a list of the kept chunks as path:start-end. Call it before reading files one by one when you need to understand, change or debug code; narrow with paths or focus_file.",
+            "inputSchema": {
+              "$defs": {
+                "OutputFormat": {
+                  "oneOf": [
+                    {
+                      "const": "text",
+                      "description": "Each file under a `==> path <==` header; left-out code is marked by `...` comments.",
+                      "type": "string"
+                    },
+                    {
+                      "const": "markdown",
+                      "description": "Each file's path, then its code in a fenced block.",
+                      "type": "string"
+                    },
+                    {
+                      "const": "xml",
+                      "description": "Each file in a `<file path=\"…\">` element, XML-escaped.",
+                      "type": "string"
+                    }
+                  ]
+                }
+              },
+              "$schema": "https://json-schema.org/draft/2020-12/schema",
+              "properties": {
+                "budget_tokens": {
+                  "default": null,
+                  "description": "Most tokens of context to return (default: the server's --default-budget-tokens;\nlarger values are clamped to its --max-output-tokens).",
+                  "format": "int64",
+                  "type": [
+                    "integer",
+                    "null"
+                  ]
+                },
+                "focus_file": {
+                  "default": null,
+                  "description": "The file being worked on, \"FILE\" or \"FILE:LINE\": the chunk at LINE is always kept\nand the file's other chunks are favoured.",
+                  "type": [
+                    "string",
+                    "null"
+                  ]
+                },
+                "format": {
+                  "anyOf": [
+                    {
+                      "$ref": "#/$defs/OutputFormat"
+                    },
+                    {
+                      "type": "null"
+                    }
+                  ],
+                  "description": "Output format (default text)."
+                },
+                "paths": {
+                  "default": null,
+                  "description": "Only these files or directories, relative to the workspace root (default: the whole\nworkspace).",
+                  "items": {
+                    "type": "string"
+                  },
+                  "type": [
+                    "array",
+                    "null"
+                  ]
+                },
+                "query": {
+                  "description": "What the context is for, in words: the task, question or bug, e.g. \"where are\nretries handled and how is the backoff computed?\".",
+                  "type": "string"
+                }
+              },
+              "required": [
+                "query"
+              ],
+              "type": "object"
+            },
+            "name": "compress_context"
+          },
+          {
+            "annotations": {
+              "openWorldHint": false,
+              "readOnlyHint": true,
+              "title": "ctxzip status"
+            },
+            "description": "Show the workspace root, how many files and chunks are indexed, and whether the model is loaded, so you can tell whether compress_context is ready or still warming up.",
+            "inputSchema": {
+              "properties": {},
+              "type": "object"
+            },
+            "name": "status"
+          }
+        ]"##]].assert_eq(&serde_json::to_string_pretty(&tools["tools"]).unwrap());
+
+    // Success, with progress notifications for the token the call carries.
+    let result = client.request(
+        "tools/call",
+        json!({
+            "name": "compress_context",
+            "arguments": {"query": "how is the retry backoff delay computed?", "budget_tokens": 300},
+            "_meta": {"progressToken": "compress-1"},
+        }),
+    );
+    let text = text_of(&result);
+    assert_ne!(result["isError"], json!(true), "{text}");
+    assert!(text.contains("def backoff_delay"), "{text}");
+    assert!(text.contains("function backoff_delay"), "{text}");
+    let stats = &result["structuredContent"]["stats"];
+    let compressed_tokens = stats["compressed_tokens"].as_u64().unwrap();
+    assert!(compressed_tokens > 0 && compressed_tokens <= 300, "{stats}");
+    let chunks = result["structuredContent"]["chunks"].as_array().unwrap();
+    assert!(
+        chunks.iter().any(|c| c["path"] == "net/retry.py"),
+        "{chunks:?}"
+    );
+    let progress: Vec<f64> = client
+        .notifications
+        .iter()
+        .filter(|n| n["method"] == "notifications/progress")
+        .filter(|n| n["params"]["progressToken"] == "compress-1")
+        .map(|n| n["params"]["progress"].as_f64().unwrap())
+        .collect();
+    assert!(progress.len() >= 3, "{:?}", client.notifications);
+    assert!(progress.windows(2).all(|w| w[0] < w[1]), "{progress:?}");
+
+    // A budget above the server's cap is clamped, and the result says so.
+    let result = client.call(
+        "compress_context",
+        json!({"query": "invoice total with tax", "budget_tokens": 100000, "paths": ["billing"], "format": "markdown"}),
+    );
+    let text = text_of(&result);
+    assert_ne!(result["isError"], json!(true), "{text}");
+    assert_eq!(result["structuredContent"]["budget_tokens"], 1000);
+    assert!(text.contains("clamped to 1000 tokens"), "{text}");
+    assert!(text.contains("invoice_total"), "{text}");
+    assert!(
+        !text.contains("backoff_delay"),
+        "paths narrows the scope: {text}"
+    );
+
+    // Failures are results an agent can read and act on.
+    let failures = [
+        (json!({"query": "   "}), "query is empty"),
+        (
+            json!({"query": "retry", "budget_tokens": -5}),
+            "budget_tokens must be a positive number",
+        ),
+        (
+            json!({"query": "secret", "paths": ["../outside/secret.py"]}),
+            "outside the workspace root",
+        ),
+        (
+            json!({"query": "secret", "focus_file": "../outside/secret.py:1"}),
+            "outside the workspace root",
+        ),
+        (
+            json!({"query": "retry", "paths": ["net/missing.py"]}),
+            "no such file or directory",
+        ),
+        (json!({"budget_tokens": 100}), "query"),
+    ];
+    for (arguments, message) in failures {
+        let result = client.call("compress_context", arguments.clone());
+        assert_eq!(result["isError"], json!(true), "{arguments}: {result}");
+        let text = text_of(&result);
+        assert!(text.contains(message), "{arguments}: {text}");
+    }
+
+    let status = client.call("status", json!({}));
+    let s = &status["structuredContent"];
+    assert_eq!(
+        s["workspace"]["root"],
+        std::fs::canonicalize(&root).unwrap().to_str().unwrap()
+    );
+    assert_eq!(s["workspace"]["source"], "--root");
+    assert_eq!(s["index"]["state"], "ready");
+    assert_eq!(s["index"]["files"], 3);
+    assert_eq!(s["model"]["state"], "ready");
+    assert_eq!(s["model"]["name"], "smollm2-135m");
+    assert!(s["scorer_cache"]["tokens_decoded"].as_u64().unwrap() > 0);
+    assert_eq!(s["max_output_tokens"], 1000);
+}
+
+/// Without --root, the workspace is the client's first root.
+#[test]
+fn mcp_root_from_client_roots() {
+    let (dir, root) = fixture();
+    let mut client = Client::start(&[], dir.path());
+    let uri = format!(
+        "file://{}",
+        std::fs::canonicalize(&root).unwrap().to_str().unwrap()
+    );
+    client.answers.push((
+        "roots/list",
+        json!({"roots": [{"uri": uri, "name": "repo"}]}),
+    ));
+    client.initialize(json!({"roots": {"listChanged": false}}));
+    let deadline = Instant::now() + REPLY_TIMEOUT;
+    loop {
+        let status = client.call("status", json!({}));
+        let s = &status["structuredContent"];
+        if s["index"]["state"] == "ready" {
+            assert_eq!(s["workspace"]["source"], "client roots", "{s}");
+            assert_eq!(s["index"]["files"], 3, "{s}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "index never got ready: {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
