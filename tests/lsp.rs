@@ -404,6 +404,24 @@ fn bad_requests_get_errors_and_the_server_keeps_answering() {
     let response = s.compress(json!({"query": "x", "format": "yaml"}));
     assert_eq!(error_code(&response), -32602, "{response}");
 
+    // Not JSON, and JSON that is not JSON-RPC: error replies, and the session goes on.
+    s.client
+        .send_raw("{\"jsonrpc\": \"2.0\", \"id\": 77, \"method\": ")
+        .unwrap();
+    let parse_error = s
+        .client
+        .wait_for(|m| m["error"]["code"] == -32700, WAIT)
+        .expect("a parse error reply");
+    assert_eq!(parse_error["id"], Value::Null, "{parse_error}");
+    s.client
+        .send_raw("{\"jsonrpc\": \"2.0\", \"id\": 78, \"method\": 5}")
+        .unwrap();
+    let invalid = s
+        .client
+        .wait_response(78, WAIT)
+        .expect("an invalid-request reply");
+    assert_eq!(error_code(&invalid), -32600, "{invalid}");
+
     // URIs outside the workspace, through `..`, or through a symlink.
     let response =
         s.compress(json!({"query": "secret", "budget": 100, "paths": [uri(&outside_file)]}));

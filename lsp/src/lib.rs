@@ -15,6 +15,7 @@ pub mod indexer;
 mod model;
 pub mod protocol;
 mod server;
+mod transport;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,10 +47,13 @@ pub fn run_stdio(defaults: Defaults) -> Result<bool> {
                 .custom_method("ctxzip/compress", server::Server::compress)
                 .custom_method("ctxzip/status", server::Server::status)
                 .finish();
-        LspTransport::new(tokio::io::stdin(), tokio::io::stdout(), socket)
+        let (input, output, writer) = transport::guard(tokio::io::stdin(), tokio::io::stdout());
+        LspTransport::new(input, output, socket)
             .concurrency_level(MAX_CONCURRENT_REQUESTS)
             .serve(service)
             .await;
+        // Every reply the server wrote reaches stdout before the process ends.
+        let _ = writer.await;
     });
     // Blocking work still running (a compress being cancelled, the stdin reader) must not
     // hold the process open.
