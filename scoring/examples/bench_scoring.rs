@@ -1,10 +1,20 @@
-//! The scoring benchmark without the CLI: `cargo run --release -p ctxzip-scoring --example
-//! bench_scoring -- [CHUNKS] [THREADS] [MODEL...]`; `ctxzip bench scoring` runs the same code.
+//! The scoring benchmark without the CLI (`ctxzip bench scoring` runs the same code):
+//!
+//! `cargo run --release -p ctxzip-scoring --example bench_scoring -- [--write FILE] [CHUNKS]
+//! [THREADS] [MODEL...]`
 
 use ctxzip_scoring::{bench, models};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let write = match args.iter().position(|a| a == "--write") {
+        Some(i) if i + 1 < args.len() => {
+            let path = args.remove(i + 1);
+            args.remove(i);
+            Some(std::path::PathBuf::from(path))
+        }
+        _ => None,
+    };
     let n_chunks = args.first().and_then(|a| a.parse().ok()).unwrap_or(16);
     let n_threads = args
         .get(1)
@@ -23,6 +33,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("benchmarking {} ...", model.name);
         reports.push(bench::run_model(&model, &chunks, n_threads)?);
     }
-    print!("{}", bench::markdown(&reports));
+    let table = bench::markdown(&reports);
+    print!("{table}");
+    if let Some(path) = write {
+        let command = format!(
+            "cargo run --release -p ctxzip-scoring --example bench_scoring -- {}",
+            std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+        );
+        bench::write_section(&path, &format!("Measured by `{command}`.\n\n{table}"))?;
+    }
     Ok(())
 }

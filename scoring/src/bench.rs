@@ -176,6 +176,29 @@ pub fn run_model(
         "prefix per text",
     );
 
+    // Flash attention is off by default for exactness (see the engine docs): what does it cost?
+    let mut fa_config = ScorerConfig::new(model);
+    fa_config.n_threads = n_threads;
+    fa_config.disk_cache_path = None;
+    fa_config.flash_attention = true;
+    let fa_scorer = Scorer::new(fa_config)?;
+    fa_scorer.score_chunks_with(
+        "warm up",
+        &chunks[..chunks.len().min(2)],
+        options(1, false, false),
+        &cancel,
+    )?;
+    let t = Instant::now();
+    let out = fa_scorer.score_chunks_with(QUERIES[0], chunks, options(1, false, false), &cancel)?;
+    let fa = (t.elapsed().as_secs_f64() * 1e3, out.model_tokens);
+    drop(fa_scorer);
+    push(
+        "score: sequential, flash attention on",
+        fa,
+        sequential.0,
+        "sequential",
+    );
+
     Ok(ModelReport {
         model: model.name.clone(),
         build_info: scorer.build_info(),

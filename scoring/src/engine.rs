@@ -235,31 +235,31 @@ fn bump(counter: &AtomicU64, n: u64) {
 pub struct BuildInfo {
     /// `cpu`, `cuda`, `vulkan` or `metal`.
     pub backend: &'static str,
-    /// `native` when compiled for this CPU (`-C target-cpu=native`), else `portable`.
+    /// `native` when built with `-C target-cpu=native` (llama.cpp's `GGML_NATIVE`), the CPU
+    /// name for another `-C target-cpu`, else `portable`.
     pub simd: &'static str,
-    /// The SIMD extensions the build was compiled with.
+    /// The SIMD extensions the CPU kernels were compiled with.
     pub cpu_features: Vec<&'static str>,
 }
 
 impl std::fmt::Display for BuildInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let features = if self.cpu_features.is_empty() {
+            "baseline".to_string()
+        } else {
+            self.cpu_features.join(",")
+        };
         write!(
             f,
-            "backend={} simd={} ({})",
-            self.backend,
-            self.simd,
-            if self.cpu_features.is_empty() {
-                "baseline".to_string()
-            } else {
-                self.cpu_features.join(",")
-            }
+            "backend={} simd={} ({features})",
+            self.backend, self.simd
         )
     }
 }
 
-/// The llama.cpp build of this binary. llama.cpp's build script turns on `GGML_NATIVE` exactly
-/// when rustc targets the host CPU, and otherwise enables the SIMD extensions rustc targets, so
-/// the target features of this crate are those of llama.cpp's CPU kernels.
+/// The llama.cpp build of this binary. llama.cpp's build script enables `GGML_NATIVE` when
+/// rustc targets the host CPU and otherwise the SIMD extensions rustc targets, so this crate's
+/// target features are those of llama.cpp's CPU kernels.
 pub fn build_info() -> BuildInfo {
     let backend = if cfg!(feature = "cuda") {
         "cuda"
@@ -270,40 +270,27 @@ pub fn build_info() -> BuildInfo {
     } else {
         "cpu"
     };
-    let mut cpu_features = Vec::new();
-    #[cfg(target_arch = "x86_64")]
-    {
-        if cfg!(target_feature = "avx2") {
-            cpu_features.push("avx2");
-        }
-        if cfg!(target_feature = "fma") {
-            cpu_features.push("fma");
-        }
-        if cfg!(target_feature = "f16c") {
-            cpu_features.push("f16c");
-        }
-        if cfg!(target_feature = "avx512f") {
-            cpu_features.push("avx512f");
-        }
-        if cfg!(target_feature = "avx512vnni") {
-            cpu_features.push("avx512vnni");
-        }
-    }
-    #[cfg(target_arch = "aarch64")]
-    {
-        if cfg!(target_feature = "neon") {
-            cpu_features.push("neon");
-        }
-        if cfg!(target_feature = "dotprod") {
-            cpu_features.push("dotprod");
-        }
-    }
-    // x86-64 without AVX2 is the portable baseline; aarch64 always has NEON, so dotprod tells.
-    let native = cpu_features.contains(&"avx2") || cpu_features.contains(&"dotprod");
+    let candidates: [(&'static str, bool); 7] = [
+        ("avx2", cfg!(target_feature = "avx2")),
+        ("fma", cfg!(target_feature = "fma")),
+        ("f16c", cfg!(target_feature = "f16c")),
+        ("avx512f", cfg!(target_feature = "avx512f")),
+        ("avx512vnni", cfg!(target_feature = "avx512vnni")),
+        ("neon", cfg!(target_feature = "neon")),
+        ("dotprod", cfg!(target_feature = "dotprod")),
+    ];
+    let simd = match env!("CTXZIP_TARGET_CPU") {
+        "" => "portable",
+        cpu => cpu,
+    };
     BuildInfo {
         backend,
-        simd: if native { "native" } else { "portable" },
-        cpu_features,
+        simd,
+        cpu_features: candidates
+            .iter()
+            .filter(|(_, on)| *on)
+            .map(|(name, _)| *name)
+            .collect(),
     }
 }
 
