@@ -59,12 +59,15 @@ pub fn retry_with_backoff(attempts: u32) -> u64 {
 }
 ";
 
+const PANIC_QUERY: &str = "please panic inside the pipeline";
+
 fn start(dir: tempfile::TempDir) -> Session {
     let root = std::fs::canonicalize(dir.path()).unwrap();
     let log = std::fs::File::create(root.join(".server-stderr.log")).unwrap();
     let client = LspClient::spawn(
         Command::new(env!("CARGO_BIN_EXE_ctxzip"))
             .arg("lsp")
+            .env("CTXZIP_LSP_TEST_PANIC_QUERY", PANIC_QUERY)
             .stderr(Stdio::from(log)),
     )
     .expect("ctxzip lsp starts");
@@ -304,6 +307,36 @@ fn a_file_created_on_disk_is_found_after_the_watcher_event() {
         )
         .unwrap();
     assert_eq!(s.wait_ready()["files"], 1);
+
+    // A second workspace folder: indexed, and paths carry the folder name.
+    let second = workspace(&[("tools/gen.rs", "pub fn generate_second_root_code() {}\n")]);
+    let second_root = std::fs::canonicalize(second.path()).unwrap();
+    s.client
+        .notify(
+            "workspace/didChangeWorkspaceFolders",
+            json!({"event": {"added": [{"uri": uri(&second_root), "name": "second"}], "removed": []}}),
+        )
+        .unwrap();
+    assert_eq!(s.wait_ready()["files"], 2);
+    let response = s.compress(json!({"query": "generate_second_root_code", "budget": 200}));
+    let chunks = response["result"]["chunks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{response}"));
+    let name = second_root.file_name().unwrap().to_str().unwrap();
+    assert!(
+        chunks
+            .iter()
+            .any(|c| c["path"] == format!("{name}/tools/gen.rs")),
+        "{response}"
+    );
+    // A configuration change of the ignore globs re-indexes without them.
+    s.client
+        .notify(
+            "workspace/didChangeConfiguration",
+            json!({"settings": {"ctxzip": {"ignore": ["tools/"]}}}),
+        )
+        .unwrap();
+    assert_eq!(s.wait_ready()["files"], 1);
     assert!(s.shutdown().success());
 }
 
@@ -474,6 +507,16 @@ fn bad_requests_get_errors_and_the_server_keeps_answering() {
             WAIT,
         )
         .expect("a warning about the outside buffer");
+    // A panic inside the pipeline is an error reply; the server stays up.
+    let response = s.compress(json!({"query": PANIC_QUERY, "budget": 100}));
+    assert_eq!(error_code(&response), -32603, "{response}");
+    assert!(
+        response["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("still running"),
+        "{response}"
+    );
     let unknown = s.client.request("ctxzip/nope", json!({}), WAIT);
     assert_eq!(error_code(&unknown), -32601, "{unknown}");
 

@@ -32,6 +32,8 @@ use crate::protocol::{ChunkResult, CompressParams, CompressResult, Options};
 pub const COMPRESS_COMMAND: &str = "ctxzip.compress";
 const DEFAULT_BUDGET_TOKENS: usize = 2000;
 const DEFAULT_CANDIDATES: usize = 32;
+/// A compress whose query equals this variable's value panics (for tests only).
+const PANIC_HOOK_ENV: &str = "CTXZIP_LSP_TEST_PANIC_QUERY";
 
 /// Settings from the command line; initializationOptions and configuration changes go over
 /// them.
@@ -657,6 +659,10 @@ impl Server {
         let work_display = display.clone();
         let outcome = tokio::task::spawn_blocking(move || {
             let _permit = permit;
+            // Test hook: the end-to-end tests prove a panic here leaves the server up.
+            if std::env::var_os(PANIC_HOOK_ENV).is_some_and(|q| q == query.as_str()) {
+                panic!("{PANIC_HOOK_ENV} matched the query");
+            }
             let docs: Vec<Document> = work_files
                 .iter()
                 .zip(&work_display)
