@@ -359,6 +359,20 @@ fn mcp_session_over_stdio() {
     assert!(progress.len() >= 3, "{:?}", client.notifications);
     assert!(progress.windows(2).all(|w| w[0] < w[1]), "{progress:?}");
 
+    // Files written after startup are indexed by the next call.
+    std::fs::write(
+        root.join("net/jitter.py"),
+        "import random\n\n\ndef jitter_delay(delay):\n    return delay * random.uniform(0.5, 1.5)\n",
+    )
+    .unwrap();
+    let result = client.call(
+        "compress_context",
+        json!({"query": "random jitter on the delay", "paths": ["net/jitter.py"], "budget_tokens": 200}),
+    );
+    let text = text_of(&result);
+    assert_ne!(result["isError"], json!(true), "{text}");
+    assert!(text.contains("def jitter_delay"), "{text}");
+
     // A budget above the server's cap is clamped, and the result says so.
     let result = client.call(
         "compress_context",
@@ -410,7 +424,7 @@ fn mcp_session_over_stdio() {
     );
     assert_eq!(s["workspace"]["source"], "--root");
     assert_eq!(s["index"]["state"], "ready");
-    assert_eq!(s["index"]["files"], 3);
+    assert_eq!(s["index"]["files"], 4);
     assert_eq!(s["model"]["state"], "ready");
     assert_eq!(s["model"]["name"], "smollm2-135m");
     assert!(s["scorer_cache"]["tokens_decoded"].as_u64().unwrap() > 0);
