@@ -88,8 +88,11 @@ pub fn run(
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(settings, load_scorer))?;
-    Ok(ExitCode::SUCCESS)
+    let served = runtime.block_on(serve(settings, load_scorer));
+    // A model load or a compression may still run on a blocking thread: the client is gone,
+    // so do not wait for it.
+    runtime.shutdown_background();
+    served.map(|()| ExitCode::SUCCESS)
 }
 
 async fn serve(
