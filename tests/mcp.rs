@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use expect_test::expect;
 use serde_json::{Value, json};
 
-/// No single exchange may take longer than this, model scoring included.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
+/// No single exchange may take longer than this, a first pull of the model included.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// A minimal MCP client over a child process's stdio.
 struct Client {
@@ -29,7 +29,8 @@ impl Client {
     fn start(args: &[&str], cwd: &Path) -> Client {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ctxzip"))
             .arg("mcp")
-            .args(["--model", "smollm2-135m", "--offline"])
+            // Not --offline: on a fresh machine the first call waits while the model is pulled.
+            .args(["--model", "smollm2-135m"])
             .args(args)
             .current_dir(cwd)
             .stdin(Stdio::piped())
