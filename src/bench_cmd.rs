@@ -44,7 +44,8 @@ fn chunker(args: ChunkerArgs) -> Result<()> {
         hidden: true,
         ..WalkOptions::default()
     };
-    let mut best: Option<(f64, usize, usize, u64, BTreeMap<&'static str, (usize, u64)>)> = None;
+    type ByLang = BTreeMap<&'static str, (usize, u64)>;
+    let mut best: Option<(f64, usize, usize, u64, ByLang)> = None;
     for run in 0..=args.runs {
         let start = Instant::now();
         let (mut files, mut chunks, mut bytes) = (0usize, 0usize, 0u64);

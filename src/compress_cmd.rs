@@ -44,7 +44,7 @@ pub struct CompressArgs {
     #[arg(long)]
     pub no_fine: bool,
     /// Chunks the model scores per query at most.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = CompressOptions::default().max_candidates)]
     pub candidates: usize,
     /// Ranking: the model (default) or BM25 alone (the lexical baseline, no model scoring).
     #[arg(long, value_enum, default_value_t = RankerArg::Model)]

@@ -335,7 +335,7 @@ fn encode_nlls(values: &[f32]) -> Vec<u8> {
 }
 
 fn decode_nlls(blob: &[u8]) -> Option<Vec<f32>> {
-    if blob.len() % 4 != 0 {
+    if !blob.len().is_multiple_of(4) {
         return None;
     }
     Some(

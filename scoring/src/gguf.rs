@@ -304,7 +304,7 @@ fn tensor_bytes(tensor_type: u32, row: u64, n_elements: u64) -> Option<u64> {
         30 => (1, 2),     // BF16
         _ => return None,
     };
-    if row % block != 0 {
+    if !row.is_multiple_of(block) {
         return None;
     }
     Some(n_elements / block * block_bytes)

@@ -71,6 +71,9 @@ pub struct CompressOptions {
     pub max_chunk_tokens: usize,
     /// Share of a kept function's tokens the fine stage keeps on average (R_fine).
     pub fine_rate: f32,
+    /// The fine stage reads at most about `max_fine_tokens / fine_rate` tokens of the best
+    /// functions (its model cost); larger budgets keep the rest whole.
+    pub max_fine_tokens: usize,
     /// How much the coarse score moves a function's share (β).
     pub beta: f32,
     /// Block boundaries at lines whose NLL exceeds mean + k·std.
@@ -88,9 +91,10 @@ impl Default for CompressOptions {
             focus: None,
             fine: true,
             ranker: Ranker::Model,
-            max_candidates: 32,
-            max_chunk_tokens: 256,
+            max_candidates: 24,
+            max_chunk_tokens: 192,
             fine_rate: 0.5,
+            max_fine_tokens: 1000,
             beta: 0.5,
             spike_k: 0.5,
             faithful: false,
@@ -293,11 +297,15 @@ pub fn compress(
     let fine = options.fine && options.ranker == Ranker::Model;
     let header_tokens =
         |doc: usize| scorer.count_tokens(&format!("==> {} <==\n", docs[doc].path)) + 3;
-    let coarse_budget = if fine {
-        (budget as f32 / options.fine_rate.max(0.05)) as usize
+    // The fine stage reads the top functions, up to `fine_tokens`, and keeps about
+    // `fine_rate` of them; the coarse stage may over-select by what that saves.
+    let rate = options.fine_rate.clamp(0.05, 1.0);
+    let fine_tokens = if fine {
+        (budget.min(options.max_fine_tokens) as f32 / rate) as usize
     } else {
-        budget
+        0
     };
+    let coarse_budget = budget + (fine_tokens as f32 * (1.0 - rate)) as usize;
     let mut kept: Vec<usize> = Vec::new();
     let mut files_seen: HashSet<usize> = HashSet::new();
     let mut used = 0;
@@ -318,7 +326,17 @@ pub fn compress(
     // Fine: prune kept functions to their most useful blocks.
     let mut runs: HashMap<usize, Vec<(usize, usize)>> = HashMap::new(); // unit -> kept rows
     if fine {
-        runs = fine_stage(scorer, docs, &units, &kept, &texts, query, options, cancel)?;
+        runs = fine_stage(
+            scorer,
+            docs,
+            &units,
+            &kept,
+            &texts,
+            query,
+            fine_tokens,
+            options,
+            cancel,
+        )?;
     }
 
     // Refill what the fine stage freed with more whole units, then make the budget exact.
@@ -401,12 +419,13 @@ fn pin_structural(units: &mut [Unit], docs: &[Document], query: &str, focus: Opt
     for unit in units.iter_mut() {
         let doc = &docs[unit.doc];
         let chunk = &doc.chunks[unit.chunk];
-        if chunk.kind.is_callable() || chunk.kind.is_container() {
-            if let Some(name) = &chunk.name {
-                if named.contains(name.as_str()) {
-                    unit.pinned = true;
-                }
-            }
+        if (chunk.kind.is_callable() || chunk.kind.is_container())
+            && chunk
+                .name
+                .as_deref()
+                .is_some_and(|name| named.contains(name))
+        {
+            unit.pinned = true;
         }
         if let Some(focus) = focus
             && focus.path == doc.path
@@ -465,17 +484,20 @@ fn fine_stage(
     kept: &[usize],
     texts: &[&str],
     query: &str,
+    fine_tokens: usize,
     options: &CompressOptions,
     cancel: &CancelFlag,
 ) -> Result<HashMap<usize, Vec<(usize, usize)>>, CompressError> {
-    let eligible: Vec<usize> = kept
-        .iter()
-        .copied()
-        .filter(|&i| {
-            let chunk = &docs[units[i].doc].chunks[units[i].chunk];
-            chunk.kind.is_callable() && chunk.n_lines() >= 5
-        })
-        .collect();
+    // Kept functions of 5+ lines, best first, until `fine_tokens` is read; the rest stay whole.
+    let mut eligible: Vec<usize> = Vec::new();
+    let mut read = 0;
+    for &i in kept {
+        let chunk = &docs[units[i].doc].chunks[units[i].chunk];
+        if chunk.kind.is_callable() && chunk.n_lines() >= 5 && read < fine_tokens {
+            read += units[i].tokens;
+            eligible.push(i);
+        }
+    }
     let mut runs = HashMap::new();
     if eligible.is_empty() {
         return Ok(runs);
@@ -629,7 +651,8 @@ impl Selection<'_> {
     }
 
     fn render(&self) -> String {
-        let mut by_doc: BTreeMap<&str, (usize, Vec<(usize, usize)>)> = BTreeMap::new();
+        type Rows = Vec<(usize, usize)>;
+        let mut by_doc: BTreeMap<&str, (usize, Rows)> = BTreeMap::new();
         for &i in &self.kept {
             let doc = &self.docs[self.units[i].doc];
             let entry = by_doc
