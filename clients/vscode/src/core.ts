@@ -1,0 +1,186 @@
+// The extension's plain logic: settings → server launch, command input → `ctxzip/compress`
+// params, result → document text, progress/status → status bar text. No `vscode` import,
+// so `node --test` exercises it against the real server without VS Code.
+
+/** The `ctxzip.*` settings, as VS Code's configuration returns them. */
+export interface Settings {
+  path?: string;
+  model?: string;
+  budget?: number;
+  threads?: number;
+  gpuLayers?: number;
+  candidates?: number;
+  ignore?: string[];
+  format?: string;
+  extraArgs?: string[];
+}
+
+/** How to start the server: `command args...` with these initializationOptions. */
+export interface ServerLaunch {
+  command: string;
+  args: string[];
+  initializationOptions: Record<string, unknown>;
+}
+
+export interface Position {
+  line: number;
+  character: number;
+}
+
+export interface Range {
+  start: Position;
+  end: Position;
+}
+
+/** `ctxzip/compress` params (lsp/README.md). */
+export interface CompressParams {
+  query: string;
+  budget?: number;
+  format?: string;
+  focus?: { uri: string; position: Position };
+  paths?: string[];
+}
+
+export interface ChunkResult {
+  uri: string;
+  range: Range;
+  path: string;
+  name: string | null;
+  kind: string;
+  score: number;
+  tokens: number;
+}
+
+export interface CompressResult {
+  context: string;
+  chunks: ChunkResult[];
+  stats: Record<string, unknown>;
+  partial: boolean;
+}
+
+export const COMPRESS_REQUEST = "ctxzip/compress";
+export const STATUS_REQUEST = "ctxzip/status";
+
+/** Settings left at 0 or empty mean "the server's default", so they are not sent. */
+export function serverLaunch(settings: Settings): ServerLaunch {
+  const options: Record<string, unknown> = {};
+  if (settings.model) options.model = settings.model;
+  if (positive(settings.budget)) options.budget = settings.budget;
+  if (positive(settings.threads)) options.threads = settings.threads;
+  if (positive(settings.gpuLayers)) options.gpuLayers = settings.gpuLayers;
+  if (positive(settings.candidates)) options.candidates = settings.candidates;
+  if (settings.ignore && settings.ignore.length > 0) options.ignore = [...settings.ignore];
+  return {
+    command: settings.path && settings.path.trim() !== "" ? settings.path : "ctxzip",
+    args: ["lsp", ...(settings.extraArgs ?? [])],
+    initializationOptions: options,
+  };
+}
+
+/** A budget typed into the input box: a positive whole number of tokens, else an error. */
+export function parseBudget(text: string): number | string {
+  const value = Number(text.trim().replace(/_/g, ""));
+  if (!Number.isInteger(value) || value <= 0) {
+    return `a budget is a positive whole number of tokens, not "${text}"`;
+  }
+  return value;
+}
+
+/** Params for a query typed by the user. */
+export function queryParams(query: string, settings: Settings, budget?: number): CompressParams {
+  const params: CompressParams = { query: query.trim() };
+  const tokens = budget ?? settings.budget;
+  if (positive(tokens)) params.budget = tokens;
+  params.format = settings.format || "markdown";
+  return params;
+}
+
+/**
+ * Params for "context for the current function/selection": the cursor is the focus (its
+ * chunk is always kept, its file favoured) and the query is the selected text, or the
+ * cursor's line when nothing is selected, so the model ranks code related to it.
+ */
+export function focusParams(
+  uri: string,
+  position: Position,
+  selectionText: string,
+  lineText: string,
+  settings: Settings,
+  budget?: number,
+): CompressParams {
+  const snippet = (selectionText.trim() !== "" ? selectionText : lineText).trim();
+  const query = snippet === "" ? "the code at the cursor and what it depends on" : clip(snippet, 2000);
+  const params = queryParams(query, settings, budget);
+  params.focus = { uri, position };
+  return params;
+}
+
+/** The document shown to the user: a header with the numbers, then the context itself. */
+export function renderResult(query: string, result: CompressResult): string {
+  const header = `<!-- ctxzip: ${oneLine(query)} | ${summary(result)} -->`;
+  return `${header}\n\n${result.context.replace(/\s+$/, "")}\n`;
+}
+
+/** "412 of 9,876 tokens, 7 chunks from 3 files, 120 ms" (+ "partial index" while indexing). */
+export function summary(result: CompressResult): string {
+  const stats = result.stats ?? {};
+  const parts: string[] = [];
+  const kept = num(stats.compressed_tokens);
+  const total = num(stats.original_tokens);
+  if (kept !== undefined) {
+    parts.push(total !== undefined ? `${fmt(kept)} of ${fmt(total)} tokens` : `${fmt(kept)} tokens`);
+  }
+  const files = new Set(result.chunks.map((c) => c.path)).size;
+  parts.push(`${result.chunks.length} chunk${result.chunks.length === 1 ? "" : "s"} from ${files} file${files === 1 ? "" : "s"}`);
+  const ms = num(stats.elapsed_ms);
+  if (ms !== undefined) parts.push(`${fmt(Math.round(ms))} ms`);
+  if (result.partial) parts.push("partial index (still indexing)");
+  return parts.join(", ");
+}
+
+/** `$/progress` values of the index token → status bar text. */
+export function progressText(value: { kind: string; message?: string; percentage?: number }): string {
+  if (value.kind === "end") return `$(check) ctxzip`;
+  const pct = value.percentage !== undefined ? ` ${value.percentage}%` : "";
+  return `$(sync~spin) ctxzip indexing${pct}`;
+}
+
+/** `ctxzip/status` → status bar text and tooltip. */
+export function statusText(status: any): { text: string; tooltip: string } {
+  const indexing = status?.indexing ?? {};
+  const model = status?.model ?? {};
+  const files = num(status?.files) ?? 0;
+  const chunks = num(status?.chunks) ?? 0;
+  const state = String(indexing.state ?? "ready");
+  const text =
+    state === "indexing"
+      ? `$(sync~spin) ctxzip ${fmt(num(indexing.doneFiles) ?? 0)}/${fmt(num(indexing.totalFiles) ?? 0)} files`
+      : `$(check) ctxzip ${fmt(files)} files`;
+  const tooltip = [
+    `ctxzip: ${state}`,
+    `${fmt(files)} files, ${fmt(chunks)} chunks`,
+    `model ${model.name ?? "?"} (${model.loaded ? "loaded" : "not loaded yet"})`,
+    ...(Array.isArray(status?.roots) ? status.roots.map((r: string) => `root ${r}`) : []),
+  ].join("\n");
+  return { text, tooltip };
+}
+
+function positive(n: number | undefined): n is number {
+  return typeof n === "number" && Number.isFinite(n) && n > 0;
+}
+
+function num(v: unknown): number | undefined {
+  return typeof v === "number" && Number.isFinite(v) ? v : undefined;
+}
+
+function fmt(n: number): string {
+  return n.toLocaleString("en-US");
+}
+
+function oneLine(text: string): string {
+  return clip(text.replace(/\s+/g, " ").replace(/--/g, "- -").trim(), 120);
+}
+
+function clip(text: string, max: number): string {
+  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
+}

@@ -1,0 +1,122 @@
+// The extension's request code (out/lib/core.js) against the real `ctxzip lsp`, through
+// vscode-jsonrpc: the transport vscode-languageclient itself uses.
+import { test, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { rmSync } from "node:fs";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+import { createRequire } from "node:module";
+import { createMessageConnection, StreamMessageReader, StreamMessageWriter } from "vscode-jsonrpc/node";
+import { ctxzipBin, makeWorkspace } from "./workspace.mjs";
+
+const require = createRequire(import.meta.url);
+const core = require("../out/lib/core.js");
+
+const root = makeWorkspace();
+const rootUri = pathToFileURL(root).href;
+// The settings a user of the small model would have.
+const settings = { path: ctxzipBin, model: "smollm2-135m", budget: 300, threads: 1, format: "markdown", extraArgs: [] };
+const launch = core.serverLaunch(settings);
+const child = spawn(launch.command, launch.args, { stdio: ["pipe", "pipe", "pipe"] });
+let stderr = "";
+child.stderr.on("data", (d) => (stderr += d));
+const connection = createMessageConnection(new StreamMessageReader(child.stdout), new StreamMessageWriter(child.stdin));
+
+const progress = [];
+let indexed;
+const indexedPromise = new Promise((r) => (indexed = r));
+connection.onRequest("window/workDoneProgress/create", () => null);
+connection.onRequest("client/registerCapability", () => null);
+connection.onNotification("$/progress", (p) => {
+  progress.push(p.value);
+  if (p.value.kind === "end") indexed(p.value);
+});
+connection.onNotification("window/logMessage", () => {});
+connection.listen();
+
+after(async () => {
+  try {
+    await connection.sendRequest("shutdown");
+    connection.sendNotification("exit");
+  } catch {}
+  connection.dispose();
+  child.kill();
+  rmSync(root, { recursive: true, force: true });
+});
+
+function withTimeout(promise, ms, what) {
+  return Promise.race([
+    promise,
+    new Promise((_, reject) => setTimeout(() => reject(new Error(`${what} took over ${ms} ms; server stderr:\n${stderr}`)), ms).unref()),
+  ]);
+}
+
+test("launch: settings become the command line and initializationOptions", () => {
+  assert.deepEqual(launch.args, ["lsp"]);
+  assert.deepEqual(launch.initializationOptions, { model: "smollm2-135m", budget: 300, threads: 1 });
+  assert.deepEqual(core.serverLaunch({}).command, "ctxzip");
+  assert.deepEqual(core.serverLaunch({ budget: 0, ignore: ["*.min.js"], extraArgs: ["--offline"] }), {
+    command: "ctxzip",
+    args: ["lsp", "--offline"],
+    initializationOptions: { ignore: ["*.min.js"] },
+  });
+  assert.equal(core.parseBudget("1_500"), 1500);
+  assert.match(String(core.parseBudget("-3")), /positive whole number/);
+});
+
+test("initialize, index with $/progress, compress a query, render it", async () => {
+  const init = await withTimeout(
+    connection.sendRequest("initialize", {
+      processId: process.pid,
+      rootUri,
+      workspaceFolders: [{ uri: rootUri, name: "ws" }],
+      capabilities: { window: { workDoneProgress: true } },
+      initializationOptions: launch.initializationOptions,
+    }),
+    30_000,
+    "initialize",
+  );
+  assert.ok(init.capabilities.executeCommandProvider.commands.includes("ctxzip.compress"));
+  connection.sendNotification("initialized", {});
+  const end = await withTimeout(indexedPromise, 60_000, "indexing");
+  assert.match(end.message, /indexed 2 files/);
+  assert.equal(progress[0].kind, "begin");
+  assert.match(core.progressText(progress[0]), /indexing/);
+  assert.equal(core.progressText(end), "$(check) ctxzip");
+
+  const status = await connection.sendRequest(core.STATUS_REQUEST);
+  assert.match(core.statusText(status).text, /ctxzip 2 files/);
+
+  const query = "how are failed connections retried?";
+  const params = core.queryParams(query, settings);
+  assert.deepEqual(params, { query, budget: 300, format: "markdown" });
+  // The first request may wait for the model to load (or download on a fresh machine).
+  const result = await withTimeout(connection.sendRequest(core.COMPRESS_REQUEST, params), 120_000, "ctxzip/compress");
+  assert.equal(result.partial, false);
+  const names = result.chunks.map((c) => c.name);
+  assert.ok(names.includes("retry_with_backoff"), `chunks: ${names}`);
+  assert.ok(result.chunks.every((c) => c.uri.startsWith(rootUri)));
+
+  const doc = core.renderResult(query, result);
+  assert.ok(doc.startsWith(`<!-- ctxzip: ${query} | `), doc);
+  assert.match(doc, /[\d,]+ of [\d,]+ tokens, \d+ chunks? from \d files?, [\d,]+ ms -->/);
+  assert.ok(doc.includes("def retry_with_backoff("), doc);
+  assert.ok(doc.includes("src/net.py"), doc);
+  assert.ok(doc.includes(result.context.trimEnd()));
+});
+
+test("focus: the function at the cursor, with the selection as the query", async () => {
+  const uri = pathToFileURL(join(root, "src", "shapes.py")).href;
+  const params = core.focusParams(uri, { line: 5, character: 8 }, "", "        return 3.14159 * self.radius * self.radius", settings);
+  assert.deepEqual(params.focus, { uri, position: { line: 5, character: 8 } });
+  assert.equal(params.query, "return 3.14159 * self.radius * self.radius");
+  // The same request through workspace/executeCommand, as a command palette entry could send it.
+  const result = await withTimeout(
+    connection.sendRequest("workspace/executeCommand", { command: "ctxzip.compress", arguments: [params] }),
+    60_000,
+    "ctxzip.compress",
+  );
+  assert.ok(result.chunks.some((c) => c.name === "area" || c.name === "Circle"), JSON.stringify(result.chunks));
+  assert.ok(core.renderResult(params.query, result).includes("self.radius"));
+});
