@@ -1,0 +1,152 @@
+-- Headless end-to-end test of the plugin against the real server:
+--   CTXZIP_BIN=target/debug/ctxzip nvim --headless -u NONE -i NONE -l clients/nvim/test/ctxzip_test.lua
+-- Opens a workspace, runs :CtxZip and :CtxZipFunction, checks the scratch buffer and the register.
+local plugin = vim.fs.dirname(vim.fs.dirname(vim.fs.abspath(debug.getinfo(1, 'S').source:sub(2))))
+vim.opt.rtp:prepend(plugin)
+vim.cmd('filetype on')
+
+local bin = assert(os.getenv('CTXZIP_BIN'), 'set CTXZIP_BIN to the ctxzip binary')
+local t0 = vim.uv.hrtime()
+local function log(msg)
+  io.stdout:write(('[%5.1f s] %s\n'):format((vim.uv.hrtime() - t0) / 1e9, msg))
+end
+
+local function check(cond, msg)
+  if not cond then
+    error(msg, 2)
+  end
+end
+
+local function wait(ms, cond, what)
+  if not vim.wait(ms, cond, 50) then
+    local logfile = vim.lsp.log.get_filename()
+    error(('timed out after %d ms waiting for %s; messages: %s; LSP log %s'):format(ms, what,
+      vim.fn.execute('messages'), logfile))
+  end
+end
+
+-- A workspace: a git root with two Python files.
+local ws = vim.fs.normalize(vim.fn.tempname())
+vim.fn.mkdir(ws .. '/.git', 'p')
+vim.fn.mkdir(ws .. '/src', 'p')
+vim.fn.writefile(vim.split([[
+import time
+
+
+def retry_with_backoff(call, attempts=5, base_delay=0.1):
+    """Call `call` until it succeeds, sleeping twice as long after each failure."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except ConnectionError:
+            time.sleep(base_delay * 2 ** attempt)
+    raise ConnectionError("gave up after %d attempts" % attempts)
+
+
+def open_socket(host, port):
+    return retry_with_backoff(lambda: connect(host, port))]], '\n'), ws .. '/src/net.py')
+vim.fn.writefile(vim.split([[
+class Circle:
+    def __init__(self, radius):
+        self.radius = radius
+
+    def area(self):
+        return 3.14159 * self.radius * self.radius
+
+
+def parse_color(text):
+    """Parse '#rrggbb' into an (r, g, b) tuple."""
+    return tuple(int(text[i:i + 2], 16) for i in (1, 3, 5))]], '\n'), ws .. '/src/shapes.py')
+vim.cmd.cd(ws)
+
+local progress = {}
+vim.api.nvim_create_autocmd('LspProgress', {
+  callback = function(args)
+    table.insert(progress, args.data.params.value)
+  end,
+})
+
+local ctxzip = require('ctxzip')
+ctxzip.setup({ cmd = { bin, 'lsp' }, model = 'smollm2-135m', budget = 300, threads = 1 })
+local client = ctxzip.client()
+check(client, 'setup started no client')
+check(client.root_dir == ws, ('root %s, expected %s'):format(client.root_dir, ws))
+
+wait(60000, function()
+  return ctxzip.progress_state and ctxzip.progress_state.kind == 'end'
+end, 'indexing to end')
+log('indexed: ' .. ctxzip.progress_state.message)
+check(progress[1].kind == 'begin', 'first progress event is not begin: ' .. vim.inspect(progress[1]))
+check(ctxzip.progress_state.message:match('indexed 2 files'), ctxzip.progress_state.message)
+check(ctxzip.statusline() == 'ctxzip ✓', ctxzip.statusline())
+
+-- :CtxZip {query} → scratch markdown buffer + register (no clipboard headless: `"`).
+local query_win = vim.api.nvim_get_current_win()
+vim.cmd('CtxZip how are failed connections retried?')
+wait(120000, function()
+  return ctxzip.last ~= nil
+end, ':CtxZip result (the first request loads the model)')
+local last = ctxzip.last
+log(':CtxZip → ' .. vim.b[last.bufnr].ctxzip.summary)
+check(vim.api.nvim_get_current_buf() == last.bufnr, 'the result buffer is not shown in the current window')
+check(vim.api.nvim_get_current_win() ~= query_win, 'the result did not open in a new window')
+check(vim.bo[last.bufnr].filetype == 'markdown', 'filetype ' .. vim.bo[last.bufnr].filetype)
+check(vim.bo[last.bufnr].buftype == 'nofile', 'not a scratch buffer')
+local lines = vim.api.nvim_buf_get_lines(last.bufnr, 0, -1, false)
+local text = table.concat(lines, '\n')
+check(lines[1]:match('^<!%-%- ctxzip: how are failed connections retried%? | %d+ of %d+ tokens, %d+ chunks? from %d files?, %d+ ms %-%->$'),
+  'header: ' .. lines[1])
+check(text:find('def retry_with_backoff(', 1, true), text)
+check(text:find('src/net.py', 1, true), text)
+local names = vim.tbl_map(function(c)
+  return c.name
+end, last.result.chunks)
+check(vim.tbl_contains(names, 'retry_with_backoff'), vim.inspect(names))
+local reg = vim.fn.getreg('"')
+check(reg == last.text, 'register " holds: ' .. reg)
+check(reg:find('def retry_with_backoff(', 1, true) and not reg:find('<!--', 1, true), reg)
+
+-- :CtxZipFunction on Circle.area, with a configured register.
+ctxzip.config.register = 'z'
+vim.cmd.wincmd('p')
+vim.cmd.edit(ws .. '/src/shapes.py')
+check(#vim.lsp.get_clients({ bufnr = 0, name = 'ctxzip' }) == 1, 'shapes.py is not attached to the ctxzip client')
+check(#vim.lsp.get_clients({ name = 'ctxzip' }) == 1, 'a second server was started for the same root')
+vim.api.nvim_win_set_cursor(0, { 6, 8 })
+ctxzip.last = nil
+vim.cmd('CtxZipFunction')
+wait(60000, function()
+  return ctxzip.last ~= nil
+end, ':CtxZipFunction result')
+last = ctxzip.last
+log(':CtxZipFunction → ' .. vim.b[last.bufnr].ctxzip.summary)
+check(last.query == 'return 3.14159 * self.radius * self.radius', 'query: ' .. last.query)
+check(last.params.focus.uri == vim.uri_from_fname(ws .. '/src/shapes.py'), vim.inspect(last.params.focus))
+check(vim.deep_equal(last.params.focus.position, { line = 5, character = 8 }), vim.inspect(last.params.focus))
+local focus_names = vim.tbl_map(function(c)
+  return c.name
+end, last.result.chunks)
+check(vim.tbl_contains(focus_names, 'area') or vim.tbl_contains(focus_names, 'Circle'), vim.inspect(focus_names))
+check(vim.fn.getreg('z'):find('self.radius', 1, true), 'register z: ' .. vim.fn.getreg('z'))
+
+-- An error from the server is reported, not thrown.
+local err
+ctxzip.compress({ query = 'anything', budget = -1 }, function(e)
+  err = e or false
+end)
+wait(10000, function()
+  return err ~= nil
+end, 'the refused request')
+check(err and err.message:match('budget'), vim.inspect(err))
+
+-- :checkhealth runs without errors.
+vim.cmd('checkhealth ctxzip')
+local health = table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), '\n')
+check(health:find('2 files', 1, true) and not health:find('ERROR', 1, true), health)
+
+client:stop()
+wait(5000, function()
+  return client:is_stopped()
+end, 'the server to stop')
+vim.fn.delete(ws, 'rf')
+log('ok')
