@@ -293,6 +293,11 @@ pub fn compress(
             .then(a.cmp(&b))
     });
 
+    let mut rank = vec![0; units.len()];
+    for (position, &i) in order.iter().enumerate() {
+        rank[i] = position;
+    }
+
     // Coarse: whole units, in order, within the coarse budget.
     let fine = options.fine && options.ranker == Ranker::Model;
     let header_tokens =
@@ -348,35 +353,31 @@ pub fn compress(
         runs,
         kept,
     };
+    // Make the budget exact: drop the lowest-ranked units while over it, then refill what
+    // the fine stage and the drops freed with whole units that still fit.
     let mut tokens = result.count();
-    if fine {
-        for &i in &order {
-            if result.kept.contains(&i) {
-                continue;
-            }
-            if tokens + units[i].tokens + 3 > budget {
-                continue;
-            }
-            result.kept.push(i);
-            let with = result.count();
-            if with <= budget {
-                tokens = with;
-            } else {
-                result.kept.pop();
-            }
-        }
-    }
     while tokens > budget && !result.kept.is_empty() {
-        // Drop the lowest-ranked unit (the last kept in rank order) until it fits.
         let worst = result
             .kept
             .iter()
             .enumerate()
-            .max_by_key(|(_, i)| order.iter().position(|o| o == *i))
+            .max_by_key(|(_, i)| rank[**i])
             .map(|(pos, _)| pos)
             .unwrap_or(0);
         result.kept.remove(worst);
         tokens = result.count();
+    }
+    for &i in &order {
+        if tokens + units[i].tokens + 3 > budget || result.kept.contains(&i) {
+            continue;
+        }
+        result.kept.push(i);
+        let with = result.count();
+        if with <= budget {
+            tokens = with;
+        } else {
+            result.kept.pop();
+        }
     }
     if result.kept.is_empty() {
         let smallest = units
@@ -390,7 +391,7 @@ pub fn compress(
     let context = result.render();
     let compressed_tokens = scorer.count_tokens(&context);
     debug_assert!(compressed_tokens <= budget);
-    let chunks = result.selected(&order);
+    let chunks = result.selected(&rank);
     let n_files = chunks.iter().map(|c| &c.path).collect::<HashSet<_>>().len();
     Ok(Compressed {
         context,
@@ -676,9 +677,9 @@ impl Selection<'_> {
         self.scorer.count_tokens(&self.render())
     }
 
-    fn selected(&self, order: &[usize]) -> Vec<SelectedChunk> {
+    fn selected(&self, rank: &[usize]) -> Vec<SelectedChunk> {
         let mut kept = self.kept.clone();
-        kept.sort_by_key(|i| order.iter().position(|o| o == i));
+        kept.sort_by_key(|&i| rank[i]);
         kept.iter()
             .map(|&i| {
                 let unit = &self.units[i];
