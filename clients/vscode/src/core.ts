@@ -115,6 +115,15 @@ export function focusParams(
   return params;
 }
 
+/**
+ * Whether `err` is the server's "nothing indexed yet" refusal (InvalidParams while no file
+ * is indexed): worth retrying shortly rather than showing.
+ */
+export function stillIndexing(err: unknown): boolean {
+  const message = (err as { message?: unknown } | null)?.message;
+  return typeof message === "string" && message.includes("still being indexed");
+}
+
 /** The document shown to the user: a header with the numbers, then the context itself. */
 export function renderResult(query: string, result: CompressResult): string {
   const header = `<!-- ctxzip: ${oneLine(query)} | ${summary(result)} -->`;

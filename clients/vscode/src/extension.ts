@@ -165,11 +165,19 @@ async function run(query: string, params: core.CompressParams): Promise<void> {
   const result = await vscode.window.withProgress(
     { location: vscode.ProgressLocation.Notification, title: `ctxzip: ${query}`, cancellable: true },
     async (_progress, token) => {
-      try {
-        return await c.sendRequest<core.CompressResult>(core.COMPRESS_REQUEST, params, token);
-      } catch (err: any) {
-        if (!token.isCancellationRequested) void vscode.window.showErrorMessage(`ctxzip: ${err?.message ?? err}`);
-        return undefined;
+      // Right after startup the server refuses requests until the first files are indexed.
+      const deadline = Date.now() + 120_000;
+      for (;;) {
+        try {
+          return await c.sendRequest<core.CompressResult>(core.COMPRESS_REQUEST, params, token);
+        } catch (err: any) {
+          if (core.stillIndexing(err) && !token.isCancellationRequested && Date.now() < deadline) {
+            await new Promise((resolve) => setTimeout(resolve, 500));
+            continue;
+          }
+          if (!token.isCancellationRequested) void vscode.window.showErrorMessage(`ctxzip: ${err?.message ?? err}`);
+          return undefined;
+        }
       }
     },
   );

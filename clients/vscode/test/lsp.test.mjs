@@ -120,3 +120,9 @@ test("focus: the function at the cursor, with the selection as the query", async
   assert.ok(result.chunks.some((c) => c.name === "area" || c.name === "Circle"), JSON.stringify(result.chunks));
   assert.ok(core.renderResult(params.query, result).includes("self.radius"));
 });
+
+test("the server's 'still being indexed' refusal is recognised for a retry", () => {
+  assert.ok(core.stillIndexing({ code: -32602, message: "nothing indexed yet: the workspace is still being indexed; retry in a moment" }));
+  assert.ok(!core.stillIndexing({ code: -32602, message: "budget must be a positive number of tokens" }));
+  assert.ok(!core.stillIndexing(undefined));
+});

@@ -146,6 +146,12 @@ local function show(query, params, result)
   vim.api.nvim_exec_autocmds('User', { pattern = 'CtxZipResult', modeline = false })
 end
 
+--- Whether `err` is the server's "nothing indexed yet" refusal, worth retrying shortly.
+function M.still_indexing(err)
+  return type(err) == 'table' and type(err.message) == 'string'
+    and err.message:find('still being indexed', 1, true) ~= nil
+end
+
 --- Sends `params` as `ctxzip/compress` and shows the result; `on_done(err, result)` is called after.
 function M.compress(params, on_done)
   local client = M.client()
@@ -160,7 +166,8 @@ function M.compress(params, on_done)
   end
   params.format = params.format or M.config.format
   params.budget = params.budget or M.config.budget
-  -- A request sent before the initialize answer would be refused; wait for it (30 s at most).
+  -- A request sent before the initialize answer would be refused; wait for it (30 s at most),
+  -- and for the first indexed files (2 minutes at most).
   local waited_ms = 0
   local function send()
     if not client.initialized then
@@ -172,6 +179,12 @@ function M.compress(params, on_done)
       return vim.defer_fn(send, 50)
     end
     client:request('ctxzip/compress', params, function(err, result)
+      -- The server refuses a request while nothing at all is indexed yet (InvalidParams with
+      -- this message); a request right after startup waits for the first files instead.
+      if err and M.still_indexing(err) and waited_ms < 120000 then
+        waited_ms = waited_ms + 250
+        return vim.defer_fn(send, 250)
+      end
       if err then
         vim.notify('ctxzip: ' .. (err.message or vim.inspect(err)), vim.log.levels.ERROR)
       else
