@@ -72,6 +72,10 @@ local client = ctxzip.client()
 check(client, 'setup started no client')
 check(client.root_dir == ws, ('root %s, expected %s'):format(client.root_dir, ws))
 
+-- :CtxZip {query} right after startup (it waits for the server to initialize and index)
+-- → scratch markdown buffer + register (no clipboard headless: `"`).
+local query_win = vim.api.nvim_get_current_win()
+vim.cmd('CtxZip how are failed connections retried?')
 wait(60000, function()
   return ctxzip.progress_state and ctxzip.progress_state.kind == 'end'
 end, 'indexing to end')
@@ -79,10 +83,6 @@ log('indexed: ' .. ctxzip.progress_state.message)
 check(progress[1].kind == 'begin', 'first progress event is not begin: ' .. vim.inspect(progress[1]))
 check(ctxzip.progress_state.message:match('indexed 2 files'), ctxzip.progress_state.message)
 check(ctxzip.statusline() == 'ctxzip ✓', ctxzip.statusline())
-
--- :CtxZip {query} → scratch markdown buffer + register (no clipboard headless: `"`).
-local query_win = vim.api.nvim_get_current_win()
-vim.cmd('CtxZip how are failed connections retried?')
 wait(120000, function()
   return ctxzip.last ~= nil
 end, ':CtxZip result (the first request loads the model)')
