@@ -53,3 +53,25 @@ test("vsce package builds a .vsix with the compiled extension and package.json",
   assert.ok(bundled.includes("ctxzip/compress"));
   assert.ok(!/require\("vscode-languageclient/.test(bundled));
 });
+
+test("the bundle loads with only `vscode` missing and exports activate/deactivate", async () => {
+  const { createRequire, default: Module } = await import("node:module");
+  // Any property, call or `new` on this stub gives the stub: enough for module load time,
+  // where vscode-languageclient only reads names off `vscode`.
+  const stub = new Proxy(function () {}, {
+    get: (_t, key) => (key === "then" ? undefined : key === Symbol.toPrimitive ? () => "" : stub),
+    apply: () => stub,
+    construct: () => stub,
+  });
+  const load = Module._load;
+  Module._load = function (request, ...rest) {
+    return request === "vscode" ? stub : load.call(this, request, ...rest);
+  };
+  try {
+    const extension = createRequire(import.meta.url)(join(dir, "out", "extension.js"));
+    assert.equal(typeof extension.activate, "function");
+    assert.equal(typeof extension.deactivate, "function");
+  } finally {
+    Module._load = load;
+  }
+});
