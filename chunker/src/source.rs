@@ -46,6 +46,8 @@ pub struct SourceFile {
     text: String,
     tree: Option<Tree>,
     chunks: Vec<Chunk>,
+    /// Set by [`SourceFile::edit_deferred`] until [`SourceFile::refresh_chunks`].
+    chunks_stale: bool,
 }
 
 impl SourceFile {
@@ -60,6 +62,7 @@ impl SourceFile {
             text,
             tree,
             chunks: Vec::new(),
+            chunks_stale: false,
         };
         file.rechunk();
         file
@@ -84,6 +87,20 @@ impl SourceFile {
 
     /// Replaces bytes `start..end` with `new_text` and reparses incrementally.
     pub fn edit(&mut self, start: usize, end: usize, new_text: &str) -> Result<(), EditError> {
+        self.edit_deferred(start, end, new_text)?;
+        self.rechunk();
+        Ok(())
+    }
+
+    /// Like [`SourceFile::edit`], but the chunks stay as they were until
+    /// [`SourceFile::refresh_chunks`]: a burst of keystrokes pays for the incremental
+    /// reparse only, and the next reader of the chunks for one chunk pass.
+    pub fn edit_deferred(
+        &mut self,
+        start: usize,
+        end: usize,
+        new_text: &str,
+    ) -> Result<(), EditError> {
         let len = self.text.len();
         if start > end
             || end > len
@@ -108,11 +125,24 @@ impl SourceFile {
             });
             self.tree = parse(self.lang, &self.text, Some(tree));
         }
-        self.rechunk();
+        self.chunks_stale = true;
         Ok(())
     }
 
+    /// Brings the chunks up to date after [`SourceFile::edit_deferred`].
+    pub fn refresh_chunks(&mut self) {
+        if self.chunks_stale {
+            self.rechunk();
+        }
+    }
+
+    /// Whether [`SourceFile::chunks`] lags behind the text.
+    pub fn chunks_stale(&self) -> bool {
+        self.chunks_stale
+    }
+
     fn rechunk(&mut self) {
+        self.chunks_stale = false;
         let index = LineIndex::new(&self.text);
         self.chunks = match &self.tree {
             Some(tree) => syntax::chunk_tree(self.lang, &self.text, tree, &index),

@@ -325,9 +325,11 @@ impl Index {
                     let start_byte =
                         byte_offset(text, start, encoding).ok_or_else(|| bad(start))?;
                     let end_byte = byte_offset(text, end, encoding).ok_or_else(|| bad(end))?;
+                    // Chunks follow at the next query (`snapshot`): typing pays for the
+                    // incremental reparse only.
                     buffer
                         .source
-                        .edit(start_byte, end_byte.max(start_byte), &change.text)
+                        .edit_deferred(start_byte, end_byte.max(start_byte), &change.text)
                         .map_err(|source| IndexError::Edit {
                             path: key.to_path_buf(),
                             source,
@@ -362,7 +364,10 @@ impl Index {
 
     /// The chunks an open buffer has now.
     pub fn buffer_chunks(&self, key: &Path) -> Option<Vec<Chunk>> {
-        self.buffers.get(key).map(|b| b.source.chunks().to_vec())
+        self.buffers.get_mut(key).map(|mut b| {
+            b.source.refresh_chunks();
+            b.source.chunks().to_vec()
+        })
     }
 
     /// Every indexed file (open buffers' text winning), sorted by path, optionally only
@@ -379,6 +384,7 @@ impl Index {
                 match self.buffers.get_mut(entry.key()) {
                     Some(mut buffer) => {
                         let buffer = &mut *buffer;
+                        buffer.source.refresh_chunks();
                         Arc::clone(buffer.snapshot.get_or_insert_with(|| {
                             Arc::new(FileSnapshot {
                                 abs_path: disk.abs_path.clone(),
