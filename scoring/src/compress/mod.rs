@@ -234,7 +234,15 @@ pub fn compress(
     }
     pin_structural(&mut units, docs, query, options.focus.as_ref());
 
-    let candidates: Vec<usize> = match options.ranker {
+    // A workspace that fits the budget whole needs no ranking and no pruning.
+    let n_docs = units.iter().map(|u| u.doc).collect::<HashSet<_>>().len();
+    let everything_fits = original_tokens + units.len() * 3 + n_docs * 16 <= budget;
+    let ranker = if everything_fits {
+        Ranker::Bm25
+    } else {
+        options.ranker
+    };
+    let candidates: Vec<usize> = match ranker {
         Ranker::Bm25 => {
             for unit in &mut units {
                 unit.score = unit.bm25 + if unit.pinned { 1e6 } else { 0.0 };
@@ -281,10 +289,7 @@ pub fn compress(
     order.sort_by(|&a, &b| {
         let key = |i: usize| {
             let u = &units[i];
-            (
-                u.pinned,
-                scored.contains(&i) || options.ranker == Ranker::Bm25,
-            )
+            (u.pinned, scored.contains(&i) || ranker == Ranker::Bm25)
         };
         key(b)
             .cmp(&key(a))
@@ -299,7 +304,7 @@ pub fn compress(
     }
 
     // Coarse: whole units, in order, within the coarse budget.
-    let fine = options.fine && options.ranker == Ranker::Model;
+    let fine = options.fine && ranker == Ranker::Model;
     let header_tokens =
         |doc: usize| scorer.count_tokens(&format!("==> {} <==\n", docs[doc].path)) + 3;
     // The fine stage reads the top functions, up to `fine_tokens`, and keeps about
@@ -330,7 +335,8 @@ pub fn compress(
 
     // Fine: prune kept functions to their most useful blocks.
     let mut runs: HashMap<usize, Vec<(usize, usize)>> = HashMap::new(); // unit -> kept rows
-    if fine {
+    // Pruning pays only when the whole functions the coarse stage kept overflow the budget.
+    if fine && used > budget {
         runs = fine_stage(
             scorer,
             docs,
