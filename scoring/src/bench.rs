@@ -163,14 +163,14 @@ pub fn run_model(
     };
     let per_text = time_nlls(options(1, false, false))?;
     push(
-        "token NLLs | query: prefix per text",
+        "token NLLs given the query: prefix decoded per text",
         per_text,
         per_text.0,
         "prefix per text",
     );
     let shared = time_nlls(options(1, false, true))?;
     push(
-        "token NLLs | query: shared prefix (seq_cp)",
+        "token NLLs given the query: shared prefix (seq_cp)",
         shared,
         per_text.0,
         "prefix per text",
