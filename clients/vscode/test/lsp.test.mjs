@@ -35,13 +35,19 @@ connection.onNotification("$/progress", (p) => {
 connection.onNotification("window/logMessage", () => {});
 connection.listen();
 
+// The server exits on `exit`: writes after that must not surface as unhandled errors.
+child.stdin.on("error", () => {});
+connection.onError(() => {});
+connection.onClose(() => {});
+
 after(async () => {
+  const exited = new Promise((resolve) => child.once("exit", resolve));
   try {
     await connection.sendRequest("shutdown");
-    connection.sendNotification("exit");
+    await connection.sendNotification("exit");
   } catch {}
+  await withTimeout(exited, 10_000, "server exit").catch(() => child.kill());
   connection.dispose();
-  child.kill();
   rmSync(root, { recursive: true, force: true });
 });
 
