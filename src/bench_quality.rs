@@ -152,16 +152,7 @@ pub fn run(args: QualityArgs) -> Result<()> {
     let faithful_set: Vec<usize> = by_size.into_iter().take(args.faithful_tasks).collect();
     for (t, task) in tasks.iter().enumerate() {
         let in_faithful = faithful_set.contains(&t);
-        let docs: Vec<Document> = task
-            .files
-            .iter()
-            .map(|f| Document {
-                path: &f.path,
-                lang: f.lang,
-                text: &f.text,
-                chunks: &f.chunks,
-            })
-            .collect();
+        let docs: Vec<Document> = task.files.iter().map(Document::from).collect();
         for (label, budget) in &budgets {
             for (method, ranker, fine, faithful) in [
                 ("ctxzip", Ranker::Model, true, false),

@@ -170,15 +170,7 @@ pub fn run(args: CompressArgs) -> Result<ExitCode> {
         max_candidates: args.candidates.max(1),
         ..CompressOptions::default()
     };
-    let docs: Vec<Document> = files
-        .iter()
-        .map(|f| Document {
-            path: &f.path,
-            lang: f.lang,
-            text: &f.text,
-            chunks: &f.chunks,
-        })
-        .collect();
+    let docs: Vec<Document> = files.iter().map(Document::from).collect();
     if docs.iter().all(|d| d.chunks.is_empty()) {
         return Err(bad(format!(
             "{}: nothing to compress (no readable source files; see `ctxzip chunks` for what was skipped and why)",

@@ -370,15 +370,7 @@ impl CtxzipServer {
         let files = view.files.clone();
         let worker_query = query.clone();
         let mut job = tokio::task::spawn_blocking(move || {
-            let docs: Vec<Document> = files
-                .iter()
-                .map(|f| Document {
-                    path: &f.path,
-                    lang: f.lang,
-                    text: &f.text,
-                    chunks: &f.chunks,
-                })
-                .collect();
+            let docs: Vec<Document> = files.iter().map(|f| Document::from(&**f)).collect();
             compress::compress(&scorer, &docs, &worker_query, &options, &worker_cancel)
         });
         let ct = ctx.ct.clone();

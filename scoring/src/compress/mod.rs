@@ -24,6 +24,13 @@ use fine::LineStats;
 
 use crate::engine::{CancelFlag, ChunkInput, ScoreOptions, Scorer};
 
+/// LongCodeZip as published: one sequence at a time, nothing reused.
+const NO_REUSE: ScoreOptions = ScoreOptions {
+    max_packed_seqs: 1,
+    reuse_kv_states: false,
+    reuse_prefix: false,
+};
+
 /// One file as the pipeline sees it.
 #[derive(Clone, Copy)]
 pub struct Document<'a> {
@@ -32,6 +39,17 @@ pub struct Document<'a> {
     pub lang: Lang,
     pub text: &'a str,
     pub chunks: &'a [Chunk],
+}
+
+impl<'a> From<&'a ctxzip_chunker::FileChunks> for Document<'a> {
+    fn from(file: &'a ctxzip_chunker::FileChunks) -> Self {
+        Document {
+            path: &file.path,
+            lang: file.lang,
+            text: &file.text,
+            chunks: &file.chunks,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -267,11 +285,7 @@ pub fn compress(
                 })
                 .collect();
             let score_options = if options.faithful {
-                ScoreOptions {
-                    max_packed_seqs: 1,
-                    reuse_kv_states: false,
-                    reuse_prefix: false,
-                }
+                NO_REUSE
             } else {
                 scorer.default_options()
             };
@@ -518,16 +532,7 @@ fn fine_stage(
             let mut offset = 0;
             for line in text.split_inclusive('\n') {
                 if !line.trim().is_empty() {
-                    let nlls = scorer.token_nlls_batch_with(
-                        None,
-                        &[line],
-                        ScoreOptions {
-                            max_packed_seqs: 1,
-                            reuse_kv_states: false,
-                            reuse_prefix: false,
-                        },
-                        cancel,
-                    )?;
+                    let nlls = scorer.token_nlls_batch_with(None, &[line], NO_REUSE, cancel)?;
                     for mut t in nlls[0].tokens.iter().copied() {
                         t.start += offset;
                         t.end += offset;
@@ -545,11 +550,7 @@ fn fine_stage(
         let cond = scorer.token_nlls_batch_with(
             Some(&format!("{query}\n\n")),
             &fn_texts,
-            ScoreOptions {
-                max_packed_seqs: 1,
-                reuse_kv_states: false,
-                reuse_prefix: false,
-            },
+            NO_REUSE,
             cancel,
         )?;
         (per_line, cond)
