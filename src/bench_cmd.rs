@@ -14,6 +14,8 @@ pub enum BenchCommand {
     Chunker(ChunkerArgs),
     /// Recall of ctxzip vs BM25 (and LongCodeZip as published) on real packages.
     Quality(crate::bench_quality::QualityArgs),
+    /// Scoring modes (sequential, packed, KV-state and prefix reuse) for the models.
+    Scoring(crate::bench_scoring::ScoringArgs),
 }
 
 #[derive(Args)]
@@ -32,6 +34,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Chunker(args) => chunker(args),
         BenchCommand::Quality(args) => crate::bench_quality::run(args),
+        BenchCommand::Scoring(args) => crate::bench_scoring::run(args),
     }
 }
 

@@ -2,9 +2,11 @@
 
 mod bench_cmd;
 mod bench_quality;
+mod bench_scoring;
 mod chunks_cmd;
 mod compress_cmd;
 mod lsp_cmd;
+mod model_cmd;
 mod registry;
 
 use std::process::ExitCode;
@@ -40,6 +42,9 @@ enum Command {
     /// Benchmarks (see BENCHMARKS.md).
     #[command(subcommand)]
     Bench(bench_cmd::BenchCommand),
+    /// Pull, list and locate the models the scorer runs.
+    #[command(subcommand)]
+    Model(model_cmd::ModelCommand),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +57,7 @@ fn main() -> ExitCode {
             .settings(walk.options(None))
             .and_then(|settings| ctxzip_mcp::run(settings, move || model.start_scorer())),
         Command::Bench(command) => bench_cmd::run(command).map(|()| ExitCode::SUCCESS),
+        Command::Model(command) => model_cmd::run(command).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

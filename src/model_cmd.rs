@@ -56,6 +56,7 @@ pub fn run(command: ModelCommand) -> Result<()> {
                 "\n* default. Models live in {}; pull with `ctxzip model pull NAME`.",
                 models::models_dir()?.display()
             );
+            println!("llama.cpp build: {}", ctxzip_scoring::build_info());
         }
         ModelCommand::Path(args) => {
             let path = models::path(&args.name)?;

@@ -278,3 +278,30 @@ fn bad_input_is_reported_with_exit_code_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to compress"));
 }
+
+#[test]
+fn model_list_path_and_unknown_names() {
+    // Pulls the small model if this machine lacks it (a compress test may be doing the same).
+    let out = ctxzip(&["model", "pull", MODEL]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = ctxzip(&["model", "list"]);
+    let list = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        list.contains("smollm2-135m") && list.contains("installed"),
+        "{list}"
+    );
+    assert!(list.contains("llama.cpp build: backend=cpu"), "{list}");
+    let out = ctxzip(&["model", "path", MODEL]);
+    let path = String::from_utf8(out.stdout).unwrap();
+    assert!(std::path::Path::new(path.trim()).is_file(), "{path}");
+    let out = ctxzip(&["model", "path", "gpt-17"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("smollm2-135m"),
+        "names the known models"
+    );
+}
