@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::Args;
 use ctxzip_chunker::workspace::{self, FileChunks, WalkOptions};
-use ctxzip_chunker::{Chunk, ChunkKind, Lang, SourceFile};
+use ctxzip_chunker::{Chunk, ChunkKind, Lang, chunk_source};
 use ctxzip_scoring::compress::{self, Budget, CompressOptions, Compressed, Document, Ranker};
 use ctxzip_scoring::{CancelFlag, Scorer};
 
@@ -380,6 +380,17 @@ fn doc_of(file: &FileChunks, chunk: &Chunk) -> Option<(Vec<usize>, String)> {
     (words >= 6 && !rows.is_empty()).then_some((rows, doc))
 }
 
+/// The signature line of `chunk`'s definition in the edited `file`: the callable with the
+/// same name that starts nearest to where it started.
+fn signature_after_edit(file: &FileChunks, chunk: &Chunk) -> Option<u32> {
+    let target = file
+        .chunks
+        .iter()
+        .filter(|k| k.name == chunk.name && k.kind.is_callable())
+        .min_by_key(|k| k.start_line.abs_diff(chunk.start_line))?;
+    Some(target.header_end_line.max(target.start_line))
+}
+
 /// The package with `rows` of file `f` removed, re-chunked.
 fn without_rows(files: &[FileChunks], f: usize, rows: &[usize]) -> Vec<FileChunks> {
     let mut out = files.to_vec();
@@ -391,7 +402,7 @@ fn without_rows(files: &[FileChunks], f: usize, rows: &[usize]) -> Vec<FileChunk
         .filter(|(i, _)| !rows.contains(i))
         .map(|(_, l)| l)
         .collect();
-    file.chunks = SourceFile::new(file.lang, kept.clone()).into_chunks();
+    file.chunks = chunk_source(file.lang, &kept);
     file.text = kept;
     out
 }
@@ -442,17 +453,9 @@ fn needle_tasks(package: &str, files: &[FileChunks], n: usize) -> Vec<Task> {
             continue;
         };
         let edited = without_rows(files, f, &rows);
-        let name = chunk.name.clone();
-        // The same definition in the edited file: same name, nearest start.
-        let Some(target) = edited[f]
-            .chunks
-            .iter()
-            .filter(|k| k.name == name && k.kind.is_callable())
-            .min_by_key(|k| k.start_line.abs_diff(chunk.start_line))
-        else {
+        let Some(signature_line) = signature_after_edit(&edited[f], chunk) else {
             continue;
         };
-        let signature_line = target.header_end_line.max(target.start_line);
         tasks.push(Task {
             package: package.to_string(),
             kind: TaskKind::Needle,
@@ -512,16 +515,8 @@ fn callee_tasks(package: &str, files: &[FileChunks], n: usize) -> Vec<Task> {
         let targets = callees
             .iter()
             .filter_map(|&(cf, cc)| {
-                let callee = &files[cf].chunks[cc];
-                let target = edited[cf]
-                    .chunks
-                    .iter()
-                    .filter(|k| k.name == callee.name && k.kind.is_callable())
-                    .min_by_key(|k| k.start_line.abs_diff(callee.start_line))?;
-                Some((
-                    files[cf].path.clone(),
-                    target.header_end_line.max(target.start_line),
-                ))
+                let line = signature_after_edit(&edited[cf], &files[cf].chunks[cc])?;
+                Some((files[cf].path.clone(), line))
             })
             .collect::<Vec<_>>();
         if targets.len() < 2 {

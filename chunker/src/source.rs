@@ -26,7 +26,16 @@ fn parse(lang: Lang, text: &str, old_tree: Option<&Tree>) -> Option<Tree> {
 /// Chunks `text` as a file of language `lang`. Never fails: a file tree-sitter cannot parse
 /// falls back to text windows.
 pub fn chunk_source(lang: Lang, text: &str) -> Vec<Chunk> {
-    SourceFile::new(lang, text.to_owned()).chunks
+    let tree = parse(lang, text, None);
+    chunks_of(lang, text, tree.as_ref())
+}
+
+fn chunks_of(lang: Lang, text: &str, tree: Option<&Tree>) -> Vec<Chunk> {
+    let index = LineIndex::new(text);
+    match tree {
+        Some(tree) => syntax::chunk_tree(lang, text, tree, &index),
+        None => text::chunk_plain(lang, text, &index),
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -52,11 +61,7 @@ pub struct SourceFile {
 
 impl SourceFile {
     pub fn new(lang: Lang, text: String) -> SourceFile {
-        let tree = if lang.has_grammar() {
-            parse(lang, &text, None)
-        } else {
-            None
-        };
+        let tree = parse(lang, &text, None);
         let mut file = SourceFile {
             lang,
             text,
@@ -143,11 +148,7 @@ impl SourceFile {
 
     fn rechunk(&mut self) {
         self.chunks_stale = false;
-        let index = LineIndex::new(&self.text);
-        self.chunks = match &self.tree {
-            Some(tree) => syntax::chunk_tree(self.lang, &self.text, tree, &index),
-            None => text::chunk_plain(self.lang, &self.text, &index),
-        };
+        self.chunks = chunks_of(self.lang, &self.text, self.tree.as_ref());
     }
 }
 

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::chunk::Chunk;
 use crate::lang::Lang;
-use crate::source::SourceFile;
+use crate::source::chunk_source;
 
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 1024 * 1024;
 
@@ -352,7 +352,7 @@ pub fn load_file(path: &Path, rel: String, options: &WalkOptions) -> Result<File
     if let Some(reason) = looks_minified(&text) {
         return Err(skip(reason));
     }
-    let chunks = SourceFile::new(lang, text.clone()).into_chunks();
+    let chunks = chunk_source(lang, &text);
     Ok(FileChunks {
         path: rel,
         abs_path: path.to_path_buf(),

@@ -14,21 +14,6 @@ fn load(path: &Path) -> Error {
     }
 }
 
-/// A GGUF header naming `architecture`, with no tensors.
-fn header_only(architecture: &str) -> Vec<u8> {
-    let mut out = b"GGUF".to_vec();
-    out.extend_from_slice(&3u32.to_le_bytes());
-    out.extend_from_slice(&0u64.to_le_bytes());
-    out.extend_from_slice(&1u64.to_le_bytes());
-    let key = b"general.architecture";
-    out.extend_from_slice(&(key.len() as u64).to_le_bytes());
-    out.extend_from_slice(key);
-    out.extend_from_slice(&8u32.to_le_bytes());
-    out.extend_from_slice(&(architecture.len() as u64).to_le_bytes());
-    out.extend_from_slice(architecture.as_bytes());
-    out
-}
-
 #[test]
 fn bad_model_files_fail_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
@@ -43,7 +28,7 @@ fn bad_model_files_fail_with_the_reason() {
     assert!(matches!(err, Error::NotGguf { .. }), "{err}");
 
     let bogus = dir.path().join("bogus.gguf");
-    std::fs::write(&bogus, header_only("bogusarch")).unwrap();
+    std::fs::write(&bogus, common::header_only("bogusarch")).unwrap();
     let err = load(&bogus);
     assert!(
         matches!(err, Error::LoadFailed { ref arch, .. } if arch == "bogusarch"),

@@ -1,23 +1,10 @@
 //! Model resolution order and pull failures (pip missing, sha256 mismatch), in a binary of
 //! their own because they change process-wide environment variables.
 
+mod common;
+
 use ctxzip_scoring::Error;
 use ctxzip_scoring::models::{self, ChosenBy};
-
-/// A GGUF header naming `architecture`, with no tensors.
-fn header_only(architecture: &str) -> Vec<u8> {
-    let mut out = b"GGUF".to_vec();
-    out.extend_from_slice(&3u32.to_le_bytes());
-    out.extend_from_slice(&0u64.to_le_bytes());
-    out.extend_from_slice(&1u64.to_le_bytes());
-    let key = b"general.architecture";
-    out.extend_from_slice(&(key.len() as u64).to_le_bytes());
-    out.extend_from_slice(key);
-    out.extend_from_slice(&8u32.to_le_bytes());
-    out.extend_from_slice(&(architecture.len() as u64).to_le_bytes());
-    out.extend_from_slice(architecture.as_bytes());
-    out
-}
 
 /// Everything that sets environment variables runs in this one test.
 #[test]
@@ -75,7 +62,7 @@ exec python3 -c 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1] + "/llm_sm
     let b = home.join("b.gguf");
     let c = home.join("c.gguf");
     for (path, arch) in [(&a, "a"), (&b, "b"), (&c, "c")] {
-        std::fs::write(path, header_only(arch)).unwrap();
+        std::fs::write(path, common::header_only(arch)).unwrap();
     }
     std::fs::create_dir_all(home.join("config/ctxzip")).unwrap();
     std::fs::write(

@@ -11,7 +11,7 @@ const STOP_WORDS: &[&str] = &[
     "use", "used", "was", "we", "what", "when", "where", "which", "while", "who", "why", "will",
     "with", "you", "your", "self", "def", "fn", "let", "mut", "pub", "var", "const", "return",
     "function", "else", "elif", "true", "false", "none", "null", "nil", "new", "int", "str",
-    "string", "bool", "void", "import", "from", "end", "class", "impl", "type", "value",
+    "string", "bool", "void", "import", "end", "class", "impl", "type", "value",
 ];
 
 /// Splits text into lowercase terms: identifiers are split at `_`, `-` and camelCase

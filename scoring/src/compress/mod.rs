@@ -474,7 +474,7 @@ fn pick_candidates(units: &[Unit], options: &CompressOptions) -> Vec<usize> {
         .map(|(i, _)| i)
         .collect();
     for i in by_bm25 {
-        if picked.len() >= options.max_candidates.max(picked.len()) {
+        if picked.len() >= options.max_candidates {
             break;
         }
         if !picked.contains(&i) {

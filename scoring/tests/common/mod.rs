@@ -53,3 +53,18 @@ fn blake3_u64(text: &str) -> u64 {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
 }
+
+/// A GGUF header naming `architecture`, with no tensors.
+pub fn header_only(architecture: &str) -> Vec<u8> {
+    let mut out = b"GGUF".to_vec();
+    out.extend_from_slice(&3u32.to_le_bytes());
+    out.extend_from_slice(&0u64.to_le_bytes());
+    out.extend_from_slice(&1u64.to_le_bytes());
+    let key = b"general.architecture";
+    out.extend_from_slice(&(key.len() as u64).to_le_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(&8u32.to_le_bytes());
+    out.extend_from_slice(&(architecture.len() as u64).to_le_bytes());
+    out.extend_from_slice(architecture.as_bytes());
+    out
+}
