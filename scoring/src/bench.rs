@@ -102,6 +102,7 @@ pub fn run_model(
         max_packed_seqs: packed,
         reuse_kv_states: kv,
         reuse_prefix: prefix,
+        use_cache: false,
     };
 
     // Warm up allocations and caches of llama.cpp on a query the measured ones do not use.

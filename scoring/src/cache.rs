@@ -1,5 +1,7 @@
-//! The on-disk cache of per-chunk results that do not depend on the query: token counts and
-//! per-token unconditional NLLs, keyed by (model sha256, chunk content hash).
+//! The on-disk cache of per-token NLLs keyed by (model sha256, hash of the model input): a
+//! chunk's unconditional NLLs keyed by its text, and the query-dependent results (a chunk's
+//! per-query-token NLLs, a text's NLLs given a prefix) keyed by the hash of query and text
+//! together, so that asking the same question again after an edit decodes only what changed.
 //!
 //! Store: SQLite (`rusqlite`, bundled) in WAL mode at `$XDG_CACHE_HOME/ctxzip/cache.sqlite`.
 //! Chosen over redb because the LSP server and a CLI run must use the cache at the same time:

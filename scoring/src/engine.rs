@@ -28,7 +28,11 @@
 //! - Several sequences can be packed into one decode (`max_packed_seqs`); on CPU this measured
 //!   ~1.0x, so the default is 1, but it is kept for GPU backends.
 //! - Per-token unconditional NLLs (`token_nlls` without prefix) go to the on-disk
-//!   [`crate::cache::DiskCache`] keyed by (model sha256, text hash).
+//!   [`crate::cache::DiskCache`] keyed by (model sha256, text hash); results that depend on
+//!   the query (a chunk's per-query-token NLLs, token NLLs given a prefix) go there too, keyed
+//!   by the hash of the exact model input, so a query asked again after an edit decodes only
+//!   the chunks that changed (`ScoreOptions::use_cache`).
+//! - Token counts of chunk texts are remembered in memory by content hash.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -37,6 +41,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use dashmap::DashMap;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
@@ -130,6 +135,10 @@ pub struct ScoreOptions {
     pub reuse_kv_states: bool,
     /// Decode a shared prefix once and copy its KV cells (`token_nlls_batch`).
     pub reuse_prefix: bool,
+    /// Read and write the disk cache: unconditional token NLLs by text, and results that
+    /// depend on the query (a chunk's query NLLs, token NLLs given a prefix) by the hash of
+    /// the exact model input, so asking again after an edit decodes only what changed.
+    pub use_cache: bool,
 }
 
 /// A chunk to score. `hash` must identify `text` (a content hash): it keys the KV-state cache.
@@ -152,6 +161,8 @@ pub struct ChunkScore {
     pub truncated: bool,
     /// The chunk's KV state came from the cache.
     pub kv_state_hit: bool,
+    /// The whole result came from the disk cache: nothing was decoded for this chunk.
+    pub cache_hit: bool,
 }
 
 /// Scores of one query against many chunks, in input order.
@@ -308,7 +319,13 @@ struct Inner {
     architecture: String,
     disk_cache_enabled: bool,
     adds_bos: bool,
+    /// Token counts of chunk texts by content hash: a workspace's chunks are counted once,
+    /// not on every query.
+    counts: DashMap<u64, u32>,
 }
+
+/// The token-count cache is cleared when it reaches this many texts.
+const MAX_COUNTS: usize = 1 << 21;
 
 enum Job {
     Score {
@@ -405,6 +422,7 @@ impl Scorer {
                 architecture,
                 disk_cache_enabled,
                 adds_bos,
+                counts: DashMap::new(),
             }),
         })
     }
@@ -439,6 +457,7 @@ impl Scorer {
             max_packed_seqs: self.inner.config.max_packed_seqs,
             reuse_kv_states: self.inner.config.kv_state_cache_bytes > 0,
             reuse_prefix: true,
+            use_cache: self.inner.disk_cache_enabled,
         }
     }
 
@@ -469,11 +488,25 @@ impl Scorer {
         tokenize(&self.inner.model, text).len()
     }
 
-    /// [`Scorer::count_tokens`] for many texts.
+    /// [`Scorer::count_tokens`] for many texts, remembered by content hash: meant for texts
+    /// that come back (a workspace's chunks on every query).
     pub fn count_tokens_batch<S: AsRef<str>>(&self, texts: &[S]) -> Vec<usize> {
+        let counts = &self.inner.counts;
         texts
             .iter()
-            .map(|t| self.count_tokens(t.as_ref()))
+            .map(|t| {
+                let text = t.as_ref();
+                let key = text_hash(text);
+                if let Some(n) = counts.get(&key) {
+                    return *n as usize;
+                }
+                let n = self.count_tokens(text);
+                if counts.len() >= MAX_COUNTS {
+                    counts.clear();
+                }
+                counts.insert(key, u32::try_from(n).unwrap_or(u32::MAX));
+                n
+            })
             .collect()
     }
 
@@ -823,51 +856,140 @@ impl<'m> Worker<'m> {
         let suffix: Vec<LlamaToken> = self.sep.iter().chain(&q[..q.len() - 1]).copied().collect();
         let score_from = self.sep.len() - 1;
 
-        self.ctx.clear_kv_cache();
-        let unconditional = Span {
-            seq: 0,
-            pos0: 0,
-            tokens: head.iter().chain(&suffix).copied().collect(),
-            score_from: head.len() + score_from,
-            targets: q.clone(),
+        // Query-dependent results are cached by the hash of the exact model input.
+        let cache = options.use_cache && self.disk.is_some() && self.model_sha256.is_some();
+        let query_key = input_hash(&["query", query]);
+        let query_nll = match self.cached(cache, query_key, q.len()) {
+            Some(nlls) => mean(&nlls),
+            None => {
+                self.ctx.clear_kv_cache();
+                let unconditional = Span {
+                    seq: 0,
+                    pos0: 0,
+                    tokens: head.iter().chain(&suffix).copied().collect(),
+                    score_from: head.len() + score_from,
+                    targets: q.clone(),
+                };
+                let nlls = self.decode_spans(&[unconditional], cancel)?.remove(0);
+                if cache {
+                    self.store(vec![(query_key, 0, nlls.clone())]);
+                }
+                mean(&nlls)
+            }
         };
-        let query_nll = mean(&self.decode_spans(&[unconditional], cancel)?[0]);
 
         let max_packed = options.max_packed_seqs.clamp(1, MAX_SEQS);
-        let mut scores = Vec::with_capacity(chunks.len());
+        let mut scores: Vec<Option<ChunkScore>> = vec![None; chunks.len()];
         let mut group: Vec<Member> = Vec::new();
         let mut group_tokens = 0usize;
-        for chunk in chunks {
+        for (index, chunk) in chunks.iter().enumerate() {
             let mut tokens = tokenize(self.model, &chunk.text);
             let truncated = tokens.len() > chunk_budget;
             tokens.truncate(chunk_budget);
+            let key = input_hash(&["score", query, &chunk.text]);
+            if !truncated && let Some(nlls) = self.cached(cache, key, q.len()) {
+                let nll = mean(&nlls);
+                scores[index] = Some(ChunkScore {
+                    score: query_nll - nll,
+                    nll,
+                    n_tokens: tokens.len(),
+                    truncated,
+                    kv_state_hit: false,
+                    cache_hit: true,
+                });
+                continue;
+            }
             let n_seq_tokens = head.len() + tokens.len() + suffix.len();
             if !group.is_empty()
                 && (group.len() == max_packed || group_tokens + n_seq_tokens > self.n_ctx)
             {
                 self.score_group(&mut group, &head, &suffix, score_from, &q, options, cancel)?;
-                scores.extend(group.drain(..).map(|m| m.finish(query_nll)));
+                self.finish_group(&mut group, query_nll, cache, &mut scores);
                 group_tokens = 0;
             }
             group_tokens += n_seq_tokens;
             group.push(Member {
+                index,
+                key,
                 hash: chunk.hash,
                 tokens,
                 truncated,
-                nll: 0.0,
+                nlls: Vec::new(),
                 kv_state_hit: false,
             });
         }
         if !group.is_empty() {
             self.score_group(&mut group, &head, &suffix, score_from, &q, options, cancel)?;
-            scores.extend(group.drain(..).map(|m| m.finish(query_nll)));
+            self.finish_group(&mut group, query_nll, cache, &mut scores);
         }
         Ok(ScoreOutput {
             query_nll,
             n_query_tokens: q.len(),
-            scores,
+            scores: scores.into_iter().flatten().collect(),
             model_tokens: self.decoded,
         })
+    }
+
+    /// Moves a scored group's results into `scores`, caching those of whole chunks.
+    fn finish_group(
+        &mut self,
+        group: &mut Vec<Member>,
+        query_nll: f32,
+        cache: bool,
+        scores: &mut [Option<ChunkScore>],
+    ) {
+        let mut records = Vec::new();
+        for m in group.drain(..) {
+            if cache && !m.truncated {
+                records.push((m.key, m.tokens.len(), m.nlls.clone()));
+            }
+            let index = m.index;
+            scores[index] = Some(m.finish(query_nll));
+        }
+        self.store(records);
+    }
+
+    /// Per-token NLLs cached under `key`, when caching is on and the record has `n` values.
+    fn cached(&mut self, cache: bool, key: u64, n: usize) -> Option<Vec<f32>> {
+        if !cache {
+            return None;
+        }
+        let (Some(sha), Some(disk)) = (&self.model_sha256, &mut self.disk) else {
+            return None;
+        };
+        match disk.get(sha, key) {
+            Some(record) if record.token_nlls.len() == n => {
+                bump(&self.counters.disk_hits, 1);
+                Some(record.token_nlls)
+            }
+            _ => {
+                bump(&self.counters.disk_misses, 1);
+                None
+            }
+        }
+    }
+
+    /// Stores (key, input tokens, per-token NLLs) records in the disk cache.
+    fn store(&mut self, records: Vec<(u64, usize, Vec<f32>)>) {
+        let (Some(sha), Some(disk)) = (&self.model_sha256, &mut self.disk) else {
+            return;
+        };
+        if records.is_empty() {
+            return;
+        }
+        let records: Vec<(u64, ChunkRecord)> = records
+            .into_iter()
+            .map(|(key, n_tokens, token_nlls)| {
+                (
+                    key,
+                    ChunkRecord {
+                        n_tokens: n_tokens as u32,
+                        token_nlls,
+                    },
+                )
+            })
+            .collect();
+        disk.put_many(sha, &records);
     }
 
     /// Scores chunks that fit the window together, one sequence each.
@@ -968,8 +1090,8 @@ impl<'m> Worker<'m> {
             }
         }
         let nlls = self.decode_spans(&spans, cancel)?;
-        for (m, nll) in group.iter_mut().zip(&nlls) {
-            m.nll = mean(nll);
+        for (m, nll) in group.iter_mut().zip(nlls) {
+            m.nlls = nll;
         }
         Ok(())
     }
@@ -993,10 +1115,14 @@ impl<'m> Worker<'m> {
         }
         let budget = self.n_ctx - p.len();
         let first_token_scored = !p.is_empty();
-        // Unconditional NLLs do not depend on anything but the model and text: disk-cache them.
-        let disk_key = match (prefix, &self.model_sha256, &self.disk) {
-            (None, Some(sha), Some(_)) => Some(sha.clone()),
+        // Disk-cached by text alone (unconditional, query-independent) or by (prefix, text).
+        let disk_sha = match (&self.model_sha256, &self.disk) {
+            (Some(sha), Some(_)) if options.use_cache => Some(sha.clone()),
             _ => None,
+        };
+        let disk_key = |text: &str| match prefix {
+            None => text_hash(text),
+            Some(prefix) => input_hash(&["nlls", prefix, text]),
         };
 
         let mut results: Vec<Option<TokenNlls>> = vec![None; texts.len()];
@@ -1005,8 +1131,8 @@ impl<'m> Worker<'m> {
             let mut tokens = tokenize(self.model, text);
             let truncated = tokens.len() > budget;
             tokens.truncate(budget);
-            if let (Some(sha), Some(disk)) = (&disk_key, &mut self.disk) {
-                match disk.get(sha, text_hash(text)) {
+            if let (Some(sha), Some(disk)) = (&disk_sha, &mut self.disk) {
+                match disk.get(sha, disk_key(text)) {
                     Some(record) if record.token_nlls.len() == tokens.len() && !truncated => {
                         bump(&self.counters.disk_hits, 1);
                         let spans = token_spans(self.model, text, &tokens);
@@ -1114,9 +1240,9 @@ impl<'m> Worker<'m> {
                 }
                 let text = &texts[*i];
                 let token_spans = token_spans(self.model, text, tokens);
-                if disk_key.is_some() && !truncated {
+                if disk_sha.is_some() && !truncated {
                     new_records.push((
-                        text_hash(text),
+                        disk_key(text),
                         ChunkRecord {
                             n_tokens: tokens.len() as u32,
                             token_nlls: values.clone(),
@@ -1142,7 +1268,7 @@ impl<'m> Worker<'m> {
             }
             start = end;
         }
-        if let (Some(sha), Some(disk)) = (&disk_key, &mut self.disk) {
+        if let (Some(sha), Some(disk)) = (&disk_sha, &mut self.disk) {
             disk.put_many(sha, &new_records);
         }
         Ok(results.into_iter().flatten().collect())
@@ -1205,21 +1331,29 @@ impl<'m> Worker<'m> {
 }
 
 struct Member {
+    /// Position in the request.
+    index: usize,
+    /// Disk-cache key of (query, chunk).
+    key: u64,
+    /// Content hash: keys the KV-state cache.
     hash: u64,
     tokens: Vec<LlamaToken>,
     truncated: bool,
-    nll: f32,
+    /// NLL of each query token given the chunk.
+    nlls: Vec<f32>,
     kv_state_hit: bool,
 }
 
 impl Member {
     fn finish(self, query_nll: f32) -> ChunkScore {
+        let nll = mean(&self.nlls);
         ChunkScore {
-            score: query_nll - self.nll,
-            nll: self.nll,
+            score: query_nll - nll,
+            nll,
             n_tokens: self.tokens.len(),
             truncated: self.truncated,
             kv_state_hit: self.kv_state_hit,
+            cache_hit: false,
         }
     }
 }
@@ -1239,6 +1373,19 @@ fn assemble(
         first_token_scored,
         truncated,
     }
+}
+
+/// Disk-cache key of a model input made of several texts (a kind tag first): each part is
+/// length-prefixed, so different splits of the same bytes never collide.
+fn input_hash(parts: &[&str]) -> u64 {
+    let mut hasher = blake3::Hasher::new();
+    for part in parts {
+        hasher.update(&(part.len() as u64).to_le_bytes());
+        hasher.update(part.as_bytes());
+    }
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hasher.finalize().as_bytes()[..8]);
+    u64::from_le_bytes(first)
 }
 
 /// Content hash of a text for the disk cache.

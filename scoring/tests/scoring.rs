@@ -43,6 +43,7 @@ fn plain(max_packed_seqs: usize) -> ScoreOptions {
         max_packed_seqs,
         reuse_kv_states: false,
         reuse_prefix: false,
+        use_cache: false,
     }
 }
 
@@ -113,6 +114,7 @@ fn restored_kv_states_give_the_fresh_scores_for_fewer_tokens() {
         max_packed_seqs: 1,
         reuse_kv_states: true,
         reuse_prefix: true,
+        use_cache: false,
     };
     let fresh = scorer()
         .score_chunks_with(query, &chunks, plain(1), &cancel)
@@ -133,6 +135,57 @@ fn restored_kv_states_give_the_fresh_scores_for_fewer_tokens() {
         cold.model_tokens - warm.model_tokens,
         chunk_tokens + bos_len() * chunks.len()
     );
+}
+
+#[test]
+fn a_repeated_query_decodes_only_the_chunks_that_changed() {
+    // Texts of their own so other tests cannot fill the cache first.
+    let mut chunks: Vec<ChunkInput> = fixtures()
+        .into_iter()
+        .map(|c| chunk(&format!("// result-cache test\n{}", c.text)))
+        .collect();
+    let query = "compute the sha256 checksum of a file as hex";
+    let cancel = CancelFlag::new();
+    let cached = ScoreOptions {
+        use_cache: true,
+        ..plain(1)
+    };
+    let fresh = scorer()
+        .score_chunks_with(query, &chunks, plain(1), &cancel)
+        .unwrap();
+    let first = scorer()
+        .score_chunks_with(query, &chunks, cached, &cancel)
+        .unwrap();
+    assert!(first.scores.iter().all(|s| !s.cache_hit));
+    assert_eq!(&first, &fresh);
+    let again = scorer()
+        .score_chunks_with(query, &chunks, cached, &cancel)
+        .unwrap();
+    assert!(again.scores.iter().all(|s| s.cache_hit));
+    assert_eq!(again.model_tokens, 0);
+    for (f, a) in fresh.scores.iter().zip(&again.scores) {
+        assert_eq!((f.score, f.nll, f.n_tokens), (a.score, a.nll, a.n_tokens));
+    }
+
+    // An edit makes that one chunk decode again; the others stay cached.
+    chunks[2] = chunk(&format!("{}\n// sorted in place", chunks[2].text));
+    let edited = scorer()
+        .score_chunks_with(query, &chunks, cached, &cancel)
+        .unwrap();
+    let hits: Vec<bool> = edited.scores.iter().map(|s| s.cache_hit).collect();
+    assert_eq!(hits, [true, true, false, true]);
+    let n_sep = scorer().count_tokens("\n\n");
+    let n_query = scorer().count_tokens(query);
+    assert_eq!(
+        edited.model_tokens,
+        bos_len() + edited.scores[2].n_tokens + n_sep + n_query - 1
+    );
+
+    // Another query shares nothing with the first.
+    let other = scorer()
+        .score_chunks_with("sort the users by age", &chunks, cached, &cancel)
+        .unwrap();
+    assert!(other.scores.iter().all(|s| !s.cache_hit));
 }
 
 fn bos_len() -> usize {
@@ -173,6 +226,7 @@ fn token_nlls_cover_the_text_and_prefix_reuse_agrees() {
         max_packed_seqs: 1,
         reuse_kv_states: false,
         reuse_prefix: true,
+        use_cache: false,
     };
     let with_reuse = scorer()
         .token_nlls_batch_with(Some(prefix), &texts, shared, &cancel)

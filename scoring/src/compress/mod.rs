@@ -24,11 +24,12 @@ use fine::LineStats;
 
 use crate::engine::{CancelFlag, ChunkInput, ScoreOptions, Scorer};
 
-/// LongCodeZip as published: one sequence at a time, nothing reused.
+/// LongCodeZip as published: one sequence at a time, nothing reused or cached.
 const NO_REUSE: ScoreOptions = ScoreOptions {
     max_packed_seqs: 1,
     reuse_kv_states: false,
     reuse_prefix: false,
+    use_cache: false,
 };
 
 /// One file as the pipeline sees it.
