@@ -135,7 +135,11 @@ pub fn run(args: QualityArgs) -> Result<()> {
             task.package, task.kind, task.targets
         );
     }
-    let scorer = args.model.start_scorer()?;
+    // A cache of this run's own: cached results of an earlier run would hide model work.
+    let cache_dir = tempfile::tempdir()?;
+    let scorer = args.model.start_scorer_with(|config| {
+        config.disk_cache_path = Some(cache_dir.path().join("cache.sqlite"));
+    })?;
     let cancel = CancelFlag::new();
     let budgets: Vec<(String, Budget)> = args
         .budgets
@@ -156,6 +160,8 @@ pub fn run(args: QualityArgs) -> Result<()> {
         for (label, budget) in &budgets {
             for (method, ranker, fine, faithful) in [
                 ("ctxzip", Ranker::Model, true, false),
+                // The same model scores (cached), fused with BM25's ranks.
+                ("ctxzip+bm25", Ranker::Fused, true, false),
                 ("bm25", Ranker::Bm25, false, false),
                 ("longcodezip", Ranker::Model, true, true),
             ] {
@@ -247,7 +253,7 @@ fn print_report(
     );
     println!("|---|---|{}---|", "---|".repeat(budgets.len()));
     for kind in [TaskKind::Needle, TaskKind::Callee] {
-        for method in ["ctxzip", "bm25"] {
+        for method in ["ctxzip", "ctxzip+bm25", "bm25"] {
             let cells: Vec<String> = budgets
                 .iter()
                 .map(|(label, _)| {

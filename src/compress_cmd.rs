@@ -46,7 +46,8 @@ pub struct CompressArgs {
     /// Chunks the model scores per query at most.
     #[arg(long, default_value_t = CompressOptions::default().max_candidates)]
     pub candidates: usize,
-    /// Ranking: the model (default) or BM25 alone (the lexical baseline, no model scoring).
+    /// Ranking: the model (default), the model fused with BM25 by reciprocal rank, or BM25
+    /// alone (the lexical baseline, no model scoring).
     #[arg(long, value_enum, default_value_t = RankerArg::Model)]
     pub ranker: RankerArg,
     /// Only files of these languages.
@@ -80,6 +81,11 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     pub fn start_scorer(&self) -> Result<Scorer> {
+        self.start_scorer_with(|_| {})
+    }
+
+    /// [`ModelArgs::start_scorer`] with a last word on the config.
+    pub fn start_scorer_with(&self, adjust: impl FnOnce(&mut ScorerConfig)) -> Result<Scorer> {
         let resolved = models::resolve(self.model.as_deref(), self.offline)?;
         let mut config = ScorerConfig::new(&resolved);
         if let Some(threads) = self.threads {
@@ -87,6 +93,7 @@ impl ModelArgs {
         }
         config.gpu_layers = self.gpu_layers;
         config.verbose = self.verbose;
+        adjust(&mut config);
         Scorer::new(config)
             .with_context(|| format!("cannot load model {}", resolved.path.display()))
     }
@@ -103,6 +110,7 @@ pub enum OutputFormat {
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum RankerArg {
     Model,
+    Fused,
     Bm25,
 }
 
@@ -165,6 +173,7 @@ pub fn run(args: CompressArgs) -> Result<ExitCode> {
         fine: !args.no_fine,
         ranker: match args.ranker {
             RankerArg::Model => Ranker::Model,
+            RankerArg::Fused => Ranker::Fused,
             RankerArg::Bm25 => Ranker::Bm25,
         },
         max_candidates: args.candidates.max(1),

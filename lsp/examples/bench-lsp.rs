@@ -4,8 +4,9 @@
 //!    (incremental reparse and rechunk per keystroke), p50/p95/max.
 //! 2. Over stdio, the real `ctxzip lsp` on a large workspace: cold index time (initialize to
 //!    the end of `$/progress`), files, chunks, resident memory.
-//! 3. Compress latency: the first query (cold KV states), the same query again, and a
-//!    different query, all warm in the one long-lived scorer.
+//! 3. Compress latency in one long-lived server with a fresh cache directory: the first
+//!    query (cold), the same query again, the same query after typing into its best chunk,
+//!    and two new queries.
 //!
 //! Usage: bench-lsp --bin target/release/ctxzip --workspace DIR --edit-file FILE
 //!        [--model NAME] [--edits N] [--edits-only]
@@ -179,15 +180,33 @@ fn rss_kib(pid: u32) -> (u64, u64) {
 fn server(args: &Args) {
     let root = std::fs::canonicalize(&args.workspace).expect("--workspace exists");
     let lines: usize = ignore_lines(&root);
-    let mut client = LspClient::spawn(Command::new(&args.bin).arg("lsp").stderr(Stdio::inherit()))
-        .expect("server starts");
+    // The model by path and a fresh cache directory: "cold" means no cached results from
+    // earlier runs.
+    let model = args
+        .model
+        .clone()
+        .unwrap_or_else(|| ctxzip_scoring::models::DEFAULT_MODEL.to_string());
+    let output = Command::new(&args.bin)
+        .args(["model", "path", &model])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("ctxzip model path runs");
+    assert!(output.status.success(), "ctxzip model path {model} failed");
+    let model_path = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    let cache_dir = std::env::temp_dir().join(format!("ctxzip-bench-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache_dir);
+    std::fs::create_dir_all(&cache_dir).unwrap();
+    let mut client = LspClient::spawn(
+        Command::new(&args.bin)
+            .arg("lsp")
+            .env("XDG_CACHE_HOME", &cache_dir)
+            .stderr(Stdio::inherit()),
+    )
+    .expect("server starts");
     let pid = client.id();
     let root_uri = format!("file://{}", root.display());
     let wait = Duration::from_secs(1200);
-    let mut init_options = json!({});
-    if let Some(model) = &args.model {
-        init_options["model"] = json!(model);
-    }
+    let init_options = json!({"model": model_path});
     let started = Instant::now();
     let response = client.request(
         "initialize",
@@ -224,15 +243,11 @@ fn server(args: &Args) {
     let model_wait_s = load_started.elapsed().as_secs_f64();
     let status_model = client.request("ctxzip/status", Value::Null, wait)["result"].clone();
 
-    let queries = [
-        (
-            "cold",
-            "how does the runtime schedule a task that is woken from another thread?",
-        ),
-        (
-            "warm, same query",
-            "how does the runtime schedule a task that is woken from another thread?",
-        ),
+    let first = "how does the runtime schedule a task that is woken from another thread?";
+    let steps = [
+        ("cold", first),
+        ("warm, same query", first),
+        ("warm, same query after an edit to its top chunk", first),
         (
             "warm, new query",
             "where is the timer wheel advanced and expired timers fired?",
@@ -243,7 +258,32 @@ fn server(args: &Args) {
         ),
     ];
     let mut rows = Vec::new();
-    for (label, query) in queries {
+    let mut top: Option<(String, u64)> = None;
+    for (label, query) in steps {
+        if label.contains("after an edit") {
+            // Open the best chunk's file and type a comment line into the chunk, unsaved.
+            let (uri, line) = top.clone().expect("the first query returned chunks");
+            let path = uri.strip_prefix("file://").expect("a file URI");
+            let text = std::fs::read_to_string(path).expect("result file is readable");
+            client
+                .notify(
+                    "textDocument/didOpen",
+                    json!({"textDocument": {"uri": uri, "languageId": "rust", "version": 1, "text": text}}),
+                )
+                .unwrap();
+            client
+                .notify(
+                    "textDocument/didChange",
+                    json!({
+                        "textDocument": {"uri": uri, "version": 2},
+                        "contentChanges": [{
+                            "range": {"start": {"line": line + 1, "character": 0}, "end": {"line": line + 1, "character": 0}},
+                            "text": "    // an edit the bench typed\n",
+                        }],
+                    }),
+                )
+                .unwrap();
+        }
         let started = Instant::now();
         let response = client.request(
             "ctxzip/compress",
@@ -251,8 +291,18 @@ fn server(args: &Args) {
             wait,
         );
         let ms = started.elapsed().as_secs_f64() * 1e3;
-        let stats = &response["result"]["stats"];
+        let result = &response["result"];
+        let stats = &result["stats"];
         assert!(stats.is_object(), "{response}");
+        if top.is_none() {
+            let chunk = &result["chunks"][0];
+            top = Some((
+                chunk["uri"].as_str().expect("chunk uri").to_string(),
+                chunk["range"]["start"]["line"]
+                    .as_u64()
+                    .expect("chunk range"),
+            ));
+        }
         rows.push((label, ms, stats.clone()));
     }
     let (rss_after, hwm) = rss_kib(pid);
@@ -290,6 +340,7 @@ fn server(args: &Args) {
         );
     }
     println!();
+    let _ = std::fs::remove_dir_all(&cache_dir);
     println!(
         "RSS after queries {} MiB (peak {} MiB); cache: {}",
         rss_after / 1024,

@@ -31,7 +31,6 @@ use crate::protocol::{ChunkResult, CompressParams, CompressResult, Options};
 
 pub const COMPRESS_COMMAND: &str = "ctxzip.compress";
 const DEFAULT_BUDGET_TOKENS: usize = 2000;
-const DEFAULT_CANDIDATES: usize = 32;
 /// A compress whose query equals this variable's value panics (for tests only).
 const PANIC_HOOK_ENV: &str = "CTXZIP_LSP_TEST_PANIC_QUERY";
 
@@ -637,7 +636,7 @@ impl Server {
             max_candidates: params
                 .candidates
                 .or(options.candidates)
-                .unwrap_or(DEFAULT_CANDIDATES)
+                .unwrap_or(CompressOptions::default().max_candidates)
                 .max(1),
             ..CompressOptions::default()
         };

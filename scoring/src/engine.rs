@@ -1151,6 +1151,9 @@ impl<'m> Worker<'m> {
         }
 
         self.ctx.clear_kv_cache();
+        if todo.is_empty() {
+            return Ok(results.into_iter().flatten().collect());
+        }
         let shared = options.reuse_prefix && p.len() > 1;
         if shared {
             let span = Span {

@@ -67,6 +67,9 @@ pub enum Ranker {
     Model,
     /// BM25 alone, whole chunks: the lexical baseline.
     Bm25,
+    /// The model's ranking of the candidates fused with BM25's by reciprocal rank
+    /// (`1/(60 + rank)` summed): each signal corrects the other's outliers.
+    Fused,
 }
 
 #[derive(Clone, Debug)]
@@ -268,7 +271,7 @@ pub fn compress(
             }
             Vec::new()
         }
-        Ranker::Model => {
+        Ranker::Model | Ranker::Fused => {
             let candidates = pick_candidates(&units, options);
             let inputs: Vec<ChunkInput> = candidates
                 .iter()
@@ -293,6 +296,9 @@ pub fn compress(
             let output = scorer.score_chunks_with(query, &inputs, score_options, cancel)?;
             for (&i, score) in candidates.iter().zip(&output.scores) {
                 units[i].score = score.score;
+            }
+            if ranker == Ranker::Fused {
+                fuse_with_bm25(&mut units, &candidates);
             }
             candidates
         }
@@ -319,7 +325,7 @@ pub fn compress(
     }
 
     // Coarse: whole units, in order, within the coarse budget.
-    let fine = options.fine && ranker == Ranker::Model;
+    let fine = options.fine && ranker != Ranker::Bm25;
     let header_tokens =
         |doc: usize| scorer.count_tokens(&format!("==> {} <==\n", docs[doc].path)) + 3;
     // The fine stage reads the top functions, up to `fine_tokens`, and keeps about
@@ -430,6 +436,26 @@ pub fn compress(
         },
         chunks,
     })
+}
+
+/// Replaces the candidates' model scores with the reciprocal-rank fusion of their model and
+/// BM25 ranks (among the candidates).
+fn fuse_with_bm25(units: &mut [Unit], candidates: &[usize]) {
+    const K: f32 = 60.0;
+    let rank_by = |key: &dyn Fn(&Unit) -> f32| {
+        let mut order = candidates.to_vec();
+        order.sort_by(|&a, &b| key(&units[b]).total_cmp(&key(&units[a])).then(a.cmp(&b)));
+        let mut rank = HashMap::new();
+        for (r, i) in order.into_iter().enumerate() {
+            rank.insert(i, r as f32);
+        }
+        rank
+    };
+    let by_model = rank_by(&|u| u.score);
+    let by_bm25 = rank_by(&|u| u.bm25);
+    for &i in candidates {
+        units[i].score = 1.0 / (K + by_model[&i]) + 1.0 / (K + by_bm25[&i]);
+    }
 }
 
 /// Pins the chunk at the focus position and chunks defining an identifier the query names.
