@@ -158,12 +158,13 @@ pub fn run(args: QualityArgs) -> Result<()> {
         let in_faithful = faithful_set.contains(&t);
         let docs: Vec<Document> = task.files.iter().map(Document::from).collect();
         for (label, budget) in &budgets {
-            for (method, ranker, fine, faithful) in [
-                ("ctxzip", Ranker::Model, true, false),
-                // The same model scores (cached), fused with BM25's ranks.
-                ("ctxzip+bm25", Ranker::Fused, true, false),
-                ("bm25", Ranker::Bm25, false, false),
-                ("longcodezip", Ranker::Model, true, true),
+            for (method, ranker, fine, faithful, expand_calls) in [
+                ("ctxzip", Ranker::Model, true, false, true),
+                // The same model scores (cached): without callees, and fused with BM25.
+                ("ctxzip-calls", Ranker::Model, true, false, false),
+                ("ctxzip+bm25", Ranker::Fused, true, false, true),
+                ("bm25", Ranker::Bm25, false, false, false),
+                ("longcodezip", Ranker::Model, true, true, false),
             ] {
                 if faithful
                     && (t >= args.faithful_tasks
@@ -177,6 +178,7 @@ pub fn run(args: QualityArgs) -> Result<()> {
                     ranker,
                     fine,
                     faithful,
+                    expand_calls,
                     ..CompressOptions::default()
                 };
                 let started = Instant::now();
@@ -253,7 +255,7 @@ fn print_report(
     );
     println!("|---|---|{}---|", "---|".repeat(budgets.len()));
     for kind in [TaskKind::Needle, TaskKind::Callee] {
-        for method in ["ctxzip", "ctxzip+bm25", "bm25"] {
+        for method in ["ctxzip", "ctxzip-calls", "ctxzip+bm25", "bm25"] {
             let cells: Vec<String> = budgets
                 .iter()
                 .map(|(label, _)| {

@@ -100,6 +100,9 @@ pub struct CompressOptions {
     pub beta: f32,
     /// Block boundaries at lines whose NLL exceeds mean + k·std.
     pub spike_k: f32,
+    /// After the model's candidates, rank the definitions that the best of them call
+    /// (callees found by name), ahead of the chunks only BM25 ranked.
+    pub expand_calls: bool,
     /// LongCodeZip as published: every chunk scored whole, no reuse, one pass per line in
     /// the fine stage. For benchmarks.
     pub faithful: bool,
@@ -119,6 +122,7 @@ impl Default for CompressOptions {
             max_fine_tokens: 1000,
             beta: 0.5,
             spike_k: 0.5,
+            expand_calls: true,
             faithful: false,
         }
     }
@@ -319,6 +323,14 @@ pub fn compress(
             .then(a.cmp(&b))
     });
 
+    if options.expand_calls && !options.faithful && ranker != Ranker::Bm25 {
+        let n_scored = order
+            .iter()
+            .take_while(|&&i| units[i].pinned || scored.contains(&i))
+            .count();
+        order = with_callees(order, n_scored, &units, docs, &texts);
+    }
+
     let mut rank = vec![0; units.len()];
     for (position, &i) in order.iter().enumerate() {
         rank[i] = position;
@@ -436,6 +448,112 @@ pub fn compress(
         },
         chunks,
     })
+}
+
+/// How many of the best-ranked chunks lend their callees a place.
+const CALLERS: usize = 8;
+/// A name defined more often than this (`new`, `get`, `__init__`) says too little.
+const MAX_DEFINITIONS_PER_NAME: usize = 2;
+
+/// `order` with the definitions called by its `CALLERS` best chunks moved to just after the
+/// first `n_scored` entries (the chunks the model ranked), best caller first.
+fn with_callees(
+    order: Vec<usize>,
+    n_scored: usize,
+    units: &[Unit],
+    docs: &[Document],
+    texts: &[&str],
+) -> Vec<usize> {
+    let mut by_name: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, unit) in units.iter().enumerate() {
+        let chunk = &docs[unit.doc].chunks[unit.chunk];
+        if (chunk.kind.is_callable() || chunk.kind.is_container())
+            && let Some(name) = chunk.name.as_deref()
+        {
+            by_name.entry(name).or_default().push(i);
+        }
+    }
+    let placed: HashSet<usize> = order[..n_scored].iter().copied().collect();
+    let mut callees: Vec<usize> = Vec::new();
+    for &caller in order[..n_scored].iter().take(CALLERS) {
+        let caller_doc = units[caller].doc;
+        for name in called_names(texts[caller]) {
+            let Some(defs) = by_name.get(name) else {
+                continue;
+            };
+            let same_file: Vec<usize> = defs
+                .iter()
+                .copied()
+                .filter(|&d| units[d].doc == caller_doc)
+                .collect();
+            let chosen = if !same_file.is_empty() {
+                same_file
+            } else if defs.len() <= MAX_DEFINITIONS_PER_NAME {
+                defs.clone()
+            } else {
+                continue;
+            };
+            for d in chosen {
+                if d != caller && !placed.contains(&d) && !callees.contains(&d) {
+                    callees.push(d);
+                }
+            }
+        }
+    }
+    if callees.is_empty() {
+        return order;
+    }
+    let moved: HashSet<usize> = callees.iter().copied().collect();
+    let mut result = Vec::with_capacity(order.len());
+    result.extend_from_slice(&order[..n_scored]);
+    result.extend(callees);
+    result.extend(order[n_scored..].iter().filter(|i| !moved.contains(i)));
+    result
+}
+
+/// Names followed by `(` in code (calls, constructors, macros without `!`), in order of first
+/// appearance, keywords left out.
+fn called_names(text: &str) -> Vec<&str> {
+    const KEYWORDS: &[&str] = &[
+        "if", "for", "while", "switch", "match", "return", "catch", "fn", "function", "def",
+        "sizeof", "typeof", "elif", "except", "with", "assert", "print", "super", "await", "yield",
+        "not", "and", "or", "in", "new", "lambda", "self", "this",
+    ];
+    let bytes = text.as_bytes();
+    let mut names = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b.is_ascii_alphabetic() || b == b'_' {
+            let start = i;
+            while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                i += 1;
+            }
+            let mut j = i;
+            while j < bytes.len() && bytes[j] == b' ' {
+                j += 1;
+            }
+            let name = &text[start..i];
+            let before = text[..start].trim_end();
+            let definition =
+                before.ends_with("fn") || before.ends_with("def") || before.ends_with("function");
+            if j < bytes.len()
+                && bytes[j] == b'('
+                && !definition
+                && !KEYWORDS.contains(&name)
+                && !names.contains(&name)
+            {
+                names.push(name);
+            }
+        } else if b.is_ascii_digit() {
+            while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                i += 1;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    names
 }
 
 /// Replaces the candidates' model scores with the reciprocal-rank fusion of their model and
@@ -587,7 +705,19 @@ fn fine_stage(
         (uncond, cond)
     };
 
-    let coarse: Vec<f32> = eligible.iter().map(|&i| units[i].score).collect();
+    // Kept units the model did not score (callees, BM25's tail) count as the weakest.
+    let floor = eligible
+        .iter()
+        .map(|&i| units[i].score)
+        .filter(|s| s.is_finite())
+        .fold(f32::INFINITY, f32::min);
+    let coarse: Vec<f32> = eligible
+        .iter()
+        .map(|&i| {
+            let s = units[i].score;
+            if s.is_finite() { s } else { floor.min(0.0) }
+        })
+        .collect();
     let normalized = fine::min_max(&coarse);
     for (j, &i) in eligible.iter().enumerate() {
         let doc = &docs[units[i].doc];
@@ -744,5 +874,20 @@ impl Selection<'_> {
                 }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::called_names;
+
+    #[test]
+    fn called_names_are_calls_not_definitions_or_keywords() {
+        let rust = "fn parse(input: &str) -> Result<Ast> {\n    if ready(x) { let t = lex (input)?; }\n    Ok(build(t, self.peek()))\n}";
+        assert_eq!(called_names(rust), ["ready", "lex", "Ok", "build", "peek"]);
+        let python = "def handle(self, request):\n    while pending():\n        self.send(prepare(request))\n";
+        assert_eq!(called_names(python), ["pending", "send", "prepare"]);
+        let js = "proto.route = function route(path) {\n  var layer = new Layer(path, {}, fn);\n  return route2(layer);\n};";
+        assert_eq!(called_names(js), ["Layer", "route2"]);
     }
 }
