@@ -158,13 +158,16 @@ pub fn run(args: QualityArgs) -> Result<()> {
         let in_faithful = faithful_set.contains(&t);
         let docs: Vec<Document> = task.files.iter().map(Document::from).collect();
         for (label, budget) in &budgets {
-            for (method, ranker, fine, faithful, expand_calls) in [
-                ("ctxzip", Ranker::Model, true, false, true),
-                // The same model scores (cached): without callees, and fused with BM25.
-                ("ctxzip-calls", Ranker::Model, true, false, false),
-                ("ctxzip+bm25", Ranker::Fused, true, false, true),
-                ("bm25", Ranker::Bm25, false, false, false),
-                ("longcodezip", Ranker::Model, true, true, false),
+            let callers = CompressOptions::default().callers;
+            for (method, ranker, fine, faithful, callers) in [
+                ("ctxzip", Ranker::Model, true, false, callers),
+                // The same model scores (cached): without callees, with the callees of every
+                // candidate, and fused with BM25.
+                ("ctxzip-calls", Ranker::Model, true, false, 0),
+                ("ctxzip+allcalls", Ranker::Model, true, false, usize::MAX),
+                ("ctxzip+bm25", Ranker::Fused, true, false, callers),
+                ("bm25", Ranker::Bm25, false, false, 0),
+                ("longcodezip", Ranker::Model, true, true, 0),
             ] {
                 if faithful
                     && (t >= args.faithful_tasks
@@ -178,7 +181,7 @@ pub fn run(args: QualityArgs) -> Result<()> {
                     ranker,
                     fine,
                     faithful,
-                    expand_calls,
+                    callers,
                     ..CompressOptions::default()
                 };
                 let started = Instant::now();
@@ -255,7 +258,13 @@ fn print_report(
     );
     println!("|---|---|{}---|", "---|".repeat(budgets.len()));
     for kind in [TaskKind::Needle, TaskKind::Callee] {
-        for method in ["ctxzip", "ctxzip-calls", "ctxzip+bm25", "bm25"] {
+        for method in [
+            "ctxzip",
+            "ctxzip-calls",
+            "ctxzip+allcalls",
+            "ctxzip+bm25",
+            "bm25",
+        ] {
             let cells: Vec<String> = budgets
                 .iter()
                 .map(|(label, _)| {

@@ -1,6 +1,7 @@
 //! The LongCodeZip pipeline over a workspace: cheap candidates (BM25 and structure), the
-//! coarse conditional-perplexity ranking, a token budget that is never exceeded, the fine
-//! block-level pruning of kept functions, and assembly in file order.
+//! coarse conditional-perplexity ranking, the callees of the best-ranked chunks (found by
+//! name, no model cost) ahead of the lexical tail, a token budget that is never exceeded, the
+//! fine block-level pruning of kept functions, and assembly in file order.
 //!
 //! Model work per query is bounded: only candidates are scored, each truncated to
 //! `max_chunk_tokens`; the scorer reuses KV states and caches across calls.
@@ -100,9 +101,9 @@ pub struct CompressOptions {
     pub beta: f32,
     /// Block boundaries at lines whose NLL exceeds mean + k·std.
     pub spike_k: f32,
-    /// After the model's candidates, rank the definitions that the best of them call
-    /// (callees found by name), ahead of the chunks only BM25 ranked.
-    pub expand_calls: bool,
+    /// After the model's candidates, rank the definitions that this many of the best of them
+    /// call (callees found by name), ahead of the chunks only BM25 ranked; 0 turns it off.
+    pub callers: usize,
     /// LongCodeZip as published: every chunk scored whole, no reuse, one pass per line in
     /// the fine stage. For benchmarks.
     pub faithful: bool,
@@ -122,7 +123,7 @@ impl Default for CompressOptions {
             max_fine_tokens: 1000,
             beta: 0.5,
             spike_k: 0.5,
-            expand_calls: true,
+            callers: 8,
             faithful: false,
         }
     }
@@ -323,12 +324,12 @@ pub fn compress(
             .then(a.cmp(&b))
     });
 
-    if options.expand_calls && !options.faithful && ranker != Ranker::Bm25 {
+    if options.callers > 0 && !options.faithful && ranker != Ranker::Bm25 {
         let n_scored = order
             .iter()
             .take_while(|&&i| units[i].pinned || scored.contains(&i))
             .count();
-        order = with_callees(order, n_scored, &units, docs, &texts);
+        order = with_callees(order, n_scored, options.callers, &units, docs, &texts);
     }
 
     let mut rank = vec![0; units.len()];
@@ -450,16 +451,15 @@ pub fn compress(
     })
 }
 
-/// How many of the best-ranked chunks lend their callees a place.
-const CALLERS: usize = 8;
 /// A name defined more often than this (`new`, `get`, `__init__`) says too little.
-const MAX_DEFINITIONS_PER_NAME: usize = 2;
+const MAX_DEFINITIONS_PER_NAME: usize = 3;
 
-/// `order` with the definitions called by its `CALLERS` best chunks moved to just after the
+/// `order` with the definitions called by its `callers` best chunks moved to just after the
 /// first `n_scored` entries (the chunks the model ranked), best caller first.
 fn with_callees(
     order: Vec<usize>,
     n_scored: usize,
+    callers: usize,
     units: &[Unit],
     docs: &[Document],
     texts: &[&str],
@@ -475,7 +475,7 @@ fn with_callees(
     }
     let placed: HashSet<usize> = order[..n_scored].iter().copied().collect();
     let mut callees: Vec<usize> = Vec::new();
-    for &caller in order[..n_scored].iter().take(CALLERS) {
+    for &caller in order[..n_scored].iter().take(callers) {
         let caller_doc = units[caller].doc;
         for name in called_names(texts[caller]) {
             let Some(defs) = by_name.get(name) else {
@@ -530,6 +530,22 @@ fn called_names(text: &str) -> Vec<&str> {
                 i += 1;
             }
             let mut j = i;
+            // A Rust turbofish between name and arguments: `cast::<T>(`.
+            if text[j..].starts_with("::<") {
+                let mut depth = 0;
+                for (k, c) in text[j + 2..].char_indices() {
+                    match c {
+                        '<' => depth += 1,
+                        '>' => depth -= 1,
+                        '(' | ')' | '{' | '}' | ';' | '\n' => break,
+                        _ => {}
+                    }
+                    if depth == 0 {
+                        j += 2 + k + 1;
+                        break;
+                    }
+                }
+            }
             while j < bytes.len() && bytes[j] == b' ' {
                 j += 1;
             }
@@ -889,5 +905,7 @@ mod tests {
         assert_eq!(called_names(python), ["pending", "send", "prepare"]);
         let js = "proto.route = function route(path) {\n  var layer = new Layer(path, {}, fn);\n  return route2(layer);\n};";
         assert_eq!(called_names(js), ["Layer", "route2"]);
+        let turbofish = "let e = e.cast::<ErrorImpl<E>>().by_ref(); parse::<u8>(s); x::<T>;";
+        assert_eq!(called_names(turbofish), ["cast", "by_ref", "parse"]);
     }
 }
