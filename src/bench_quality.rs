@@ -161,10 +161,10 @@ pub fn run(args: QualityArgs) -> Result<()> {
             let callers = CompressOptions::default().callers;
             for (method, ranker, fine, faithful, callers) in [
                 ("ctxzip", Ranker::Model, true, false, callers),
-                // The same model scores (cached): without callees, with the callees of every
-                // candidate, and fused with BM25.
+                // The same model scores (cached): without callees, with the callees of the 8
+                // best candidates only, and fused with BM25.
                 ("ctxzip-calls", Ranker::Model, true, false, 0),
-                ("ctxzip+allcalls", Ranker::Model, true, false, usize::MAX),
+                ("ctxzip-8callers", Ranker::Model, true, false, 8),
                 ("ctxzip+bm25", Ranker::Fused, true, false, callers),
                 ("bm25", Ranker::Bm25, false, false, 0),
                 ("longcodezip", Ranker::Model, true, true, 0),
@@ -261,7 +261,7 @@ fn print_report(
         for method in [
             "ctxzip",
             "ctxzip-calls",
-            "ctxzip+allcalls",
+            "ctxzip-8callers",
             "ctxzip+bm25",
             "bm25",
         ] {

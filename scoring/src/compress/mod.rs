@@ -102,7 +102,8 @@ pub struct CompressOptions {
     /// Block boundaries at lines whose NLL exceeds mean + k·std.
     pub spike_k: f32,
     /// After the model's candidates, rank the definitions that this many of the best of them
-    /// call (callees found by name), ahead of the chunks only BM25 ranked; 0 turns it off.
+    /// call (callees found by name), ahead of the chunks only BM25 ranked; 0 turns it off,
+    /// `usize::MAX` (the default) takes every candidate the model ranked.
     pub callers: usize,
     /// LongCodeZip as published: every chunk scored whole, no reuse, one pass per line in
     /// the fine stage. For benchmarks.
@@ -123,7 +124,7 @@ impl Default for CompressOptions {
             max_fine_tokens: 1000,
             beta: 0.5,
             spike_k: 0.5,
-            callers: 8,
+            callers: usize::MAX,
             faithful: false,
         }
     }
