@@ -53,6 +53,15 @@ pub struct QualityArgs {
     /// Tasks also run in the LongCodeZip-faithful configuration (slow).
     #[arg(long, default_value_t = 2)]
     pub faithful_tasks: usize,
+    /// Chunks the model scores per query (default: compress's default).
+    #[arg(long)]
+    pub max_candidates: Option<usize>,
+    /// Tokens of each candidate the model reads (default: compress's default).
+    #[arg(long)]
+    pub max_chunk_tokens: Option<usize>,
+    /// Only measure the candidate stage (which targets reach the model); no model scoring.
+    #[arg(long)]
+    pub candidates_only: bool,
     /// Where fetched packages are kept.
     #[arg(long, default_value = "target/bench-quality")]
     pub cache: PathBuf,
@@ -140,6 +149,10 @@ pub fn run(args: QualityArgs) -> Result<()> {
     let scorer = args.model.start_scorer_with(|config| {
         config.disk_cache_path = Some(cache_dir.path().join("cache.sqlite"));
     })?;
+    print_candidate_recall(&scorer, &tasks)?;
+    if args.candidates_only {
+        return Ok(());
+    }
     let cancel = CancelFlag::new();
     let budgets: Vec<(String, Budget)> = args
         .budgets
@@ -158,7 +171,8 @@ pub fn run(args: QualityArgs) -> Result<()> {
         let in_faithful = faithful_set.contains(&t);
         let docs: Vec<Document> = task.files.iter().map(Document::from).collect();
         for (label, budget) in &budgets {
-            let callers = CompressOptions::default().callers;
+            let defaults = CompressOptions::default();
+            let callers = defaults.callers;
             for (method, ranker, fine, faithful, callers) in [
                 ("ctxzip", Ranker::Model, true, false, callers),
                 // The same model scores (cached): without callees, with the callees of the 8
@@ -182,7 +196,9 @@ pub fn run(args: QualityArgs) -> Result<()> {
                     fine,
                     faithful,
                     callers,
-                    ..CompressOptions::default()
+                    max_candidates: args.max_candidates.unwrap_or(defaults.max_candidates),
+                    max_chunk_tokens: args.max_chunk_tokens.unwrap_or(defaults.max_chunk_tokens),
+                    ..defaults.clone()
                 };
                 let started = Instant::now();
                 let result =
@@ -238,14 +254,17 @@ fn print_report(
 ) {
     let n_needle = tasks.iter().filter(|t| t.kind == TaskKind::Needle).count();
     let n_callee = tasks.len() - n_needle;
+    let defaults = CompressOptions::default();
     println!(
-        "Model: {} ({}); {} packages; {n_needle} needle and {n_callee} callee tasks.\n",
+        "Model: {} ({}); {} packages; {n_needle} needle and {n_callee} callee tasks; {} candidates of up to {} tokens.\n",
         args.model
             .model
             .as_deref()
             .unwrap_or(ctxzip_scoring::DEFAULT_MODEL),
         scorer.build_info(),
-        packages.len()
+        packages.len(),
+        args.max_candidates.unwrap_or(defaults.max_candidates),
+        args.max_chunk_tokens.unwrap_or(defaults.max_chunk_tokens),
     );
     println!(
         "| task | method | {} | cost per query (at {}) |",
@@ -304,6 +323,64 @@ fn print_report(
             theirs.wall_ms / ours.wall_ms.max(1.0)
         );
     }
+}
+
+/// What the candidate stage loses: the share of targets whose chunk is among the chunks the
+/// model scores, per task kind, for the default pool size and larger ones.
+fn print_candidate_recall(scorer: &Scorer, tasks: &[Task]) -> Result<()> {
+    let default = CompressOptions::default().max_candidates;
+    let sizes = [default, default * 2, default * 4];
+    // (kind, pool size) -> (sum of per-task recall, tasks)
+    let mut cells: BTreeMap<(TaskKind, usize), (f64, usize)> = BTreeMap::new();
+    for task in tasks {
+        let docs: Vec<Document> = task.files.iter().map(Document::from).collect();
+        for size in sizes {
+            let options = CompressOptions {
+                max_candidates: size,
+                ..CompressOptions::default()
+            };
+            let pool = compress::candidate_chunks(scorer, &docs, &task.query, &options)?;
+            let found = task
+                .targets
+                .iter()
+                .filter(|(path, line)| {
+                    pool.iter().any(|&(d, c)| {
+                        let chunk = &docs[d].chunks[c];
+                        docs[d].path == path && chunk.start_line <= *line && *line <= chunk.end_line
+                    })
+                })
+                .count();
+            let cell = cells.entry((task.kind, size)).or_default();
+            cell.0 += found as f64 / task.targets.len().max(1) as f64;
+            cell.1 += 1;
+        }
+    }
+    println!("Candidate stage: share of targets among the chunks that reach the model\n");
+    println!(
+        "| task | tasks | {} |",
+        sizes
+            .iter()
+            .map(|n| format!(
+                "{n} candidates{}",
+                if *n == default { " (default)" } else { "" }
+            ))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    println!("|---|---|{}", "---|".repeat(sizes.len()));
+    for kind in [TaskKind::Needle, TaskKind::Callee] {
+        let row: Vec<String> = sizes
+            .iter()
+            .filter_map(|size| cells.get(&(kind, *size)))
+            .map(|(sum, n)| format!("{:.0}%", 100.0 * sum / (*n).max(1) as f64))
+            .collect();
+        let n = cells.get(&(kind, default)).map_or(0, |c| c.1);
+        if n > 0 {
+            println!("| {kind:?} | {n} | {} |", row.join(" | "));
+        }
+    }
+    println!();
+    Ok(())
 }
 
 /// Share of targets whose signature line is in the output.

@@ -215,52 +215,12 @@ pub fn compress(
         _ => {}
     }
 
-    // Units: every chunk with content.
-    let mut units = Vec::new();
-    let mut texts = Vec::new();
-    for (d, doc) in docs.iter().enumerate() {
-        for (c, chunk) in doc.chunks.iter().enumerate() {
-            let text = chunk.text(doc.text);
-            if text.trim().is_empty() {
-                continue;
-            }
-            texts.push(text);
-            units.push(Unit {
-                doc: d,
-                chunk: c,
-                tokens: 0,
-                bm25: 0.0,
-                score: f32::NEG_INFINITY,
-                pinned: false,
-            });
-        }
-    }
-    if units.is_empty() {
-        return Err(CompressError::EmptyWorkspace);
-    }
-    for (unit, n) in units.iter_mut().zip(scorer.count_tokens_batch(&texts)) {
-        unit.tokens = n;
-    }
+    let (mut units, texts) = lexical_units(scorer, docs, query, options.focus.as_ref())?;
     let original_tokens: usize = units.iter().map(|u| u.tokens).sum();
     let budget = match options.budget {
         Budget::Tokens(n) => n,
         Budget::Rate(r) => ((original_tokens as f64 * r).floor() as usize).max(1),
     };
-
-    // Candidates: BM25 over text, names and paths, plus structure.
-    let index = Bm25::new(units.iter().zip(&texts).map(|(u, text)| {
-        let doc = &docs[u.doc];
-        let chunk = &doc.chunks[u.chunk];
-        vec![
-            (*text, 1.0),
-            (chunk.qualified_name.as_deref().unwrap_or(""), 3.0),
-            (doc.path, 2.0),
-        ]
-    }));
-    for (unit, score) in units.iter_mut().zip(index.scores(query)) {
-        unit.bm25 = score;
-    }
-    pin_structural(&mut units, docs, query, options.focus.as_ref());
 
     // A workspace that fits the budget whole needs no ranking and no pruning.
     let n_docs = units.iter().map(|u| u.doc).collect::<HashSet<_>>().len();
@@ -591,6 +551,76 @@ fn fuse_with_bm25(units: &mut [Unit], candidates: &[usize]) {
     for &i in candidates {
         units[i].score = 1.0 / (K + by_model[&i]) + 1.0 / (K + by_bm25[&i]);
     }
+}
+
+/// Every chunk with content as a unit, with its token count, BM25 score and structural pin.
+fn lexical_units<'d>(
+    scorer: &Scorer,
+    docs: &[Document<'d>],
+    query: &str,
+    focus: Option<&Focus>,
+) -> Result<(Vec<Unit>, Vec<&'d str>), CompressError> {
+    // Units: every chunk with content.
+    let mut units = Vec::new();
+    let mut texts = Vec::new();
+    for (d, doc) in docs.iter().enumerate() {
+        for (c, chunk) in doc.chunks.iter().enumerate() {
+            let text = chunk.text(doc.text);
+            if text.trim().is_empty() {
+                continue;
+            }
+            texts.push(text);
+            units.push(Unit {
+                doc: d,
+                chunk: c,
+                tokens: 0,
+                bm25: 0.0,
+                score: f32::NEG_INFINITY,
+                pinned: false,
+            });
+        }
+    }
+    if units.is_empty() {
+        return Err(CompressError::EmptyWorkspace);
+    }
+    for (unit, n) in units.iter_mut().zip(scorer.count_tokens_batch(&texts)) {
+        unit.tokens = n;
+    }
+    // Candidates: BM25 over text, names and paths, plus structure.
+    let index = Bm25::new(units.iter().zip(&texts).map(|(u, text)| {
+        let doc = &docs[u.doc];
+        let chunk = &doc.chunks[u.chunk];
+        vec![
+            (*text, 1.0),
+            (chunk.qualified_name.as_deref().unwrap_or(""), 3.0),
+            (doc.path, 2.0),
+        ]
+    }));
+    for (unit, score) in units.iter_mut().zip(index.scores(query)) {
+        unit.bm25 = score;
+    }
+    pin_structural(&mut units, docs, query, focus);
+    Ok((units, texts))
+}
+
+/// The chunks the model would score for `query` (the candidate stage alone, no model work):
+/// (document index, chunk index) pairs, as [`compress`] picks them when the workspace does not
+/// fit the budget. For measuring what the candidate stage loses.
+pub fn candidate_chunks(
+    scorer: &Scorer,
+    docs: &[Document],
+    query: &str,
+    options: &CompressOptions,
+) -> Result<Vec<(usize, usize)>, CompressError> {
+    let query = query.trim();
+    if query.is_empty() {
+        return Err(CompressError::EmptyQuery);
+    }
+    let (units, _) = lexical_units(scorer, docs, query, options.focus.as_ref())?;
+    Ok(pick_candidates(&units, options)
+        .into_iter()
+        .map(|i| (units[i].doc, units[i].chunk))
+        .collect())
 }
 
 /// Pins the chunk at the focus position and chunks defining an identifier the query names.
