@@ -926,7 +926,69 @@ impl Selection<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::called_names;
+    use super::{Document, Unit, called_names, with_callees};
+    use ctxzip_chunker::{Lang, chunk_source};
+
+    #[test]
+    fn callees_of_the_ranked_chunks_come_right_after_them() {
+        let a = "def main():\n    return helper(load())\n\n\ndef unrelated():\n    return 1\n";
+        let b = "def helper(x):\n    return x\n\n\ndef load():\n    return 2\n\n\ndef other():\n    return 3\n";
+        let (ca, cb) = (chunk_source(Lang::Python, a), chunk_source(Lang::Python, b));
+        let docs = [
+            Document {
+                path: "a.py",
+                lang: Lang::Python,
+                text: a,
+                chunks: &ca,
+            },
+            Document {
+                path: "b.py",
+                lang: Lang::Python,
+                text: b,
+                chunks: &cb,
+            },
+        ];
+        let mut units = Vec::new();
+        let mut texts = Vec::new();
+        for (d, doc) in docs.iter().enumerate() {
+            for (c, chunk) in doc.chunks.iter().enumerate() {
+                texts.push(chunk.text(doc.text));
+                units.push(Unit {
+                    doc: d,
+                    chunk: c,
+                    tokens: 1,
+                    bm25: 0.0,
+                    score: 0.0,
+                    pinned: false,
+                });
+            }
+        }
+        let name = |i: usize| {
+            docs[units[i].doc].chunks[units[i].chunk]
+                .name
+                .clone()
+                .unwrap_or_default()
+        };
+        let index = |n: &str| (0..units.len()).find(|&i| name(i) == n).unwrap();
+        // The model ranked `main` first; BM25's tail holds the rest in this order.
+        let order = vec![
+            index("main"),
+            index("other"),
+            index("unrelated"),
+            index("load"),
+            index("helper"),
+        ];
+        let ranked: Vec<String> = with_callees(order.clone(), 1, usize::MAX, &units, &docs, &texts)
+            .into_iter()
+            .map(name)
+            .collect();
+        assert_eq!(ranked, ["main", "helper", "load", "other", "unrelated"]);
+        // No callers, no change.
+        assert_eq!(
+            with_callees(order.clone(), 1, 0, &units, &docs, &texts),
+            order
+        );
+    }
 
     #[test]
     fn called_names_are_calls_not_definitions_or_keywords() {
