@@ -9,9 +9,16 @@ use serde_json::Value;
 
 const MODEL: &str = "smollm2-135m";
 
+/// A disk cache of this test process's own: cached results from earlier runs would turn
+/// "the model did work" assertions into cache hits.
+fn test_cache() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("ctxzip-test-cache-{}.sqlite", std::process::id()))
+}
+
 fn ctxzip(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ctxzip"))
         .args(args)
+        .env("CTXZIP_CACHE", test_cache())
         .output()
         .expect("the ctxzip binary runs")
 }

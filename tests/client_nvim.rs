@@ -67,6 +67,8 @@ fn nvim_plugin_headless() {
         .args(["--headless", "-u", "NONE", "-i", "NONE", "-l"])
         .arg(&script)
         .env("CTXZIP_BIN", env!("CARGO_BIN_EXE_ctxzip"))
+        // A disk cache of this run's own (no results cached by earlier runs).
+        .env("CTXZIP_CACHE", home.path().join("cache.sqlite"))
         // Keep the user's config, state and LSP log out of it.
         .env("XDG_CONFIG_HOME", home.path().join("config"))
         .env("XDG_STATE_HOME", home.path().join("state"))

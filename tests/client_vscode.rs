@@ -52,7 +52,16 @@ fn vscode_extension_tests() {
         &dir,
         "npm",
         &["test"],
-        &[("CTXZIP_BIN", env!("CARGO_BIN_EXE_ctxzip"))],
+        &[
+            ("CTXZIP_BIN", env!("CARGO_BIN_EXE_ctxzip")),
+            // A disk cache of this run's own (no results cached by earlier runs).
+            (
+                "CTXZIP_CACHE",
+                &std::env::temp_dir()
+                    .join(format!("ctxzip-test-cache-{}.sqlite", std::process::id()))
+                    .to_string_lossy(),
+            ),
+        ],
     );
     assert!(out.contains("# fail 0"), "{out}");
 }

@@ -25,10 +25,17 @@ struct Client {
     answers: Vec<(&'static str, Value)>,
 }
 
+/// A disk cache of this test process's own: cached results from earlier runs would turn
+/// "the model did work" assertions into cache hits.
+fn test_cache() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("ctxzip-test-cache-{}.sqlite", std::process::id()))
+}
+
 impl Client {
     fn start(args: &[&str], cwd: &Path) -> Client {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ctxzip"))
             .arg("mcp")
+            .env("CTXZIP_CACHE", test_cache())
             // Not --offline: on a fresh machine the first call waits while the model is pulled.
             .args(["--model", "smollm2-135m"])
             .args(args)

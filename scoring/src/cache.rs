@@ -28,6 +28,9 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use crate::error::Result;
 use crate::models::cache_root;
 
+/// Environment variable overriding the cache file (`off` disables the disk cache).
+pub const CACHE_ENV: &str = "CTXZIP_CACHE";
+
 /// Bumped whenever the table layout or the meaning of a value changes.
 pub const SCHEMA_VERSION: i32 = 1;
 
@@ -66,6 +69,16 @@ impl DiskCache {
     /// `$XDG_CACHE_HOME/ctxzip/cache.sqlite`.
     pub fn default_path() -> Result<PathBuf> {
         Ok(cache_root()?.join("cache.sqlite"))
+    }
+
+    /// The cache file to use: `CTXZIP_CACHE` when set (a file path, or `off` for no disk
+    /// cache), else [`DiskCache::default_path`].
+    pub fn configured_path() -> Option<PathBuf> {
+        match std::env::var_os(CACHE_ENV).filter(|v| !v.is_empty()) {
+            Some(v) if v == "off" => None,
+            Some(v) => Some(PathBuf::from(v)),
+            None => DiskCache::default_path().ok(),
+        }
     }
 
     /// Opens (creating, migrating or rebuilding as needed) the cache at `path`. Never fails:

@@ -97,7 +97,7 @@ impl ScorerConfig {
         ScorerConfig {
             model_path: model.path.clone(),
             model_sha256: Some(model.sha256.clone()),
-            disk_cache_path: DiskCache::default_path().ok(),
+            disk_cache_path: DiskCache::configured_path(),
             ..ScorerConfig::for_path(model.path.clone())
         }
     }
