@@ -69,6 +69,43 @@ pub struct QualityArgs {
     pub model: ModelArgs,
 }
 
+/// A configuration the bench runs on every task.
+struct Method {
+    name: &'static str,
+    ranker: Ranker,
+    fine: bool,
+    faithful: bool,
+    /// `None`: compress's default.
+    callers: Option<usize>,
+}
+
+const fn method(name: &'static str, ranker: Ranker, fine: bool, callers: Option<usize>) -> Method {
+    Method {
+        name,
+        ranker,
+        fine,
+        faithful: false,
+        callers,
+    }
+}
+
+/// ctxzip, then variants on the same (cached) model scores: without callees, with the callees
+/// of the 8 best candidates only, fused with BM25; the BM25 baseline; LongCodeZip as published.
+const METHODS: [Method; 6] = [
+    method("ctxzip", Ranker::Model, true, None),
+    method("ctxzip-calls", Ranker::Model, true, Some(0)),
+    method("ctxzip-8callers", Ranker::Model, true, Some(8)),
+    method("ctxzip+bm25", Ranker::Fused, true, None),
+    method("bm25", Ranker::Bm25, false, Some(0)),
+    Method {
+        name: "longcodezip",
+        ranker: Ranker::Model,
+        fine: true,
+        faithful: true,
+        callers: Some(0),
+    },
+];
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum TaskKind {
     Needle,
@@ -167,22 +204,19 @@ pub fn run(args: QualityArgs) -> Result<()> {
     let mut by_size: Vec<usize> = (0..tasks.len()).collect();
     by_size.sort_by_key(|&t| tasks[t].files.iter().map(|f| f.text.len()).sum::<usize>());
     let faithful_set: Vec<usize> = by_size.into_iter().take(args.faithful_tasks).collect();
+    let defaults = CompressOptions::default();
     for (t, task) in tasks.iter().enumerate() {
         let in_faithful = faithful_set.contains(&t);
         let docs: Vec<Document> = task.files.iter().map(Document::from).collect();
         for (label, budget) in &budgets {
-            let defaults = CompressOptions::default();
-            let callers = defaults.callers;
-            for (method, ranker, fine, faithful, callers) in [
-                ("ctxzip", Ranker::Model, true, false, callers),
-                // The same model scores (cached): without callees, with the callees of the 8
-                // best candidates only, and fused with BM25.
-                ("ctxzip-calls", Ranker::Model, true, false, 0),
-                ("ctxzip-8callers", Ranker::Model, true, false, 8),
-                ("ctxzip+bm25", Ranker::Fused, true, false, callers),
-                ("bm25", Ranker::Bm25, false, false, 0),
-                ("longcodezip", Ranker::Model, true, true, 0),
-            ] {
+            for Method {
+                name: method,
+                ranker,
+                fine,
+                faithful,
+                callers,
+            } in METHODS
+            {
                 if faithful
                     && (t >= args.faithful_tasks
                         || !matches!(budget, Budget::Tokens(_))
@@ -195,7 +229,7 @@ pub fn run(args: QualityArgs) -> Result<()> {
                     ranker,
                     fine,
                     faithful,
-                    callers,
+                    callers: callers.unwrap_or(defaults.callers),
                     max_candidates: args.max_candidates.unwrap_or(defaults.max_candidates),
                     max_chunk_tokens: args.max_chunk_tokens.unwrap_or(defaults.max_chunk_tokens),
                     ..defaults.clone()
@@ -277,13 +311,7 @@ fn print_report(
     );
     println!("|---|---|{}---|", "---|".repeat(budgets.len()));
     for kind in [TaskKind::Needle, TaskKind::Callee] {
-        for method in [
-            "ctxzip",
-            "ctxzip-calls",
-            "ctxzip-8callers",
-            "ctxzip+bm25",
-            "bm25",
-        ] {
+        for method in METHODS.iter().filter(|m| !m.faithful).map(|m| m.name) {
             let cells: Vec<String> = budgets
                 .iter()
                 .map(|(label, _)| {
@@ -340,18 +368,14 @@ fn print_candidate_recall(scorer: &Scorer, tasks: &[Task]) -> Result<()> {
                 ..CompressOptions::default()
             };
             let pool = compress::candidate_chunks(scorer, &docs, &task.query, &options)?;
-            let found = task
-                .targets
-                .iter()
-                .filter(|(path, line)| {
-                    pool.iter().any(|&(d, c)| {
-                        let chunk = &docs[d].chunks[c];
-                        docs[d].path == path && chunk.start_line <= *line && *line <= chunk.end_line
-                    })
+            let share = share_found(task, |path, line| {
+                pool.iter().any(|&(d, c)| {
+                    let chunk = &docs[d].chunks[c];
+                    docs[d].path == path && chunk.start_line <= line && line <= chunk.end_line
                 })
-                .count();
+            });
             let cell = cells.entry((task.kind, size)).or_default();
-            cell.0 += found as f64 / task.targets.len().max(1) as f64;
+            cell.0 += share;
             cell.1 += 1;
         }
     }
@@ -385,16 +409,18 @@ fn print_candidate_recall(scorer: &Scorer, tasks: &[Task]) -> Result<()> {
 
 /// Share of targets whose signature line is in the output.
 fn recall(task: &Task, result: &Compressed) -> f64 {
-    let found = task
-        .targets
-        .iter()
-        .filter(|(path, line)| {
-            result.chunks.iter().any(|c| {
-                &c.path == path && c.kept_lines.iter().any(|[a, b]| a <= line && line <= b)
-            })
-        })
-        .count();
-    found as f64 / task.targets.len().max(1) as f64
+    share_found(task, |path, line| {
+        result
+            .chunks
+            .iter()
+            .any(|c| c.path == path && c.kept_lines.iter().any(|&[a, b]| a <= line && line <= b))
+    })
+}
+
+/// Share of the task's targets (path, signature line) that `found` accepts.
+fn share_found(task: &Task, found: impl Fn(&str, u32) -> bool) -> f64 {
+    let n = task.targets.iter().filter(|(p, l)| found(p, *l)).count();
+    n as f64 / task.targets.len().max(1) as f64
 }
 
 fn is_test_path(path: &str) -> bool {

@@ -2,6 +2,8 @@
 //! relevant code is found, the JSON contract holds, and bad input gets a clear message and
 //! exit code 2.
 
+mod common;
+
 use std::fs;
 use std::process::{Command, Output};
 
@@ -9,16 +11,10 @@ use serde_json::Value;
 
 const MODEL: &str = "smollm2-135m";
 
-/// A disk cache of this test process's own: cached results from earlier runs would turn
-/// "the model did work" assertions into cache hits.
-fn test_cache() -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("ctxzip-test-cache-{}.sqlite", std::process::id()))
-}
-
 fn ctxzip(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ctxzip"))
         .args(args)
-        .env("CTXZIP_CACHE", test_cache())
+        .env("CTXZIP_CACHE", common::test_cache())
         .output()
         .expect("the ctxzip binary runs")
 }

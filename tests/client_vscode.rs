@@ -2,6 +2,8 @@
 //! built binary: `npm ci` when the lock file changed, the esbuild/tsc build, then the tests
 //! (the extension's request code against the real `ctxzip lsp`, and the `.vsix` packaging).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Instant, SystemTime};
@@ -54,13 +56,7 @@ fn vscode_extension_tests() {
         &["test"],
         &[
             ("CTXZIP_BIN", env!("CARGO_BIN_EXE_ctxzip")),
-            // A disk cache of this run's own (no results cached by earlier runs).
-            (
-                "CTXZIP_CACHE",
-                &std::env::temp_dir()
-                    .join(format!("ctxzip-test-cache-{}.sqlite", std::process::id()))
-                    .to_string_lossy(),
-            ),
+            ("CTXZIP_CACHE", &common::test_cache().to_string_lossy()),
         ],
     );
     assert!(out.contains("# fail 0"), "{out}");

@@ -1,6 +1,8 @@
 //! End-to-end tests of `ctxzip lsp`: the real binary over stdio, speaking LSP JSON-RPC, on a
 //! small workspace written here, with the small real model.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -61,12 +63,6 @@ pub fn retry_with_backoff(attempts: u32) -> u64 {
 
 const PANIC_QUERY: &str = "please panic inside the pipeline";
 
-/// A disk cache of this test process's own: cached results from earlier runs would turn
-/// "the model did work" assertions into cache hits.
-fn test_cache() -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("ctxzip-test-cache-{}.sqlite", std::process::id()))
-}
-
 fn start(dir: tempfile::TempDir) -> Session {
     let root = std::fs::canonicalize(dir.path()).unwrap();
     let log = std::fs::File::create(root.join(".server-stderr.log")).unwrap();
@@ -74,7 +70,7 @@ fn start(dir: tempfile::TempDir) -> Session {
         Command::new(env!("CARGO_BIN_EXE_ctxzip"))
             .arg("lsp")
             .env("CTXZIP_LSP_TEST_PANIC_QUERY", PANIC_QUERY)
-            .env("CTXZIP_CACHE", test_cache())
+            .env("CTXZIP_CACHE", common::test_cache())
             .stderr(Stdio::from(log)),
     )
     .expect("ctxzip lsp starts");

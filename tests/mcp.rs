@@ -1,6 +1,8 @@
 //! End-to-end tests of `ctxzip mcp`: the real binary over stdio, spoken to in newline-delimited
 //! JSON-RPC as an agent's MCP client would, with the small real model.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -25,17 +27,11 @@ struct Client {
     answers: Vec<(&'static str, Value)>,
 }
 
-/// A disk cache of this test process's own: cached results from earlier runs would turn
-/// "the model did work" assertions into cache hits.
-fn test_cache() -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("ctxzip-test-cache-{}.sqlite", std::process::id()))
-}
-
 impl Client {
     fn start(args: &[&str], cwd: &Path) -> Client {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ctxzip"))
             .arg("mcp")
-            .env("CTXZIP_CACHE", test_cache())
+            .env("CTXZIP_CACHE", common::test_cache())
             // Not --offline: on a fresh machine the first call waits while the model is pulled.
             .args(["--model", "smollm2-135m"])
             .args(args)

@@ -857,7 +857,7 @@ impl<'m> Worker<'m> {
         let score_from = self.sep.len() - 1;
 
         // Query-dependent results are cached by the hash of the exact model input.
-        let cache = options.use_cache && self.disk.is_some() && self.model_sha256.is_some();
+        let cache = options.use_cache;
         let query_key = input_hash(&["query", query]);
         let query_nll = match self.cached(cache, query_key, q.len()) {
             Some(nlls) => mean(&nlls),
@@ -1116,10 +1116,7 @@ impl<'m> Worker<'m> {
         let budget = self.n_ctx - p.len();
         let first_token_scored = !p.is_empty();
         // Disk-cached by text alone (unconditional, query-independent) or by (prefix, text).
-        let disk_sha = match (&self.model_sha256, &self.disk) {
-            (Some(sha), Some(_)) if options.use_cache => Some(sha.clone()),
-            _ => None,
-        };
+        let cache = options.use_cache;
         let disk_key = |text: &str| match prefix {
             None => text_hash(text),
             Some(prefix) => input_hash(&["nlls", prefix, text]),
@@ -1131,21 +1128,10 @@ impl<'m> Worker<'m> {
             let mut tokens = tokenize(self.model, text);
             let truncated = tokens.len() > budget;
             tokens.truncate(budget);
-            if let (Some(sha), Some(disk)) = (&disk_sha, &mut self.disk) {
-                match disk.get(sha, disk_key(text)) {
-                    Some(record) if record.token_nlls.len() == tokens.len() && !truncated => {
-                        bump(&self.counters.disk_hits, 1);
-                        let spans = token_spans(self.model, text, &tokens);
-                        results[i] = Some(assemble(
-                            &spans,
-                            &record.token_nlls,
-                            first_token_scored,
-                            false,
-                        ));
-                        continue;
-                    }
-                    _ => bump(&self.counters.disk_misses, 1),
-                }
+            if !truncated && let Some(nlls) = self.cached(cache, disk_key(text), tokens.len()) {
+                let spans = token_spans(self.model, text, &tokens);
+                results[i] = Some(assemble(&spans, &nlls, first_token_scored, false));
+                continue;
             }
             todo.push((i, tokens, truncated));
         }
@@ -1243,14 +1229,8 @@ impl<'m> Worker<'m> {
                 }
                 let text = &texts[*i];
                 let token_spans = token_spans(self.model, text, tokens);
-                if disk_sha.is_some() && !truncated {
-                    new_records.push((
-                        disk_key(text),
-                        ChunkRecord {
-                            n_tokens: tokens.len() as u32,
-                            token_nlls: values.clone(),
-                        },
-                    ));
+                if cache && !truncated {
+                    new_records.push((disk_key(text), tokens.len(), values.clone()));
                 }
                 results[*i] = Some(assemble(
                     &token_spans,
@@ -1271,9 +1251,7 @@ impl<'m> Worker<'m> {
             }
             start = end;
         }
-        if let (Some(sha), Some(disk)) = (&disk_sha, &mut self.disk) {
-            disk.put_many(sha, &new_records);
-        }
+        self.store(new_records);
         Ok(results.into_iter().flatten().collect())
     }
 

@@ -38,6 +38,14 @@ fn fixtures() -> Vec<ChunkInput> {
         .collect()
 }
 
+/// The fixtures behind a first line of their own, so that no other test has cached them.
+fn fixtures_tagged(tag: &str) -> Vec<ChunkInput> {
+    fixtures()
+        .into_iter()
+        .map(|c| chunk(&format!("// {tag}\n{}", c.text)))
+        .collect()
+}
+
 fn plain(max_packed_seqs: usize) -> ScoreOptions {
     ScoreOptions {
         max_packed_seqs,
@@ -103,11 +111,7 @@ fn scores_are_deterministic() {
 
 #[test]
 fn restored_kv_states_give_the_fresh_scores_for_fewer_tokens() {
-    // Texts of their own so other tests cannot warm the state cache first.
-    let chunks: Vec<ChunkInput> = fixtures()
-        .into_iter()
-        .map(|c| chunk(&format!("// kv-state test\n{}", c.text)))
-        .collect();
+    let chunks = fixtures_tagged("kv-state test");
     let query = "load the settings from the TOML config file";
     let cancel = CancelFlag::new();
     let reuse = ScoreOptions {
@@ -139,11 +143,7 @@ fn restored_kv_states_give_the_fresh_scores_for_fewer_tokens() {
 
 #[test]
 fn a_repeated_query_decodes_only_the_chunks_that_changed() {
-    // Texts of their own so other tests cannot fill the cache first.
-    let mut chunks: Vec<ChunkInput> = fixtures()
-        .into_iter()
-        .map(|c| chunk(&format!("// result-cache test\n{}", c.text)))
-        .collect();
+    let mut chunks = fixtures_tagged("result-cache test");
     let query = "compute the sha256 checksum of a file as hex";
     let cancel = CancelFlag::new();
     let cached = ScoreOptions {

@@ -434,7 +434,8 @@ fn with_callees(
             by_name.entry(name).or_default().push(i);
         }
     }
-    let placed: HashSet<usize> = order[..n_scored].iter().copied().collect();
+    // Units already placed: the ranked ones, then each callee as it is taken.
+    let mut placed: HashSet<usize> = order[..n_scored].iter().copied().collect();
     let mut callees: Vec<usize> = Vec::new();
     for &caller in order[..n_scored].iter().take(callers) {
         let caller_doc = units[caller].doc;
@@ -454,21 +455,16 @@ fn with_callees(
             } else {
                 continue;
             };
-            for d in chosen {
-                if d != caller && !placed.contains(&d) && !callees.contains(&d) {
-                    callees.push(d);
-                }
-            }
+            callees.extend(chosen.into_iter().filter(|&d| placed.insert(d)));
         }
     }
     if callees.is_empty() {
         return order;
     }
-    let moved: HashSet<usize> = callees.iter().copied().collect();
     let mut result = Vec::with_capacity(order.len());
     result.extend_from_slice(&order[..n_scored]);
     result.extend(callees);
-    result.extend(order[n_scored..].iter().filter(|i| !moved.contains(i)));
+    result.extend(order[n_scored..].iter().filter(|i| !placed.contains(i)));
     result
 }
 
@@ -511,16 +507,14 @@ fn called_names(text: &str) -> Vec<&str> {
                 j += 1;
             }
             let name = &text[start..i];
-            let before = text[..start].trim_end();
-            let definition =
-                before.ends_with("fn") || before.ends_with("def") || before.ends_with("function");
-            if j < bytes.len()
-                && bytes[j] == b'('
-                && !definition
-                && !KEYWORDS.contains(&name)
-                && !names.contains(&name)
-            {
-                names.push(name);
+            if bytes.get(j) == Some(&b'(') && !KEYWORDS.contains(&name) && !names.contains(&name) {
+                let before = text[..start].trim_end();
+                let definition = ["fn", "def", "function"]
+                    .iter()
+                    .any(|k| before.ends_with(k));
+                if !definition {
+                    names.push(name);
+                }
             }
         } else if b.is_ascii_digit() {
             while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {

@@ -1,0 +1,7 @@
+//! Shared by the integration tests that run the `ctxzip` binary.
+
+/// A score cache of this test process's own (for `CTXZIP_CACHE`): results cached by earlier
+/// runs would turn "the model did work" assertions into cache hits.
+pub fn test_cache() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("ctxzip-test-cache-{}.sqlite", std::process::id()))
+}
