@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use clap::Args;
@@ -62,6 +62,10 @@ pub struct QualityArgs {
     /// Only measure the candidate stage (which targets reach the model); no model scoring.
     #[arg(long)]
     pub candidates_only: bool,
+    /// Also run ctxzip under this latency budget (`--deadline-ms` of compress), on a scorer
+    /// of its own with no caches and no KV states, so every query is a cold one.
+    #[arg(long, value_name = "MS")]
+    pub deadline_ms: Option<u64>,
     /// Where fetched packages are kept.
     #[arg(long, default_value = "target/bench-quality")]
     pub cache: PathBuf,
@@ -121,6 +125,9 @@ struct Task {
     /// (path, signature line) of each target definition.
     targets: Vec<(String, u32)>,
 }
+
+/// (method, task kind, budget label) -> tally.
+type Tallies = BTreeMap<(String, TaskKind, String), Tally>;
 
 #[derive(Default, Clone)]
 struct Tally {
@@ -190,6 +197,25 @@ pub fn run(args: QualityArgs) -> Result<()> {
     if args.candidates_only {
         return Ok(());
     }
+    let deadline_run = match args.deadline_ms {
+        Some(ms) => Some((
+            format!("ctxzip@{ms}ms"),
+            Duration::from_millis(ms),
+            args.model.start_scorer_with(|config| {
+                config.disk_cache_path = None;
+                config.kv_state_cache_bytes = 0;
+            })?,
+        )),
+        None => None,
+    };
+    let mut rows: Vec<String> = METHODS
+        .iter()
+        .filter(|m| !m.faithful)
+        .map(|m| m.name.to_string())
+        .collect();
+    if let Some((name, _, _)) = &deadline_run {
+        rows.insert(1, name.clone());
+    }
     let cancel = CancelFlag::new();
     let budgets: Vec<(String, Budget)> = args
         .budgets
@@ -197,52 +223,55 @@ pub fn run(args: QualityArgs) -> Result<()> {
         .map(|&b| (format!("{b} tokens"), Budget::Tokens(b)))
         .chain([(format!("{:.0}x", 1.0 / args.rate), Budget::Rate(args.rate))])
         .collect();
-    // (method, kind, budget label) -> tally
-    let mut tallies: BTreeMap<(String, TaskKind, String), Tally> = BTreeMap::new();
+    let mut tallies = Tallies::default();
     let mut faithful_pair: BTreeMap<String, Tally> = BTreeMap::new();
     // LongCodeZip as published scores every chunk: run it on the smallest workspaces only.
     let mut by_size: Vec<usize> = (0..tasks.len()).collect();
     by_size.sort_by_key(|&t| tasks[t].files.iter().map(|f| f.text.len()).sum::<usize>());
     let faithful_set: Vec<usize> = by_size.into_iter().take(args.faithful_tasks).collect();
     let defaults = CompressOptions::default();
+    let base = CompressOptions {
+        max_candidates: args.max_candidates.unwrap_or(defaults.max_candidates),
+        max_chunk_tokens: args.max_chunk_tokens.unwrap_or(defaults.max_chunk_tokens),
+        ..defaults.clone()
+    };
     for (t, task) in tasks.iter().enumerate() {
         let in_faithful = faithful_set.contains(&t);
         let docs: Vec<Document> = task.files.iter().map(Document::from).collect();
         for (label, budget) in &budgets {
-            for Method {
-                name: method,
-                ranker,
-                fine,
-                faithful,
-                callers,
-            } in METHODS
-            {
-                if faithful
-                    && (t >= args.faithful_tasks
-                        || !matches!(budget, Budget::Tokens(_))
-                        || label != &budgets[0].0)
-                {
+            let mut runs: Vec<(&str, &Scorer, CompressOptions)> = Vec::new();
+            for m in &METHODS {
+                if m.faithful && (!in_faithful || label != &budgets[0].0) {
                     continue;
                 }
                 let options = CompressOptions {
                     budget: *budget,
-                    ranker,
-                    fine,
-                    faithful,
-                    callers: callers.unwrap_or(defaults.callers),
-                    max_candidates: args.max_candidates.unwrap_or(defaults.max_candidates),
-                    max_chunk_tokens: args.max_chunk_tokens.unwrap_or(defaults.max_chunk_tokens),
-                    ..defaults.clone()
+                    ranker: m.ranker,
+                    fine: m.fine,
+                    faithful: m.faithful,
+                    callers: m.callers.unwrap_or(defaults.callers),
+                    ..base.clone()
                 };
+                runs.push((m.name, &scorer, options));
+            }
+            if let Some((name, deadline, deadline_scorer)) = &deadline_run {
+                let options = CompressOptions {
+                    budget: *budget,
+                    deadline: Some(*deadline),
+                    ..base.clone()
+                };
+                runs.push((name, deadline_scorer, options));
+            }
+            for (method, scorer, options) in runs {
                 let started = Instant::now();
-                let result =
-                    match compress::compress(&scorer, &docs, &task.query, &options, &cancel) {
-                        Ok(result) => result,
-                        Err(err) => {
-                            eprintln!("  {} {:?} {method} {label}: {err}", task.package, task.kind);
-                            continue;
-                        }
-                    };
+                let result = match compress::compress(scorer, &docs, &task.query, &options, &cancel)
+                {
+                    Ok(result) => result,
+                    Err(err) => {
+                        eprintln!("  {} {:?} {method} {label}: {err}", task.package, task.kind);
+                        continue;
+                    }
+                };
                 let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
                 let recall = recall(task, &result);
                 eprintln!(
@@ -256,7 +285,10 @@ pub fn run(args: QualityArgs) -> Result<()> {
                     .entry((method.to_string(), task.kind, label.clone()))
                     .or_default()
                     .add(recall, &result, wall_ms);
-                if in_faithful && label == &budgets[0].0 && method != "bm25" {
+                if in_faithful
+                    && label == &budgets[0].0
+                    && matches!(method, "ctxzip" | "longcodezip")
+                {
                     faithful_pair
                         .entry(method.to_string())
                         .or_default()
@@ -270,8 +302,8 @@ pub fn run(args: QualityArgs) -> Result<()> {
         &packages,
         &tasks,
         &budgets,
-        &tallies,
-        &faithful_pair,
+        &rows,
+        &(tallies, faithful_pair),
         &scorer,
     );
     Ok(())
@@ -282,8 +314,8 @@ fn print_report(
     packages: &[String],
     tasks: &[Task],
     budgets: &[(String, Budget)],
-    tallies: &BTreeMap<(String, TaskKind, String), Tally>,
-    faithful_pair: &BTreeMap<String, Tally>,
+    rows: &[String],
+    (tallies, faithful_pair): &(Tallies, BTreeMap<String, Tally>),
     scorer: &Scorer,
 ) {
     let n_needle = tasks.iter().filter(|t| t.kind == TaskKind::Needle).count();
@@ -311,7 +343,7 @@ fn print_report(
     );
     println!("|---|---|{}---|", "---|".repeat(budgets.len()));
     for kind in [TaskKind::Needle, TaskKind::Callee] {
-        for method in METHODS.iter().filter(|m| !m.faithful).map(|m| m.name) {
+        for method in rows {
             let cells: Vec<String> = budgets
                 .iter()
                 .map(|(label, _)| {

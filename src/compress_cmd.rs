@@ -6,6 +6,7 @@
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
@@ -46,6 +47,11 @@ pub struct CompressArgs {
     /// Chunks the model scores per query at most.
     #[arg(long, default_value_t = CompressOptions::default().max_candidates)]
     pub candidates: usize,
+    /// Answer within about this many milliseconds of model time: candidates are scored in
+    /// BM25 order until then, the rest keep BM25's order, functions not reached stay whole.
+    /// Scores already cached are used regardless, so a repeat refines the answer.
+    #[arg(long, value_name = "MS")]
+    pub deadline_ms: Option<u64>,
     /// Ranking: the model (default), the model fused with BM25 by reciprocal rank, or BM25
     /// alone (the lexical baseline, no model scoring).
     #[arg(long, value_enum, default_value_t = RankerArg::Model)]
@@ -177,6 +183,7 @@ pub fn run(args: CompressArgs) -> Result<ExitCode> {
             RankerArg::Bm25 => Ranker::Bm25,
         },
         max_candidates: args.candidates.max(1),
+        deadline: args.deadline_ms.map(Duration::from_millis),
         ..CompressOptions::default()
     };
     let docs: Vec<Document> = files.iter().map(Document::from).collect();

@@ -189,6 +189,39 @@ fn output_formats_and_rate() {
 }
 
 #[test]
+fn a_deadline_answers_without_the_model_and_a_repeat_completes_from_the_cache() {
+    let dir = repo();
+    let root = dir.path().to_str().unwrap();
+    // A query no other test asks, so this process's cache holds nothing for it.
+    let query = "where does the invoice total get its tax rate added (deadline test)?";
+    let (first, _) = json_compress(root, query, "120", &["--deadline-ms", "0"]);
+    let stats = &first["stats"];
+    let candidates = stats["candidates"].as_u64().unwrap();
+    assert!(candidates > 0, "{stats}");
+    // Every candidate, plus the functions the fine stage would have pruned.
+    assert!(
+        stats["deadline_skipped"].as_u64().unwrap() >= candidates,
+        "{stats}"
+    );
+    assert!(
+        stats["compressed_tokens"].as_u64().unwrap() <= 120,
+        "{stats}"
+    );
+    assert!(!first["context"].as_str().unwrap().is_empty());
+
+    let (full, _) = json_compress(root, query, "120", &[]);
+    assert_eq!(full["stats"]["deadline_skipped"].as_u64(), Some(0));
+    assert!(full["stats"]["model_tokens"].as_u64().unwrap() > 0);
+
+    // Everything is cached now: the deadline costs nothing and changes nothing.
+    let (again, _) = json_compress(root, query, "120", &["--deadline-ms", "0"]);
+    assert_eq!(again["stats"]["deadline_skipped"].as_u64(), Some(0));
+    assert_eq!(again["stats"]["model_tokens"].as_u64(), Some(0));
+    assert_eq!(again["context"], full["context"]);
+    assert_eq!(again["chunks"], full["chunks"]);
+}
+
+#[test]
 fn deterministic_output() {
     let dir = repo();
     let root = dir.path().to_str().unwrap();

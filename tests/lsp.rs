@@ -300,6 +300,15 @@ fn a_file_created_on_disk_is_found_after_the_watcher_event() {
         .as_str()
         .unwrap_or_else(|| panic!("{response}"));
     assert!(context.contains("fn late_arrival_marker"), "{context}");
+    // A latency budget already spent: no model work for the new query, still an answer.
+    let response = s.compress(json!({
+        "query": "which function arrived late? (deadline)",
+        "budget": 100,
+        "deadlineMs": 0
+    }));
+    let stats = &response["result"]["stats"];
+    assert!(stats["deadline_skipped"].as_u64() > Some(0), "{response}");
+    assert!(stats["compressed_tokens"].as_u64() > Some(0), "{response}");
 
     // Deleted: gone from the index.
     std::fs::remove_file(&late).unwrap();

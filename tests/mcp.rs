@@ -275,6 +275,16 @@ fn mcp_session_over_stdio() {
                     "null"
                   ]
                 },
+                "deadline_ms": {
+                  "default": null,
+                  "description": "Answer within about this many milliseconds of model time (default: no limit). Chunks\nthe model did not reach by then are ranked by keyword match; the model's scores are\ncached, so asking again with the same query refines the answer.",
+                  "format": "uint64",
+                  "minimum": 0,
+                  "type": [
+                    "integer",
+                    "null"
+                  ]
+                },
                 "focus_file": {
                   "default": null,
                   "description": "The file being worked on, \"FILE\" or \"FILE:LINE\": the chunk at LINE is always kept\nand the file's other chunks are favoured.",
@@ -391,6 +401,15 @@ fn mcp_session_over_stdio() {
         !text.contains("backoff_delay"),
         "paths narrows the scope: {text}"
     );
+
+    // A latency budget already spent: keyword ranking, and the result says so.
+    let result = client.call(
+        "compress_context",
+        json!({"query": "how are failed attempts retried? (deadline)", "budget_tokens": 100, "deadline_ms": 0}),
+    );
+    let text = text_of(&result);
+    assert_ne!(result["isError"], json!(true), "{text}");
+    assert!(text.contains("deadline_ms reached"), "{text}");
 
     // Failures are results an agent can read and act on.
     let failures = [

@@ -22,6 +22,8 @@ pub struct Options {
     pub gpu_layers: Option<u32>,
     /// Chunks the model scores per query at most.
     pub candidates: Option<usize>,
+    /// Latency budget of a compress request's model work in milliseconds (none: no limit).
+    pub deadline_ms: Option<u64>,
     /// Extra gitignore-style globs to leave out of the index.
     pub ignore: Option<Vec<String>>,
     /// Files larger than this are not indexed.
@@ -38,6 +40,7 @@ impl Options {
             threads: other.threads.or(self.threads),
             gpu_layers: other.gpu_layers.or(self.gpu_layers),
             candidates: other.candidates.or(self.candidates),
+            deadline_ms: other.deadline_ms.or(self.deadline_ms),
             ignore: other.ignore.clone().or_else(|| self.ignore.clone()),
             max_file_bytes: other.max_file_bytes.or(self.max_file_bytes),
         }
@@ -58,7 +61,7 @@ impl Options {
         }
         serde_json::from_value(value).map_err(|e| {
             format!(
-                "invalid ctxzip options: {e} (known options: model, offline, budget, threads, gpuLayers, candidates, ignore, maxFileBytes; see lsp/README.md)"
+                "invalid ctxzip options: {e} (known options: model, offline, budget, threads, gpuLayers, candidates, deadlineMs, ignore, maxFileBytes; see lsp/README.md)"
             )
         })
     }
@@ -90,6 +93,9 @@ pub struct CompressParams {
     pub no_fine: Option<bool>,
     /// Chunks the model scores, for this request only.
     pub candidates: Option<usize>,
+    /// Latency budget of the model's work for this request, in milliseconds: candidates
+    /// the model did not reach keep BM25's order (`stats.deadline_skipped` counts them).
+    pub deadline_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize)]

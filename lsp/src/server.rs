@@ -10,6 +10,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
 
 use ctxzip_chunker::Lang;
 use ctxzip_chunker::workspace::WalkOptions;
@@ -638,6 +639,10 @@ impl Server {
                 .or(options.candidates)
                 .unwrap_or(CompressOptions::default().max_candidates)
                 .max(1),
+            deadline: params
+                .deadline_ms
+                .or(options.deadline_ms)
+                .map(Duration::from_millis),
             ..CompressOptions::default()
         };
 

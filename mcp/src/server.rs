@@ -105,6 +105,11 @@ pub struct CompressParams {
     /// Output format (default text).
     #[serde(default)]
     pub format: Option<OutputFormat>,
+    /// Answer within about this many milliseconds of model time (default: no limit). Chunks
+    /// the model did not reach by then are ranked by keyword match; the model's scores are
+    /// cached, so asking again with the same query refines the answer.
+    #[serde(default)]
+    pub deadline_ms: Option<u64>,
 }
 
 /// The files one call compresses, taken from the index after its refresh.
@@ -302,6 +307,7 @@ impl CtxzipServer {
             return Err(EMPTY_QUERY.into());
         }
         let mut notes = Vec::new();
+        let params_deadline = params.deadline_ms;
         let requested = match params.budget_tokens {
             None => settings.default_budget_tokens,
             Some(n) if n <= 0 => return Err(bad_budget(n)),
@@ -363,6 +369,7 @@ impl CtxzipServer {
             budget: Budget::Tokens(budget_tokens),
             format,
             focus: view.focus.clone(),
+            deadline: params_deadline.map(std::time::Duration::from_millis),
             ..CompressOptions::default()
         };
         let cancel = CancelFlag::new();
@@ -392,6 +399,12 @@ impl CtxzipServer {
             Ok(Err(e)) => return Err(compress_error(e)),
             Err(e) => return Err(format!("compression failed: {e}")),
         };
+        if compressed.stats.deadline_skipped > 0 {
+            notes.push(format!(
+                "deadline_ms reached: the model did not score {} of the candidates and functions (ranked by keyword match instead); the same call again continues where this one stopped",
+                compressed.stats.deadline_skipped
+            ));
+        }
         progress
             .report(
                 3.0,

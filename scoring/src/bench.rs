@@ -103,6 +103,7 @@ pub fn run_model(
         reuse_kv_states: kv,
         reuse_prefix: prefix,
         use_cache: false,
+        deadline: None,
     };
 
     // Warm up allocations and caches of llama.cpp on a query the measured ones do not use.

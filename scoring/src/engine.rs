@@ -42,6 +42,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use dashmap::DashMap;
 use llama_cpp_2::context::LlamaContext;
@@ -141,6 +142,10 @@ pub struct ScoreOptions {
     /// depend on the query (a chunk's query NLLs, token NLLs given a prefix) by the hash of
     /// the exact model input, so asking again after an edit decodes only what changed.
     pub use_cache: bool,
+    /// Decode nothing new after this instant: chunks (or texts) not reached by then are
+    /// returned `skipped`; cached results are still served. For answers within a latency
+    /// budget. Checked before each decode group, so it overruns by at most one group.
+    pub deadline: Option<Instant>,
 }
 
 /// A chunk to score. `hash` must identify `text` (a content hash): it keys the KV-state cache.
@@ -165,6 +170,8 @@ pub struct ChunkScore {
     pub kv_state_hit: bool,
     /// The whole result came from the disk cache: nothing was decoded for this chunk.
     pub cache_hit: bool,
+    /// The deadline passed before this chunk was reached: `score` is −∞ and `nll` ∞.
+    pub skipped: bool,
 }
 
 /// Scores of one query against many chunks, in input order.
@@ -198,6 +205,8 @@ pub struct TokenNlls {
     pub first_token_scored: bool,
     /// The text did not fit the window; only its head was scored.
     pub truncated: bool,
+    /// The deadline passed before this text was reached: `tokens` is empty.
+    pub skipped: bool,
 }
 
 /// Cancels a request between decode batches; clone it to share.
@@ -460,6 +469,7 @@ impl Scorer {
             reuse_kv_states: self.inner.config.kv_state_cache_bytes > 0,
             reuse_prefix: true,
             use_cache: self.inner.disk_cache_enabled,
+            deadline: None,
         }
     }
 
@@ -882,14 +892,13 @@ impl<'m> Worker<'m> {
 
         let max_packed = options.max_packed_seqs.clamp(1, MAX_SEQS);
         let mut scores: Vec<Option<ChunkScore>> = vec![None; chunks.len()];
-        let mut group: Vec<Member> = Vec::new();
-        let mut group_tokens = 0usize;
+        // Cached results first (free, served even past the deadline), then the rest in order.
+        let mut todo: Vec<Member> = Vec::new();
         for (index, chunk) in chunks.iter().enumerate() {
             let mut tokens = tokenize(self.model, &chunk.text);
             let truncated = tokens.len() > chunk_budget;
             tokens.truncate(chunk_budget);
             let key = input_hash(&["score", query, &chunk.text]);
-            let text_key = text_hash(&chunk.text);
             if !truncated && let Some(nlls) = self.cached(cache, key, q.len()) {
                 let nll = mean(&nlls);
                 scores[index] = Some(ChunkScore {
@@ -899,22 +908,14 @@ impl<'m> Worker<'m> {
                     truncated,
                     kv_state_hit: false,
                     cache_hit: true,
+                    skipped: false,
                 });
                 continue;
             }
-            let n_seq_tokens = head.len() + tokens.len() + suffix.len();
-            if !group.is_empty()
-                && (group.len() == max_packed || group_tokens + n_seq_tokens > self.n_ctx)
-            {
-                self.score_group(&mut group, &head, &suffix, score_from, &q, options, cancel)?;
-                self.finish_group(&mut group, query_nll, cache, &mut scores);
-                group_tokens = 0;
-            }
-            group_tokens += n_seq_tokens;
-            group.push(Member {
+            todo.push(Member {
                 index,
                 key,
-                text_key,
+                text_key: text_hash(&chunk.text),
                 hash: chunk.hash,
                 tokens,
                 truncated,
@@ -923,7 +924,28 @@ impl<'m> Worker<'m> {
                 kv_state_hit: false,
             });
         }
-        if !group.is_empty() {
+        let mut todo = todo.into_iter().peekable();
+        while todo.peek().is_some() {
+            if past(options.deadline) {
+                for m in todo {
+                    let index = m.index;
+                    scores[index] = Some(m.skip());
+                }
+                break;
+            }
+            // Chunks that fit the window together, up to `max_packed` of them.
+            let mut group = Vec::new();
+            let mut group_tokens = 0usize;
+            while let Some(m) = todo.peek() {
+                let n_seq_tokens = head.len() + m.tokens.len() + suffix.len();
+                if !group.is_empty()
+                    && (group.len() == max_packed || group_tokens + n_seq_tokens > self.n_ctx)
+                {
+                    break;
+                }
+                group_tokens += n_seq_tokens;
+                group.extend(todo.next());
+            }
             self.score_group(&mut group, &head, &suffix, score_from, &q, options, cancel)?;
             self.finish_group(&mut group, query_nll, cache, &mut scores);
         }
@@ -1194,6 +1216,17 @@ impl<'m> Worker<'m> {
         let mut new_records = Vec::new();
         let mut start = 0;
         while start < todo.len() {
+            if past(options.deadline) {
+                for (i, _, truncated) in &todo[start..] {
+                    results[*i] = Some(TokenNlls {
+                        tokens: Vec::new(),
+                        first_token_scored,
+                        truncated: *truncated,
+                        skipped: true,
+                    });
+                }
+                break;
+            }
             // Group texts that fit the window together.
             // Shared prefix cells count once; otherwise every sequence holds its own prefix.
             let cost = |tokens: &Vec<LlamaToken>| tokens.len() + if shared { 0 } else { p.len() };
@@ -1371,6 +1404,19 @@ impl Member {
             truncated: self.truncated,
             kv_state_hit: self.kv_state_hit,
             cache_hit: false,
+            skipped: false,
+        }
+    }
+
+    fn skip(self) -> ChunkScore {
+        ChunkScore {
+            score: f32::NEG_INFINITY,
+            nll: f32::INFINITY,
+            n_tokens: self.tokens.len(),
+            truncated: self.truncated,
+            kv_state_hit: false,
+            cache_hit: false,
+            skipped: true,
         }
     }
 }
@@ -1389,7 +1435,13 @@ fn assemble(
             .collect(),
         first_token_scored,
         truncated,
+        skipped: false,
     }
+}
+
+/// Whether `deadline` has passed (never, without one).
+fn past(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| Instant::now() >= d)
 }
 
 /// Disk-cache key of a model input made of several texts (a kind tag first): each part is

@@ -52,6 +52,7 @@ fn plain(max_packed_seqs: usize) -> ScoreOptions {
         reuse_kv_states: false,
         reuse_prefix: false,
         use_cache: false,
+        deadline: None,
     }
 }
 
@@ -119,6 +120,7 @@ fn restored_kv_states_give_the_fresh_scores_for_fewer_tokens() {
         reuse_kv_states: true,
         reuse_prefix: true,
         use_cache: false,
+        deadline: None,
     };
     let fresh = scorer()
         .score_chunks_with(query, &chunks, plain(1), &cancel)
@@ -202,6 +204,7 @@ fn a_scored_chunk_leaves_its_unconditional_token_nlls_in_the_cache() {
         reuse_kv_states: true,
         reuse_prefix: true,
         use_cache: true,
+        deadline: None,
     };
     own.score_chunks_with("parse the config file", &chunks, options, &cancel)
         .unwrap();
@@ -225,6 +228,44 @@ fn a_scored_chunk_leaves_its_unconditional_token_nlls_in_the_cache() {
             assert!((a.nll - b.nll).abs() < 0.05, "{a:?} vs {b:?}");
         }
     }
+}
+
+#[test]
+fn past_the_deadline_only_cached_results_are_served() {
+    let chunks = fixtures_tagged("deadline test");
+    let query = "sort the users by age so the oldest come first";
+    let cancel = CancelFlag::new();
+    let cached = ScoreOptions {
+        use_cache: true,
+        reuse_kv_states: true,
+        ..plain(1)
+    };
+    let full = scorer()
+        .score_chunks_with(query, &chunks[..2], cached, &cancel)
+        .unwrap();
+    let late = ScoreOptions {
+        deadline: Some(std::time::Instant::now()),
+        ..cached
+    };
+    let out = scorer()
+        .score_chunks_with(query, &chunks, late, &cancel)
+        .unwrap();
+    assert_eq!(out.model_tokens, 0);
+    assert_eq!(out.scores.len(), chunks.len());
+    for (s, f) in out.scores[..2].iter().zip(&full.scores) {
+        assert!(s.cache_hit && !s.skipped);
+        assert_eq!(s.score, f.score);
+    }
+    for s in &out.scores[2..] {
+        assert!(s.skipped && !s.cache_hit, "{s:?}");
+        assert_eq!(s.score, f32::NEG_INFINITY);
+    }
+
+    let texts: Vec<&str> = chunks.iter().map(|c| c.text.as_str()).collect();
+    let nlls = scorer()
+        .token_nlls_batch_with(Some("// late\n"), &texts, late, &cancel)
+        .unwrap();
+    assert!(nlls.iter().all(|n| n.skipped && n.tokens.is_empty()));
 }
 
 fn bos_len() -> usize {
@@ -266,6 +307,7 @@ fn token_nlls_cover_the_text_and_prefix_reuse_agrees() {
         reuse_kv_states: false,
         reuse_prefix: true,
         use_cache: false,
+        deadline: None,
     };
     let with_reuse = scorer()
         .token_nlls_batch_with(Some(prefix), &texts, shared, &cancel)

@@ -11,7 +11,7 @@ pub mod bm25;
 pub mod fine;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ctxzip_chunker::chunk::content_hash;
 use ctxzip_chunker::lines::LineIndex;
@@ -31,6 +31,7 @@ const NO_REUSE: ScoreOptions = ScoreOptions {
     reuse_kv_states: false,
     reuse_prefix: false,
     use_cache: false,
+    deadline: None,
 };
 
 /// One file as the pipeline sees it.
@@ -108,6 +109,11 @@ pub struct CompressOptions {
     /// LongCodeZip as published: every chunk scored whole, no reuse, one pass per line in
     /// the fine stage. For benchmarks.
     pub faithful: bool,
+    /// A latency budget for the model's work, from the start of the call: candidates are
+    /// scored best-BM25-first until it passes, the rest keep their BM25 order behind them,
+    /// and functions the fine stage did not reach stay whole. Results already cached are
+    /// used whatever the time, so asking again refines the answer.
+    pub deadline: Option<Duration>,
 }
 
 impl Default for CompressOptions {
@@ -126,6 +132,7 @@ impl Default for CompressOptions {
             spike_k: 0.5,
             callers: usize::MAX,
             faithful: false,
+            deadline: None,
         }
     }
 }
@@ -154,6 +161,8 @@ pub struct Stats {
     pub model_tokens: usize,
     pub budget_tokens: usize,
     pub candidates: usize,
+    /// Candidates and functions the model did not reach before the deadline.
+    pub deadline_skipped: usize,
     pub files: usize,
     pub chunks: usize,
 }
@@ -204,6 +213,7 @@ pub fn compress(
     cancel: &CancelFlag,
 ) -> Result<Compressed, CompressError> {
     let started = Instant::now();
+    let deadline = options.deadline.map(|d| started + d);
     let decoded_before = scorer.stats().tokens_decoded;
     let query = query.trim();
     if query.is_empty() {
@@ -230,6 +240,7 @@ pub fn compress(
     } else {
         options.ranker
     };
+    let mut skipped = 0;
     let candidates: Vec<usize> = match ranker {
         Ranker::Bm25 => {
             for unit in &mut units {
@@ -257,11 +268,17 @@ pub fn compress(
             let score_options = if options.faithful {
                 NO_REUSE
             } else {
-                scorer.default_options()
+                ScoreOptions {
+                    deadline,
+                    ..scorer.default_options()
+                }
             };
             let output = scorer.score_chunks_with(query, &inputs, score_options, cancel)?;
+            // Candidates the deadline skipped keep score −∞: they follow the scored ones
+            // in BM25 order, still ahead of the units that were never candidates.
             for (&i, score) in candidates.iter().zip(&output.scores) {
                 units[i].score = score.score;
+                skipped += usize::from(score.skipped);
             }
             if ranker == Ranker::Fused {
                 fuse_with_bm25(&mut units, &candidates);
@@ -329,10 +346,11 @@ pub fn compress(
     }
 
     // Fine: prune kept functions to their most useful blocks.
-    let mut runs: HashMap<usize, Vec<(usize, usize)>> = HashMap::new(); // unit -> kept rows
+    let mut runs: KeptRows = HashMap::new();
     // Pruning pays only when the whole functions the coarse stage kept overflow the budget.
     if fine && used > budget {
-        runs = fine_stage(
+        let pruned;
+        (runs, pruned) = fine_stage(
             scorer,
             docs,
             &units,
@@ -341,8 +359,10 @@ pub fn compress(
             query,
             fine_tokens,
             options,
+            deadline,
             cancel,
         )?;
+        skipped += pruned;
     }
 
     // Refill what the fine stage freed with more whole units, then make the budget exact.
@@ -405,6 +425,7 @@ pub fn compress(
             model_tokens: (scorer.stats().tokens_decoded - decoded_before) as usize,
             budget_tokens: budget,
             candidates: candidates.len(),
+            deadline_skipped: skipped,
             files: n_files,
             chunks: chunks.len(),
         },
@@ -647,28 +668,22 @@ fn pin_structural(units: &mut [Unit], docs: &[Document], query: &str, focus: Opt
     }
 }
 
+/// The units the model scores, in the order it should reach them (it matters under a
+/// deadline): pinned first, then by BM25. Every unit when the workspace is small enough (or
+/// for the faithful configuration); otherwise the pinned ones and BM25's best, up to
+/// `max_candidates` in all.
 fn pick_candidates(units: &[Unit], options: &CompressOptions) -> Vec<usize> {
-    if options.faithful || units.len() <= options.max_candidates {
-        return (0..units.len()).collect();
+    let mut order: Vec<usize> = (0..units.len()).collect();
+    order.sort_by(|&a, &b| {
+        (units[b].pinned.cmp(&units[a].pinned))
+            .then(units[b].bm25.total_cmp(&units[a].bm25))
+            .then(a.cmp(&b))
+    });
+    if !options.faithful {
+        let n_pinned = units.iter().filter(|u| u.pinned).count();
+        order.truncate(options.max_candidates.max(n_pinned));
     }
-    let mut by_bm25: Vec<usize> = (0..units.len()).collect();
-    by_bm25.sort_by(|&a, &b| units[b].bm25.total_cmp(&units[a].bm25).then(a.cmp(&b)));
-    let mut picked: Vec<usize> = units
-        .iter()
-        .enumerate()
-        .filter(|(_, u)| u.pinned)
-        .map(|(i, _)| i)
-        .collect();
-    for i in by_bm25 {
-        if picked.len() >= options.max_candidates {
-            break;
-        }
-        if !picked.contains(&i) {
-            picked.push(i);
-        }
-    }
-    picked.sort_unstable();
-    picked
+    order
 }
 
 /// The head of `text` holding about `max_tokens` of its `n_tokens`, cut at a line end.
@@ -683,6 +698,10 @@ fn head_for_tokens(text: &str, n_tokens: usize, max_tokens: usize) -> &str {
     }
 }
 
+/// Kept rows (0-based, inclusive runs) of each pruned unit.
+type KeptRows = HashMap<usize, Vec<(usize, usize)>>;
+
+/// Prunes the kept functions; also returns how many the deadline left whole.
 #[allow(clippy::too_many_arguments)]
 fn fine_stage(
     scorer: &Scorer,
@@ -693,8 +712,9 @@ fn fine_stage(
     query: &str,
     fine_tokens: usize,
     options: &CompressOptions,
+    deadline: Option<Instant>,
     cancel: &CancelFlag,
-) -> Result<HashMap<usize, Vec<(usize, usize)>>, CompressError> {
+) -> Result<(KeptRows, usize), CompressError> {
     // Kept functions of 5+ lines, best first, until `fine_tokens` is read; the rest stay whole.
     let mut eligible: Vec<usize> = Vec::new();
     let mut read = 0;
@@ -707,7 +727,7 @@ fn fine_stage(
     }
     let mut runs = HashMap::new();
     if eligible.is_empty() {
-        return Ok(runs);
+        return Ok((runs, 0));
     }
     let fn_texts: Vec<&str> = eligible.iter().map(|&i| texts[i]).collect();
     let (unconditional, conditional) = if options.faithful {
@@ -731,6 +751,7 @@ fn fine_stage(
                 tokens,
                 first_token_scored: true,
                 truncated: false,
+                skipped: false,
             });
         }
         let cond = scorer.token_nlls_batch_with(
@@ -741,8 +762,17 @@ fn fine_stage(
         )?;
         (per_line, cond)
     } else {
-        let uncond = scorer.token_nlls_batch(None, &fn_texts, cancel)?;
-        let cond = scorer.token_nlls_batch(Some(&format!("{query}\n\n")), &fn_texts, cancel)?;
+        let with_deadline = ScoreOptions {
+            deadline,
+            ..scorer.default_options()
+        };
+        let uncond = scorer.token_nlls_batch_with(None, &fn_texts, with_deadline, cancel)?;
+        let cond = scorer.token_nlls_batch_with(
+            Some(&format!("{query}\n\n")),
+            &fn_texts,
+            with_deadline,
+            cancel,
+        )?;
         (uncond, cond)
     };
 
@@ -760,7 +790,13 @@ fn fine_stage(
         })
         .collect();
     let normalized = fine::min_max(&coarse);
+    let mut skipped = 0;
     for (j, &i) in eligible.iter().enumerate() {
+        if unconditional[j].skipped || conditional[j].skipped {
+            // The deadline came first: the function stays whole (the budget pass trims).
+            skipped += 1;
+            continue;
+        }
         let doc = &docs[units[i].doc];
         let chunk = &doc.chunks[units[i].chunk];
         let text = fn_texts[j];
@@ -832,7 +868,7 @@ fn fine_stage(
         }));
         runs.insert(i, merge_runs(kept_rows));
     }
-    Ok(runs)
+    Ok((runs, skipped))
 }
 
 /// The kept units and their pruned rows, rendered and counted on demand.
