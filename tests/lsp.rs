@@ -309,6 +309,21 @@ fn a_file_created_on_disk_is_found_after_the_watcher_event() {
     let stats = &response["result"]["stats"];
     assert!(stats["deadline_skipped"].as_u64() > Some(0), "{response}");
     assert!(stats["compressed_tokens"].as_u64() > Some(0), "{response}");
+    // The server finishes that model work in the background; once it has, the same
+    // request is answered whole from the cache, deadline or not.
+    let deadline = Instant::now() + WAIT;
+    while s.status()["refining"] != json!(false) {
+        assert!(Instant::now() < deadline, "refinement never ended");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let response = s.compress(json!({
+        "query": "which function arrived late? (deadline)",
+        "budget": 100,
+        "deadlineMs": 0
+    }));
+    let stats = &response["result"]["stats"];
+    assert_eq!(stats["deadline_skipped"], 0, "{response}");
+    assert_eq!(stats["model_tokens"], 0, "{response}");
 
     // Deleted: gone from the index.
     std::fs::remove_file(&late).unwrap();

@@ -244,22 +244,35 @@ fn server(args: &Args) {
     let status_model = client.request("ctxzip/status", Value::Null, wait)["result"].clone();
 
     let first = "how does the runtime schedule a task that is woken from another thread?";
+    let timed = "how does a oneshot channel wake the receiver when the value is sent?";
     let steps = [
-        ("cold", first),
-        ("warm, same query", first),
-        ("warm, same query after an edit to its top chunk", first),
+        ("cold", first, None),
+        ("warm, same query", first, None),
+        (
+            "warm, same query after an edit to its top chunk",
+            first,
+            None,
+        ),
         (
             "warm, new query",
             "where is the timer wheel advanced and expired timers fired?",
+            None,
         ),
         (
             "warm, third query",
             "how are bytes read from a TCP stream into a buffer?",
+            None,
         ),
+        // A latency budget (deadlineMs): the answer within it, then the same request again,
+        // each continuing from what the previous one cached.
+        ("warm, new query, deadlineMs 2000", timed, Some(2000)),
+        ("the same, deadlineMs 2000, second ask", timed, Some(2000)),
+        ("the same, deadlineMs 2000, third ask", timed, Some(2000)),
+        ("the same without a deadline (the full answer)", timed, None),
     ];
     let mut rows = Vec::new();
     let mut top: Option<(String, u64)> = None;
-    for (label, query) in steps {
+    for (label, query, deadline_ms) in steps {
         if label.contains("after an edit") {
             // Open the best chunk's file and type a comment line into the chunk, unsaved.
             let (uri, line) = top.clone().expect("the first query returned chunks");
@@ -287,7 +300,7 @@ fn server(args: &Args) {
         let started = Instant::now();
         let response = client.request(
             "ctxzip/compress",
-            json!({"query": query, "budget": 2000}),
+            json!({"query": query, "budget": 2000, "deadlineMs": deadline_ms}),
             wait,
         );
         let ms = started.elapsed().as_secs_f64() * 1e3;
@@ -303,7 +316,16 @@ fn server(args: &Args) {
                     .expect("chunk range"),
             ));
         }
-        rows.push((label, ms, stats.clone()));
+        let kept: Vec<String> = result["chunks"]
+            .as_array()
+            .map(|chunks| {
+                chunks
+                    .iter()
+                    .map(|c| format!("{}:{}", c["uri"], c["range"]["start"]["line"]))
+                    .collect()
+            })
+            .unwrap_or_default();
+        rows.push((label, ms, stats.clone(), kept));
     }
     let (rss_after, hwm) = rss_kib(pid);
     let status_after = client.request("ctxzip/status", Value::Null, wait)["result"].clone();
@@ -331,12 +353,26 @@ fn server(args: &Args) {
     println!();
     println!("progress end: {}", end["params"]["value"]["message"]);
     println!();
-    println!("| query | wall ms | model tokens | candidates | compressed tokens |");
-    println!("|---|---|---|---|---|");
-    for (label, ms, stats) in &rows {
+    // How much of the full answer (the last step) each answer to the same query holds.
+    let (_, _, _, full) = rows.last().expect("steps ran");
+    let full = full.clone();
+    println!(
+        "| query | wall ms | model tokens | candidates | deadline skipped | compressed tokens | chunks of the full answer |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (label, ms, stats, kept) in &rows {
+        let overlap = if label.contains("deadlineMs") || label.contains("full answer") {
+            let shared = kept.iter().filter(|k| full.contains(k)).count();
+            format!("{shared} of {}", full.len())
+        } else {
+            String::new()
+        };
         println!(
-            "| {label} | {ms:.0} | {} | {} | {} |",
-            stats["model_tokens"], stats["candidates"], stats["compressed_tokens"]
+            "| {label} | {ms:.0} | {} | {} | {} | {} | {overlap} |",
+            stats["model_tokens"],
+            stats["candidates"],
+            stats["deadline_skipped"],
+            stats["compressed_tokens"]
         );
     }
     println!();

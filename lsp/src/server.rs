@@ -17,7 +17,7 @@ use ctxzip_chunker::workspace::WalkOptions;
 use ctxzip_scoring::compress::{
     self, Budget, CompressError, CompressOptions, Document, Focus, Format,
 };
-use ctxzip_scoring::{CancelFlag, Error as ScoringError};
+use ctxzip_scoring::{CancelFlag, Error as ScoringError, Scorer};
 use futures::FutureExt;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc};
@@ -66,6 +66,11 @@ struct Shared {
     gate: Arc<Semaphore>,
     /// Cancel flags of requests in flight, cancelled at shutdown.
     in_flight: Mutex<HashMap<u64, CancelFlag>>,
+    /// The background refinement of the last answer a deadline cut short; the next
+    /// compress request (or shutdown) cancels it.
+    refine: Mutex<Option<CancelFlag>>,
+    /// Refinements running (0 or 1 but for a moment of overlap).
+    refining: Arc<AtomicU64>,
     next_request: AtomicU64,
     shut_down: Arc<AtomicBool>,
     progress_tokens: AtomicU64,
@@ -92,6 +97,8 @@ impl Server {
                 model: ModelSlot::default(),
                 gate: Arc::new(Semaphore::new(1)),
                 in_flight: Mutex::new(HashMap::new()),
+                refine: Mutex::new(None),
+                refining: Arc::new(AtomicU64::new(0)),
                 next_request: AtomicU64::new(0),
                 shut_down,
                 progress_tokens: AtomicU64::new(0),
@@ -350,7 +357,66 @@ impl Server {
         {
             flag.cancel();
         }
+        self.stop_refining();
         Ok(())
+    }
+
+    /// Cancels the background refinement, if one runs; it stops at its next decode batch.
+    fn stop_refining(&self) {
+        if let Some(flag) = self
+            .shared
+            .refine
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            flag.cancel();
+        }
+    }
+
+    /// Finishes, in the background, the model work a deadline cut short, so that the same
+    /// request asked again is answered whole from the cache. Holds the model gate while it
+    /// runs; any compress request cancels it first.
+    fn refine_in_background(
+        &self,
+        scorer: Scorer,
+        files: Vec<Arc<FileSnapshot>>,
+        display: Vec<String>,
+        query: String,
+        options: CompressOptions,
+    ) {
+        let flag = CancelFlag::new();
+        if let Some(old) = self
+            .shared
+            .refine
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(flag.clone())
+        {
+            old.cancel();
+        }
+        let gate = Arc::clone(&self.shared.gate);
+        let refining = Arc::clone(&self.shared.refining);
+        refining.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(async move {
+            if let Ok(permit) = gate.acquire_owned().await
+                && !flag.is_cancelled()
+            {
+                let options = CompressOptions {
+                    deadline: None,
+                    ..options
+                };
+                // The answer is dropped: what it leaves in the cache is the point. A cancelled
+                // or failed refinement leaves nothing to report.
+                let _ = tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    let docs = documents(&files, &display);
+                    compress::compress(&scorer, &docs, &query, &options, &flag)
+                })
+                .await;
+            }
+            refining.fetch_sub(1, Ordering::SeqCst);
+        });
     }
 
     // ---- documents -----------------------------------------------------------------
@@ -562,6 +628,8 @@ impl Server {
         params: CompressParams,
         cancel: CancelFlag,
     ) -> jsonrpc::Result<CompressResult> {
+        // This request needs the model now.
+        self.stop_refining();
         let options = self.options();
         let query = params.query.trim().to_owned();
         if query.is_empty() {
@@ -661,23 +729,16 @@ impl Server {
         }
         let work_files = files.clone();
         let work_display = display.clone();
+        let (work_scorer, work_query, work_options) =
+            (scorer.clone(), query.clone(), compress_options.clone());
         let outcome = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             // Test hook: the end-to-end tests prove a panic here leaves the server up.
-            if std::env::var_os(PANIC_HOOK_ENV).is_some_and(|q| q == query.as_str()) {
+            if std::env::var_os(PANIC_HOOK_ENV).is_some_and(|q| q == work_query.as_str()) {
                 panic!("{PANIC_HOOK_ENV} matched the query");
             }
-            let docs: Vec<Document> = work_files
-                .iter()
-                .zip(&work_display)
-                .map(|(f, path)| Document {
-                    path,
-                    lang: f.lang,
-                    text: &f.text,
-                    chunks: &f.chunks,
-                })
-                .collect();
-            compress::compress(&scorer, &docs, &query, &compress_options, &cancel)
+            let docs = documents(&work_files, &work_display);
+            compress::compress(&work_scorer, &docs, &work_query, &work_options, &cancel)
         })
         .await;
         let compressed = match outcome {
@@ -689,6 +750,15 @@ impl Server {
             Ok(Err(err)) => return Err(invalid_params(err.to_string())),
             Err(join) => return Err(panic_error("ctxzip/compress", join.into_panic_message())),
         };
+        if compressed.stats.deadline_skipped > 0 {
+            self.refine_in_background(
+                scorer,
+                files.clone(),
+                display.clone(),
+                query,
+                compress_options,
+            );
+        }
 
         let by_path: HashMap<&str, &Arc<FileSnapshot>> = display
             .iter()
@@ -753,6 +823,8 @@ impl Server {
                 "totalFiles": state.total_files,
                 "queuedJobs": state.queued_jobs,
             },
+            // Finishing the model work of an answer a deadline cut short.
+            "refining": self.shared.refining.load(Ordering::SeqCst) > 0,
             "model": {
                 "name": settings.model.unwrap_or_else(|| ctxzip_scoring::DEFAULT_MODEL.to_owned()),
                 "loaded": info.is_some(),
@@ -826,6 +898,20 @@ impl LanguageServer for Server {
     ) -> jsonrpc::Result<Option<Value>> {
         guarded("workspace/executeCommand", self.on_execute_command(params)).await
     }
+}
+
+/// The pipeline's view of index snapshots, under their display paths.
+fn documents<'a>(files: &'a [Arc<FileSnapshot>], display: &'a [String]) -> Vec<Document<'a>> {
+    files
+        .iter()
+        .zip(display)
+        .map(|(f, path)| Document {
+            path,
+            lang: f.lang,
+            text: &f.text,
+            chunks: &f.chunks,
+        })
+        .collect()
 }
 
 /// Cancels a request's model work when its future is dropped (by `$/cancelRequest`).
