@@ -10,6 +10,7 @@ export interface Settings {
   threads?: number;
   gpuLayers?: number;
   candidates?: number;
+  deadlineMs?: number;
   ignore?: string[];
   format?: string;
   extraArgs?: string[];
@@ -69,6 +70,7 @@ export function serverLaunch(settings: Settings): ServerLaunch {
   if (positive(settings.threads)) options.threads = settings.threads;
   if (positive(settings.gpuLayers)) options.gpuLayers = settings.gpuLayers;
   if (positive(settings.candidates)) options.candidates = settings.candidates;
+  if (positive(settings.deadlineMs)) options.deadlineMs = settings.deadlineMs;
   if (settings.ignore && settings.ignore.length > 0) options.ignore = [...settings.ignore];
   return {
     command: settings.path && settings.path.trim() !== "" ? settings.path : "ctxzip",

@@ -42,6 +42,7 @@ function settings(): core.Settings {
     threads: c.get<number>("threads"),
     gpuLayers: c.get<number>("gpuLayers"),
     candidates: c.get<number>("candidates"),
+    deadlineMs: c.get<number>("deadlineMs"),
     ignore: c.get<string[]>("ignore"),
     format: c.get<string>("format"),
     extraArgs: c.get<string[]>("extraArgs"),

@@ -62,6 +62,7 @@ test("launch: settings become the command line and initializationOptions", () =>
   assert.deepEqual(launch.args, ["lsp"]);
   assert.deepEqual(launch.initializationOptions, { model: "smollm2-135m", budget: 300, threads: 1 });
   assert.deepEqual(core.serverLaunch({}).command, "ctxzip");
+  assert.deepEqual(core.serverLaunch({ deadlineMs: 2000, candidates: 0 }).initializationOptions, { deadlineMs: 2000 });
   assert.deepEqual(core.serverLaunch({ budget: 0, ignore: ["*.min.js"], extraArgs: ["--offline"] }), {
     command: "ctxzip",
     args: ["lsp", "--offline"],

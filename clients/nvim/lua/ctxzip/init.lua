@@ -13,7 +13,7 @@ local defaults = {
   model = nil,
   --- CPU threads for the model (nil: the server's default, cores - 1).
   threads = nil,
-  --- Any other initializationOptions (gpuLayers, candidates, ignore, maxFileBytes, offline).
+  --- Any other initializationOptions (gpuLayers, candidates, deadlineMs, ignore, maxFileBytes, offline).
   init_options = {},
   --- Files or directories whose presence marks the workspace root.
   root_markers = { '.git', '.hg', '.jj', '.ctxzipignore' },
