@@ -42,7 +42,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use llama_cpp_2::context::LlamaContext;
@@ -754,6 +754,10 @@ struct Worker<'m> {
     counters: Arc<Counters>,
     /// Tokens decoded in the current request.
     decoded: usize,
+    /// Recent seconds per decoded token (a moving average over decode calls): how long a
+    /// group will take, so that a deadline is not overrun by starting one that cannot end
+    /// in time.
+    secs_per_token: Option<f64>,
 }
 
 impl<'m> Worker<'m> {
@@ -808,6 +812,7 @@ impl<'m> Worker<'m> {
             model_sha256: config.model_sha256.clone(),
             counters,
             decoded: 0,
+            secs_per_token: None,
         })
     }
 
@@ -838,6 +843,16 @@ impl<'m> Worker<'m> {
         // Leave an empty cache behind, whatever happened.
         self.ctx.clear_kv_cache();
         self.batch.clear();
+    }
+
+    /// Whether decoding `n_tokens` now would end past `deadline` (never, without one), by
+    /// the recent speed; with no measurement yet, only a deadline already past counts.
+    fn overruns(&self, deadline: Option<Instant>, n_tokens: usize) -> bool {
+        let Some(deadline) = deadline else {
+            return false;
+        };
+        let estimate = self.secs_per_token.unwrap_or(0.0) * n_tokens as f64;
+        Instant::now() + Duration::from_secs_f64(estimate) >= deadline
     }
 
     fn bos_tokens(&self) -> Vec<LlamaToken> {
@@ -926,13 +941,6 @@ impl<'m> Worker<'m> {
         }
         let mut todo = todo.into_iter().peekable();
         while todo.peek().is_some() {
-            if past(options.deadline) {
-                for m in todo {
-                    let index = m.index;
-                    scores[index] = Some(m.skip());
-                }
-                break;
-            }
             // Chunks that fit the window together, up to `max_packed` of them.
             let mut group = Vec::new();
             let mut group_tokens = 0usize;
@@ -945,6 +953,27 @@ impl<'m> Worker<'m> {
                 }
                 group_tokens += n_seq_tokens;
                 group.extend(todo.next());
+            }
+            // What the group will decode: a chunk with a cached KV state only the suffix.
+            let cost: usize = group
+                .iter()
+                .map(|m| {
+                    let n_prefix = head.len() + m.tokens.len();
+                    let restorable = options.reuse_kv_states
+                        && self
+                            .states
+                            .entries
+                            .get(&m.hash)
+                            .is_some_and(|e| e.n_tokens >= n_prefix);
+                    suffix.len() + if restorable { 0 } else { n_prefix }
+                })
+                .sum();
+            if self.overruns(options.deadline, cost) {
+                for m in group.into_iter().chain(todo) {
+                    let index = m.index;
+                    scores[index] = Some(m.skip());
+                }
+                break;
             }
             self.score_group(&mut group, &head, &suffix, score_from, &q, options, cancel)?;
             self.finish_group(&mut group, query_nll, cache, &mut scores);
@@ -1216,17 +1245,6 @@ impl<'m> Worker<'m> {
         let mut new_records = Vec::new();
         let mut start = 0;
         while start < todo.len() {
-            if past(options.deadline) {
-                for (i, _, truncated) in &todo[start..] {
-                    results[*i] = Some(TokenNlls {
-                        tokens: Vec::new(),
-                        first_token_scored,
-                        truncated: *truncated,
-                        skipped: true,
-                    });
-                }
-                break;
-            }
             // Group texts that fit the window together.
             // Shared prefix cells count once; otherwise every sequence holds its own prefix.
             let cost = |tokens: &Vec<LlamaToken>| tokens.len() + if shared { 0 } else { p.len() };
@@ -1238,6 +1256,18 @@ impl<'m> Worker<'m> {
             {
                 used += cost(&todo[end].1);
                 end += 1;
+            }
+            let group_cost: usize = todo[start..end].iter().map(|(_, t, _)| cost(t)).sum();
+            if self.overruns(options.deadline, group_cost) {
+                for (i, _, truncated) in &todo[start..] {
+                    results[*i] = Some(TokenNlls {
+                        tokens: Vec::new(),
+                        first_token_scored,
+                        truncated: *truncated,
+                        skipped: true,
+                    });
+                }
+                break;
             }
             let mut spans = Vec::with_capacity(end - start);
             let mut members = Vec::with_capacity(end - start);
@@ -1362,6 +1392,7 @@ impl<'m> Worker<'m> {
             return Err(Error::Cancelled);
         }
         let n = self.batch.n_tokens() as usize;
+        let started = Instant::now();
         self.ctx
             .decode(&mut self.batch)
             .map_err(|e| Error::Llama(format!("decode of {n} tokens failed: {e}")))?;
@@ -1372,6 +1403,13 @@ impl<'m> Worker<'m> {
             nlls[span_index].push(token_nll(logits, target));
         }
         self.batch.clear();
+        if n > 0 {
+            let per_token = started.elapsed().as_secs_f64() / n as f64;
+            self.secs_per_token = Some(match self.secs_per_token {
+                Some(average) => 0.7 * average + 0.3 * per_token,
+                None => per_token,
+            });
+        }
         Ok(())
     }
 }
@@ -1437,11 +1475,6 @@ fn assemble(
         truncated,
         skipped: false,
     }
-}
-
-/// Whether `deadline` has passed (never, without one).
-fn past(deadline: Option<Instant>) -> bool {
-    deadline.is_some_and(|d| Instant::now() >= d)
 }
 
 /// Disk-cache key of a model input made of several texts (a kind tag first): each part is
