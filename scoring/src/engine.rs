@@ -142,9 +142,11 @@ pub struct ScoreOptions {
     /// depend on the query (a chunk's query NLLs, token NLLs given a prefix) by the hash of
     /// the exact model input, so asking again after an edit decodes only what changed.
     pub use_cache: bool,
-    /// Decode nothing new after this instant: chunks (or texts) not reached by then are
+    /// Decode nothing that would end after this instant: chunks (or texts) not decoded are
     /// returned `skipped`; cached results are still served. For answers within a latency
-    /// budget. Checked before each decode group, so it overruns by at most one group.
+    /// budget. A decode group is started only if, at the speed measured on recent decodes,
+    /// it ends in time (before any measurement, only the clock is checked); the query's own
+    /// NLL, a few tokens, is always decoded.
     pub deadline: Option<Instant>,
 }
 
