@@ -31,9 +31,10 @@
 //!   [`crate::cache::DiskCache`] keyed by (model sha256, text hash); results that depend on
 //!   the query (a chunk's per-query-token NLLs, token NLLs given a prefix) go there too, keyed
 //!   by the hash of the exact model input, so a query asked again after an edit decodes only
-//!   the chunks that changed (`ScoreOptions::use_cache`). A chunk decoded for a score also
-//!   yields its own unconditional token NLLs (the logits of its tokens are read on the way),
-//!   so the fine stage's unconditional pass over a scored chunk is a cache hit.
+//!   the chunks that changed (`ScoreOptions::use_cache`). (Reading a scored chunk's own
+//!   token NLLs on the way, for the fine stage, was tried: the output projection over every
+//!   chunk token cost 30% of the coarse stage's time on one thread and saved nothing when the
+//!   kept functions were longer than their scored heads; BENCHMARKS.md, LongCodeZip.)
 //! - Token counts of chunk texts are remembered in memory by content hash.
 
 use std::collections::HashMap;
@@ -932,12 +933,10 @@ impl<'m> Worker<'m> {
             todo.push(Member {
                 index,
                 key,
-                text_key: text_hash(&chunk.text),
                 hash: chunk.hash,
                 tokens,
                 truncated,
                 nlls: Vec::new(),
-                chunk_nlls: None,
                 kv_state_hit: false,
             });
         }
@@ -997,16 +996,6 @@ impl<'m> Worker<'m> {
         scores: &mut [Option<ChunkScore>],
     ) {
         let mut records = Vec::new();
-        for m in group.iter_mut() {
-            // A chunk decoded whole from the start also gave its own token NLLs: the record
-            // `token_nlls(None, text)` would compute (the fine stage asks for it next).
-            if let Some(nlls) = m.chunk_nlls.take()
-                && cache
-                && !m.truncated
-            {
-                records.push((m.text_key, m.tokens.len(), nlls));
-            }
-        }
         for m in group.drain(..) {
             if cache && !m.truncated {
                 records.push((m.key, m.tokens.len(), m.nlls.clone()));
@@ -1121,33 +1110,16 @@ impl<'m> Worker<'m> {
                 } else {
                     bump(&self.counters.kv_state_misses, 1);
                     fresh.push(seq);
-                    // Read the chunk's own token NLLs on the way (cached with the results).
-                    let (score_from, targets) = if !options.use_cache {
-                        (n_prefix, Vec::new())
-                    } else if head.is_empty() {
-                        (0, m.tokens[1..].to_vec())
-                    } else {
-                        (head.len() - 1, m.tokens.clone())
-                    };
                     spans.push(Span {
                         seq: seq as i32,
                         pos0: 0,
                         tokens: head.iter().chain(&m.tokens).copied().collect(),
-                        score_from,
-                        targets,
+                        score_from: n_prefix,
+                        targets: Vec::new(),
                     });
                 }
             }
-            let chunk_nlls = self.decode_spans(&spans, cancel)?;
-            for (&seq, mut nlls) in fresh.iter().zip(chunk_nlls) {
-                if options.use_cache {
-                    if head.is_empty() {
-                        // Nothing predicts the first token (as in `token_nlls`).
-                        nlls.insert(0, 0.0);
-                    }
-                    group[seq].chunk_nlls = Some(nlls);
-                }
-            }
+            self.decode_spans(&spans, cancel)?;
             for seq in fresh {
                 let m = &group[seq];
                 let state = self
@@ -1421,16 +1393,12 @@ struct Member {
     index: usize,
     /// Disk-cache key of (query, chunk).
     key: u64,
-    /// Disk-cache key of the chunk's unconditional token NLLs.
-    text_key: u64,
     /// Content hash: keys the KV-state cache.
     hash: u64,
     tokens: Vec<LlamaToken>,
     truncated: bool,
     /// NLL of each query token given the chunk.
     nlls: Vec<f32>,
-    /// NLL of each chunk token given the tokens before it, when the chunk was decoded.
-    chunk_nlls: Option<Vec<f32>>,
     kv_state_hit: bool,
 }
 

@@ -191,46 +191,6 @@ fn a_repeated_query_decodes_only_the_chunks_that_changed() {
 }
 
 #[test]
-fn a_scored_chunk_leaves_its_unconditional_token_nlls_in_the_cache() {
-    // A scorer of its own, so that its decoded-token counter sees no other test's work.
-    let mut config = common::config();
-    config.disk_cache_path = Some(common::scratch_dir().join("by-product.sqlite"));
-    let own = ctxzip_scoring::Scorer::new(config).unwrap();
-    let chunks = fixtures_tagged("by-product test");
-    let texts: Vec<&str> = chunks.iter().map(|c| c.text.as_str()).collect();
-    let cancel = CancelFlag::new();
-    let options = ScoreOptions {
-        max_packed_seqs: 1,
-        reuse_kv_states: true,
-        reuse_prefix: true,
-        use_cache: true,
-        deadline: None,
-    };
-    own.score_chunks_with("parse the config file", &chunks, options, &cancel)
-        .unwrap();
-    let before = own.stats();
-    let from_cache = own
-        .token_nlls_batch_with(None, &texts, options, &cancel)
-        .unwrap();
-    let after = own.stats();
-    assert_eq!(after.tokens_decoded, before.tokens_decoded);
-    assert_eq!(after.disk_hits - before.disk_hits, chunks.len() as u64);
-
-    // The same numbers a pass of their own gives.
-    let fresh = scorer()
-        .token_nlls_batch_with(None, &texts, plain(1), &cancel)
-        .unwrap();
-    for (c, f) in from_cache.iter().zip(&fresh) {
-        assert_eq!(c.tokens.len(), f.tokens.len());
-        assert_eq!(c.first_token_scored, f.first_token_scored);
-        for (a, b) in c.tokens.iter().zip(&f.tokens) {
-            assert_eq!((a.start, a.end), (b.start, b.end));
-            assert!((a.nll - b.nll).abs() < 0.05, "{a:?} vs {b:?}");
-        }
-    }
-}
-
-#[test]
 fn past_the_deadline_only_cached_results_are_served() {
     let chunks = fixtures_tagged("deadline test");
     let query = "sort the users by age so the oldest come first";
