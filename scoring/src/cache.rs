@@ -23,7 +23,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 
 use crate::error::Result;
 use crate::models::cache_root;
@@ -269,10 +269,7 @@ impl DiskCache {
             self.conn = None;
             remove_files(&self.path);
             self.conn = open_connection(&self.path).ok();
-        } else if matches!(
-            e.sqlite_error_code(),
-            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
-        ) {
+        } else if is_busy(e) {
             // Another process held the write lock past the timeout: skip this write only.
         } else {
             warn_disabled(&self.path, e);
@@ -282,19 +279,36 @@ impl DiskCache {
     }
 }
 
+/// Opens (creating if needed) the cache. Processes that start together on a fresh file race
+/// for the lock that switching to WAL and creating the schema take, and SQLite answers the
+/// loser "database is locked" at once rather than through the busy handler; so the setup is
+/// one immediate transaction, retried until `BUSY_TIMEOUT`.
 fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     if let Some(parent) = path.parent() {
         let _ = std::fs::create_dir_all(parent);
     }
-    let conn = Connection::open(path)?;
+    let started = std::time::Instant::now();
+    loop {
+        match try_open(path) {
+            Err(e) if is_busy(&e) && started.elapsed() < BUSY_TIMEOUT => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            result => return result,
+        }
+    }
+}
+
+fn try_open(path: &Path) -> rusqlite::Result<Connection> {
+    let mut conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
-    let version: i32 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i32 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
     if version != SCHEMA_VERSION {
-        conn.execute_batch("DROP TABLE IF EXISTS chunk;")?;
+        tx.execute_batch("DROP TABLE IF EXISTS chunk;")?;
     }
-    conn.execute_batch(
+    tx.execute_batch(
         "CREATE TABLE IF NOT EXISTS chunk (
              model_sha256 TEXT NOT NULL,
              content_hash INTEGER NOT NULL,
@@ -307,9 +321,17 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
          CREATE INDEX IF NOT EXISTS chunk_last_used ON chunk (last_used);",
     )?;
     if version != SCHEMA_VERSION {
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     }
+    tx.commit()?;
     Ok(conn)
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
 }
 
 fn is_corrupt(e: &rusqlite::Error) -> bool {
