@@ -62,6 +62,9 @@ pub struct QualityArgs {
     /// Only measure the candidate stage (which targets reach the model); no model scoring.
     #[arg(long)]
     pub candidates_only: bool,
+    /// BM25's term-frequency saturation (default: compress's default).
+    #[arg(long)]
+    pub bm25_k1: Option<f32>,
     /// Also run ctxzip under this latency budget (`--deadline-ms` of compress), on a scorer
     /// of its own with no caches and no KV states, so every query is a cold one.
     #[arg(long, value_name = "MS")]
@@ -193,7 +196,14 @@ pub fn run(args: QualityArgs) -> Result<()> {
     let scorer = args.model.start_scorer_with(|config| {
         config.disk_cache_path = Some(cache_dir.path().join("cache.sqlite"));
     })?;
-    print_candidate_recall(&scorer, &tasks)?;
+    let defaults = CompressOptions::default();
+    let base = CompressOptions {
+        max_candidates: args.max_candidates.unwrap_or(defaults.max_candidates),
+        max_chunk_tokens: args.max_chunk_tokens.unwrap_or(defaults.max_chunk_tokens),
+        bm25_k1: args.bm25_k1.unwrap_or(defaults.bm25_k1),
+        ..defaults.clone()
+    };
+    print_candidate_recall(&scorer, &tasks, &base)?;
     if args.candidates_only {
         return Ok(());
     }
@@ -229,12 +239,6 @@ pub fn run(args: QualityArgs) -> Result<()> {
     let mut by_size: Vec<usize> = (0..tasks.len()).collect();
     by_size.sort_by_key(|&t| tasks[t].files.iter().map(|f| f.text.len()).sum::<usize>());
     let faithful_set: Vec<usize> = by_size.into_iter().take(args.faithful_tasks).collect();
-    let defaults = CompressOptions::default();
-    let base = CompressOptions {
-        max_candidates: args.max_candidates.unwrap_or(defaults.max_candidates),
-        max_chunk_tokens: args.max_chunk_tokens.unwrap_or(defaults.max_chunk_tokens),
-        ..defaults.clone()
-    };
     for (t, task) in tasks.iter().enumerate() {
         let in_faithful = faithful_set.contains(&t);
         let docs: Vec<Document> = task.files.iter().map(Document::from).collect();
@@ -387,7 +391,7 @@ fn print_report(
 
 /// What the candidate stage loses: the share of targets whose chunk is among the chunks the
 /// model scores, per task kind, for the default pool size and larger ones.
-fn print_candidate_recall(scorer: &Scorer, tasks: &[Task]) -> Result<()> {
+fn print_candidate_recall(scorer: &Scorer, tasks: &[Task], base: &CompressOptions) -> Result<()> {
     let default = CompressOptions::default().max_candidates;
     let sizes = [default, default * 2, default * 4];
     // (kind, pool size) -> (sum of per-task recall, tasks)
@@ -397,7 +401,7 @@ fn print_candidate_recall(scorer: &Scorer, tasks: &[Task]) -> Result<()> {
         for size in sizes {
             let options = CompressOptions {
                 max_candidates: size,
-                ..CompressOptions::default()
+                ..base.clone()
             };
             let pool = compress::candidate_chunks(scorer, &docs, &task.query, &options)?;
             let share = share_found(task, |path, line| {

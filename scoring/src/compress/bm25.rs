@@ -88,13 +88,14 @@ pub struct Bm25 {
     doc_freq: Vec<u32>,
 }
 
-/// Term-frequency saturation. Measured on the candidate stage (`ctxzip bench quality
-/// --needles 5 --callees 3 --candidates-only`, share of targets among the 24 candidates):
+/// Term-frequency saturation, the default of [`Bm25::scores`]. Measured on the candidate stage
+/// (`ctxzip bench quality --needles 5 --callees 3 --candidates-only --bm25-k1 K`, share of
+/// targets among the 24 candidates):
 /// the textbook 1.2 kept 66% of the dev set's 44 needles, 3.0 keeps 82% (callees 24% → 26%);
 /// on 7 packages outside the dev set, 81% → 94% (callees 22% → 26%). Code repeats the names
 /// it works with, so a chunk that says a query term five times is more likely about it than
 /// one that says it once. BENCHMARKS.md, `## Quality`.
-const K1: f32 = 3.0;
+pub const DEFAULT_K1: f32 = 3.0;
 const B: f32 = 0.75;
 
 impl Bm25 {
@@ -134,8 +135,8 @@ impl Bm25 {
         }
     }
 
-    /// BM25 score of every document for `query`, in document order.
-    pub fn scores(&self, query: &str) -> Vec<f32> {
+    /// BM25 score of every document for `query`, in document order, with saturation `k1`.
+    pub fn scores(&self, query: &str, k1: f32) -> Vec<f32> {
         let n = self.docs.len() as f32;
         let mut query_terms: Vec<u32> = terms(query)
             .iter()
@@ -157,7 +158,7 @@ impl Bm25 {
                 idf.iter()
                     .map(|&(id, idf)| {
                         let tf = doc.get(&id).copied().unwrap_or(0.0);
-                        idf * tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * len / self.avg_len))
+                        idf * tf * (k1 + 1.0) / (tf + k1 * (1.0 - B + B * len / self.avg_len))
                     })
                     .sum()
             })
@@ -196,7 +197,7 @@ mod tests {
             ],
             vec![("fn main() { run() }", 1.0), ("main", 3.0)],
         ]);
-        let scores = index.scores("where is the config parsed?");
+        let scores = index.scores("where is the config parsed?", DEFAULT_K1);
         assert!(scores[1] > scores[0] && scores[1] > scores[2], "{scores:?}");
     }
 }

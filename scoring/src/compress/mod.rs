@@ -102,6 +102,8 @@ pub struct CompressOptions {
     pub beta: f32,
     /// Block boundaries at lines whose NLL exceeds mean + k·std.
     pub spike_k: f32,
+    /// BM25's term-frequency saturation in the candidate stage (and the BM25 ranker).
+    pub bm25_k1: f32,
     /// After the model's candidates, rank the definitions that this many of the best of them
     /// call (callees found by name), ahead of the chunks only BM25 ranked; 0 turns it off,
     /// `usize::MAX` (the default) takes every candidate the model ranked.
@@ -130,6 +132,7 @@ impl Default for CompressOptions {
             max_fine_tokens: 1000,
             beta: 0.5,
             spike_k: 0.5,
+            bm25_k1: bm25::DEFAULT_K1,
             callers: usize::MAX,
             faithful: false,
             deadline: None,
@@ -225,7 +228,7 @@ pub fn compress(
         _ => {}
     }
 
-    let (mut units, texts) = lexical_units(scorer, docs, query, options.focus.as_ref())?;
+    let (mut units, texts) = lexical_units(scorer, docs, query, options)?;
     let original_tokens: usize = units.iter().map(|u| u.tokens).sum();
     let budget = match options.budget {
         Budget::Tokens(n) => n,
@@ -346,11 +349,9 @@ pub fn compress(
     }
 
     // Fine: prune kept functions to their most useful blocks.
-    let mut runs: KeptRows = HashMap::new();
     // Pruning pays only when the whole functions the coarse stage kept overflow the budget.
-    if fine && used > budget {
-        let pruned;
-        (runs, pruned) = fine_stage(
+    let runs = if fine && used > budget {
+        let (runs, pruned) = fine_stage(
             scorer,
             docs,
             &units,
@@ -363,7 +364,10 @@ pub fn compress(
             cancel,
         )?;
         skipped += pruned;
-    }
+        runs
+    } else {
+        KeptRows::new()
+    };
 
     // Refill what the fine stage freed with more whole units, then make the budget exact.
     let mut result = Selection {
@@ -573,7 +577,7 @@ fn lexical_units<'d>(
     scorer: &Scorer,
     docs: &[Document<'d>],
     query: &str,
-    focus: Option<&Focus>,
+    options: &CompressOptions,
 ) -> Result<(Vec<Unit>, Vec<&'d str>), CompressError> {
     // Units: every chunk with content.
     let mut units = Vec::new();
@@ -611,10 +615,10 @@ fn lexical_units<'d>(
             (doc.path, 2.0),
         ]
     }));
-    for (unit, score) in units.iter_mut().zip(index.scores(query)) {
+    for (unit, score) in units.iter_mut().zip(index.scores(query, options.bm25_k1)) {
         unit.bm25 = score;
     }
-    pin_structural(&mut units, docs, query, focus);
+    pin_structural(&mut units, docs, query, options.focus.as_ref());
     Ok((units, texts))
 }
 
@@ -631,7 +635,7 @@ pub fn candidate_chunks(
     if query.is_empty() {
         return Err(CompressError::EmptyQuery);
     }
-    let (units, _) = lexical_units(scorer, docs, query, options.focus.as_ref())?;
+    let (units, _) = lexical_units(scorer, docs, query, options)?;
     Ok(pick_candidates(&units, options)
         .into_iter()
         .map(|i| (units[i].doc, units[i].chunk))
@@ -730,7 +734,7 @@ fn fine_stage(
         return Ok((runs, 0));
     }
     let fn_texts: Vec<&str> = eligible.iter().map(|&i| texts[i]).collect();
-    let (unconditional, conditional) = if options.faithful {
+    let (unconditional, cond_options) = if options.faithful {
         // One pass per line, as LongCodeZip computes line perplexity.
         let mut per_line = Vec::new();
         for text in &fn_texts {
@@ -754,27 +758,21 @@ fn fine_stage(
                 skipped: false,
             });
         }
-        let cond = scorer.token_nlls_batch_with(
-            Some(&format!("{query}\n\n")),
-            &fn_texts,
-            NO_REUSE,
-            cancel,
-        )?;
-        (per_line, cond)
+        (per_line, NO_REUSE)
     } else {
         let with_deadline = ScoreOptions {
             deadline,
             ..scorer.default_options()
         };
         let uncond = scorer.token_nlls_batch_with(None, &fn_texts, with_deadline, cancel)?;
-        let cond = scorer.token_nlls_batch_with(
-            Some(&format!("{query}\n\n")),
-            &fn_texts,
-            with_deadline,
-            cancel,
-        )?;
-        (uncond, cond)
+        (uncond, with_deadline)
     };
+    let conditional = scorer.token_nlls_batch_with(
+        Some(&format!("{query}\n\n")),
+        &fn_texts,
+        cond_options,
+        cancel,
+    )?;
 
     // Kept units the model did not score (callees, BM25's tail) count as the weakest.
     let floor = eligible
