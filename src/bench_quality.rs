@@ -59,6 +59,10 @@ pub struct QualityArgs {
     /// Tokens of each candidate the model reads (default: compress's default).
     #[arg(long)]
     pub max_chunk_tokens: Option<usize>,
+    /// Tokens the fine stage keeps at most, i.e. reads about twice (default: compress's
+    /// default).
+    #[arg(long)]
+    pub max_fine_tokens: Option<usize>,
     /// Only measure the candidate stage (which targets reach the model); no model scoring.
     #[arg(long)]
     pub candidates_only: bool,
@@ -96,10 +100,12 @@ const fn method(name: &'static str, ranker: Ranker, fine: bool, callers: Option<
     }
 }
 
-/// ctxzip, then variants on the same (cached) model scores: without callees, with the callees
-/// of the 8 best candidates only, fused with BM25; the BM25 baseline; LongCodeZip as published.
-const METHODS: [Method; 6] = [
+/// ctxzip, then variants on the same (cached) model scores: without the fine stage, without
+/// callees, with the callees of the 8 best candidates only, fused with BM25; the BM25
+/// baseline; LongCodeZip as published.
+const METHODS: [Method; 7] = [
     method("ctxzip", Ranker::Model, true, None),
+    method("ctxzip-nofine", Ranker::Model, false, None),
     method("ctxzip-calls", Ranker::Model, true, Some(0)),
     method("ctxzip-8callers", Ranker::Model, true, Some(8)),
     method("ctxzip+bm25", Ranker::Fused, true, None),
@@ -201,6 +207,7 @@ pub fn run(args: QualityArgs) -> Result<()> {
         max_candidates: args.max_candidates.unwrap_or(defaults.max_candidates),
         max_chunk_tokens: args.max_chunk_tokens.unwrap_or(defaults.max_chunk_tokens),
         bm25_k1: args.bm25_k1.unwrap_or(defaults.bm25_k1),
+        max_fine_tokens: args.max_fine_tokens.unwrap_or(defaults.max_fine_tokens),
         ..defaults.clone()
     };
     print_candidate_recall(&scorer, &tasks, &base)?;
@@ -326,7 +333,7 @@ fn print_report(
     let n_callee = tasks.len() - n_needle;
     let defaults = CompressOptions::default();
     println!(
-        "Model: {} ({}); {} packages; {n_needle} needle and {n_callee} callee tasks; {} candidates of up to {} tokens.\n",
+        "Model: {} ({}); {} packages; {n_needle} needle and {n_callee} callee tasks; {} candidates of up to {} tokens; the fine stage keeps up to {} tokens.\n",
         args.model
             .model
             .as_deref()
@@ -335,6 +342,7 @@ fn print_report(
         packages.len(),
         args.max_candidates.unwrap_or(defaults.max_candidates),
         args.max_chunk_tokens.unwrap_or(defaults.max_chunk_tokens),
+        args.max_fine_tokens.unwrap_or(defaults.max_fine_tokens),
     );
     println!(
         "| task | method | {} | cost per query (at {}) |",
@@ -396,19 +404,40 @@ fn print_candidate_recall(scorer: &Scorer, tasks: &[Task], base: &CompressOption
     let sizes = [default, default * 2, default * 4];
     // (kind, pool size) -> (sum of per-task recall, tasks)
     let mut cells: BTreeMap<(TaskKind, usize), (f64, usize)> = BTreeMap::new();
-    for task in tasks {
+    for (t, task) in tasks.iter().enumerate() {
         let docs: Vec<Document> = task.files.iter().map(Document::from).collect();
+        // The whole candidate order; a pool of n candidates is its first n.
+        let all = CompressOptions {
+            max_candidates: usize::MAX,
+            ..base.clone()
+        };
+        let order = compress::candidate_chunks(scorer, &docs, &task.query, &all)?;
+        let position = |path: &str, line: u32| {
+            order.iter().position(|&(d, c)| {
+                let chunk = &docs[d].chunks[c];
+                docs[d].path == path && chunk.start_line <= line && line <= chunk.end_line
+            })
+        };
+        let missed: Vec<String> = task
+            .targets
+            .iter()
+            .filter_map(|(path, line)| match position(path, *line) {
+                Some(p) if p < default => None,
+                Some(p) => Some(format!("{path}:{line} at {}", p + 1)),
+                None => Some(format!("{path}:{line} not a candidate")),
+            })
+            .collect();
+        if !missed.is_empty() {
+            eprintln!(
+                "candidate stage: task [{t}] {} {:?} misses {}",
+                task.package,
+                task.kind,
+                missed.join(", ")
+            );
+        }
         for size in sizes {
-            let options = CompressOptions {
-                max_candidates: size,
-                ..base.clone()
-            };
-            let pool = compress::candidate_chunks(scorer, &docs, &task.query, &options)?;
             let share = share_found(task, |path, line| {
-                pool.iter().any(|&(d, c)| {
-                    let chunk = &docs[d].chunks[c];
-                    docs[d].path == path && chunk.start_line <= line && line <= chunk.end_line
-                })
+                position(path, line).is_some_and(|p| p < size)
             });
             let cell = cells.entry((task.kind, size)).or_default();
             cell.0 += share;

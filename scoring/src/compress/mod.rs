@@ -96,7 +96,9 @@ pub struct CompressOptions {
     /// Share of a kept function's tokens the fine stage keeps on average (R_fine).
     pub fine_rate: f32,
     /// The fine stage reads at most about `max_fine_tokens / fine_rate` tokens of the best
-    /// functions (its model cost); larger budgets keep the rest whole.
+    /// functions (its model cost, twice: with and without the query); larger budgets keep
+    /// the rest whole. 750 keeps the dev set's recall of 1000 at fewer model tokens; 500
+    /// already lost needles (`bench quality --max-fine-tokens`, BENCHMARKS.md `## Quality`).
     pub max_fine_tokens: usize,
     /// How much the coarse score moves a function's share (β).
     pub beta: f32,
@@ -129,7 +131,7 @@ impl Default for CompressOptions {
             max_candidates: 24,
             max_chunk_tokens: 192,
             fine_rate: 0.5,
-            max_fine_tokens: 1000,
+            max_fine_tokens: 750,
             beta: 0.5,
             spike_k: 0.5,
             bm25_k1: bm25::DEFAULT_K1,
