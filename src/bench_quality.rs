@@ -406,12 +406,14 @@ fn print_candidate_recall(scorer: &Scorer, tasks: &[Task], base: &CompressOption
     let mut cells: BTreeMap<(TaskKind, usize), (f64, usize)> = BTreeMap::new();
     for (t, task) in tasks.iter().enumerate() {
         let docs: Vec<Document> = task.files.iter().map(Document::from).collect();
-        // The whole candidate order; a pool of n candidates is its first n.
-        let all = CompressOptions {
-            max_candidates: usize::MAX,
+        // The whole candidate order; a pool of n candidates is its first n, or every pinned
+        // chunk when more are pinned (the pinned ones come first).
+        let pool_of = |max_candidates| CompressOptions {
+            max_candidates,
             ..base.clone()
         };
-        let order = compress::candidate_chunks(scorer, &docs, &task.query, &all)?;
+        let order = compress::candidate_chunks(scorer, &docs, &task.query, &pool_of(usize::MAX))?;
+        let n_pinned = compress::candidate_chunks(scorer, &docs, &task.query, &pool_of(0))?.len();
         let position = |path: &str, line: u32| {
             order.iter().position(|&(d, c)| {
                 let chunk = &docs[d].chunks[c];
@@ -422,7 +424,7 @@ fn print_candidate_recall(scorer: &Scorer, tasks: &[Task], base: &CompressOption
             .targets
             .iter()
             .filter_map(|(path, line)| match position(path, *line) {
-                Some(p) if p < default => None,
+                Some(p) if p < default.max(n_pinned) => None,
                 Some(p) => Some(format!("{path}:{line} at {}", p + 1)),
                 None => Some(format!("{path}:{line} not a candidate")),
             })
@@ -437,7 +439,7 @@ fn print_candidate_recall(scorer: &Scorer, tasks: &[Task], base: &CompressOption
         }
         for size in sizes {
             let share = share_found(task, |path, line| {
-                position(path, line).is_some_and(|p| p < size)
+                position(path, line).is_some_and(|p| p < size.max(n_pinned))
             });
             let cell = cells.entry((task.kind, size)).or_default();
             cell.0 += share;
