@@ -308,42 +308,31 @@ pub fn run(args: QualityArgs) -> Result<()> {
             }
         }
     }
-    print_report(
-        &args,
-        &packages,
-        &tasks,
-        &budgets,
-        &rows,
-        &(tallies, faithful_pair),
-        &scorer,
-    );
-    Ok(())
-}
-
-fn print_report(
-    args: &QualityArgs,
-    packages: &[String],
-    tasks: &[Task],
-    budgets: &[(String, Budget)],
-    rows: &[String],
-    (tallies, faithful_pair): &(Tallies, BTreeMap<String, Tally>),
-    scorer: &Scorer,
-) {
     let n_needle = tasks.iter().filter(|t| t.kind == TaskKind::Needle).count();
-    let n_callee = tasks.len() - n_needle;
-    let defaults = CompressOptions::default();
-    println!(
-        "Model: {} ({}); {} packages; {n_needle} needle and {n_callee} callee tasks; {} candidates of up to {} tokens; the fine stage keeps up to {} tokens.\n",
+    let header = format!(
+        "Model: {} ({}); {} packages; {n_needle} needle and {} callee tasks; {} candidates of up to {} tokens; the fine stage keeps up to {} tokens.",
         args.model
             .model
             .as_deref()
             .unwrap_or(ctxzip_scoring::DEFAULT_MODEL),
         scorer.build_info(),
         packages.len(),
-        args.max_candidates.unwrap_or(defaults.max_candidates),
-        args.max_chunk_tokens.unwrap_or(defaults.max_chunk_tokens),
-        args.max_fine_tokens.unwrap_or(defaults.max_fine_tokens),
+        tasks.len() - n_needle,
+        base.max_candidates,
+        base.max_chunk_tokens,
+        base.max_fine_tokens,
     );
+    print_report(&header, &budgets, &rows, &(tallies, faithful_pair));
+    Ok(())
+}
+
+fn print_report(
+    header: &str,
+    budgets: &[(String, Budget)],
+    rows: &[String],
+    (tallies, faithful_pair): &(Tallies, BTreeMap<String, Tally>),
+) {
+    println!("{header}\n");
     println!(
         "| task | method | {} | cost per query (at {}) |",
         budgets
@@ -406,25 +395,19 @@ fn print_candidate_recall(scorer: &Scorer, tasks: &[Task], base: &CompressOption
     let mut cells: BTreeMap<(TaskKind, usize), (f64, usize)> = BTreeMap::new();
     for (t, task) in tasks.iter().enumerate() {
         let docs: Vec<Document> = task.files.iter().map(Document::from).collect();
-        // The whole candidate order; a pool of n candidates is its first n, or every pinned
-        // chunk when more are pinned (the pinned ones come first).
-        let pool_of = |max_candidates| CompressOptions {
-            max_candidates,
-            ..base.clone()
-        };
-        let order = compress::candidate_chunks(scorer, &docs, &task.query, &pool_of(usize::MAX))?;
-        let n_pinned = compress::candidate_chunks(scorer, &docs, &task.query, &pool_of(0))?.len();
+        let candidates = compress::candidate_chunks(scorer, &docs, &task.query, base)?;
         let position = |path: &str, line: u32| {
-            order.iter().position(|&(d, c)| {
+            candidates.chunks.iter().position(|&(d, c)| {
                 let chunk = &docs[d].chunks[c];
                 docs[d].path == path && chunk.start_line <= line && line <= chunk.end_line
             })
         };
+        let in_pool = |p: usize, size: usize| p < candidates.pool(size).len();
         let missed: Vec<String> = task
             .targets
             .iter()
             .filter_map(|(path, line)| match position(path, *line) {
-                Some(p) if p < default.max(n_pinned) => None,
+                Some(p) if in_pool(p, default) => None,
                 Some(p) => Some(format!("{path}:{line} at {}", p + 1)),
                 None => Some(format!("{path}:{line} not a candidate")),
             })
@@ -439,7 +422,7 @@ fn print_candidate_recall(scorer: &Scorer, tasks: &[Task], base: &CompressOption
         }
         for size in sizes {
             let share = share_found(task, |path, line| {
-                position(path, line).is_some_and(|p| p < size.max(n_pinned))
+                position(path, line).is_some_and(|p| in_pool(p, size))
             });
             let cell = cells.entry((task.kind, size)).or_default();
             cell.0 += share;

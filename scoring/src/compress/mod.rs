@@ -624,24 +624,41 @@ fn lexical_units<'d>(
     Ok((units, texts))
 }
 
-/// The chunks the model would score for `query` (the candidate stage alone, no model work):
-/// (document index, chunk index) pairs, as [`compress`] picks them when the workspace does not
-/// fit the budget. For measuring what the candidate stage loses.
+/// The candidate stage's order over a workspace (no model work): every chunk with content as
+/// (document index, chunk index), in the order [`compress`] offers them to the model. For
+/// measuring what the candidate stage loses.
+pub struct CandidateOrder {
+    pub chunks: Vec<(usize, usize)>,
+    n_pinned: usize,
+}
+
+impl CandidateOrder {
+    /// The chunks the model scores with a pool of `max_candidates`, when the workspace does
+    /// not fit the budget.
+    pub fn pool(&self, max_candidates: usize) -> &[(usize, usize)] {
+        &self.chunks[..pool_len(max_candidates, self.n_pinned).min(self.chunks.len())]
+    }
+}
+
+/// The candidate stage alone for `query`; see [`CandidateOrder`].
 pub fn candidate_chunks(
     scorer: &Scorer,
     docs: &[Document],
     query: &str,
     options: &CompressOptions,
-) -> Result<Vec<(usize, usize)>, CompressError> {
+) -> Result<CandidateOrder, CompressError> {
     let query = query.trim();
     if query.is_empty() {
         return Err(CompressError::EmptyQuery);
     }
     let (units, _) = lexical_units(scorer, docs, query, options)?;
-    Ok(pick_candidates(&units, options)
-        .into_iter()
-        .map(|i| (units[i].doc, units[i].chunk))
-        .collect())
+    Ok(CandidateOrder {
+        chunks: candidate_order(&units)
+            .into_iter()
+            .map(|i| (units[i].doc, units[i].chunk))
+            .collect(),
+        n_pinned: units.iter().filter(|u| u.pinned).count(),
+    })
 }
 
 /// Pins the chunk at the focus position and chunks defining an identifier the query names.
@@ -679,17 +696,28 @@ fn pin_structural(units: &mut [Unit], docs: &[Document], query: &str, focus: Opt
 /// for the faithful configuration); otherwise the pinned ones and BM25's best, up to
 /// `max_candidates` in all.
 fn pick_candidates(units: &[Unit], options: &CompressOptions) -> Vec<usize> {
+    let mut order = candidate_order(units);
+    if !options.faithful {
+        let n_pinned = units.iter().filter(|u| u.pinned).count();
+        order.truncate(pool_len(options.max_candidates, n_pinned));
+    }
+    order
+}
+
+/// Every unit, pinned first, then by BM25.
+fn candidate_order(units: &[Unit]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..units.len()).collect();
     order.sort_by(|&a, &b| {
         (units[b].pinned.cmp(&units[a].pinned))
             .then(units[b].bm25.total_cmp(&units[a].bm25))
             .then(a.cmp(&b))
     });
-    if !options.faithful {
-        let n_pinned = units.iter().filter(|u| u.pinned).count();
-        order.truncate(options.max_candidates.max(n_pinned));
-    }
     order
+}
+
+/// Pinned chunks are always scored, even beyond `max_candidates`.
+fn pool_len(max_candidates: usize, n_pinned: usize) -> usize {
+    max_candidates.max(n_pinned)
 }
 
 /// The head of `text` holding about `max_tokens` of its `n_tokens`, cut at a line end.
