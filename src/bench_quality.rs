@@ -5,17 +5,23 @@
 //!   query; success when the function's signature is in the output.
 //! - callee: a function is removed and its signature + doc is the query; success is the
 //!   share of the package functions it called whose signatures are in the output.
+//! - question and instruction (`--questions DIR`): written by people, the way a developer asks
+//!   (a question in plain words) or an agent is told (an issue-style task of 300–1500 tokens),
+//!   over whole package roots with their docs and tests, each with the definitions that
+//!   answer it (`bench/questions/*.toml`). A question is answered when any one of its answers
+//!   is in the output; an instruction scores the share of its answers found.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use ctxzip_chunker::workspace::{self, FileChunks, WalkOptions};
 use ctxzip_chunker::{Chunk, ChunkKind, Lang, chunk_source};
 use ctxzip_scoring::compress::{self, Budget, CompressOptions, Compressed, Document, Ranker};
 use ctxzip_scoring::{CancelFlag, Scorer};
+use serde::Deserialize;
 
 use crate::compress_cmd::ModelArgs;
 use crate::registry;
@@ -73,6 +79,25 @@ pub struct QualityArgs {
     /// of its own with no caches and no KV states, so every query is a cold one.
     #[arg(long, value_name = "MS")]
     pub deadline_ms: Option<u64>,
+    /// Question and instruction tasks: every `*.toml` file in this folder (see
+    /// `bench/questions`). Their packages are fetched as needed (`--packages` filters them).
+    #[arg(long, value_name = "DIR")]
+    pub questions: Option<PathBuf>,
+    /// Weight of chunks in files that are not code, unless the query asks for them (default:
+    /// compress's default).
+    #[arg(long)]
+    pub other_roles_weight: Option<f32>,
+    /// Rank the model's candidates from unwanted kinds of files after the wanted ones
+    /// (default: compress's default).
+    #[arg(long)]
+    pub code_first: Option<bool>,
+    /// Run only these methods (rows of the report; default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub methods: Vec<String>,
+    /// Keep model scores in this cache file across runs (default: a fresh cache per run, so
+    /// that the model-token columns count all the work). For exploring variants only.
+    #[arg(long, value_name = "FILE")]
+    pub score_cache: Option<PathBuf>,
     /// Where fetched packages are kept.
     #[arg(long, default_value = "target/bench-quality")]
     pub cache: PathBuf,
@@ -80,42 +105,71 @@ pub struct QualityArgs {
     pub model: ModelArgs,
 }
 
-/// A configuration the bench runs on every task.
+/// A configuration the bench runs on every task: the run's options, adjusted.
 struct Method {
     name: &'static str,
-    ranker: Ranker,
-    fine: bool,
+    /// LongCodeZip as published: run on the smallest tasks only, at the first budget.
     faithful: bool,
-    /// `None`: compress's default.
-    callers: Option<usize>,
-}
-
-const fn method(name: &'static str, ranker: Ranker, fine: bool, callers: Option<usize>) -> Method {
-    Method {
-        name,
-        ranker,
-        fine,
-        faithful: false,
-        callers,
-    }
+    adjust: fn(&mut CompressOptions),
 }
 
 /// ctxzip, then variants on the same (cached) model scores: without the fine stage, without
 /// callees, with the callees of the 8 best candidates only, fused with BM25; the BM25
-/// baseline; LongCodeZip as published.
-const METHODS: [Method; 7] = [
-    method("ctxzip", Ranker::Model, true, None),
-    method("ctxzip-nofine", Ranker::Model, false, None),
-    method("ctxzip-calls", Ranker::Model, true, Some(0)),
-    method("ctxzip-8callers", Ranker::Model, true, Some(8)),
-    method("ctxzip+bm25", Ranker::Fused, true, None),
-    method("bm25", Ranker::Bm25, false, Some(0)),
+/// baseline with every kind of file alike (as `--ranker bm25` ranked before file roles) and
+/// with the run's role weights; LongCodeZip as published.
+const METHODS: [Method; 8] = [
+    Method {
+        name: "ctxzip",
+        faithful: false,
+        adjust: |_| {},
+    },
+    Method {
+        name: "ctxzip-nofine",
+        faithful: false,
+        adjust: |o| o.fine = false,
+    },
+    Method {
+        name: "ctxzip-calls",
+        faithful: false,
+        adjust: |o| o.callers = 0,
+    },
+    Method {
+        name: "ctxzip-8callers",
+        faithful: false,
+        adjust: |o| o.callers = 8,
+    },
+    Method {
+        name: "ctxzip+bm25",
+        faithful: false,
+        adjust: |o| o.ranker = Ranker::Fused,
+    },
+    Method {
+        name: "bm25",
+        faithful: false,
+        adjust: |o| {
+            o.ranker = Ranker::Bm25;
+            o.fine = false;
+            o.callers = 0;
+            o.other_roles_weight = 1.0;
+            o.code_first = false;
+        },
+    },
+    Method {
+        name: "bm25+roles",
+        faithful: false,
+        adjust: |o| {
+            o.ranker = Ranker::Bm25;
+            o.fine = false;
+            o.callers = 0;
+        },
+    },
     Method {
         name: "longcodezip",
-        ranker: Ranker::Model,
-        fine: true,
         faithful: true,
-        callers: Some(0),
+        adjust: |o| {
+            o.faithful = true;
+            o.callers = 0;
+        },
     },
 ];
 
@@ -123,7 +177,16 @@ const METHODS: [Method; 7] = [
 enum TaskKind {
     Needle,
     Callee,
+    Question,
+    Instruction,
 }
+
+const TASK_KINDS: [TaskKind; 4] = [
+    TaskKind::Needle,
+    TaskKind::Callee,
+    TaskKind::Question,
+    TaskKind::Instruction,
+];
 
 struct Task {
     package: String,
@@ -131,9 +194,16 @@ struct Task {
     query: String,
     /// Files of the package with the task's edit applied.
     files: Vec<FileChunks>,
-    /// (path, signature line) of each target definition.
-    targets: Vec<(String, u32)>,
+    /// Each target definition, by the (path, signature line) places that count as it.
+    targets: Vec<Target>,
+    /// Any one target found answers the task (questions); otherwise recall is the share
+    /// found.
+    any_target: bool,
 }
+
+/// A definition a task looks for: where it is, or any of the places that count as it (one
+/// name assigned twice in a file, as JavaScript does with `proto.tz` and `dayjs.tz`).
+type Target = Vec<(String, u32)>;
 
 /// (method, task kind, budget label) -> tally.
 type Tallies = BTreeMap<(String, TaskKind, String), Tally>;
@@ -178,7 +248,7 @@ pub fn run(args: QualityArgs) -> Result<()> {
         args.packages.clone()
     };
     let mut tasks = Vec::new();
-    for spec in &packages {
+    for spec in packages.iter().filter(|_| args.needles + args.callees > 0) {
         let root = registry::fetch(spec, &args.cache)?;
         let ws = workspace::chunk_workspace(&root, &WalkOptions::default())?;
         let before = tasks.len();
@@ -190,6 +260,9 @@ pub fn run(args: QualityArgs) -> Result<()> {
             tasks.len() - before
         );
     }
+    if let Some(dir) = &args.questions {
+        tasks.extend(question_tasks(dir, &args.packages, &args.cache)?);
+    }
     for (t, task) in tasks.iter().enumerate() {
         let query: String = task.query.chars().take(100).collect();
         eprintln!(
@@ -199,8 +272,12 @@ pub fn run(args: QualityArgs) -> Result<()> {
     }
     // A cache of this run's own: cached results of an earlier run would hide model work.
     let cache_dir = tempfile::tempdir()?;
+    let cache_path = args
+        .score_cache
+        .clone()
+        .unwrap_or_else(|| cache_dir.path().join("cache.sqlite"));
     let scorer = args.model.start_scorer_with(|config| {
-        config.disk_cache_path = Some(cache_dir.path().join("cache.sqlite"));
+        config.disk_cache_path = Some(cache_path);
     })?;
     let defaults = CompressOptions::default();
     let base = CompressOptions {
@@ -208,6 +285,10 @@ pub fn run(args: QualityArgs) -> Result<()> {
         max_chunk_tokens: args.max_chunk_tokens.unwrap_or(defaults.max_chunk_tokens),
         bm25_k1: args.bm25_k1.unwrap_or(defaults.bm25_k1),
         max_fine_tokens: args.max_fine_tokens.unwrap_or(defaults.max_fine_tokens),
+        other_roles_weight: args
+            .other_roles_weight
+            .unwrap_or(defaults.other_roles_weight),
+        code_first: args.code_first.unwrap_or(defaults.code_first),
         ..defaults.clone()
     };
     print_candidate_recall(&scorer, &tasks, &base)?;
@@ -225,9 +306,10 @@ pub fn run(args: QualityArgs) -> Result<()> {
         )),
         None => None,
     };
+    let selected = |m: &Method| args.methods.is_empty() || args.methods.iter().any(|n| n == m.name);
     let mut rows: Vec<String> = METHODS
         .iter()
-        .filter(|m| !m.faithful)
+        .filter(|m| !m.faithful && selected(m))
         .map(|m| m.name.to_string())
         .collect();
     if let Some((name, _, _)) = &deadline_run {
@@ -251,18 +333,15 @@ pub fn run(args: QualityArgs) -> Result<()> {
         let docs: Vec<Document> = task.files.iter().map(Document::from).collect();
         for (label, budget) in &budgets {
             let mut runs: Vec<(&str, &Scorer, CompressOptions)> = Vec::new();
-            for m in &METHODS {
+            for m in METHODS.iter().filter(|m| selected(m)) {
                 if m.faithful && (!in_faithful || label != &budgets[0].0) {
                     continue;
                 }
-                let options = CompressOptions {
+                let mut options = CompressOptions {
                     budget: *budget,
-                    ranker: m.ranker,
-                    fine: m.fine,
-                    faithful: m.faithful,
-                    callers: m.callers.unwrap_or(defaults.callers),
                     ..base.clone()
                 };
+                (m.adjust)(&mut options);
                 runs.push((m.name, &scorer, options));
             }
             if let Some((name, deadline, deadline_scorer)) = &deadline_run {
@@ -308,19 +387,26 @@ pub fn run(args: QualityArgs) -> Result<()> {
             }
         }
     }
-    let n_needle = tasks.iter().filter(|t| t.kind == TaskKind::Needle).count();
+    let counts: Vec<String> = TASK_KINDS
+        .iter()
+        .map(|kind| (kind, tasks.iter().filter(|t| t.kind == *kind).count()))
+        .filter(|(_, n)| *n > 0)
+        .map(|(kind, n)| format!("{n} {}", format!("{kind:?}").to_lowercase()))
+        .collect();
     let header = format!(
-        "Model: {} ({}); {} packages; {n_needle} needle and {} callee tasks; {} candidates of up to {} tokens; the fine stage keeps up to {} tokens.",
+        "Model: {} ({}); {} tasks ({}); {} candidates of up to {} tokens; the fine stage keeps up to {} tokens; other kinds of files weigh {} (code first: {}).",
         args.model
             .model
             .as_deref()
             .unwrap_or(ctxzip_scoring::DEFAULT_MODEL),
         scorer.build_info(),
-        packages.len(),
-        tasks.len() - n_needle,
+        tasks.len(),
+        counts.join(", "),
         base.max_candidates,
         base.max_chunk_tokens,
         base.max_fine_tokens,
+        base.other_roles_weight,
+        base.code_first,
     );
     print_report(&header, &budgets, &rows, &(tallies, faithful_pair));
     Ok(())
@@ -343,7 +429,10 @@ fn print_report(
         budgets[0].0
     );
     println!("|---|---|{}---|", "---|".repeat(budgets.len()));
-    for kind in [TaskKind::Needle, TaskKind::Callee] {
+    for kind in TASK_KINDS {
+        if !tallies.keys().any(|(_, k, _)| *k == kind) {
+            continue;
+        }
         for method in rows {
             let cells: Vec<String> = budgets
                 .iter()
@@ -406,10 +495,13 @@ fn print_candidate_recall(scorer: &Scorer, tasks: &[Task], base: &CompressOption
         let missed: Vec<String> = task
             .targets
             .iter()
-            .filter_map(|(path, line)| match position(path, *line) {
-                Some(p) if in_pool(p, default) => None,
-                Some(p) => Some(format!("{path}:{line} at {}", p + 1)),
-                None => Some(format!("{path}:{line} not a candidate")),
+            .filter_map(|places| {
+                let (path, line) = &places[0];
+                match places.iter().filter_map(|(p, l)| position(p, *l)).min() {
+                    Some(p) if in_pool(p, default) => None,
+                    Some(p) => Some(format!("{path}:{line} at {}", p + 1)),
+                    None => Some(format!("{path}:{line} not a candidate")),
+                }
             })
             .collect();
         if !missed.is_empty() {
@@ -442,7 +534,7 @@ fn print_candidate_recall(scorer: &Scorer, tasks: &[Task], base: &CompressOption
             .join(" | ")
     );
     println!("|---|---|{}", "---|".repeat(sizes.len()));
-    for kind in [TaskKind::Needle, TaskKind::Callee] {
+    for kind in TASK_KINDS {
         let row: Vec<String> = sizes
             .iter()
             .filter_map(|size| cells.get(&(kind, *size)))
@@ -469,8 +561,16 @@ fn recall(task: &Task, result: &Compressed) -> f64 {
 
 /// Share of the task's targets (path, signature line) that `found` accepts.
 fn share_found(task: &Task, found: impl Fn(&str, u32) -> bool) -> f64 {
-    let n = task.targets.iter().filter(|(p, l)| found(p, *l)).count();
-    n as f64 / task.targets.len().max(1) as f64
+    let n = task
+        .targets
+        .iter()
+        .filter(|places| places.iter().any(|(p, l)| found(p, *l)))
+        .count();
+    if task.any_target {
+        f64::from(u8::from(n > 0))
+    } else {
+        n as f64 / task.targets.len().max(1) as f64
+    }
 }
 
 fn is_test_path(path: &str) -> bool {
@@ -630,7 +730,8 @@ fn needle_tasks(package: &str, files: &[FileChunks], n: usize) -> Vec<Task> {
             package: package.to_string(),
             kind: TaskKind::Needle,
             query: doc,
-            targets: vec![(file.path.clone(), signature_line)],
+            targets: vec![vec![(file.path.clone(), signature_line)]],
+            any_target: false,
             files: edited,
         });
     }
@@ -686,7 +787,7 @@ fn callee_tasks(package: &str, files: &[FileChunks], n: usize) -> Vec<Task> {
             .iter()
             .filter_map(|&(cf, cc)| {
                 let line = signature_after_edit(&edited[cf], &files[cf].chunks[cc])?;
-                Some((files[cf].path.clone(), line))
+                Some(vec![(files[cf].path.clone(), line)])
             })
             .collect::<Vec<_>>();
         if targets.len() < 2 {
@@ -697,8 +798,130 @@ fn callee_tasks(package: &str, files: &[FileChunks], n: usize) -> Vec<Task> {
             kind: TaskKind::Callee,
             query,
             targets,
+            any_target: false,
             files: edited,
         });
     }
     tasks
+}
+
+/// One task of a `bench/questions/*.toml` file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuestionSpec {
+    package: String,
+    /// Folder of the package that ctxzip is pointed at; "" for the whole root.
+    #[serde(default)]
+    root: String,
+    kind: String,
+    query: String,
+    /// `path::name`: a definition in a file under the root (qualified names match by suffix).
+    answers: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuestionFile {
+    task: Vec<QuestionSpec>,
+}
+
+/// The question and instruction tasks of every `*.toml` file in `dir`, for the packages in
+/// `only` (all when empty), over each package's root folder as fetched.
+fn question_tasks(dir: &Path, only: &[String], cache: &Path) -> Result<Vec<Task>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read the questions folder {}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    let mut specs = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file)?;
+        let parsed: QuestionFile =
+            toml::from_str(&text).with_context(|| format!("{}", file.display()))?;
+        specs.extend(
+            parsed
+                .task
+                .into_iter()
+                .filter(|t| only.is_empty() || only.contains(&t.package)),
+        );
+    }
+    // Each (package, root) is chunked once.
+    let mut roots: BTreeMap<(String, String), Vec<FileChunks>> = BTreeMap::new();
+    let mut tasks = Vec::new();
+    for spec in specs {
+        let kind = match spec.kind.as_str() {
+            "question" => TaskKind::Question,
+            "instruction" => TaskKind::Instruction,
+            other => bail!("task kind {other:?}: use \"question\" or \"instruction\""),
+        };
+        let key = (spec.package.clone(), spec.root.clone());
+        if !roots.contains_key(&key) {
+            let fetched = registry::fetch(&spec.package, cache)?;
+            let ws =
+                workspace::chunk_workspace(&fetched.join(&spec.root), &WalkOptions::default())?;
+            eprintln!(
+                "{} ({}): {} files",
+                spec.package,
+                if spec.root.is_empty() {
+                    "root"
+                } else {
+                    &spec.root
+                },
+                ws.files.len()
+            );
+            roots.insert(key.clone(), ws.files);
+        }
+        let files = &roots[&key];
+        let mut targets = Vec::new();
+        for answer in &spec.answers {
+            targets.push(find_definition(files, answer).with_context(|| {
+                format!("{}: answer {answer:?} of {:?}", spec.package, spec.query)
+            })?);
+        }
+        tasks.push(Task {
+            package: spec.package,
+            kind,
+            query: spec.query,
+            files: files.clone(),
+            targets,
+            any_target: kind == TaskKind::Question,
+        });
+    }
+    Ok(tasks)
+}
+
+/// The (path, signature line) of `path::name`: the definitions in that file whose qualified
+/// name is `name` or ends with it after a `.` or `::` (a type rather than its `impl`s).
+fn find_definition(files: &[FileChunks], answer: &str) -> Result<Target> {
+    let (path, name) = answer
+        .split_once("::")
+        .context("an answer is written path::name")?;
+    let file = files
+        .iter()
+        .find(|f| f.path == path)
+        .with_context(|| format!("no file {path} under the root"))?;
+    let matches = |chunk: &Chunk| {
+        let qualified = chunk.display_name();
+        qualified == name
+            || qualified.ends_with(&format!(".{name}"))
+            || qualified.ends_with(&format!("::{name}"))
+    };
+    let mut found: Vec<&Chunk> = file
+        .chunks
+        .iter()
+        .filter(|c| c.kind != ChunkKind::Glue && c.kind != ChunkKind::Text && matches(c))
+        .collect();
+    // A type and its `impl` blocks share a name: the type is the definition.
+    if found.iter().any(|c| c.kind != ChunkKind::Impl) {
+        found.retain(|c| c.kind != ChunkKind::Impl);
+    }
+    if found.is_empty() {
+        bail!("no definition {name} in {path}");
+    }
+    Ok(found
+        .iter()
+        .map(|c| (path.to_string(), c.header_end_line.max(c.start_line)))
+        .collect())
 }

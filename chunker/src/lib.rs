@@ -1,6 +1,7 @@
 //! ctxzip's chunker: turns source files into function-level chunks that tile each file.
 //!
 //! - [`lang`]: the language table (extensions, LSP ids, grammar, chunk query per language).
+//! - [`role`]: what a file is for (code, tests, docs, stubs, ...), from its path.
 //! - [`source`]: one file's text → chunks, with incremental reparse under edits. No IO.
 //! - [`workspace`]: the only module that touches the disk: walks a workspace (ignore files,
 //!   secrets, binaries, size caps, symlinks) and chunks its files in parallel.
@@ -11,6 +12,7 @@ pub mod chunk;
 pub mod lang;
 pub mod lines;
 mod pieces;
+pub mod role;
 pub mod source;
 mod syntax;
 mod text;
@@ -18,5 +20,6 @@ pub mod workspace;
 
 pub use chunk::{Chunk, ChunkKind};
 pub use lang::{LANGS, Lang, LangSpec};
+pub use role::FileRole;
 pub use source::{EditError, SourceFile, chunk_source};
 pub use workspace::{FileChunks, Skipped, WalkOptions, Workspace};

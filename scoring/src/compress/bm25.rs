@@ -135,22 +135,27 @@ impl Bm25 {
         }
     }
 
-    /// BM25 score of every document for `query`, in document order, with saturation `k1`.
-    pub fn scores(&self, query: &str, k1: f32) -> Vec<f32> {
+    /// The distinct terms of `text` that occur in the documents, with their inverse
+    /// document frequency: what the text can tell the documents apart by.
+    pub fn idf_terms(&self, text: &str) -> Vec<(u32, f32)> {
         let n = self.docs.len() as f32;
-        let mut query_terms: Vec<u32> = terms(query)
+        let mut ids: Vec<u32> = terms(text)
             .iter()
             .filter_map(|t| self.vocab.get(t).copied())
             .collect();
-        query_terms.sort_unstable();
-        query_terms.dedup();
-        let idf: Vec<(u32, f32)> = query_terms
-            .iter()
-            .map(|&id| {
+        ids.sort_unstable();
+        ids.dedup();
+        ids.into_iter()
+            .map(|id| {
                 let df = self.doc_freq[id as usize] as f32;
                 (id, ((n - df + 0.5) / (df + 0.5) + 1.0).ln())
             })
-            .collect();
+            .collect()
+    }
+
+    /// BM25 score of every document for `query`, in document order, with saturation `k1`.
+    pub fn scores(&self, query: &str, k1: f32) -> Vec<f32> {
+        let idf = self.idf_terms(query);
         self.docs
             .iter()
             .zip(&self.doc_len)

@@ -9,13 +9,15 @@
 pub mod assemble;
 pub mod bm25;
 pub mod fine;
+pub mod roles;
+pub mod window;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use ctxzip_chunker::chunk::content_hash;
 use ctxzip_chunker::lines::LineIndex;
-use ctxzip_chunker::{Chunk, ChunkKind, Lang};
+use ctxzip_chunker::{Chunk, ChunkKind, FileRole, Lang};
 use serde::Serialize;
 
 pub use assemble::Format;
@@ -106,6 +108,18 @@ pub struct CompressOptions {
     pub spike_k: f32,
     /// BM25's term-frequency saturation in the candidate stage (and the BM25 ranker).
     pub bm25_k1: f32,
+    /// The model reads at most this many tokens of the query (the most informative
+    /// sentences of a longer one, [`window::query_window`]); the lexical stages read it all.
+    /// 0 reads every query whole.
+    pub max_query_tokens: usize,
+    /// Weight of chunks in files that are not code (tests, docs, stubs, examples,
+    /// changelogs, data; see [`FileRole`]) in the candidate stage and BM25's order, relative
+    /// to code, unless the query asks for that kind of file ([`roles::wanted_roles`]).
+    /// 1.0 ranks every kind of file alike.
+    pub other_roles_weight: f32,
+    /// Rank the model's candidates from files the query did not ask for after those it did
+    /// (and after their callees).
+    pub code_first: bool,
     /// After the model's candidates, rank the definitions that this many of the best of them
     /// call (callees found by name), ahead of the chunks only BM25 ranked; 0 turns it off,
     /// `usize::MAX` (the default) takes every candidate the model ranked.
@@ -135,6 +149,9 @@ impl Default for CompressOptions {
             beta: 0.5,
             spike_k: 0.5,
             bm25_k1: bm25::DEFAULT_K1,
+            max_query_tokens: 64,
+            other_roles_weight: 1.0,
+            code_first: false,
             callers: usize::MAX,
             faithful: false,
             deadline: None,
@@ -207,6 +224,10 @@ struct Unit {
     bm25: f32,
     score: f32,
     pinned: bool,
+    /// The unit's file is of a kind the query asks for (code, or a kind it names).
+    wanted: bool,
+    /// Nothing but a container's opening line or closing punctuation ([`is_skeleton`]).
+    skeleton: bool,
 }
 
 /// Compresses `docs` for `query` within the budget. Blocking: call from a worker thread.
@@ -230,7 +251,12 @@ pub fn compress(
         _ => {}
     }
 
-    let (mut units, texts) = lexical_units(scorer, docs, query, options)?;
+    let (mut units, texts, model_query) = lexical_units(scorer, docs, query, options)?;
+    let model_query = if options.faithful {
+        query
+    } else {
+        model_query.as_str()
+    };
     let original_tokens: usize = units.iter().map(|u| u.tokens).sum();
     let budget = match options.budget {
         Budget::Tokens(n) => n,
@@ -278,7 +304,7 @@ pub fn compress(
                     ..scorer.default_options()
                 }
             };
-            let output = scorer.score_chunks_with(query, &inputs, score_options, cancel)?;
+            let output = scorer.score_chunks_with(model_query, &inputs, score_options, cancel)?;
             // Candidates the deadline skipped keep score −∞: they follow the scored ones
             // in BM25 order, still ahead of the units that were never candidates.
             for (&i, score) in candidates.iter().zip(&output.scores) {
@@ -292,13 +318,16 @@ pub fn compress(
         }
     };
 
-    // Order: pinned first, then by score; units the model did not see follow by BM25.
+    // Order: pinned first, then by score; units the model did not see follow by BM25. With
+    // `code_first`, scored units of unwanted kinds of files follow the wanted ones.
+    let code_first = options.code_first && ranker != Ranker::Bm25;
     let mut order: Vec<usize> = (0..units.len()).collect();
     let scored: HashSet<usize> = candidates.iter().copied().collect();
     order.sort_by(|&a, &b| {
         let key = |i: usize| {
             let u = &units[i];
-            (u.pinned, scored.contains(&i) || ranker == Ranker::Bm25)
+            let scored = scored.contains(&i) || ranker == Ranker::Bm25;
+            (u.pinned, scored && (u.wanted || !code_first), scored)
         };
         key(b)
             .cmp(&key(a))
@@ -310,9 +339,17 @@ pub fn compress(
     if options.callers > 0 && !options.faithful && ranker != Ranker::Bm25 {
         let n_scored = order
             .iter()
-            .take_while(|&&i| units[i].pinned || scored.contains(&i))
+            .take_while(|&&i| {
+                units[i].pinned || scored.contains(&i) && (units[i].wanted || !code_first)
+            })
             .count();
         order = with_callees(order, n_scored, options.callers, &units, docs, &texts);
+    }
+
+    // A container's opening line or a closing brace alone says nothing: such units are only
+    // printed when the whole workspace fits.
+    if !everything_fits {
+        order.retain(|&i| !units[i].skeleton);
     }
 
     let mut rank = vec![0; units.len()];
@@ -359,7 +396,7 @@ pub fn compress(
             &units,
             &kept,
             &texts,
-            query,
+            model_query,
             fine_tokens,
             options,
             deadline,
@@ -574,13 +611,14 @@ fn fuse_with_bm25(units: &mut [Unit], candidates: &[usize]) {
     }
 }
 
-/// Every chunk with content as a unit, with its token count, BM25 score and structural pin.
+/// Every chunk with content as a unit, with its token count, BM25 score and structural pin;
+/// their texts; and the part of the query the model reads.
 fn lexical_units<'d>(
     scorer: &Scorer,
     docs: &[Document<'d>],
     query: &str,
     options: &CompressOptions,
-) -> Result<(Vec<Unit>, Vec<&'d str>), CompressError> {
+) -> Result<(Vec<Unit>, Vec<&'d str>, String), CompressError> {
     // Units: every chunk with content.
     let mut units = Vec::new();
     let mut texts = Vec::new();
@@ -598,6 +636,8 @@ fn lexical_units<'d>(
                 bm25: 0.0,
                 score: f32::NEG_INFINITY,
                 pinned: false,
+                wanted: true,
+                skeleton: is_skeleton(chunk, text),
             });
         }
     }
@@ -617,11 +657,21 @@ fn lexical_units<'d>(
             (doc.path, 2.0),
         ]
     }));
+    let wanted = roles::wanted_roles(query);
     for (unit, score) in units.iter_mut().zip(index.scores(query, options.bm25_k1)) {
-        unit.bm25 = score;
+        let doc = &docs[unit.doc];
+        unit.wanted = wanted.contains(&FileRole::of(doc.path, doc.lang));
+        unit.bm25 = if unit.wanted {
+            score
+        } else {
+            score * options.other_roles_weight
+        };
     }
     pin_structural(&mut units, docs, query, options.focus.as_ref());
-    Ok((units, texts))
+    let model_query = window::query_window(query, options.max_query_tokens, &index, |texts| {
+        scorer.count_tokens_batch(texts)
+    });
+    Ok((units, texts, model_query.into_owned()))
 }
 
 /// The candidate stage's order over a workspace (no model work): every chunk with content as
@@ -651,7 +701,7 @@ pub fn candidate_chunks(
     if query.is_empty() {
         return Err(CompressError::EmptyQuery);
     }
-    let (units, _) = lexical_units(scorer, docs, query, options)?;
+    let (units, _, _) = lexical_units(scorer, docs, query, options)?;
     Ok(CandidateOrder {
         chunks: candidate_order(&units)
             .into_iter()
@@ -704,9 +754,9 @@ fn pick_candidates(units: &[Unit], options: &CompressOptions) -> Vec<usize> {
     order
 }
 
-/// Every unit, pinned first, then by BM25.
+/// Every unit but skeletons, pinned first, then by BM25.
 fn candidate_order(units: &[Unit]) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..units.len()).collect();
+    let mut order: Vec<usize> = (0..units.len()).filter(|&i| !units[i].skeleton).collect();
     order.sort_by(|&a, &b| {
         (units[b].pinned.cmp(&units[a].pinned))
             .then(units[b].bm25.total_cmp(&units[a].bm25))
@@ -718,6 +768,31 @@ fn candidate_order(units: &[Unit]) -> Vec<usize> {
 /// Pinned chunks are always scored, even beyond `max_candidates`.
 fn pool_len(max_candidates: usize, n_pinned: usize) -> usize {
     max_candidates.max(n_pinned)
+}
+
+/// A chunk with nothing to read on its own: a container's header whose members are chunks of
+/// their own (`impl Foo {`, `class Foo:`), or glue of closing punctuation (`}`, `});`).
+/// Printed alone it is a skeleton of elision markers. A doc comment on the header is
+/// something to read.
+pub fn is_skeleton(chunk: &Chunk, text: &str) -> bool {
+    let header_rows = if chunk.kind.is_container() {
+        (chunk.header_end_line.max(chunk.start_line) - chunk.start_line + 1) as usize
+    } else if chunk.kind == ChunkKind::Glue {
+        0
+    } else {
+        return false;
+    };
+    !text.lines().enumerate().any(|(row, line)| {
+        let line = line.trim();
+        if row < header_rows {
+            ["//", "/*", "*", "#", "\"\"\"", "--"]
+                .iter()
+                .any(|p| line.starts_with(p))
+                && !line.starts_with("#[")
+        } else {
+            !(line.is_empty() || line == "end" || line.chars().all(|c| "{}()[];,".contains(c)))
+        }
+    })
 }
 
 /// The head of `text` holding about `max_tokens` of its `n_tokens`, cut at a line end.
@@ -1018,6 +1093,8 @@ mod tests {
                     bm25: 0.0,
                     score: 0.0,
                     pinned: false,
+                    wanted: true,
+                    skeleton: false,
                 });
             }
         }

@@ -1,0 +1,200 @@
+//! The query the model reads: a long instruction cut to its most informative sentences.
+//!
+//! The model decodes the query after every candidate and once more before the functions the
+//! fine stage prunes, so its cost grows with the query's length; an agent's task description
+//! of a thousand tokens would cost fifty times a question's. The lexical stages read the whole
+//! query; the model reads at most `max_tokens` of it: the sentences (and lines) that cover the
+//! most of the query's distinguishing terms per token, greedily (each term counts once, by
+//! its inverse document frequency in the workspace), put back in their original order.
+
+use std::borrow::Cow;
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashSet};
+
+use super::bm25::Bm25;
+
+/// Pieces longer than this many bytes are cut at a space, so one run-on line cannot take the
+/// whole window.
+const MAX_PIECE_BYTES: usize = 320;
+
+/// `query` itself when it holds at most `max_tokens` tokens (`count` counts a batch of texts),
+/// else its most informative pieces within `max_tokens`.
+pub fn query_window<'q>(
+    query: &'q str,
+    max_tokens: usize,
+    index: &Bm25,
+    count: impl Fn(&[&str]) -> Vec<usize>,
+) -> Cow<'q, str> {
+    if max_tokens == 0 || count(&[query])[0] <= max_tokens {
+        return Cow::Borrowed(query);
+    }
+    let pieces = pieces(query);
+    let texts: Vec<&str> = pieces.iter().map(|p| p.text).collect();
+    let tokens = count(&texts);
+    let terms: Vec<Vec<(u32, f32)>> = texts.iter().map(|t| index.idf_terms(t)).collect();
+
+    // Lazy greedy: a piece's gain per token only falls as terms get covered, so a stale
+    // heap entry that still tops the heap after an update is the true best.
+    let mut heap: BinaryHeap<Candidate> = (0..pieces.len())
+        .filter(|&i| tokens[i] > 0 && tokens[i] <= max_tokens)
+        .map(|i| Candidate {
+            density: terms[i].iter().map(|t| t.1).sum::<f32>() / tokens[i] as f32,
+            piece: i,
+        })
+        .collect();
+    let mut covered: HashSet<u32> = HashSet::new();
+    let mut chosen: Vec<usize> = Vec::new();
+    let mut used = 0;
+    while let Some(top) = heap.pop() {
+        let i = top.piece;
+        if used + tokens[i] > max_tokens {
+            continue;
+        }
+        let gain: f32 = terms[i]
+            .iter()
+            .filter(|(id, _)| !covered.contains(id))
+            .map(|t| t.1)
+            .sum();
+        let density = gain / tokens[i] as f32;
+        if density <= 0.0 {
+            continue;
+        }
+        if heap.peek().is_some_and(|next| next.density > density) {
+            heap.push(Candidate { density, piece: i });
+            continue;
+        }
+        covered.extend(terms[i].iter().map(|t| t.0));
+        chosen.push(i);
+        used += tokens[i];
+    }
+    if chosen.is_empty() {
+        // Nothing the workspace knows: the query's head.
+        for (i, &n) in tokens.iter().enumerate() {
+            if n > 0 && used + n <= max_tokens {
+                chosen.push(i);
+                used += n;
+            }
+        }
+    }
+    chosen.sort_unstable();
+    let mut window = String::new();
+    let mut last_line = None;
+    for i in chosen {
+        if !window.is_empty() {
+            window.push(if last_line == Some(pieces[i].line) {
+                ' '
+            } else {
+                '\n'
+            });
+        }
+        window.push_str(pieces[i].text);
+        last_line = Some(pieces[i].line);
+    }
+    Cow::Owned(window)
+}
+
+struct Piece<'q> {
+    text: &'q str,
+    line: usize,
+}
+
+/// Sentences of each line (cut after `.`, `?` or `!` and a space), long ones cut at spaces.
+fn pieces(query: &str) -> Vec<Piece<'_>> {
+    let mut out = Vec::new();
+    for (line_no, line) in query.lines().enumerate() {
+        let mut rest = line.trim();
+        while !rest.is_empty() {
+            let sentence_end = rest
+                .match_indices(['.', '?', '!'])
+                .map(|(i, _)| i + 1)
+                .find(|&end| rest[end..].starts_with(' '))
+                .unwrap_or(rest.len());
+            let mut end = sentence_end.min(rest.len());
+            if end > MAX_PIECE_BYTES {
+                let cut = rest.floor_char_boundary(MAX_PIECE_BYTES);
+                end = rest[..cut].rfind(' ').filter(|&s| s > 0).unwrap_or(cut);
+            }
+            let piece = rest[..end].trim();
+            if !piece.is_empty() {
+                out.push(Piece {
+                    text: piece,
+                    line: line_no,
+                });
+            }
+            rest = rest[end..].trim_start();
+        }
+    }
+    out
+}
+
+struct Candidate {
+    density: f32,
+    piece: usize,
+}
+
+impl PartialEq for Candidate {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Candidate {}
+
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Candidate {
+    /// Denser first; among equals, the earlier piece.
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.density
+            .total_cmp(&other.density)
+            .then(other.piece.cmp(&self.piece))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{pieces, query_window};
+    use crate::compress::bm25::Bm25;
+
+    fn words(texts: &[&str]) -> Vec<usize> {
+        texts.iter().map(|t| t.split_whitespace().count()).collect()
+    }
+
+    #[test]
+    fn a_short_query_is_read_whole() {
+        let index = Bm25::new(vec![vec![("fn parse_config() {}", 1.0)]]);
+        let query = "Where is the config parsed?";
+        assert_eq!(query_window(query, 16, &index, words), query);
+    }
+
+    #[test]
+    fn a_long_query_keeps_the_sentences_that_name_the_workspace() {
+        let index = Bm25::new(vec![
+            vec![("fn parse_config(path) { read_file(path) }", 1.0)],
+            vec![("fn retry_request(n) { backoff(n) }", 1.0)],
+            vec![("fn main() { run() }", 1.0)],
+        ]);
+        let query = "Hello team, thanks for the great work on this project. \
+                     I have been using it for a while now and it is lovely. \
+                     The retry backoff never stops after the request fails.\n\
+                     Also parse_config reads the wrong file.\n\
+                     Anyway, have a nice weekend and all the best to everyone.";
+        let window = query_window(query, 20, &index, words);
+        assert_eq!(
+            window,
+            "The retry backoff never stops after the request fails.\nAlso parse_config reads the wrong file."
+        );
+    }
+
+    #[test]
+    fn run_on_lines_are_cut_into_pieces() {
+        let line = "word ".repeat(200);
+        let cut = pieces(&line);
+        assert!(cut.len() > 1);
+        assert!(cut.iter().all(|p| p.text.len() <= super::MAX_PIECE_BYTES));
+    }
+}
