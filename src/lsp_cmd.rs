@@ -16,6 +16,11 @@ pub struct LspArgs {
     /// Default budget in tokens for requests that name none.
     #[arg(long)]
     pub budget: Option<usize>,
+    /// Largest LSP message accepted, in bytes; a larger one is skipped unread and answered
+    /// with an error.
+    #[arg(long, default_value_t = ctxzip_framing::DEFAULT_MAX_MESSAGE_BYTES as u64,
+          value_parser = clap::value_parser!(u64).range(1024..))]
+    pub max_message_bytes: u64,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -32,6 +37,7 @@ pub fn run(args: LspArgs) -> Result<ExitCode> {
             ..Options::default()
         },
         verbose: args.model.verbose,
+        max_message_bytes: Some(usize::try_from(args.max_message_bytes).unwrap_or(usize::MAX)),
     };
     let clean = ctxzip_lsp::run_stdio(defaults)?;
     Ok(if clean {

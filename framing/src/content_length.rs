@@ -71,6 +71,12 @@ impl Framer {
         self.pending.extend_from_slice(bytes);
     }
 
+    /// The last message was not JSON: its `Content-Length` was probably short, so the bytes
+    /// up to the next header are its tail and are skipped without a second report.
+    pub fn last_message_was_bad(&mut self) {
+        self.resyncing = true;
+    }
+
     /// Whether a message's headers are done and its body is still coming in.
     pub fn mid_message(&self) -> bool {
         !matches!(self.state, State::Headers { .. })

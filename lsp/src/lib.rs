@@ -17,8 +17,8 @@ pub mod protocol;
 mod server;
 mod transport;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -41,13 +41,29 @@ pub fn run_stdio(defaults: Defaults) -> Result<bool> {
         .context("cannot start the async runtime")?;
     let shut_down = Arc::new(AtomicBool::new(false));
     let server_flag = Arc::clone(&shut_down);
+    let limits = ctxzip_framing::Limits {
+        max_message_bytes: defaults
+            .max_message_bytes
+            .unwrap_or(ctxzip_framing::DEFAULT_MAX_MESSAGE_BYTES),
+    };
     runtime.block_on(async move {
-        let (service, socket) =
-            LspService::build(move |client| server::Server::new(client, defaults, server_flag))
-                .custom_method("ctxzip/compress", server::Server::compress)
-                .custom_method("ctxzip/status", server::Server::status)
-                .finish();
-        let (input, output, writer) = transport::guard(tokio::io::stdin(), tokio::io::stdout());
+        let stop = Arc::new(OnceLock::<server::StopHandle>::new());
+        let stop_setter = Arc::clone(&stop);
+        let (service, socket) = LspService::build(move |client| {
+            let server = server::Server::new(client, defaults, server_flag);
+            let _ = stop_setter.set(server.stop_handle());
+            server
+        })
+        .custom_method("ctxzip/compress", server::Server::compress)
+        .custom_method("ctxzip/status", server::Server::status)
+        .finish();
+        let on_eof = move || {
+            if let Some(stop) = stop.get() {
+                stop.stop();
+            }
+        };
+        let (input, output, writer) =
+            transport::guard(tokio::io::stdin(), tokio::io::stdout(), limits, on_eof);
         LspTransport::new(input, output, socket)
             .concurrency_level(MAX_CONCURRENT_REQUESTS)
             .serve(service)

@@ -41,6 +41,8 @@ const PANIC_HOOK_ENV: &str = "CTXZIP_LSP_TEST_PANIC_QUERY";
 pub struct Defaults {
     pub options: Options,
     pub verbose: bool,
+    /// Largest message body read, in bytes (`None`: `ctxzip_framing`'s default).
+    pub max_message_bytes: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -80,6 +82,37 @@ pub struct Server {
     shared: Arc<Shared>,
 }
 
+impl Shared {
+    /// Cancels every request's model work and the background refinement; each stops at its
+    /// next decode batch.
+    fn cancel_all(&self) {
+        for flag in self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            flag.cancel();
+        }
+        if let Some(flag) = self.refine.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            flag.cancel();
+        }
+    }
+}
+
+/// Stops a server's model work from outside the protocol: when stdin closes there is no
+/// client left to answer, and tower-lsp would otherwise wait for every request in flight.
+#[derive(Clone)]
+pub struct StopHandle(std::sync::Weak<Shared>);
+
+impl StopHandle {
+    pub fn stop(&self) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.cancel_all();
+        }
+    }
+}
+
 impl Server {
     pub fn new(client: Client, defaults: Defaults, shut_down: Arc<AtomicBool>) -> Server {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -104,6 +137,10 @@ impl Server {
                 progress_tokens: AtomicU64::new(0),
             }),
         }
+    }
+
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle(Arc::downgrade(&self.shared))
     }
 
     fn indexer(&self) -> &Indexer {
@@ -348,16 +385,7 @@ impl Server {
 
     async fn on_shutdown(&self) -> jsonrpc::Result<()> {
         self.shared.shut_down.store(true, Ordering::SeqCst);
-        for flag in self
-            .shared
-            .in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-        {
-            flag.cancel();
-        }
-        self.stop_refining();
+        self.shared.cancel_all();
         Ok(())
     }
 

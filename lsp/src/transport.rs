@@ -1,91 +1,183 @@
-//! Framing guard between stdio and tower-lsp-server.
+//! Framing guard between stdio and tower-lsp-server: only whole, valid JSON-RPC messages
+//! reach the server, and every framing error is answered.
 //!
 //! tower-lsp-server 0.23 stops reading its input for good after one message it cannot decode
-//! (its framed reader ends the stream after a decoder error), so one bad message from a
-//! client would end the session. This layer reads the frames itself, passes on the ones
-//! that are JSON-RPC messages, and answers the others with a JSON-RPC error (`-32700` parse
-//! error, `-32600` invalid request), written between whole frames of the server's output.
+//! (its framed reader ends the stream after a decoder error), buffers a message of any size
+//! whole, and swallows requests for unknown `$/` methods without a reply. This layer frames
+//! the input itself with `ctxzip_framing::content_length` (bounded memory, resynchronising
+//! on the next `Content-Length` header), passes on the messages that are JSON-RPC, and
+//! answers the rest with a JSON-RPC error (`-32700` parse error, `-32600` invalid request or
+//! message too large, `-32601` for an unknown `$/` request), written between whole frames of
+//! the server's output. Each problem is also logged to stderr.
 
+use std::time::Duration;
+
+use ctxzip_framing::content_length::Framer;
+use ctxzip_framing::{Event, Limits, Problem, error_reply, parse_json};
 use serde_json::{Value, json};
-use tokio::io::{
-    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, DuplexStream,
-};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tower_lsp_server::jsonrpc::{Request, Response};
 
-/// Largest message accepted (an open of a huge file is still far below this).
-const MAX_MESSAGE_BYTES: usize = 256 << 20;
+/// A body that stops arriving for this long was framed with a wrong `Content-Length` (an
+/// editor writes a message in one go); it is given up and answered so the client does not
+/// wait forever.
+const STALL: Duration = Duration::from_secs(2);
+const READ_CHUNK_BYTES: usize = 1 << 16;
 
-/// The server's side of the guard: read from `input`, write to `output`. The returned task
-/// copies the server's output to `stdout`; await it after the server ends so every reply is
-/// written.
-pub fn guard<I, O>(stdin: I, stdout: O) -> (DuplexStream, DuplexStream, JoinHandle<()>)
+/// The server's side of the guard: read from `input`, write to `output`. `on_eof` runs when
+/// stdin ends (the client is gone: work in flight should stop). The returned task copies the
+/// server's output to `stdout`; await it after the server ends so every reply is written.
+pub fn guard<I, O>(
+    stdin: I,
+    stdout: O,
+    limits: Limits,
+    on_eof: impl FnOnce() + Send + 'static,
+) -> (DuplexStream, DuplexStream, JoinHandle<()>)
 where
     I: AsyncRead + Unpin + Send + 'static,
     O: AsyncWrite + Unpin + Send + 'static,
 {
-    let (server_input, mut to_server) = tokio::io::duplex(1 << 16);
+    let (server_input, to_server) = tokio::io::duplex(1 << 16);
     let (server_output, from_server) = tokio::io::duplex(1 << 16);
-    let (errors_tx, errors_rx) = mpsc::unbounded_channel::<Vec<u8>>();
-
-    tokio::spawn(async move {
-        let mut stdin = BufReader::new(stdin);
-        while let Some(frame) = read_frame(&mut stdin).await {
-            match frame {
-                Ok(body) => match check(&body) {
-                    Ok(()) => {
-                        if write_frame(&mut to_server, &body).await.is_err() {
-                            break;
-                        }
-                    }
-                    Err(reply) => {
-                        eprintln!(
-                            "ctxzip lsp: ignored a message: {}",
-                            reply["error"]["message"]
-                        );
-                        let _ = errors_tx.send(reply.to_string().into_bytes());
-                    }
-                },
-                Err(message) => {
-                    eprintln!("ctxzip lsp: {message}");
-                    let reply = error_reply(Value::Null, -32700, &message);
-                    let _ = errors_tx.send(reply.to_string().into_bytes());
-                }
-            }
-        }
-        // End of stdin: the server sees the end of its input and stops.
-        let _ = to_server.shutdown().await;
-    });
-
-    let writer = tokio::spawn(copy_output(from_server, errors_rx, stdout));
+    let (replies_tx, replies_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    tokio::spawn(read_input(stdin, to_server, replies_tx, limits, on_eof));
+    let writer = tokio::spawn(copy_output(from_server, replies_rx, stdout));
     (server_input, server_output, writer)
 }
 
+async fn read_input<I: AsyncRead + Unpin>(
+    mut stdin: I,
+    mut to_server: DuplexStream,
+    replies: mpsc::UnboundedSender<Vec<u8>>,
+    limits: Limits,
+    on_eof: impl FnOnce(),
+) {
+    let mut framer = Framer::new(limits);
+    let mut buf = vec![0; READ_CHUNK_BYTES];
+    'read: loop {
+        let read = if framer.mid_message() {
+            match tokio::time::timeout(STALL, stdin.read(&mut buf)).await {
+                Ok(read) => read,
+                Err(_) => {
+                    if let Some(event) = framer.stalled() {
+                        handle(event, &mut framer, &mut to_server, &replies, limits).await;
+                    }
+                    continue;
+                }
+            }
+        } else {
+            stdin.read(&mut buf).await
+        };
+        let n = match read {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(err) => {
+                eprintln!("ctxzip lsp: cannot read stdin ({err}); stopping");
+                break;
+            }
+        };
+        framer.push(&buf[..n]);
+        while let Some(event) = framer.next_event() {
+            if !handle(event, &mut framer, &mut to_server, &replies, limits).await {
+                break 'read;
+            }
+        }
+    }
+    while let Some(event) = framer.finish() {
+        handle(event, &mut framer, &mut to_server, &replies, limits).await;
+    }
+    // The client is gone: nobody will read an answer, so model work in flight is cancelled
+    // rather than finished.
+    on_eof();
+    // The server sees the end of its input and stops.
+    let _ = to_server.shutdown().await;
+}
+
+/// Passes a message on or answers it; `false` once the server no longer reads.
+async fn handle(
+    event: Event,
+    framer: &mut Framer,
+    to_server: &mut DuplexStream,
+    replies: &mpsc::UnboundedSender<Vec<u8>>,
+    limits: Limits,
+) -> bool {
+    match event {
+        Event::Message(body) => match check(&body) {
+            Ok(()) => return write_frame(to_server, &body).await.is_ok(),
+            Err(reply) => {
+                if reply["error"]["code"] == -32700 {
+                    framer.last_message_was_bad();
+                }
+                eprintln!(
+                    "ctxzip lsp: answered a message with an error: {}",
+                    reply["error"]["message"]
+                );
+                let _ = replies.send(reply.to_string().into_bytes());
+            }
+        },
+        Event::Problem(problem) => {
+            eprintln!("ctxzip lsp: {problem}");
+            let reply = if problem.wants_reply() {
+                problem.reply(&fix(&problem, limits))
+            } else {
+                // An oversized notification or response: no reply is allowed, so the editor
+                // hears of it as a log message.
+                json!({"jsonrpc": "2.0", "method": "window/logMessage", "params": {
+                    "type": 2,
+                    "message": format!("ctxzip: {problem}{}", fix(&problem, limits)),
+                }})
+            };
+            let _ = replies.send(reply.to_string().into_bytes());
+        }
+    }
+    true
+}
+
+fn fix(problem: &Problem, limits: Limits) -> String {
+    match problem {
+        Problem::TooLarge { .. } => format!(
+            " (the limit is `ctxzip lsp --max-message-bytes`, now {})",
+            limits.max_message_bytes
+        ),
+        _ => String::new(),
+    }
+}
+
 async fn copy_output<O: AsyncWrite + Unpin>(
-    from_server: DuplexStream,
-    mut errors: mpsc::UnboundedReceiver<Vec<u8>>,
+    mut from_server: DuplexStream,
+    mut replies: mpsc::UnboundedReceiver<Vec<u8>>,
     mut stdout: O,
 ) {
-    let mut from_server = BufReader::new(from_server);
-    let mut errors_open = true;
+    // The server's own frames, split so that a reply is never written inside one.
+    let mut framer = Framer::new(Limits {
+        max_message_bytes: usize::MAX,
+    });
+    let mut buf = vec![0; READ_CHUNK_BYTES];
+    let mut replies_open = true;
     loop {
         tokio::select! {
-            frame = read_frame(&mut from_server) => match frame {
-                Some(Ok(body)) => {
-                    if write_frame(&mut stdout, &body).await.is_err() {
-                        return;
+            read = from_server.read(&mut buf) => match read {
+                Ok(0) | Err(_) => return, // the server is done
+                Ok(n) => {
+                    framer.push(&buf[..n]);
+                    while let Some(event) = framer.next_event() {
+                        if let Event::Message(body) = event
+                            && write_frame(&mut stdout, &body).await.is_err()
+                        {
+                            return;
+                        }
                     }
                 }
-                _ => return, // the server is done
             },
-            reply = errors.recv(), if errors_open => match reply {
+            reply = replies.recv(), if replies_open => match reply {
                 Some(body) => {
                     if write_frame(&mut stdout, &body).await.is_err() {
                         return;
                     }
                 }
-                None => errors_open = false,
+                None => replies_open = false,
             },
         }
     }
@@ -93,16 +185,20 @@ async fn copy_output<O: AsyncWrite + Unpin>(
 
 /// Whether `body` is a message tower-lsp can take; otherwise the error reply to send.
 fn check(body: &[u8]) -> Result<(), Value> {
-    let value: Value = match serde_json::from_slice(body) {
-        Ok(value) => value,
-        Err(err) => {
-            return Err(error_reply(
-                Value::Null,
-                -32700,
-                &format!("parse error: the message is not JSON ({err})"),
-            ));
-        }
-    };
+    let value = parse_json(body)?;
+    if let Some(method) = value.get("method").and_then(Value::as_str)
+        && method.starts_with("$/")
+        && let Some(id) = value.get("id")
+    {
+        // tower-lsp drops unknown `$/` requests without a word; LSP asks for -32601.
+        return Err(error_reply(
+            id.clone(),
+            -32601,
+            &format!(
+                "method not found: {method} (ctxzip answers no `$/` requests; `$/` notifications are ignored)"
+            ),
+        ));
+    }
     if serde_json::from_value::<Request>(value.clone()).is_ok()
         || serde_json::from_value::<Response>(value.clone()).is_ok()
     {
@@ -114,56 +210,6 @@ fn check(body: &[u8]) -> Result<(), Value> {
         -32600,
         "invalid request: expected a JSON-RPC 2.0 request, notification or response ({\"jsonrpc\": \"2.0\", \"method\": ..., \"id\"?: ..., \"params\"?: ...})",
     ))
-}
-
-fn error_reply(id: Value, code: i64, message: &str) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
-}
-
-/// One frame's body; `None` at the end of input; `Err` for a frame with bad headers (its
-/// bytes are skipped).
-async fn read_frame<R: AsyncRead + Unpin>(
-    reader: &mut BufReader<R>,
-) -> Option<Result<Vec<u8>, String>> {
-    let mut length: Option<usize> = None;
-    let mut saw_header = false;
-    loop {
-        let mut line = String::new();
-        match reader.read_line(&mut line).await {
-            Ok(0) | Err(_) => return None,
-            Ok(_) => {}
-        }
-        let line = line.trim_end_matches(['\r', '\n']);
-        if line.is_empty() {
-            if saw_header {
-                break;
-            }
-            continue; // stray blank line between frames
-        }
-        saw_header = true;
-        if let Some((name, value)) = line.split_once(':')
-            && name.trim().eq_ignore_ascii_case("content-length")
-        {
-            length = value.trim().parse().ok();
-        }
-    }
-    let Some(length) = length else {
-        return Some(Err(
-            "a message without a valid Content-Length header was skipped".to_owned(),
-        ));
-    };
-    if length > MAX_MESSAGE_BYTES {
-        let mut rest = (&mut *reader).take(length as u64);
-        tokio::io::copy(&mut rest, &mut tokio::io::sink())
-            .await
-            .ok()?;
-        return Some(Err(format!(
-            "a message of {length} bytes is over the {MAX_MESSAGE_BYTES}-byte limit and was skipped"
-        )));
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).await.ok()?;
-    Some(Ok(body))
 }
 
 async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, body: &[u8]) -> std::io::Result<()> {

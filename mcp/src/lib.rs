@@ -13,6 +13,7 @@ pub mod index;
 pub mod paths;
 pub mod progress;
 pub mod server;
+mod transport;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +44,11 @@ pub struct McpArgs {
     /// Budget of a call that gives none, in tokens.
     #[arg(long, default_value_t = 4000)]
     pub default_budget_tokens: usize,
+    /// Largest message (one line of JSON) accepted, in bytes; a longer line is skipped
+    /// unread and answered with an error.
+    #[arg(long, default_value_t = ctxzip_framing::DEFAULT_MAX_MESSAGE_BYTES as u64,
+          value_parser = clap::value_parser!(u64).range(1024..))]
+    pub max_message_bytes: u64,
 }
 
 impl McpArgs {
@@ -72,6 +78,7 @@ impl McpArgs {
             root,
             max_output_tokens: self.max_output_tokens,
             default_budget_tokens: self.default_budget_tokens.min(self.max_output_tokens),
+            max_message_bytes: usize::try_from(self.max_message_bytes).unwrap_or(usize::MAX),
             walk,
         })
     }
@@ -111,14 +118,21 @@ async fn serve(
         let _ = model_tx.send(state);
     });
     let has_root = settings.root.is_some();
+    let max_message_bytes = settings.max_message_bytes;
     let server = CtxzipServer::new(settings, model_rx);
     if has_root {
         server.start_indexing(None);
     }
+    let limits = ctxzip_framing::Limits {
+        max_message_bytes: max_message_bytes,
+    };
+    let (input, output, writer) = transport::guard(tokio::io::stdin(), tokio::io::stdout(), limits);
     let running = server
-        .serve(rmcp::transport::stdio())
+        .serve((input, output))
         .await
         .context("MCP handshake failed")?;
     running.waiting().await.context("MCP session failed")?;
+    // Every reply written reaches stdout; rmcp has closed its output by now.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
     Ok(())
 }

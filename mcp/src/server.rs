@@ -34,6 +34,8 @@ pub struct Settings {
     pub root: Option<PathBuf>,
     pub max_output_tokens: usize,
     pub default_budget_tokens: usize,
+    /// Largest message read, in bytes.
+    pub max_message_bytes: usize,
     pub walk: WalkOptions,
 }
 
