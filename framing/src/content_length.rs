@@ -77,6 +77,15 @@ impl Framer {
         self.resyncing = true;
     }
 
+    /// Bytes held: the partial message and what was pushed but not yet framed.
+    pub fn buffered_bytes(&self) -> usize {
+        self.pending.len()
+            + match &self.state {
+                State::Body { body, .. } => body.len(),
+                _ => 0,
+            }
+    }
+
     /// Whether a message's headers are done and its body is still coming in.
     pub fn mid_message(&self) -> bool {
         !matches!(self.state, State::Headers { .. })
@@ -188,55 +197,64 @@ impl Framer {
                 }
             };
         }
-        let found = find_ignore_case(&line, HEADER_NAME);
-        let header_line = match found {
-            Some(0) if !was_overlong => &line[..],
-            _ if was_overlong || !is_header(&line) => {
-                // Not a header: report it once, then look for a header inside it.
-                let why = if was_overlong {
-                    format!("a header line was over {MAX_HEADER_LINE_BYTES} bytes")
-                } else if std::str::from_utf8(&line).is_err() {
-                    "a header line was not UTF-8".to_owned()
-                } else {
-                    let shown: String = String::from_utf8_lossy(&line).chars().take(40).collect();
-                    format!("expected a header like `Content-Length: 123`, got {shown:?}")
-                };
-                let reported = (!self.resyncing).then(|| Problem::NotAHeader(why));
-                self.state = State::headers();
-                self.resyncing = true;
-                if let Some(start) = found {
-                    // Start afresh at the header found inside the line.
-                    let mut rest = line[start..].to_vec();
-                    rest.push(b'\n');
-                    rest.append(&mut self.pending);
-                    self.pending = rest;
-                }
-                return match reported {
-                    Some(problem) => Step::Event(Event::Problem(problem)),
-                    None => Step::Continue,
-                };
+        // The last header name in the line: bytes before it are the tail of something cut
+        // short (a body with a short Content-Length, a header block cut off).
+        let found = rfind_ignore_case(&line, HEADER_NAME);
+        if was_overlong || found.is_some_and(|p| p > 0) || (found.is_none() && !is_header(&line)) {
+            // Not a header: report it once, then look for a header inside it.
+            let why = if was_overlong {
+                format!("a header line was over {MAX_HEADER_LINE_BYTES} bytes")
+            } else if std::str::from_utf8(&line).is_err() {
+                "a header line was not UTF-8".to_owned()
+            } else {
+                let shown: String = String::from_utf8_lossy(&line).chars().take(40).collect();
+                format!("expected a header like `Content-Length: 123`, got {shown:?}")
+            };
+            let reported = (!self.resyncing).then_some(Problem::NotAHeader(why));
+            self.state = State::headers();
+            self.resyncing = true;
+            if let Some(start) = found {
+                // Start afresh at the header found inside the line.
+                let mut rest = line[start..].to_vec();
+                rest.push(b'\n');
+                rest.append(&mut self.pending);
+                self.pending = rest;
             }
-            _ => &line[..],
-        };
-        *saw_header = true;
-        if let Some(start) = found
-            && start == 0
-        {
-            let value = String::from_utf8_lossy(&header_line[HEADER_NAME.len()..]);
-            let parsed = value.trim().parse::<usize>().map_err(|_| {
-                format!(
-                    "Content-Length {:?} is not a byte count",
-                    value.trim().chars().take(40).collect::<String>()
-                )
-            });
-            *length = match (length.take(), parsed) {
-                (Some(Ok(a)), Ok(b)) if a != b => Some(Err(format!(
-                    "two different Content-Length headers ({a} and {b})"
-                ))),
-                (Some(Err(why)), _) => Some(Err(why)),
-                (_, parsed) => Some(parsed),
+            return match reported {
+                Some(problem) => Step::Event(Event::Problem(problem)),
+                None => Step::Continue,
             };
         }
+        if found.is_none() {
+            *saw_header = true; // another header (Content-Type): ignored
+            return Step::Continue;
+        }
+        let value = String::from_utf8_lossy(&line[HEADER_NAME.len()..]);
+        let parsed = value.trim().parse::<usize>().map_err(|_| {
+            format!(
+                "Content-Length {:?} is not a byte count",
+                value.trim().chars().take(40).collect::<String>()
+            )
+        });
+        if length.is_some() {
+            // A second Content-Length: the headers before it were cut short and a new
+            // message starts here.
+            let reported = (!self.resyncing).then_some(Problem::NotAHeader(
+                "a message's headers were cut short by the next message".to_owned(),
+            ));
+            self.resyncing = true;
+            self.state = State::Headers {
+                length: Some(parsed),
+                saw_header: true,
+                overlong: false,
+            };
+            return match reported {
+                Some(problem) => Step::Event(Event::Problem(problem)),
+                None => Step::Continue,
+            };
+        }
+        *length = Some(parsed);
+        *saw_header = true;
         Step::Continue
     }
 
@@ -273,6 +291,20 @@ impl Framer {
         body.extend(self.pending.drain(..take));
         if body.len() < *length {
             return Step::NeedMore;
+        }
+        if !header.matched.is_empty() {
+            // The body ends in the start of a `Content-Length` header, which no JSON text
+            // can: the length was too large by a few bytes. Read the header again.
+            let start = body.len() - header.matched.len();
+            let mut rest = body.split_off(start);
+            rest.append(&mut self.pending);
+            self.pending = rest;
+            let problem = Problem::Truncated {
+                expected: *length,
+                received: start,
+            };
+            self.state = State::headers();
+            return Step::from(self.problem(problem));
         }
         let body = std::mem::take(body);
         self.state = State::headers();
@@ -314,6 +346,18 @@ impl Framer {
         if *remaining > 0 {
             return Step::NeedMore;
         }
+        if !header.matched.is_empty() {
+            let received = *length - header.matched.len();
+            let mut rest = std::mem::take(&mut header.matched);
+            rest.append(&mut self.pending);
+            self.pending = rest;
+            let problem = Problem::Truncated {
+                expected: *length,
+                received,
+            };
+            self.state = State::headers();
+            return Step::from(self.problem(problem));
+        }
         let problem = Problem::TooLarge {
             bytes: *length,
             limit: self.limits.max_message_bytes,
@@ -347,10 +391,10 @@ fn is_header(line: &[u8]) -> bool {
     }
 }
 
-fn find_ignore_case(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+fn rfind_ignore_case(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack
         .windows(needle.len())
-        .position(|w| w.eq_ignore_ascii_case(needle))
+        .rposition(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// Recognises `Content-Length:` + spaces + digits + a line break in a stream, byte by byte.

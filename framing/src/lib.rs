@@ -13,6 +13,7 @@
 //! replies.
 
 pub mod content_length;
+pub mod hostile;
 pub mod lines;
 mod scan;
 

@@ -28,6 +28,11 @@ impl LineFramer {
         self.pending.extend_from_slice(bytes);
     }
 
+    /// Bytes held: the partial line and what was pushed but not yet framed.
+    pub fn buffered_bytes(&self) -> usize {
+        self.pending.len() + self.line.len()
+    }
+
     /// Whether part of a line has arrived without its line break.
     pub fn mid_message(&self) -> bool {
         !self.line.is_empty() || self.over.is_some()
