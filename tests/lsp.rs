@@ -64,11 +64,16 @@ pub fn retry_with_backoff(attempts: u32) -> u64 {
 const PANIC_QUERY: &str = "please panic inside the pipeline";
 
 fn start(dir: tempfile::TempDir) -> Session {
+    start_with(dir, &[])
+}
+
+fn start_with(dir: tempfile::TempDir, args: &[&str]) -> Session {
     let root = std::fs::canonicalize(dir.path()).unwrap();
     let log = std::fs::File::create(root.join(".server-stderr.log")).unwrap();
     let client = LspClient::spawn(
         Command::new(env!("CARGO_BIN_EXE_ctxzip"))
             .arg("lsp")
+            .args(args)
             .env("CTXZIP_LSP_TEST_PANIC_QUERY", PANIC_QUERY)
             .env("CTXZIP_CACHE", common::test_cache())
             .stderr(Stdio::from(log)),
@@ -579,4 +584,270 @@ fn exit_without_shutdown_exits_one() {
         .wait_exit(Duration::from_secs(10))
         .expect("server exits");
     assert_eq!(status.code(), Some(1));
+}
+
+/// Peak resident memory of a process, in bytes (Linux).
+#[cfg(target_os = "linux")]
+fn peak_rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+impl Session {
+    /// Sends `bytes`, then a `ctxzip/status` request, and returns every message that came
+    /// before the status answer (which must come).
+    fn hostile_then_status(&mut self, name: &str, bytes: &[u8]) -> Vec<Value> {
+        self.client.send_bytes(bytes).unwrap();
+        let id = self
+            .client
+            .start_request("ctxzip/status", Value::Null)
+            .unwrap();
+        let mut before = Vec::new();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let message = self
+                .client
+                .next_message(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|| panic!("{name}: no answer to the next request; got {before:?}"));
+            if message["id"] == json!(id) && message.get("method").is_none() {
+                assert!(message["result"]["files"].is_number(), "{name}: {message}");
+                return before;
+            }
+            before.push(message);
+        }
+    }
+}
+
+fn errors(messages: &[Value]) -> Vec<(i64, Value)> {
+    messages
+        .iter()
+        .filter(|m| m.get("error").is_some())
+        .map(|m| (error_code(m), m["id"].clone()))
+        .collect()
+}
+
+fn request_bytes(id: i64, method: &str) -> Vec<u8> {
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": null})
+        .to_string()
+        .into_bytes()
+}
+
+fn framed(body: &[u8]) -> Vec<u8> {
+    [
+        format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes(),
+        body,
+    ]
+    .concat()
+}
+
+#[test]
+fn hostile_frames_are_answered_and_the_next_message_is_served() {
+    let mut s = start(workspace(&[("src/lib.rs", LIB_RS)]));
+    s.wait_ready();
+    let status = request_bytes(1001, "ctxzip/status");
+    let with_head = |head: &str, body: &[u8]| [head.as_bytes(), body].concat();
+    // (case, bytes, the error replies expected before the next answer)
+    let cases: Vec<(&str, Vec<u8>, Vec<(i64, Value)>)> = vec![
+        (
+            "Content-Length too large",
+            with_head("Content-Length: 500\r\n\r\n", &status),
+            vec![(-32700, Value::Null)],
+        ),
+        (
+            "Content-Length too small",
+            with_head("Content-Length: 5\r\n\r\n", &status),
+            vec![(-32700, Value::Null)],
+        ),
+        (
+            "Content-Length not a number",
+            with_head("Content-Length: abc\r\n\r\n", &status),
+            vec![(-32700, Value::Null)],
+        ),
+        (
+            "Content-Length negative",
+            with_head("Content-Length: -40\r\n\r\n", &status),
+            vec![(-32700, Value::Null)],
+        ),
+        (
+            "no Content-Length",
+            with_head("Content-Type: application/vscode-jsonrpc\r\n\r\n", &status),
+            vec![(-32700, Value::Null)],
+        ),
+        (
+            "invalid UTF-8 in a header line",
+            [b"Content-\xc3\x28Length: 10\r\n\r\n".as_slice(), &status].concat(),
+            vec![(-32700, Value::Null)],
+        ),
+        (
+            "invalid UTF-8 in the body",
+            framed(b"{\"jsonrpc\":\"2.0\",\"id\":1002,\"method\":\"a\xff\"}"),
+            vec![(-32700, Value::Null)],
+        ),
+        (
+            "unknown $/ request",
+            framed(&request_bytes(1003, "$/unknownRequest")),
+            vec![(-32601, json!(1003))],
+        ),
+        (
+            "unknown $/ notification (no reply allowed)",
+            framed(br#"{"jsonrpc":"2.0","method":"$/unknownNotification"}"#),
+            vec![],
+        ),
+    ];
+    for (name, bytes, expected) in cases {
+        let before = s.hostile_then_status(name, &bytes);
+        assert_eq!(
+            errors(&before),
+            expected,
+            "{name}: {before:?}; server log: {}",
+            std::fs::read_to_string(s.path(".server-stderr.log")).unwrap_or_default()
+        );
+    }
+
+    // A body that stops short, with nothing after it: answered on its own, no next message
+    // needed to unstick it.
+    s.client
+        .send_bytes(&with_head("Content-Length: 500\r\n\r\n", &status))
+        .unwrap();
+    let stalled = s
+        .client
+        .next_message(Duration::from_secs(10))
+        .expect("a body cut short is answered while the client waits");
+    assert_eq!(error_code(&stalled), -32700, "{stalled}");
+
+    // Oversized input is skipped without being kept: a 20 MiB request (answered under its
+    // id), a 20 MiB notification (logged, not answered) and a 50 MB header line.
+    #[cfg(target_os = "linux")]
+    let rss_before = peak_rss_bytes(s.client.id());
+    let pad = "x".repeat(20 << 20);
+    let big_request = json!({"jsonrpc": "2.0", "id": 1004, "method": "ctxzip/compress",
+        "params": {"query": pad}});
+    let before = s.hostile_then_status(
+        "20 MiB request",
+        &framed(big_request.to_string().as_bytes()),
+    );
+    assert_eq!(errors(&before), [(-32600, json!(1004))], "{before:?}");
+    assert!(
+        before[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--max-message-bytes"),
+        "{before:?}"
+    );
+    let big_open = json!({"jsonrpc": "2.0", "method": "textDocument/didOpen", "params": {
+        "textDocument": {"uri": uri(&s.path("src/big.rs")), "languageId": "rust", "version": 1, "text": pad}}});
+    let before = s.hostile_then_status(
+        "20 MiB notification",
+        &framed(big_open.to_string().as_bytes()),
+    );
+    assert_eq!(errors(&before), [], "{before:?}");
+    assert!(
+        before.iter().any(|m| m["method"] == "window/logMessage"
+            && m["params"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("over the")),
+        "{before:?}"
+    );
+    let mut long_line = vec![b'h'; 50_000_000];
+    long_line.extend_from_slice(b"\r\n\r\n");
+    let before = s.hostile_then_status("50 MB header line", &long_line);
+    assert_eq!(errors(&before), [(-32700, Value::Null)], "{before:?}");
+    #[cfg(target_os = "linux")]
+    {
+        let grown = peak_rss_bytes(s.client.id()).saturating_sub(rss_before);
+        eprintln!(
+            "peak RSS grew by {} KiB over 90 MB of oversized input",
+            grown / 1024
+        );
+        assert!(grown < 32 << 20, "peak RSS grew by {grown} bytes");
+    }
+    assert!(s.shutdown().success());
+}
+
+#[test]
+fn fuzzed_input_never_silences_the_server() {
+    use ctxzip_framing::hostile::{self, Rng};
+    let seed: u64 = std::env::var("CTXZIP_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7);
+    let rounds: u64 = std::env::var("CTXZIP_FUZZ_E2E_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(40);
+    let limit = 4096;
+    let mut s = start_with(
+        workspace(&[("src/lib.rs", LIB_RS)]),
+        &["--max-message-bytes", &limit.to_string()],
+    );
+    s.wait_ready();
+    let mut rng = Rng::new(seed);
+    let mut answers = 0;
+    for round in 0..rounds {
+        let (bytes, family) = hostile::lsp_garbage(&mut rng, limit);
+        let name = format!("seed {seed} round {round} ({family:?})");
+        let before = s.hostile_then_status(&name, &bytes);
+        let answered = before
+            .iter()
+            .filter(|m| m.get("error").is_some() || m["method"] == "window/logMessage")
+            .count();
+        if family.answered() {
+            assert!(answered >= 1, "{name}: no answer: {before:?}");
+        }
+        answers += answered;
+    }
+    eprintln!("lsp fuzz: {rounds} rounds, seed {seed}, {answers} error answers, server up");
+    assert!(s.shutdown().success());
+}
+
+#[test]
+fn closing_stdin_during_compress_cancels_model_work_and_exits() {
+    let salt = std::process::id() ^ 0x5eed;
+    let mut big = String::new();
+    for i in 0..300 {
+        big.push_str(&format!(
+            "/// Handler {i} of batch {salt}.\npub fn handle_event_{i}_{salt}(input: &[u8]) -> usize {{\n    let mut total = {i};\n    for byte in input {{\n        total = total.wrapping_mul(31).wrapping_add(*byte as usize ^ {i});\n    }}\n    total\n}}\n\n"
+        ));
+    }
+    let mut s = start(workspace(&[("src/handlers.rs", &big)]));
+    s.wait_ready();
+    let deadline = Instant::now() + WAIT;
+    while s.status()["model"]["loaded"] != true {
+        assert!(Instant::now() < deadline, "model never loaded");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let before = s.status()["cache"]["tokensDecoded"].as_u64().unwrap();
+    s.client
+        .start_request(
+            "ctxzip/compress",
+            json!({"query": format!("which handler mixes bytes for batch {salt}?"), "budget": 4000, "candidates": 300}),
+        )
+        .unwrap();
+    loop {
+        let decoded = s.status()["cache"]["tokensDecoded"].as_u64().unwrap();
+        if decoded > before {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the model never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The editor goes away mid-request.
+    let closed_at = Instant::now();
+    s.client.close_stdin();
+    let status = s
+        .client
+        .wait_exit(WAIT)
+        .expect("the server exits after stdin closes");
+    let took = closed_at.elapsed();
+    eprintln!("exited {took:?} after stdin closed during a compress");
+    assert_eq!(status.code(), Some(1), "no shutdown came first");
+    // Model work stops at its next decode batch; finishing 300 candidates would take far
+    // longer than this.
+    assert!(took < Duration::from_secs(5), "took {took:?} to exit");
 }

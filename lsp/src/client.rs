@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 
 pub struct LspClient {
     child: Child,
-    stdin: ChildStdin,
+    /// `None` once closed with [`LspClient::close_stdin`].
+    stdin: Option<ChildStdin>,
     incoming: mpsc::Receiver<Value>,
     next_id: i64,
     responses: HashMap<i64, Value>,
@@ -41,7 +42,7 @@ impl LspClient {
         });
         Ok(LspClient {
             child,
-            stdin,
+            stdin: Some(stdin),
             incoming,
             next_id: 0,
             responses: HashMap::new(),
@@ -51,8 +52,28 @@ impl LspClient {
 
     /// Writes one framed message with `body` as its content, exactly as given.
     pub fn send_raw(&mut self, body: &str) -> io::Result<()> {
-        write!(self.stdin, "Content-Length: {}\r\n\r\n{body}", body.len())?;
-        self.stdin.flush()
+        self.send_bytes(format!("Content-Length: {}\r\n\r\n{body}", body.len()).as_bytes())
+    }
+
+    /// Writes `bytes` as they are, framing and all (for hostile input).
+    pub fn send_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "stdin was closed"))?;
+        stdin.write_all(bytes)?;
+        stdin.flush()
+    }
+
+    /// Closes the server's stdin, as an editor that goes away does.
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Takes the next message of any kind (response, notification, server request),
+    /// without answering server requests; `None` at the deadline or when stdout closed.
+    pub fn next_message(&mut self, timeout: Duration) -> Option<Value> {
+        self.incoming.recv_timeout(timeout).ok()
     }
 
     pub fn send(&mut self, message: &Value) -> io::Result<()> {

@@ -157,7 +157,18 @@ async fn copy_output<O: AsyncWrite + Unpin>(
     let mut buf = vec![0; READ_CHUNK_BYTES];
     let mut replies_open = true;
     loop {
+        // Replies first: one queued before the server saw the next message must reach the
+        // client before the server's answer to it.
         tokio::select! {
+            biased;
+            reply = replies.recv(), if replies_open => match reply {
+                Some(body) => {
+                    if write_frame(&mut stdout, &body).await.is_err() {
+                        return;
+                    }
+                }
+                None => replies_open = false,
+            },
             read = from_server.read(&mut buf) => match read {
                 Ok(0) | Err(_) => return, // the server is done
                 Ok(n) => {
@@ -170,14 +181,6 @@ async fn copy_output<O: AsyncWrite + Unpin>(
                         }
                     }
                 }
-            },
-            reply = replies.recv(), if replies_open => match reply {
-                Some(body) => {
-                    if write_frame(&mut stdout, &body).await.is_err() {
-                        return;
-                    }
-                }
-                None => replies_open = false,
             },
         }
     }
