@@ -62,6 +62,42 @@ impl Client {
         }
     }
 
+    /// Writes `bytes` as they are (for hostile input).
+    fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stdin.write_all(bytes).unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    /// The next message of any kind; `None` at the deadline or when stdout closed.
+    fn next_message(&mut self, timeout: Duration) -> Option<Value> {
+        let line = self.lines.recv_timeout(timeout).ok()?;
+        Some(
+            serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("not JSON on stdout ({e}): {line}")),
+        )
+    }
+
+    /// Sends `bytes`, then a `ping`, and returns every message that came before the ping's
+    /// answer (which must come, and promptly).
+    fn hostile_then_ping(&mut self, name: &str, bytes: &[u8]) -> Vec<Value> {
+        self.send_bytes(bytes);
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": "ping"}));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut before = Vec::new();
+        loop {
+            let message = self
+                .next_message(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|| panic!("{name}: no answer to the next request; got {before:?}"));
+            if message["id"] == json!(id) && message.get("method").is_none() {
+                assert!(message["result"].is_object(), "{name}: {message}");
+                return before;
+            }
+            before.push(message);
+        }
+    }
+
     fn send(&mut self, message: &Value) {
         let mut line = serde_json::to_string(message).unwrap();
         line.push('\n');
@@ -480,4 +516,141 @@ fn mcp_root_from_client_roots() {
         assert!(Instant::now() < deadline, "index never got ready: {s}");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+fn errors(messages: &[Value]) -> Vec<(i64, Value)> {
+    messages
+        .iter()
+        .filter(|m| m.get("error").is_some())
+        .map(|m| (m["error"]["code"].as_i64().unwrap(), m["id"].clone()))
+        .collect()
+}
+
+/// Peak resident memory of a process, in bytes (Linux).
+#[cfg(target_os = "linux")]
+fn peak_rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+#[test]
+fn hostile_lines_are_answered_and_the_next_message_is_served() {
+    let (dir, root) = fixture();
+    let mut client = Client::start(&[root.to_str().unwrap()], dir.path());
+    client.initialize(json!({}));
+    let cases: Vec<(&str, Vec<u8>, Vec<(i64, Value)>)> = vec![
+        (
+            "malformed JSON",
+            b"{\"jsonrpc\": \"2.0\", \"id\": 50, \"method\":\n".to_vec(),
+            vec![(-32700, Value::Null)],
+        ),
+        (
+            "invalid UTF-8",
+            b"{\"jsonrpc\": \"2.0\", \"id\": 51, \"method\": \"pi\xffng\"}\n".to_vec(),
+            vec![(-32700, Value::Null)],
+        ),
+        (
+            "not JSON at all",
+            b"hello there\n".to_vec(),
+            vec![(-32700, Value::Null)],
+        ),
+        (
+            "JSON that is no JSON-RPC message",
+            b"{\"hello\": 1}\n".to_vec(),
+            vec![(-32600, Value::Null)],
+        ),
+        ("blank lines", b"\n\r\n  \n".to_vec(), vec![]),
+    ];
+    for (name, bytes, expected) in cases {
+        let before = client.hostile_then_ping(name, &bytes);
+        assert_eq!(errors(&before), expected, "{name}: {before:?}");
+    }
+
+    // A whole message without its line break: answered once input pauses.
+    client.send_bytes(b"{\"jsonrpc\": \"2.0\", \"id\": 52, \"method\": \"ping\"}");
+    let answer = client
+        .next_message(Duration::from_secs(10))
+        .expect("a message without a line break is answered while the client waits");
+    assert_eq!(answer["id"], 52, "{answer}");
+
+    // A 20 MiB request and a 50 MB line: skipped without being kept, answered promptly.
+    #[cfg(target_os = "linux")]
+    let rss_before = peak_rss_bytes(client.child.id());
+    let pad = "q".repeat(20 << 20);
+    let big = json!({"jsonrpc": "2.0", "id": 53, "method": "tools/call",
+        "params": {"name": "compress_context", "arguments": {"query": pad}}});
+    let started = Instant::now();
+    let before = client.hostile_then_ping("20 MiB request", format!("{big}\n").as_bytes());
+    assert_eq!(errors(&before), [(-32600, json!(53))], "{before:?}");
+    assert!(
+        before[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--max-message-bytes"),
+        "{before:?}"
+    );
+    let mut long_line = vec![b'z'; 50_000_000];
+    long_line.push(b'\n');
+    let before = client.hostile_then_ping("50 MB line", &long_line);
+    assert_eq!(errors(&before), [(-32600, Value::Null)], "{before:?}");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    #[cfg(target_os = "linux")]
+    {
+        let grown = peak_rss_bytes(client.child.id()).saturating_sub(rss_before);
+        eprintln!(
+            "mcp: peak RSS {} KiB before, grew by {} KiB over 70 MB of oversized lines, answered in {took:?}",
+            rss_before / 1024,
+            grown / 1024
+        );
+        assert!(grown < 32 << 20, "peak RSS grew by {grown} bytes");
+    }
+    // And a real call still works.
+    let result = client.call(
+        "compress_context",
+        json!({"query": "retry backoff", "budget": 300}),
+    );
+    assert!(text_of(&result).contains("backoff"), "{result}");
+}
+
+#[test]
+fn fuzzed_input_never_silences_the_server() {
+    use ctxzip_framing::hostile::{self, Rng};
+    let seed: u64 = std::env::var("CTXZIP_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7);
+    let rounds: u64 = std::env::var("CTXZIP_FUZZ_E2E_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(40);
+    let limit = 4096;
+    let (dir, root) = fixture();
+    let mut client = Client::start(
+        &[
+            "--max-message-bytes",
+            &limit.to_string(),
+            root.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    client.initialize(json!({}));
+    let mut rng = Rng::new(seed);
+    let mut answers = 0;
+    for round in 0..rounds {
+        let (bytes, family) = hostile::mcp_garbage(&mut rng, limit);
+        let name = format!("seed {seed} round {round} ({family:?})");
+        let before = client.hostile_then_ping(&name, &bytes);
+        let answered = errors(&before).len();
+        if family.answered() {
+            assert!(answered >= 1, "{name}: no answer: {before:?}");
+        }
+        answers += answered;
+    }
+    eprintln!("mcp fuzz: {rounds} rounds, seed {seed}, {answers} error answers, server up");
 }

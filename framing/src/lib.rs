@@ -84,11 +84,11 @@ impl Problem {
 
     /// Whether the client may be waiting for an answer to these bytes. A message over the
     /// limit that is a response (an id but no method) or a notification (a method but no
-    /// id) must not be answered; anything unreadable gets a reply with a null id, as
-    /// JSON-RPC asks.
+    /// id) must not be answered; a request is answered under its id, and anything whose
+    /// kind cannot be told gets a reply with a null id, as JSON-RPC asks.
     pub fn wants_reply(&self) -> bool {
         match self {
-            Problem::TooLarge { id, has_method, .. } => id.is_some() && *has_method,
+            Problem::TooLarge { id, has_method, .. } => id.is_some() == *has_method,
             _ => true,
         }
     }
