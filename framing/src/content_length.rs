@@ -111,13 +111,10 @@ impl Framer {
         self.problem(problem)
     }
 
-    /// The end of input: a message cut short is reported.
+    /// The end of input: what is left is framed, then a message cut short is reported.
     pub fn finish(&mut self) -> Option<Event> {
-        while let Some(event) = self.next_event() {
-            // Drained by the caller normally; nothing framed is lost here either way.
-            if let Event::Message(_) = event {
-                return Some(event);
-            }
+        if let Some(event) = self.next_event() {
+            return Some(event);
         }
         self.stalled()
     }
