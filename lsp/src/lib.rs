@@ -6,6 +6,8 @@
 //! - [`indexer`]: the background task that walks and reads the workspace, with progress.
 //! - `server`: the protocol shell (tower-lsp-server); `protocol`: ctxzip's own wire shapes;
 //!   `model`: the one scorer the server keeps.
+//! - `transport`: the framing guard in front of tower-lsp (bounded, resynchronising, every
+//!   framing error answered; stdin's end cancels work in flight).
 //! - [`client`]: a small stdio JSON-RPC client that drives `ctxzip lsp` in tests and
 //!   benchmarks.
 

@@ -8,6 +8,8 @@
 //! - [`index`]: the workspace index, re-chunking only files whose mtime or size changed.
 //! - [`paths`]: resolving an agent's paths inside the canonical root.
 //! - [`progress`]: `notifications/progress` for calls that ask for it.
+//! - `transport`: the framing guard in front of rmcp (bounded lines, every bad line
+//!   answered).
 
 pub mod index;
 pub mod paths;
