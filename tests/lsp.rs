@@ -623,6 +623,9 @@ impl Session {
     }
 }
 
+/// A hostile input, its bytes, and the error replies (code, id) due before the next answer.
+type HostileCase = (&'static str, Vec<u8>, Vec<(i64, Value)>);
+
 fn errors(messages: &[Value]) -> Vec<(i64, Value)> {
     messages
         .iter()
@@ -652,7 +655,7 @@ fn hostile_frames_are_answered_and_the_next_message_is_served() {
     let status = request_bytes(1001, "ctxzip/status");
     let with_head = |head: &str, body: &[u8]| [head.as_bytes(), body].concat();
     // (case, bytes, the error replies expected before the next answer)
-    let cases: Vec<(&str, Vec<u8>, Vec<(i64, Value)>)> = vec![
+    let cases: Vec<HostileCase> = vec![
         (
             "Content-Length too large",
             with_head("Content-Length: 500\r\n\r\n", &status),

@@ -518,6 +518,9 @@ fn mcp_root_from_client_roots() {
     }
 }
 
+/// A hostile input, its bytes, and the error replies (code, id) due before the next answer.
+type HostileCase = (&'static str, Vec<u8>, Vec<(i64, Value)>);
+
 fn errors(messages: &[Value]) -> Vec<(i64, Value)> {
     messages
         .iter()
@@ -543,7 +546,7 @@ fn hostile_lines_are_answered_and_the_next_message_is_served() {
     let (dir, root) = fixture();
     let mut client = Client::start(&[root.to_str().unwrap()], dir.path());
     client.initialize(json!({}));
-    let cases: Vec<(&str, Vec<u8>, Vec<(i64, Value)>)> = vec![
+    let cases: Vec<HostileCase> = vec![
         (
             "malformed JSON",
             b"{\"jsonrpc\": \"2.0\", \"id\": 50, \"method\":\n".to_vec(),

@@ -125,9 +125,7 @@ async fn serve(
     if has_root {
         server.start_indexing(None);
     }
-    let limits = ctxzip_framing::Limits {
-        max_message_bytes: max_message_bytes,
-    };
+    let limits = ctxzip_framing::Limits { max_message_bytes };
     let (input, output, writer) = transport::guard(tokio::io::stdin(), tokio::io::stdout(), limits);
     let running = server
         .serve((input, output))
