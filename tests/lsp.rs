@@ -765,7 +765,8 @@ fn hostile_frames_are_answered_and_the_next_message_is_served() {
     {
         let grown = peak_rss_bytes(s.client.id()).saturating_sub(rss_before);
         eprintln!(
-            "peak RSS grew by {} KiB over 90 MB of oversized input",
+            "lsp: peak RSS {} KiB before, grew by {} KiB over 90 MB of oversized input",
+            rss_before / 1024,
             grown / 1024
         );
         assert!(grown < 32 << 20, "peak RSS grew by {grown} bytes");
