@@ -567,6 +567,16 @@ fn hostile_lines_are_answered_and_the_next_message_is_served() {
             b"{\"hello\": 1}\n".to_vec(),
             vec![(-32600, Value::Null)],
         ),
+        (
+            "a request without \"jsonrpc\": \"2.0\"",
+            b"{\"id\": 54, \"method\": \"ping\"}\n".to_vec(),
+            vec![(-32600, json!(54))],
+        ),
+        (
+            "a JSON array",
+            b"[1, 2]\n".to_vec(),
+            vec![(-32600, Value::Null)],
+        ),
         ("blank lines", b"\n\r\n  \n".to_vec(), vec![]),
     ];
     for (name, bytes, expected) in cases {

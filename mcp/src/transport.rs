@@ -5,14 +5,16 @@
 //! and drops a line over its 16 MiB limit without a reply either, so an agent that sent one
 //! waits forever. This layer frames the input itself with `ctxzip_framing::lines` (bounded
 //! memory: a line over the limit is streamed past, never kept), answers a line that is not
-//! JSON with `-32700` (id null) and one over the limit with `-32600` under its own id, and
-//! hands rmcp only lines that parse as JSON, which rmcp then checks as MCP messages. Replies
+//! JSON with `-32700` (id null), JSON that is not shaped as a JSON-RPC message and a line over
+//! the limit with `-32600` (under the message's own id where it has one), and hands rmcp only
+//! JSON-RPC messages, which rmcp then checks as MCP messages. Replies
 //! are written between whole lines of rmcp's output; each problem is logged to stderr.
 
 use std::time::Duration;
 
 use ctxzip_framing::lines::LineFramer;
-use ctxzip_framing::{Event, Limits, parse_json};
+use ctxzip_framing::{Event, Limits, error_reply, parse_json};
+use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -97,8 +99,8 @@ async fn handle(
     limits: Limits,
 ) -> bool {
     match event {
-        Event::Message(mut line) => match parse_json(&line) {
-            Ok(_) => {
+        Event::Message(mut line) => match parse_json(&line).and_then(check_shape) {
+            Ok(()) => {
                 line.push(b'\n');
                 return to_rmcp.write_all(&line).await.is_ok() && to_rmcp.flush().await.is_ok();
             }
@@ -122,6 +124,28 @@ async fn handle(
         }
     }
     true
+}
+
+/// JSON that is not shaped as a JSON-RPC 2.0 message gets -32600 here, under its id when it
+/// has a usable one: rmcp would answer it without any `id` member, which JSON-RPC forbids.
+fn check_shape(value: Value) -> Result<(), Value> {
+    let is_message = value.get("jsonrpc") == Some(&Value::from("2.0"))
+        && ["method", "result", "error"]
+            .iter()
+            .any(|key| value.get(key).is_some());
+    if is_message {
+        return Ok(());
+    }
+    let id = value
+        .get("id")
+        .filter(|id| id.is_number() || id.is_string())
+        .cloned()
+        .unwrap_or(Value::Null);
+    Err(error_reply(
+        id,
+        -32600,
+        "invalid request: expected a JSON-RPC 2.0 message ({\"jsonrpc\": \"2.0\", \"method\": ..., \"id\"?: ..., \"params\"?: ...})",
+    ))
 }
 
 async fn copy_output<O: AsyncWrite + Unpin>(
