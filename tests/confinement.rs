@@ -503,11 +503,15 @@ fn swapper(fx: &Fixture, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize
     std::thread::spawn(move || {
         let mut swaps = 0;
         while !stop.load(Ordering::Relaxed) {
-            // rename(2) replaces atomically: the path is always one or the other.
+            // rename(2) replaces atomically: the path is always one or the other. Each form
+            // is made ready while the other is in place, then held about as long, so a walk
+            // that sees one form and a read that follows are as likely to see the other.
             let _ = std::fs::remove_file(&link);
             std::os::unix::fs::symlink(&outside, &link).unwrap();
+            std::thread::sleep(Duration::from_micros(300));
             std::fs::rename(&link, &target).unwrap();
             std::fs::write(&regular, "def target():\n    return 1\n").unwrap();
+            std::thread::sleep(Duration::from_micros(300));
             std::fs::rename(&regular, &target).unwrap();
             swaps += 2;
         }
@@ -518,7 +522,7 @@ fn swapper(fx: &Fixture, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize
 /// Runs per surface; the count of runs that saw the swapped file as a regular file proves
 /// the race was live (not every run read a symlink, not every run missed it).
 const CLI_RUNS: usize = 60;
-const MCP_CALLS: usize = 12;
+const MCP_CALLS: usize = 60;
 
 #[test]
 fn the_swap_race_never_leaks_through_the_cli() {
@@ -569,9 +573,11 @@ fn the_swap_race_never_leaks_through_mcp() {
     let stop = Arc::new(AtomicBool::new(false));
     let handle = swapper(&fx, Arc::clone(&stop));
     let mut leaks = Vec::new();
+    let mut saw_target = 0;
     for call in 0..MCP_CALLS {
         let (is_error, text) = mcp.compress(json!({"query": QUERY, "budget_tokens": 4000}));
         assert!(!is_error, "{text}");
+        saw_target += usize::from(text.contains("def target"));
         if text.contains(MARKER) {
             leaks.push(call);
         }
@@ -580,4 +586,7 @@ fn the_swap_race_never_leaks_through_mcp() {
     let swaps = handle.join().unwrap();
     assert!(swaps > 100, "the swapper barely ran ({swaps} swaps)");
     assert!(leaks.is_empty(), "leaked in calls {leaks:?} of {MCP_CALLS}");
+    eprintln!(
+        "swap race, MCP: {MCP_CALLS} calls, {swaps} swaps, {saw_target} saw the regular file, 0 leaks"
+    );
 }
