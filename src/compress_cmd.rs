@@ -1,7 +1,8 @@
 //! `ctxzip compress`: a workspace, a query and a budget in; the context a model needs out.
 //!
-//! Exit codes: 0 success; 1 a runtime failure (model load, IO); 2 bad input (empty query,
-//! bad budget, missing path, empty workspace, a budget smaller than any chunk).
+//! Exit codes: 0 success; 1 a runtime failure (model load, IO); 2 bad input (empty or too
+//! long query, bad budget, missing path, empty workspace, a budget smaller than any chunk, a
+//! `--focus` that is not a compressed file or names line 0 or a line past its end).
 
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
+use ctxzip_chunker::confine::{self, Kind};
 use ctxzip_chunker::workspace::{self, FileChunks};
 use ctxzip_scoring::compress::{
     self, Budget, CompressError, CompressOptions, Document, Focus, Format, Ranker,
@@ -165,7 +167,11 @@ pub fn run(args: CompressArgs) -> Result<ExitCode> {
         }
         files.extend(ws.files);
     }
-    let focus = args.focus.as_deref().map(|spec| parse_focus(spec, &paths));
+    let focus = args
+        .focus
+        .as_deref()
+        .map(|spec| parse_focus(spec, &paths, &files))
+        .transpose()?;
     let format = match args.format {
         OutputFormat::Text => Format::Text,
         OutputFormat::Markdown => Format::Markdown,
@@ -206,6 +212,12 @@ pub fn run(args: CompressArgs) -> Result<ExitCode> {
         &CancelFlag::new(),
     )
     .map_err(|e| match e {
+        // The user can fix these: bad input, exit 2.
+        CompressError::Scoring(
+            inner @ (ctxzip_scoring::Error::EmptyQuery
+            | ctxzip_scoring::Error::QueryTooLong { .. }
+            | ctxzip_scoring::Error::PrefixTooLong { .. }),
+        ) => bad(inner.to_string()),
         CompressError::Scoring(inner) => anyhow::Error::new(inner),
         other => bad(other.to_string()),
     })?;
@@ -259,24 +271,71 @@ fn read_query(args: &CompressArgs) -> Result<String> {
     Ok(query)
 }
 
-/// `FILE[:LINE]`, with FILE made relative to the first path it lies under.
-fn parse_focus(spec: &str, roots: &[PathBuf]) -> Focus {
-    let (file, line) = match spec.rsplit_once(':') {
-        Some((file, line)) if line.parse::<u32>().is_ok() => (file, line.parse().ok()),
-        _ => (spec, None),
-    };
-    let file_path = PathBuf::from(file);
-    let absolute = std::fs::canonicalize(&file_path).unwrap_or(file_path.clone());
-    let path = roots
+/// `FILE[:LINE]` by the one focus rule (`confine::split_focus_line`: lines count from 1),
+/// FILE as the shell sees it or relative to a given directory, and it must be one of the
+/// files read; a line past the file's end is refused too. Paths outside every given path get
+/// one message, whatever is there.
+fn parse_focus(spec: &str, roots: &[PathBuf], files: &[FileChunks]) -> Result<Focus> {
+    let (file, line) = confine::split_focus_line(spec).map_err(|e| bad(format!("--focus {e}")))?;
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let mut inside_but_not_read = None;
+    for root in roots {
+        let Ok(canonical) = std::fs::canonicalize(root) else {
+            continue;
+        };
+        // A file given as a path: its directory is the root its focus must lie under.
+        let (dir, only) = if canonical.is_file() {
+            let name = canonical
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned());
+            match canonical.parent() {
+                Some(parent) => (parent.to_path_buf(), name),
+                None => continue,
+            }
+        } else {
+            (canonical, None)
+        };
+        let as_given = cwd.join(file).to_string_lossy().into_owned();
+        for raw in [as_given.as_str(), file] {
+            let Ok(found) = confine::resolve(&dir, raw) else {
+                continue;
+            };
+            if found.kind == Kind::Missing || only.as_ref().is_some_and(|n| *n != found.rel) {
+                continue;
+            }
+            match files
+                .iter()
+                .find(|f| f.path == found.rel && f.abs_path.starts_with(&dir))
+                .or_else(|| files.iter().find(|f| f.path == found.rel))
+            {
+                Some(read) => {
+                    if let Some(line) = line {
+                        confine::check_focus_line(spec, line, &read.text)
+                            .map_err(|e| bad(format!("--focus {e}")))?;
+                    }
+                    return Ok(Focus {
+                        path: found.rel,
+                        line,
+                    });
+                }
+                None => inside_but_not_read = Some(found),
+            }
+        }
+    }
+    let given = roots
         .iter()
-        .filter_map(|root| {
-            let root = std::fs::canonicalize(root).ok()?;
-            absolute
-                .strip_prefix(&root)
-                .ok()
-                .map(|p| p.to_string_lossy().replace('\\', "/"))
-        })
-        .next()
-        .unwrap_or_else(|| file.trim_start_matches("./").to_owned());
-    Focus { path, line }
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err(bad(match inside_but_not_read {
+        Some(found) if found.kind == Kind::Dir => {
+            format!("--focus {spec:?} is a directory; give a file, e.g. --focus src/lib.rs:42")
+        }
+        Some(_) => format!(
+            "--focus {spec:?} is not among the files read (skipped or not source code; see `ctxzip chunks {given}`)"
+        ),
+        None => format!(
+            "--focus {spec:?} is not a file under {given} (give a file of the compressed paths, e.g. --focus src/lib.rs:42)"
+        ),
+    }))
 }

@@ -456,11 +456,11 @@ fn mcp_session_over_stdio() {
         ),
         (
             json!({"query": "secret", "paths": ["../outside/secret.py"]}),
-            "outside the workspace root",
+            "not inside the workspace root",
         ),
         (
             json!({"query": "secret", "focus_file": "../outside/secret.py:1"}),
-            "outside the workspace root",
+            "not inside the workspace root",
         ),
         (
             json!({"query": "retry", "paths": ["net/missing.py"]}),

@@ -1,14 +1,17 @@
 //! ctxzip's chunker: turns source files into function-level chunks that tile each file.
 //!
+//! - [`confine`]: reading under a workspace root so no symlink or race leads outside it, and
+//!   the one rule for user- and agent-given paths (outside: one error, whatever is there).
 //! - [`lang`]: the language table (extensions, LSP ids, grammar, chunk query per language).
 //! - [`role`]: what a file is for (code, tests, docs, stubs, ...), from its path.
 //! - [`source`]: one file's text → chunks, with incremental reparse under edits. No IO.
-//! - [`workspace`]: the only module that touches the disk: walks a workspace (ignore files,
+//! - [`workspace`]: with `confine`, the only module that touches the disk: walks a workspace (ignore files,
 //!   secrets, binaries, size caps, symlinks) and chunks its files in parallel.
 //!
 //! Invariant: the chunks of a file are in file order and cover every line exactly once.
 
 pub mod chunk;
+pub mod confine;
 pub mod lang;
 pub mod lines;
 mod pieces;

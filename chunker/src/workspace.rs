@@ -1,8 +1,9 @@
 //! Walking a workspace: which files are read, which are skipped and why, and chunking the
-//! rest in parallel. The only module of this crate that touches the disk.
+//! rest in parallel. With [`crate::confine`] (through which every file is read), the only
+//! module of this crate that touches the disk.
 
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -13,6 +14,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::chunk::Chunk;
+use crate::confine::{ReadError, RootDir};
 use crate::lang::Lang;
 use crate::source::chunk_source;
 
@@ -121,15 +123,32 @@ pub enum WalkError {
     BadGlob { glob: String, message: String },
 }
 
-/// Walks `root` (a directory or a single file) and chunks every file it keeps.
+/// Walks `root` (a directory or a single file) and chunks every file it keeps. Every read
+/// is confined to the root's directory ([`RootDir`]): a file swapped for a symlink to
+/// outside after the walk saw it is skipped, not read.
 pub fn chunk_workspace(root: &Path, options: &WalkOptions) -> Result<Workspace, WalkError> {
-    let (paths, mut skipped) = discover(root, options)?;
-    let root_dir = root_dir(root);
+    let (mut paths, mut skipped) = discover(root, options)?;
+    let io_error = |source| WalkError::Io {
+        path: root.to_path_buf(),
+        source,
+    };
+    let (root_dir, base) = if root.is_file() {
+        // A file named explicitly: read its real file, confined to that file's directory.
+        let canonical = fs::canonicalize(root).map_err(io_error)?;
+        let dir = canonical
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        paths = vec![canonical];
+        (RootDir::open(&dir).map_err(io_error)?, dir)
+    } else {
+        (RootDir::open(root).map_err(io_error)?, root.to_path_buf())
+    };
     let results: Vec<Result<FileChunks, Skipped>> = paths
         .par_iter()
         .map(|path| {
-            let rel = relative(&root_dir, path);
-            load_file(path, rel, options)
+            let rel = relative(&base, path);
+            load_file(&root_dir, path, rel, options)
         })
         .collect();
     let mut workspace = Workspace::default();
@@ -150,14 +169,6 @@ pub fn chunk_workspace(root: &Path, options: &WalkOptions) -> Result<Workspace, 
     skipped.sort_by(|a, b| a.path.cmp(&b.path));
     workspace.skipped = skipped;
     Ok(workspace)
-}
-
-fn root_dir(root: &Path) -> PathBuf {
-    if root.is_file() {
-        root.parent().map(Path::to_path_buf).unwrap_or_default()
-    } else {
-        root.to_path_buf()
-    }
 }
 
 /// Path of `path` relative to `root`, `/`-separated.
@@ -330,23 +341,36 @@ fn globset(globs: &[&str]) -> Result<GlobSet, WalkError> {
     })
 }
 
-/// Reads and chunks one file, or says why it is left out.
-pub fn load_file(path: &Path, rel: String, options: &WalkOptions) -> Result<FileChunks, Skipped> {
+/// Reads (confined to `root`) and chunks one file, or says why it is left out.
+pub fn load_file(
+    root: &RootDir,
+    path: &Path,
+    rel: String,
+    options: &WalkOptions,
+) -> Result<FileChunks, Skipped> {
     let skip = |reason: String| Skipped {
         path: rel.clone(),
         reason,
     };
-    let bytes = read_capped(path, options.max_file_bytes).map_err(|err| {
-        skip(match err.kind() {
-            io::ErrorKind::NotFound => "deleted during the walk".into(),
-            io::ErrorKind::PermissionDenied => "unreadable: permission denied".into(),
-            io::ErrorKind::FileTooLarge => format!(
-                "larger than {} (raise it with --max-file-size)",
-                human_bytes(options.max_file_bytes)
-            ),
-            _ => format!("unreadable: {err}"),
-        })
-    })?;
+    let bytes = root
+        .read_capped(path, options.max_file_bytes)
+        .map_err(|err| {
+            skip(match err {
+                ReadError::NotFound => "deleted during the walk".into(),
+                ReadError::Outside => {
+                    "symlink to outside the workspace (or dangling): not followed".into()
+                }
+                ReadError::NotRegular => "not a regular file".into(),
+                ReadError::TooLarge { .. } => format!(
+                    "larger than {} (raise it with --max-file-size)",
+                    human_bytes(options.max_file_bytes)
+                ),
+                ReadError::Io(err) if err.kind() == io::ErrorKind::PermissionDenied => {
+                    "unreadable: permission denied".into()
+                }
+                ReadError::Io(err) => format!("unreadable: {err}"),
+            })
+        })?;
     let lang = Lang::from_path(path);
     let (text, warning) = decode(bytes).map_err(skip)?;
     if let Some(reason) = looks_minified(&text) {
@@ -361,21 +385,6 @@ pub fn load_file(path: &Path, rel: String, options: &WalkOptions) -> Result<File
         chunks,
         warning,
     })
-}
-
-fn read_capped(path: &Path, max_bytes: u64) -> io::Result<Vec<u8>> {
-    let file = fs::File::open(path)?;
-    let len = file.metadata()?.len();
-    if len > max_bytes {
-        return Err(io::Error::new(io::ErrorKind::FileTooLarge, "too large"));
-    }
-    let mut bytes = Vec::with_capacity(len as usize);
-    // The file may grow between the size check and the read.
-    file.take(max_bytes + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > max_bytes {
-        return Err(io::Error::new(io::ErrorKind::FileTooLarge, "too large"));
-    }
-    Ok(bytes)
 }
 
 /// Text of a file, or why it is not text. Invalid UTF-8 is replaced, with a warning.

@@ -5,6 +5,7 @@ mod common;
 use std::fs;
 use std::path::Path;
 
+use ctxzip_chunker::confine::RootDir;
 use ctxzip_chunker::workspace::{self, WalkOptions};
 use ctxzip_chunker::{ChunkKind, Lang, SourceFile, Workspace, chunk_source};
 
@@ -169,7 +170,8 @@ fn file_deleted_during_the_walk_is_reported() {
     let (paths, _) = workspace::discover(dir.path(), &WalkOptions::default()).unwrap();
     assert!(paths.contains(&doomed));
     fs::remove_file(&doomed).unwrap();
-    let skipped = workspace::load_file(&doomed, "doomed.py".into(), &WalkOptions::default())
+    let root = RootDir::open(dir.path()).unwrap();
+    let skipped = workspace::load_file(&root, &doomed, "doomed.py".into(), &WalkOptions::default())
         .expect_err("must be skipped");
     assert_eq!(skipped.reason, "deleted during the walk");
 }
@@ -194,13 +196,12 @@ fn unreadable_files_are_reported() {
     assert_good_survives(&ws);
 
     // A directory where a file was expected cannot be read, even by root.
-    let skipped = workspace::load_file(dir.path(), "dir".into(), &WalkOptions::default())
+    let sub = dir.path().join("sub");
+    fs::create_dir_all(&sub).unwrap();
+    let root = RootDir::open(dir.path()).unwrap();
+    let skipped = workspace::load_file(&root, &sub, "sub".into(), &WalkOptions::default())
         .expect_err("a directory is not a file");
-    assert!(
-        skipped.reason.starts_with("unreadable"),
-        "{}",
-        skipped.reason
-    );
+    assert_eq!(skipped.reason, "not a regular file");
 }
 
 #[test]

@@ -2,12 +2,14 @@
 //! editor buffers (kept current by incremental reparse) shadowing their disk text. Plain
 //! paths, byte offsets and line/column positions: no LSP types live here.
 //!
-//! Which files may be read is decided here too: only files under a workspace root, reached
-//! without `..` and without a symlink that leaves the root.
+//! Which files may be read is decided here too, by the chunker's one confinement rule
+//! (`ctxzip_chunker::confine`): only files under a workspace root, reached without leaving
+//! it by `..` or a symlink; every read is confined to the root's directory.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use ctxzip_chunker::confine::{self, RootDir};
 use ctxzip_chunker::workspace::{self, WalkError, WalkOptions};
 use ctxzip_chunker::{Chunk, EditError, Lang, Skipped, SourceFile};
 use dashmap::DashMap;
@@ -60,21 +62,15 @@ pub struct TextChange {
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
+    /// Every path outside the roots, however it gets there (`..`, a symlink) and whether or
+    /// not anything is there: one message, so it tells nothing about outside files.
     #[error(
         "{}: only files under the workspace folders can be read (open the folder that holds it as a workspace folder)",
         path.display()
     )]
     OutsideRoots { path: PathBuf },
-    #[error("{}: the path contains `..`; send the normalized absolute path", path.display())]
-    DotDot { path: PathBuf },
     #[error("{}: the path must be absolute", path.display())]
     Relative { path: PathBuf },
-    #[error(
-        "{}: a symlink leads outside the workspace folders (to {}); it is not followed",
-        path.display(),
-        target.display()
-    )]
-    SymlinkEscape { path: PathBuf, target: PathBuf },
     #[error("{}: no open buffer (send textDocument/didOpen first)", path.display())]
     NotOpen { path: PathBuf },
     #[error(
@@ -177,22 +173,17 @@ impl Index {
                 path: path.to_path_buf(),
             });
         }
-        if path.components().any(|c| c == Component::ParentDir) {
-            return Err(IndexError::DotDot {
-                path: path.to_path_buf(),
-            });
-        }
-        let canonical = canonicalize_lenient(path);
+        let raw = path.to_string_lossy();
         let roots = read(&self.roots);
-        if let Some(root) = roots.iter().find(|r| canonical.starts_with(&r.path)) {
-            return Ok((canonical, root.clone()));
-        }
-        // Lexically inside a root but canonically outside: a symlink escapes.
-        if roots.iter().any(|r| path.starts_with(&r.path)) {
-            return Err(IndexError::SymlinkEscape {
-                path: path.to_path_buf(),
-                target: canonical,
-            });
+        for root in roots.iter() {
+            if let Ok(found) = confine::resolve(&root.path, &raw) {
+                let key = if found.rel.is_empty() {
+                    root.path.clone()
+                } else {
+                    root.path.join(&found.rel)
+                };
+                return Ok((key, root.clone()));
+            }
         }
         Err(IndexError::OutsideRoots {
             path: path.to_path_buf(),
@@ -207,9 +198,16 @@ impl Index {
     /// Reads and chunks `paths` (under `root`) in parallel and puts them in the index.
     pub fn load(&self, root: &Root, paths: &[PathBuf]) -> LoadCounts {
         let options = self.walk_options();
+        let Ok(root_dir) = RootDir::open(&root.path) else {
+            // The root itself is gone: nothing under it can be read.
+            return LoadCounts {
+                loaded: 0,
+                skipped: paths.len(),
+            };
+        };
         let results: Vec<Option<FileSnapshot>> = paths
             .par_iter()
-            .map(|path| load_one(root, path, &options))
+            .map(|path| load_one(root, &root_dir, path, &options))
             .collect();
         let mut counts = LoadCounts::default();
         for file in results {
@@ -251,7 +249,10 @@ impl Index {
         let Some(root) = self.roots().into_iter().find(|r| r.path == root) else {
             return false;
         };
-        match load_one(&root, key, &self.walk_options()) {
+        let file = RootDir::open(&root.path)
+            .ok()
+            .and_then(|dir| load_one(&root, &dir, key, &self.walk_options()));
+        match file {
             Some(file) => {
                 self.files.insert(key.to_path_buf(), Arc::new(file));
             }
@@ -416,14 +417,20 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(|e| e.into_inner())
 }
 
-fn load_one(root: &Root, path: &Path, options: &WalkOptions) -> Option<FileSnapshot> {
+fn load_one(
+    root: &Root,
+    root_dir: &RootDir,
+    path: &Path,
+    options: &WalkOptions,
+) -> Option<FileSnapshot> {
     let abs_path = canonicalize_lenient(path);
     // A symlink inside the workspace may still point out of it.
     if !abs_path.starts_with(&root.path) {
         return None;
     }
     let rel = workspace::relative(&root.path, &abs_path);
-    let file = workspace::load_file(path, rel, options).ok()?;
+    // The read itself is confined too: the check above cannot see a swap that follows it.
+    let file = workspace::load_file(root_dir, path, rel, options).ok()?;
     Some(FileSnapshot {
         abs_path,
         root: root.path.clone(),
@@ -551,13 +558,20 @@ mod tests {
         let err = index.resolve(&outer.path().join("secret.rs")).unwrap_err();
         assert!(matches!(err, IndexError::OutsideRoots { .. }), "{err}");
         let err = index.resolve(&root_dir.join("../secret.rs")).unwrap_err();
-        assert!(matches!(err, IndexError::DotDot { .. }), "{err}");
+        assert!(matches!(err, IndexError::OutsideRoots { .. }), "{err}");
         #[cfg(unix)]
         {
             std::os::unix::fs::symlink(outer.path().join("secret.rs"), root_dir.join("link.rs"))
                 .unwrap();
             let err = index.resolve(&root_dir.join("link.rs")).unwrap_err();
-            assert!(matches!(err, IndexError::SymlinkEscape { .. }), "{err}");
+            assert!(matches!(err, IndexError::OutsideRoots { .. }), "{err}");
+            // Through the symlink to a file that does not exist: the same answer.
+            std::os::unix::fs::symlink(outer.path(), root_dir.join("up")).unwrap();
+            let missing = index.resolve(&root_dir.join("up/nope.rs")).unwrap_err();
+            assert!(
+                matches!(missing, IndexError::OutsideRoots { .. }),
+                "{missing}"
+            );
         }
         // A file that does not exist yet, inside the root, resolves.
         assert!(index.resolve(&root_dir.join("new/file.rs")).is_ok());

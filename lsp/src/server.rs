@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use ctxzip_chunker::Lang;
+use ctxzip_chunker::confine;
 use ctxzip_chunker::workspace::WalkOptions;
 use ctxzip_scoring::compress::{
     self, Budget, CompressError, CompressOptions, Document, Focus, Format,
@@ -714,15 +715,36 @@ impl Server {
         }
         let multi_root = self.shared.index.roots().len() > 1;
         let display: Vec<String> = files.iter().map(|f| display_path(f, multi_root)).collect();
+        // The one focus rule of every surface: the focus must be a file the request reads,
+        // and its line must lie in it (LSP lines count from 0; the core's from 1).
         let focus = match (&params.focus, &focus_key) {
-            (Some(focus), Some(key)) => files
-                .iter()
-                .zip(&display)
-                .find(|(f, _)| &f.abs_path == key)
-                .map(|(_, path)| Focus {
+            (Some(focus), Some(key)) => {
+                let Some((file, path)) =
+                    files.iter().zip(&display).find(|(f, _)| &f.abs_path == key)
+                else {
+                    return Err(invalid_params(if partial {
+                        format!(
+                            "focus {}: not indexed yet (the workspace is still being indexed); retry in a moment",
+                            focus.uri.as_str()
+                        )
+                    } else {
+                        format!(
+                            "focus {}: not an indexed file of the workspace (or outside the given paths); give a source file the index holds (see ctxzip/status)",
+                            focus.uri.as_str()
+                        )
+                    }));
+                };
+                let line = focus.position.map(|p| p.line + 1);
+                if let Some(line) = line {
+                    confine::check_focus_line(focus.uri.as_str(), line, &file.text).map_err(
+                        |e| invalid_params(format!("focus {e} (positions count lines from 0)")),
+                    )?;
+                }
+                Some(Focus {
                     path: path.clone(),
-                    line: focus.position.map(|p| p.line + 1),
-                }),
+                    line,
+                })
+            }
             _ => None,
         };
         let compress_options = CompressOptions {

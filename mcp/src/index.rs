@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use ctxzip_chunker::confine::RootDir;
 use ctxzip_chunker::workspace::{self, FileChunks, Skipped, WalkError, WalkOptions};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -81,10 +82,16 @@ impl Index {
         let removed = self.files.len();
         let rechunked = stale.len();
         let options = &self.options;
+        // Every read is confined to the root: a file swapped for a symlink since the walk
+        // saw it is skipped, not followed out.
+        let root_dir = RootDir::open(&self.root).map_err(|source| WalkError::Io {
+            path: self.root.clone(),
+            source,
+        })?;
         let loaded: Vec<_> = stale
             .into_par_iter()
             .map(|(rel, path, stamp)| {
-                let result = workspace::load_file(&path, rel.clone(), options);
+                let result = workspace::load_file(&root_dir, &path, rel.clone(), options);
                 (rel, stamp, result)
             })
             .collect();

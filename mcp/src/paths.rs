@@ -1,7 +1,10 @@
 //! The workspace boundary: turning the paths an agent sends into paths relative to the canonical
-//! workspace root, and refusing any that lead outside it (`..`, absolute paths, symlinks).
+//! workspace root, and refusing any that lead outside it (`..`, absolute paths, symlinks), by
+//! the chunker's one confinement rule.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
+
+use ctxzip_chunker::confine::{self, Kind};
 
 /// A path inside the workspace, `/`-separated and relative to the root; `""` is the root itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,91 +22,33 @@ impl InsidePath {
     }
 }
 
-/// Resolves `raw` (relative to `root`, or absolute) to a path inside `root`, which must be
-/// canonical. The error is a sentence an agent can act on.
+/// Resolves `raw` (relative to `root`, or absolute, or a `file://` URI) to a path inside
+/// `root`, which must be canonical, by the chunker's one rule (`confine::resolve`). Every
+/// path outside the root gets the same error, whatever is there. The error is a sentence an
+/// agent can act on.
 pub fn resolve_inside(root: &Path, raw: &str) -> Result<InsidePath, String> {
-    let trimmed = raw.trim();
-    let trimmed = trimmed.strip_prefix("file://").unwrap_or(trimmed);
-    if trimmed.is_empty() {
-        return Err("empty path: give a file or directory relative to the workspace root".into());
-    }
-    let given = Path::new(trimmed);
-    let outside = || {
-        format!(
-            "{raw}: outside the workspace root {}; give a path relative to it, e.g. src/main.rs",
+    let found = confine::resolve(root, raw).map_err(|e| e.to_string())?;
+    match found.kind {
+        Kind::Missing => Err(format!(
+            "{raw:?}: no such file or directory in the workspace {}; paths are relative to it",
             root.display()
-        )
-    };
-    let mut lexical = normalize(&if given.is_absolute() {
-        given.to_path_buf()
-    } else {
-        root.join(given)
-    });
-    if !lexical.starts_with(root) {
-        // An absolute path may name the root through a symlink (e.g. /tmp vs /private/tmp).
-        match std::fs::canonicalize(given) {
-            Ok(canonical) if given.is_absolute() && canonical.starts_with(root) => {
-                lexical = canonical
-            }
-            _ => return Err(outside()),
-        }
+        )),
+        kind => Ok(InsidePath {
+            rel: found.rel,
+            is_dir: kind == Kind::Dir,
+        }),
     }
-    let canonical = std::fs::canonicalize(&lexical).map_err(|_| {
-        format!(
-            "{raw}: no such file or directory in the workspace {}; paths are relative to it",
-            root.display()
-        )
-    })?;
-    if !canonical.starts_with(root) {
-        return Err(format!(
-            "{raw}: leads through a symlink to {}, outside the workspace root {}",
-            canonical.display(),
-            root.display()
-        ));
-    }
-    let rel = lexical
-        .strip_prefix(root)
-        .map_err(|_| outside())?
-        .to_string_lossy()
-        .replace('\\', "/");
-    Ok(InsidePath {
-        rel,
-        is_dir: canonical.is_dir(),
-    })
 }
 
-/// `FILE` or `FILE:LINE` (1-based line).
+/// `FILE` or `FILE:LINE` (1-based line): the one focus rule, `confine::split_focus_line`.
 pub fn split_line(spec: &str) -> Result<(&str, Option<u32>), String> {
-    match spec.rsplit_once(':') {
-        Some((file, line)) if !line.is_empty() && line.bytes().all(|b| b.is_ascii_digit()) => {
-            match line.parse::<u32>() {
-                Ok(n) if n >= 1 => Ok((file, Some(n))),
-                _ => Err(format!(
-                    "focus_file {spec:?}: the line must be a number from 1, e.g. src/lib.rs:42"
-                )),
-            }
-        }
-        _ => Ok((spec, None)),
-    }
-}
-
-/// Removes `.` and applies `..` without touching the disk.
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
+    confine::split_focus_line(spec)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     fn root() -> (tempfile::TempDir, PathBuf) {
@@ -132,9 +77,9 @@ mod tests {
     fn escapes_are_refused() {
         let (_dir, root) = root();
         let err = resolve_inside(&root, "../etc/passwd").unwrap_err();
-        assert!(err.contains("outside the workspace root"), "{err}");
+        assert!(err.contains("not inside the workspace root"), "{err}");
         let err = resolve_inside(&root, "/etc/passwd").unwrap_err();
-        assert!(err.contains("outside the workspace root"), "{err}");
+        assert!(err.contains("not inside the workspace root"), "{err}");
         let err = resolve_inside(&root, "src/missing.rs").unwrap_err();
         assert!(err.contains("no such file"), "{err}");
     }
@@ -146,7 +91,13 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), root.join("link")).unwrap();
         let err = resolve_inside(&root, "link").unwrap_err();
-        assert!(err.contains("symlink"), "{err}");
+        assert!(err.contains("not inside the workspace root"), "{err}");
+        // Nothing about what is (or is not) behind the link.
+        let missing = resolve_inside(&root, "link/zz_no_such_file").unwrap_err();
+        assert_eq!(
+            err.replace("\"link\"", "X"),
+            missing.replace("\"link/zz_no_such_file\"", "X")
+        );
     }
 
     #[test]

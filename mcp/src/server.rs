@@ -23,6 +23,7 @@ use tokio::sync::{OnceCell, watch};
 use crate::index::{Index, RefreshReport};
 use crate::paths::{self, InsidePath};
 use crate::progress::Progress;
+use ctxzip_chunker::confine;
 
 /// How long the server waits for the client to answer `roots/list`.
 const ROOTS_TIMEOUT: Duration = Duration::from_secs(10);
@@ -251,6 +252,12 @@ impl CtxzipServer {
                     filter.rel
                 ));
             }
+        }
+        if let (Some((file, Some(line))), Some(spec)) = (&focus, focus_file)
+            && let Some(read) = all.iter().find(|f| f.path == file.rel)
+        {
+            confine::check_focus_line(spec, *line, &read.text)
+                .map_err(|e| format!("focus_file {e}"))?;
         }
         if let Some((file, _)) = &focus
             && !all.iter().any(|f| f.path == file.rel)

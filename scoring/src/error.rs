@@ -77,7 +77,7 @@ pub enum Error {
     EmptyQuery,
 
     #[error(
-        "the query is {n_tokens} tokens but the context window is {window_tokens} tokens (shorten the query or raise the context size, e.g. --ctx-size)"
+        "the query is {n_tokens} tokens but the model's context window is {window_tokens} tokens, which must hold the query and a chunk (shorten the query to the question or task itself)"
     )]
     QueryTooLong {
         n_tokens: usize,
@@ -85,7 +85,7 @@ pub enum Error {
     },
 
     #[error(
-        "the prefix is {n_tokens} tokens but the context window is {window_tokens} tokens (shorten the prefix or raise the context size)"
+        "the prefix is {n_tokens} tokens but the model's context window is {window_tokens} tokens (shorten the prefix)"
     )]
     PrefixTooLong {
         n_tokens: usize,
