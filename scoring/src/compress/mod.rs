@@ -117,6 +117,10 @@ pub struct CompressOptions {
     /// to code, unless the query asks for that kind of file ([`roles::wanted_roles`]).
     /// 1.0 ranks every kind of file alike.
     pub other_roles_weight: f32,
+    /// Select container headers and closing punctuation on their own ([`is_skeleton`]), as
+    /// ctxzip did before; off, they are printed only when the whole workspace fits. For
+    /// measuring what leaving them out returns to the budget.
+    pub keep_skeletons: bool,
     /// Rank the model's candidates from files the query did not ask for after those it did
     /// (and after their callees).
     pub code_first: bool,
@@ -150,8 +154,9 @@ impl Default for CompressOptions {
             spike_k: 0.5,
             bm25_k1: bm25::DEFAULT_K1,
             max_query_tokens: 64,
-            other_roles_weight: 1.0,
+            other_roles_weight: 0.3,
             code_first: false,
+            keep_skeletons: false,
             callers: usize::MAX,
             faithful: false,
             deadline: None,
@@ -637,7 +642,7 @@ fn lexical_units<'d>(
                 score: f32::NEG_INFINITY,
                 pinned: false,
                 wanted: true,
-                skeleton: is_skeleton(chunk, text),
+                skeleton: !options.keep_skeletons && is_skeleton(chunk, text),
             });
         }
     }
