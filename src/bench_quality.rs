@@ -83,6 +83,9 @@ pub struct QualityArgs {
     /// `bench/questions`). Their packages are fetched as needed (`--packages` filters them).
     #[arg(long, value_name = "DIR")]
     pub questions: Option<PathBuf>,
+    /// Query tokens the model reads at most (default: compress's default; 0: all).
+    #[arg(long)]
+    pub max_query_tokens: Option<usize>,
     /// Weight of chunks in files that are not code, unless the query asks for them (default:
     /// compress's default).
     #[arg(long)]
@@ -91,6 +94,12 @@ pub struct QualityArgs {
     /// (default: compress's default).
     #[arg(long)]
     pub code_first: Option<bool>,
+    /// Run only the tasks with these numbers (as listed on stderr; default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub task_ids: Vec<usize>,
+    /// Print each method's selection (path, name, score) for every task on stderr.
+    #[arg(long)]
+    pub show_selection: bool,
     /// Run only these methods (rows of the report; default: all).
     #[arg(long, value_delimiter = ',')]
     pub methods: Vec<String>,
@@ -117,7 +126,7 @@ struct Method {
 /// callees, with the callees of the 8 best candidates only, fused with BM25; the BM25
 /// baseline with every kind of file alike (as `--ranker bm25` ranked before file roles) and
 /// with the run's role weights; LongCodeZip as published.
-const METHODS: [Method; 8] = [
+const METHODS: [Method; 10] = [
     Method {
         name: "ctxzip",
         faithful: false,
@@ -137,6 +146,16 @@ const METHODS: [Method; 8] = [
         name: "ctxzip-8callers",
         faithful: false,
         adjust: |o| o.callers = 8,
+    },
+    Method {
+        name: "ctxzip+codefirst",
+        faithful: false,
+        adjust: |o| o.code_first = true,
+    },
+    Method {
+        name: "ctxzip+skeletons",
+        faithful: false,
+        adjust: |o| o.keep_skeletons = true,
     },
     Method {
         name: "ctxzip+bm25",
@@ -214,6 +233,8 @@ struct Tally {
     recall: f64,
     model_tokens: usize,
     wall_ms: f64,
+    /// Output tokens spent on chunks with nothing to read alone ([`compress::is_skeleton`]).
+    skeleton_tokens: usize,
 }
 
 impl Tally {
@@ -233,8 +254,16 @@ impl Tally {
         if self.n == 0 {
             return "-".into();
         }
+        let skeletons = if self.skeleton_tokens > 0 {
+            format!(
+                ", {:.1} output tok on skeletons",
+                self.skeleton_tokens as f64 / self.n as f64
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "{:.0} tok, {:.1} s",
+            "{:.0} tok, {:.1} s{skeletons}",
             self.model_tokens as f64 / self.n as f64,
             self.wall_ms / 1000.0 / self.n as f64
         )
@@ -285,6 +314,7 @@ pub fn run(args: QualityArgs) -> Result<()> {
         max_chunk_tokens: args.max_chunk_tokens.unwrap_or(defaults.max_chunk_tokens),
         bm25_k1: args.bm25_k1.unwrap_or(defaults.bm25_k1),
         max_fine_tokens: args.max_fine_tokens.unwrap_or(defaults.max_fine_tokens),
+        max_query_tokens: args.max_query_tokens.unwrap_or(defaults.max_query_tokens),
         other_roles_weight: args
             .other_roles_weight
             .unwrap_or(defaults.other_roles_weight),
@@ -329,6 +359,9 @@ pub fn run(args: QualityArgs) -> Result<()> {
     by_size.sort_by_key(|&t| tasks[t].files.iter().map(|f| f.text.len()).sum::<usize>());
     let faithful_set: Vec<usize> = by_size.into_iter().take(args.faithful_tasks).collect();
     for (t, task) in tasks.iter().enumerate() {
+        if !args.task_ids.is_empty() && !args.task_ids.contains(&t) {
+            continue;
+        }
         let in_faithful = faithful_set.contains(&t);
         let docs: Vec<Document> = task.files.iter().map(Document::from).collect();
         for (label, budget) in &budgets {
@@ -371,10 +404,24 @@ pub fn run(args: QualityArgs) -> Result<()> {
                     result.stats.model_tokens,
                     wall_ms / 1000.0
                 );
-                tallies
+                if args.show_selection {
+                    for c in &result.chunks {
+                        eprintln!(
+                            "      {:.3} {}:{}-{} {} {} tok",
+                            c.score,
+                            c.path,
+                            c.start_line,
+                            c.end_line,
+                            c.name.as_deref().unwrap_or("-"),
+                            c.tokens
+                        );
+                    }
+                }
+                let tally = tallies
                     .entry((method.to_string(), task.kind, label.clone()))
-                    .or_default()
-                    .add(recall, &result, wall_ms);
+                    .or_default();
+                tally.add(recall, &result, wall_ms);
+                tally.skeleton_tokens += skeleton_tokens(task, &result);
                 if in_faithful
                     && label == &budgets[0].0
                     && matches!(method, "ctxzip" | "longcodezip")
@@ -394,7 +441,7 @@ pub fn run(args: QualityArgs) -> Result<()> {
         .map(|(kind, n)| format!("{n} {}", format!("{kind:?}").to_lowercase()))
         .collect();
     let header = format!(
-        "Model: {} ({}); {} tasks ({}); {} candidates of up to {} tokens; the fine stage keeps up to {} tokens; other kinds of files weigh {} (code first: {}).",
+        "Model: {} ({}); {} tasks ({}); {} candidates of up to {} tokens; the fine stage keeps up to {} tokens; the model reads up to {} query tokens; other kinds of files weigh {} (code first: {}).",
         args.model
             .model
             .as_deref()
@@ -405,6 +452,7 @@ pub fn run(args: QualityArgs) -> Result<()> {
         base.max_candidates,
         base.max_chunk_tokens,
         base.max_fine_tokens,
+        base.max_query_tokens,
         base.other_roles_weight,
         base.code_first,
     );
@@ -547,6 +595,24 @@ fn print_candidate_recall(scorer: &Scorer, tasks: &[Task], base: &CompressOption
     }
     println!();
     Ok(())
+}
+
+/// Output tokens of the selected chunks that are skeletons.
+fn skeleton_tokens(task: &Task, result: &Compressed) -> usize {
+    result
+        .chunks
+        .iter()
+        .filter(|selected| {
+            task.files
+                .iter()
+                .filter(|f| f.path == selected.path)
+                .flat_map(|f| f.chunks.iter().map(move |c| (f, c)))
+                .any(|(f, c)| {
+                    c.start_line == selected.start_line && compress::is_skeleton(c, c.text(&f.text))
+                })
+        })
+        .map(|selected| selected.tokens)
+        .sum()
 }
 
 /// Share of targets whose signature line is in the output.

@@ -341,3 +341,181 @@ fn model_list_path_and_unknown_names() {
         "names the known models"
     );
 }
+
+/// A repository as people point ctxzip at it: the code, and beside it tests, docs and a
+/// changelog that repeat the question's words more often than the code does.
+fn whole_repo() -> tempfile::TempDir {
+    let dir = repo();
+    let root = dir.path();
+    fs::create_dir_all(root.join("tests")).unwrap();
+    fs::create_dir_all(root.join("docs")).unwrap();
+    fs::write(
+        root.join("tests/test_invoice_total.py"),
+        r#"from billing import compute_invoice_total
+
+
+def test_invoice_total_with_tax():
+    # The invoice total adds the tax to the subtotal of the invoice items.
+    items = [Item(price=10, quantity=2)]
+    assert compute_invoice_total(items, 0.1) == 22  # invoice total with tax
+
+
+def test_invoice_total_without_tax():
+    # An invoice total with no tax is the subtotal.
+    assert compute_invoice_total([], 0) == 0  # invoice total, tax 0
+"#,
+    )
+    .unwrap();
+    fs::write(
+        root.join("docs/invoices.md"),
+        "# Invoices\n\nThe invoice total is the subtotal of the invoice plus tax. The tax rate\n\
+         applies to the invoice subtotal; the invoice total is rounded when printed.\n",
+    )
+    .unwrap();
+    fs::write(
+        root.join("CHANGELOG.md"),
+        "# Changes\n\n## 1.2\n\n- The invoice total now adds the tax to the invoice subtotal\n  \
+         (invoice total and tax were swapped).\n",
+    )
+    .unwrap();
+    dir
+}
+
+fn selected_paths(json: &Value) -> Vec<String> {
+    json["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["path"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn code_outranks_tests_docs_and_changelogs_unless_the_query_asks_for_them() {
+    let dir = whole_repo();
+    let root = dir.path().to_str().unwrap();
+    // BM25 alone, so that the ranking across kinds of files is what is tested.
+    let (json, _) = json_compress(
+        root,
+        "how is the tax added to the invoice total?",
+        "90",
+        &["--ranker", "bm25"],
+    );
+    let paths = selected_paths(&json);
+    assert_eq!(
+        paths.first().map(String::as_str),
+        Some("billing.py"),
+        "{json}"
+    );
+    let (json, _) = json_compress(
+        root,
+        "Where are the tests for the invoice total with tax?",
+        "90",
+        &["--ranker", "bm25"],
+    );
+    let paths = selected_paths(&json);
+    assert_eq!(
+        paths.first().map(String::as_str),
+        Some("tests/test_invoice_total.py"),
+        "{json}"
+    );
+}
+
+#[test]
+fn a_long_instruction_costs_a_bounded_window_of_model_work() {
+    let dir = repo();
+    let root = dir.path().to_str().unwrap();
+    let (short, _) = json_compress(
+        root,
+        "how is the tax added to the invoice subtotal?",
+        "120",
+        &[],
+    );
+    // About 100 KB: far more than the model's window of 4096 tokens.
+    let filler = "Our team relies on this service every day and we are grateful for it. ";
+    let long = format!(
+        "Invoice totals are wrong when a tax rate is given.\n{}\nThe tax must be added to the invoice subtotal.\n",
+        filler.repeat(1400)
+    );
+    assert!(long.len() > 100_000);
+    let query_file = dir.path().join("task.txt");
+    fs::write(&query_file, &long).unwrap();
+    let out = ctxzip(&[
+        "compress",
+        root,
+        "--query-file",
+        query_file.to_str().unwrap(),
+        "--ignore",
+        "task.txt",
+        "--budget",
+        "120",
+        "--format",
+        "json",
+        "--model",
+        MODEL,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        json["context"]
+            .as_str()
+            .unwrap()
+            .contains("def compute_invoice_total"),
+        "{json}"
+    );
+    let tokens = |v: &Value| v["stats"]["model_tokens"].as_u64().unwrap();
+    // The model reads at most 64 tokens of a query: the long one costs about what a question
+    // costs (the model work of one process; the short run above cached nothing it reuses).
+    assert!(
+        tokens(&json) <= 3 * tokens(&short).max(1),
+        "long query {} model tokens vs short {}",
+        tokens(&json),
+        tokens(&short)
+    );
+}
+
+#[test]
+fn a_container_header_or_closing_brace_is_never_printed_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let methods: String = (0..12)
+        .map(|i| {
+            format!(
+                "    /// Posts entry {i} of the ledger.\n    pub fn post_{i}(&mut self, amount: i64) -> i64 {{\n        self.balance += amount * {i};\n        self.balance\n    }}\n\n"
+            )
+        })
+        .collect();
+    fs::write(
+        root.join("ledger.rs"),
+        format!("pub struct Ledger {{\n    balance: i64,\n}}\n\nimpl Ledger {{\n{methods}}}\n\nimpl Drop for Ledger {{\n    fn drop(&mut self) {{}}\n}}\n"),
+    )
+    .unwrap();
+    let (json, _) = json_compress(
+        root.to_str().unwrap(),
+        "how is an amount posted to the ledger balance?",
+        "150",
+        &["--ranker", "bm25"],
+    );
+    let text = fs::read_to_string(root.join("ledger.rs")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    for chunk in json["chunks"].as_array().unwrap() {
+        let (a, b) = (
+            chunk["start_line"].as_u64().unwrap() as usize,
+            chunk["end_line"].as_u64().unwrap() as usize,
+        );
+        let body = &lines[a - 1..b];
+        let only_punctuation = body
+            .iter()
+            .all(|l| l.trim().chars().all(|c| "{}();,".contains(c)));
+        let lone_header = chunk["kind"] == "impl" && b == a;
+        assert!(
+            !only_punctuation && !lone_header,
+            "a skeleton was selected: {chunk}\n{}",
+            json["context"]
+        );
+    }
+}

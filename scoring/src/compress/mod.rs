@@ -1,5 +1,6 @@
-//! The LongCodeZip pipeline over a workspace: cheap candidates (BM25 and structure), the
-//! coarse conditional-perplexity ranking, the callees of the best-ranked chunks (found by
+//! The LongCodeZip pipeline over a workspace: cheap candidates (BM25 and structure, with code
+//! preferred over tests, docs and other kinds of files the query does not ask for: [`roles`]),
+//! the coarse conditional-perplexity ranking on a bounded window of the query ([`window`]), the callees of the best-ranked chunks (found by
 //! name, no model cost) ahead of the lexical tail, a token budget that is never exceeded, the
 //! fine block-level pruning of kept functions, and assembly in file order.
 //!
@@ -115,8 +116,14 @@ pub struct CompressOptions {
     /// Weight of chunks in files that are not code (tests, docs, stubs, examples,
     /// changelogs, data; see [`FileRole`]) in the candidate stage and BM25's order, relative
     /// to code, unless the query asks for that kind of file ([`roles::wanted_roles`]).
-    /// 1.0 ranks every kind of file alike.
+    /// 1.0 ranks every kind of file alike. On the dev set's questions over whole package
+    /// roots BM25 answered 49% at 2000 tokens with 1.0 and 63% with 0.3 or 0.1 (BENCHMARKS.md,
+    /// `## Questions`); below 0.3 nothing changed.
     pub other_roles_weight: f32,
+    /// Select container headers and closing punctuation on their own ([`is_skeleton`]), as
+    /// ctxzip did before; off, they are printed only when the whole workspace fits. For
+    /// measuring what leaving them out returns to the budget.
+    pub keep_skeletons: bool,
     /// Rank the model's candidates from files the query did not ask for after those it did
     /// (and after their callees).
     pub code_first: bool,
@@ -150,8 +157,9 @@ impl Default for CompressOptions {
             spike_k: 0.5,
             bm25_k1: bm25::DEFAULT_K1,
             max_query_tokens: 64,
-            other_roles_weight: 1.0,
+            other_roles_weight: 0.3,
             code_first: false,
+            keep_skeletons: false,
             callers: usize::MAX,
             faithful: false,
             deadline: None,
@@ -637,7 +645,7 @@ fn lexical_units<'d>(
                 score: f32::NEG_INFINITY,
                 pinned: false,
                 wanted: true,
-                skeleton: is_skeleton(chunk, text),
+                skeleton: !options.keep_skeletons && is_skeleton(chunk, text),
             });
         }
     }

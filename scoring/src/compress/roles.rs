@@ -15,28 +15,32 @@ const ASKS_FOR: &[(FileRole, &[&str])] = &[
     (
         FileRole::Test,
         &[
-            "test", "tests", "tested", "testing", "unittest", "pytest", "spec", "specs", "fixture",
-            "fixtures", "conftest",
+            "tests",
+            "tested",
+            "unittest",
+            "unittests",
+            "pytest",
+            "specs",
+            "fixture",
+            "fixtures",
+            "conftest",
         ],
     ),
     (
         FileRole::Doc,
         &[
-            "doc",
             "docs",
             "documentation",
             "documented",
             "readme",
             "tutorial",
             "guide",
-            "docstring",
-            "docstrings",
         ],
     ),
     (
         FileRole::Stub,
         &[
-            "stub", "stubs", "pyi", "typings", "typing", "typeshed", "mypy", "pyright",
+            "stub", "stubs", "pyi", "typings", "typeshed", "mypy", "pyright",
         ],
     ),
     (
@@ -52,7 +56,6 @@ const ASKS_FOR: &[(FileRole, &[&str])] = &[
         &[
             "changelog",
             "changelogs",
-            "history",
             "license",
             "licence",
             "licensing",
@@ -64,11 +67,19 @@ const ASKS_FOR: &[(FileRole, &[&str])] = &[
     (FileRole::Data, &["manifest", "pyproject", "tsconfig"]),
 ];
 
-/// Phrases (lower case) that ask for a role, for what one word cannot say.
+/// Phrases (lower case) that ask for a role, for what one word cannot say. A single "test"
+/// or "doc" does not: "the test client", "doc comments" are about code.
 const ASKS_FOR_PHRASE: &[(FileRole, &str)] = &[
+    (FileRole::Test, "test suite"),
+    (FileRole::Test, "test case"),
+    (FileRole::Test, "test file"),
+    (FileRole::Test, "unit test"),
+    (FileRole::Test, "test for"),
     (FileRole::Meta, "release notes"),
     (FileRole::Meta, "security policy"),
+    (FileRole::Meta, "version history"),
     (FileRole::Stub, "type hint"),
+    (FileRole::Stub, "type stub"),
     (FileRole::Stub, "type definitions"),
     (FileRole::Stub, "d.ts"),
     (FileRole::Data, "package.json"),
@@ -119,6 +130,15 @@ mod tests {
         assert!(tests.contains(&FileRole::Test) && tests.contains(&FileRole::Code));
         assert!(wanted_roles("What do the release notes say about 2.0?").contains(&FileRole::Meta));
         assert!(wanted_roles("Is this in the README?").contains(&FileRole::Doc));
+        // Code concepts that merely contain the words.
+        assert_eq!(
+            wanted_roles("How are doc comments attached to the definition?").len(),
+            1
+        );
+        assert_eq!(
+            wanted_roles("How does the test client keep cookies?").len(),
+            1
+        );
         // Whole words only: "latest" is not "test", "contest" neither.
         assert_eq!(wanted_roles("the latest contest results").len(), 1);
         // A task's later lines name tests as work to do, not as where the answer is.
