@@ -123,6 +123,59 @@ fn very_deep_nesting_does_not_overflow() {
     common::assert_tiles("braces.js", &braces, &chunks);
 }
 
+/// Shapes that were quadratic: 6,000 nested arrow functions took 50 s, 10,000 nested `mod`s
+/// 8.6 s (`Node::parent` and the query cursor's partial matches cost the nesting depth per
+/// definition); 12,000 nested Lua table constructors make tree-sitter-lua's scanner
+/// quadratic (over 10 s), which the parse budget cuts off. Each must chunk well inside 5 s.
+#[test]
+fn pathological_nesting_chunks_in_bounded_time() {
+    fn nested(prefix: &str, open: &str, close: &str, n: usize) -> String {
+        let mut text = String::from(prefix);
+        for i in 0..n {
+            text.push_str(&open.replace("{i}", &i.to_string()));
+        }
+        text.push_str("x()\n");
+        text.push_str(&close.repeat(n));
+        text
+    }
+    let cases = [
+        (
+            Lang::JavaScript,
+            nested("", "const f{i} = () => {\n", "};\n", 6000),
+        ),
+        (Lang::Rust, nested("", "mod m{i} {\n", "}\n", 10_000)),
+        (Lang::Lua, nested("", "local t{i} = {\n", "}\n", 12_000)),
+    ];
+    for (lang, text) in cases {
+        let started = std::time::Instant::now();
+        let chunks = chunk_source(lang, &text);
+        let elapsed = started.elapsed();
+        common::assert_tiles(lang.name(), &text, &chunks);
+        assert!(
+            elapsed < std::time::Duration::from_secs(5),
+            "{} bytes of nested {} took {elapsed:?}",
+            text.len(),
+            lang.name()
+        );
+        match lang {
+            // Definitions inside a function stay in it: one chunk.
+            Lang::JavaScript => assert_eq!(chunks[0].name.as_deref(), Some("f0")),
+            // Nesting past the cap stays inside the deepest kept module.
+            Lang::Rust => {
+                assert_eq!(chunks[0].name.as_deref(), Some("m0"));
+                let modules = chunks.iter().filter(|c| c.kind == ChunkKind::Module);
+                assert!(modules.count() <= 48, "nesting cap not applied");
+            }
+            _ => {}
+        }
+        println!(
+            "{} bytes of nested {}: {elapsed:?}",
+            text.len(),
+            lang.name()
+        );
+    }
+}
+
 #[test]
 fn empty_and_blank_files() {
     assert!(chunk_source(Lang::Rust, "").is_empty());
