@@ -44,7 +44,8 @@ fn parse(lang: Lang, text: &str, old_tree: Option<&Tree>) -> Option<Tree> {
             Some(ParseOptions::new().progress_callback(&mut past_deadline)),
         );
         if tree.is_none() {
-            // A cancelled parse would otherwise resume on this thread's next file.
+            // A cancelled parse would otherwise resume on this thread's next file
+            // (`set_language` above resets it too, but only as a side effect).
             parser.reset();
         }
         tree

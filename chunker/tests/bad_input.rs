@@ -174,6 +174,10 @@ fn pathological_nesting_chunks_in_bounded_time() {
             lang.name()
         );
     }
+    // A parse cut off by its budget leaves nothing behind in this thread's parser.
+    let after = "function after()\n  return 1\nend\n";
+    let chunks = chunk_source(Lang::Lua, after);
+    assert_eq!(chunks[0].name.as_deref(), Some("after"), "{chunks:?}");
 }
 
 #[test]
