@@ -26,6 +26,13 @@ const MAX_DEPTH: usize = 48;
 /// development machine) a limit of 8 changed the chunks of 3 files and 64 of none.
 const MAX_IN_PROGRESS_MATCHES: u32 = 64;
 
+/// Query matches start no deeper in the tree than this. tree-sitter stores a partial
+/// match's start depth in 16 bits: past 65,535 levels it wraps, the match is never dropped,
+/// and matching turns quadratic (13,000 nested `const o = { k: () => {` lines, 78,000 levels:
+/// 9 s). Patterns span a few levels, so every match stays below the wrap. A definition that
+/// deep is nested far past [`MAX_DEPTH`] containers anyway, or inside a function.
+const MAX_QUERY_START_DEPTH: u32 = 60_000;
+
 struct Def {
     end: usize,
     first_row: usize,
@@ -79,6 +86,7 @@ fn collect_defs(
     let mut found: Vec<Found> = Vec::new();
     let mut cursor = QueryCursor::new();
     cursor.set_match_limit(MAX_IN_PROGRESS_MATCHES);
+    cursor.set_max_start_depth(Some(MAX_QUERY_START_DEPTH));
     let mut matches = cursor.matches(&compiled.query, tree.root_node(), text.as_bytes());
     while let Some(m) = matches.next() {
         let mut definition = None;
