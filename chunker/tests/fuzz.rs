@@ -73,6 +73,8 @@ struct Checker {
     seed: u64,
     slowest: Duration,
     slowest_case: String,
+    /// The slowest input and its language, saved by [`Checker::report`] for profiling.
+    slowest_input: Option<(Lang, String)>,
     n_cases: usize,
     n_bytes: usize,
 }
@@ -84,6 +86,7 @@ impl Checker {
             seed,
             slowest: Duration::ZERO,
             slowest_case: String::new(),
+            slowest_input: None,
             n_cases: 0,
             n_bytes: 0,
         }
@@ -117,6 +120,7 @@ impl Checker {
         if elapsed > self.slowest {
             self.slowest = elapsed;
             self.slowest_case = label;
+            self.slowest_input = Some((lang, text.to_owned()));
         }
         chunks
     }
@@ -128,7 +132,7 @@ impl Checker {
             "{}-{}-{case}.{}",
             self.generator,
             self.seed,
-            lang.spec().extensions.first().copied().unwrap_or("txt")
+            extension(lang)
         ));
         let saved = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&file, text));
         let saved = match saved {
@@ -143,7 +147,19 @@ impl Checker {
             "{:<16} {:>5} cases {:>10} bytes, slowest {:>9.1?}: {}",
             self.generator, self.n_cases, self.n_bytes, self.slowest, self.slowest_case
         );
+        if let Some((lang, text)) = &self.slowest_input {
+            let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fuzz-slowest");
+            let file = dir.join(format!("{}.{}", self.generator, extension(*lang)));
+            if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&file, text))
+            {
+                println!("(slowest input not saved to {}: {e})", file.display());
+            }
+        }
     }
+}
+
+fn extension(lang: Lang) -> &'static str {
+    lang.spec().extensions.first().copied().unwrap_or("txt")
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
