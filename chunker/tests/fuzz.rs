@@ -241,8 +241,8 @@ fn token_soup(rng: &mut Rng) -> String {
     let mut text = String::new();
     for _ in 0..rng.below(1500) {
         match rng.below(3) {
-            0 => text.push_str(*rng.pick(KEYWORDS)),
-            1 => text.push_str(*rng.pick(INTERESTING)),
+            0 => text.push_str(rng.pick::<&str>(KEYWORDS)),
+            1 => text.push_str(rng.pick::<&str>(INTERESTING)),
             _ => text.push_str(&format!("n{}", rng.below(50))),
         }
         if rng.below(3) == 0 {
@@ -484,7 +484,7 @@ fn nested_source(rng: &mut Rng, lang: Lang, depth: usize) -> String {
             text.push_str(&open.replace("{i}", &format!("{level}b")));
             text.push('\n');
             text.push_str(&indent);
-            text.push_str(" ");
+            text.push(' ');
             text.push_str(leaf);
             text.push('\n');
             if !close.is_empty() {
