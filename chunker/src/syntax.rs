@@ -2,6 +2,8 @@
 //! widened over their attached comments and attributes, then laid out on rows so that
 //! every row belongs to exactly one chunk.
 
+use std::collections::HashMap;
+
 use streaming_iterator::StreamingIterator;
 use tree_sitter::{Node, QueryCursor, Tree};
 
@@ -13,6 +15,23 @@ use crate::pieces::{Piece, PieceList};
 /// Definitions nested deeper than this stay inside their parent's chunk; it bounds recursion
 /// on pathological input.
 const MAX_DEPTH: usize = 48;
+
+/// Partial query matches tree-sitter keeps alive at once. It keeps one for every enclosing
+/// node whose pattern could still match a later child (another declarator, another pair of
+/// an object literal) and checks each of them at every node below, so on deeply nested code
+/// matching is quadratic: 6000 nested arrow functions (173 KB) took 7 s in the query alone.
+/// Past the limit tree-sitter drops the match that started earliest, which can only lose a
+/// definition after code nested deeper than the limit. Real code stays far below it: on
+/// 9,317 files (the crates.io sources, Python's standard library and npm's packages on a
+/// development machine) a limit of 8 changed the chunks of 3 files and 64 of none.
+const MAX_IN_PROGRESS_MATCHES: u32 = 64;
+
+/// Query matches start no deeper in the tree than this. tree-sitter stores a partial
+/// match's start depth in 16 bits: past 65,535 levels it wraps, the match is never dropped,
+/// and matching turns quadratic (13,000 nested `const o = { k: () => {` lines, 78,000 levels:
+/// 9 s). Patterns span a few levels, so every match stays below the wrap. A definition that
+/// deep is nested far past [`MAX_DEPTH`] containers anyway, or inside a function.
+const MAX_QUERY_START_DEPTH: u32 = 60_000;
 
 struct Def {
     end: usize,
@@ -52,6 +71,9 @@ struct Found<'tree> {
     name: Option<String>,
     scope: Option<String>,
     pattern: usize,
+    /// Where the definition starts once widened over its attached comments and attributes;
+    /// set by [`locate_defs`].
+    start: usize,
 }
 
 fn collect_defs(
@@ -63,6 +85,8 @@ fn collect_defs(
 ) -> (Vec<Def>, Vec<usize>) {
     let mut found: Vec<Found> = Vec::new();
     let mut cursor = QueryCursor::new();
+    cursor.set_match_limit(MAX_IN_PROGRESS_MATCHES);
+    cursor.set_max_start_depth(Some(MAX_QUERY_START_DEPTH));
     let mut matches = cursor.matches(&compiled.query, tree.root_node(), text.as_bytes());
     while let Some(m) = matches.next() {
         let mut definition = None;
@@ -77,23 +101,18 @@ fn collect_defs(
                 definition = Some((capture.node, kind));
             }
         }
-        if let Some((mut node, kind)) = definition {
-            while let Some(parent) = node.parent() {
-                if spec.wrapper_kinds.contains(&parent.kind()) {
-                    node = parent;
-                } else {
-                    break;
-                }
-            }
+        if let Some((node, kind)) = definition {
             found.push(Found {
                 node,
                 kind,
                 name,
                 scope,
                 pattern: m.pattern_index,
+                start: node.start_byte(),
             });
         }
     }
+    locate_defs(spec, text, tree, &mut found);
     // Outer definitions first; where two patterns match one node, the earlier pattern wins.
     found.sort_by_key(|f| {
         let node = f.node;
@@ -113,10 +132,10 @@ fn collect_defs(
         mut kind,
         name,
         scope,
+        start,
         ..
     } in found
     {
-        let start = attached_start(spec, node, text);
         // Some grammars end a node after the whitespace that follows it (Scala's indentation
         // syntax ends `def f =\n  expr` at the next definition's first token).
         let end = start
@@ -163,26 +182,107 @@ fn collect_defs(
     (defs, roots)
 }
 
-/// Extends a definition backwards over the comments, attributes and decorators directly
-/// above it (no blank line in between).
-fn attached_start(spec: &LangSpec, node: Node, text: &str) -> usize {
-    let mut start = node.start_byte();
-    let mut sibling = node.prev_sibling();
-    while let Some(prev) = sibling {
-        if !spec.attached_kinds.contains(&prev.kind()) {
-            break;
+/// Widens each found definition to the wrappers around it (`decorated_definition`,
+/// `export_statement`) and back over the comments and attributes directly above it.
+///
+/// One walk of the tree with a cursor, which knows each node's ancestors and the siblings
+/// before it as it goes. `Node::parent` and `Node::prev_sibling` would be simpler, but
+/// tree-sitter answers them by searching down from the root, so each costs the node's
+/// depth: on 10k nested `mod`s or 6k nested arrow functions they made chunking quadratic
+/// (8.6 s and 50 s for files of about 140 KB).
+fn locate_defs<'tree>(spec: &LangSpec, text: &str, tree: &'tree Tree, found: &mut [Found<'tree>]) {
+    if found.is_empty() {
+        return;
+    }
+    let mut by_node: HashMap<usize, Vec<usize>> = HashMap::with_capacity(found.len());
+    for (i, f) in found.iter().enumerate() {
+        by_node.entry(f.node.id()).or_default().push(i);
+    }
+    // Start bytes of the definitions, sorted: a subtree without one is not entered.
+    let mut starts: Vec<usize> = found.iter().map(|f| f.node.start_byte()).collect();
+    starts.sort_unstable();
+    let holds_def = |node: Node| {
+        let first = starts.partition_point(|&s| s < node.start_byte());
+        starts.get(first).is_some_and(|&s| s <= node.end_byte())
+    };
+
+    // One entry per level from the root down to the cursor's node: the node, and the run
+    // of attachable siblings (comments, attributes) directly before it.
+    let mut levels: Vec<Level> = vec![Level {
+        node: tree.root_node(),
+        attached_before: Vec::new(),
+    }];
+    let mut cursor = tree.walk();
+    loop {
+        let node = cursor.node();
+        if let Some(ids) = by_node.get(&node.id()) {
+            // Wrappers around the definition belong to it.
+            let mut level = levels.len() - 1;
+            while level > 0 && spec.wrapper_kinds.contains(&levels[level - 1].node.kind()) {
+                level -= 1;
+            }
+            let widened = levels[level].node;
+            let start = attached_start(widened, &levels[level].attached_before, text);
+            for &i in ids {
+                found[i].node = widened;
+                found[i].start = start;
+            }
         }
+        if holds_def(node) && cursor.goto_first_child() {
+            levels.push(Level {
+                node: cursor.node(),
+                attached_before: Vec::new(),
+            });
+            continue;
+        }
+        // Next sibling, or the next sibling of the nearest ancestor that has one.
+        loop {
+            if cursor.goto_next_sibling() {
+                let Some(level) = levels.last_mut() else {
+                    return;
+                };
+                if spec.attached_kinds.contains(&level.node.kind()) {
+                    level.attached_before.push(level.node);
+                } else {
+                    level.attached_before.clear();
+                }
+                level.node = cursor.node();
+                break;
+            }
+            if !cursor.goto_parent() {
+                return;
+            }
+            levels.pop();
+        }
+    }
+}
+
+struct Level<'tree> {
+    node: Node<'tree>,
+    attached_before: Vec<Node<'tree>>,
+}
+
+/// Extends a definition backwards over the comments, attributes and decorators directly
+/// above it (no blank line in between); `attached_before` are the attachable siblings
+/// directly before `node`, in file order.
+fn attached_start(node: Node, attached_before: &[Node], text: &str) -> usize {
+    let mut start = node.start_byte();
+    for prev in attached_before.iter().rev() {
         let gap = &text[prev.end_byte().min(start)..start];
         if gap.bytes().filter(|&b| b == b'\n').count() > 1 {
             break;
         }
-        // A trailing comment on the previous item's line belongs to that item.
-        let line_start = text[..prev.start_byte()].rfind('\n').map_or(0, |i| i + 1);
-        if !text[line_start..prev.start_byte()].trim().is_empty() {
+        // A trailing comment on the previous item's line belongs to that item. (Only the
+        // whitespace before it is read: a minified line would make a scan to its start
+        // quadratic.)
+        let before = text[..prev.start_byte()]
+            .chars()
+            .rev()
+            .find(|&c| c == '\n' || !c.is_whitespace());
+        if before.is_some_and(|c| c != '\n') {
             break;
         }
         start = prev.start_byte();
-        sibling = prev.prev_sibling();
     }
     start
 }
@@ -226,10 +326,16 @@ fn body_start(node: Node) -> Option<usize> {
 
 /// Whether `last` ends `def`, but for a closing `;` (`template <...> class X { ... };`).
 fn ends_definition(def: Node, last: Node) -> bool {
-    last.end_byte() == def.end_byte()
-        || last
-            .next_sibling()
-            .is_some_and(|next| next.kind() == ";" && next.end_byte() == def.end_byte())
+    if last.end_byte() == def.end_byte() {
+        return true;
+    }
+    // `def`'s children rather than `last.next_sibling()`, which costs the node's depth.
+    let mut cursor = def.walk();
+    let mut children = def.children(&mut cursor);
+    children.by_ref().find(|child| child.id() == last.id());
+    children
+        .next()
+        .is_some_and(|next| next.kind() == ";" && next.end_byte() == def.end_byte())
 }
 
 fn clean_name(raw: &str) -> String {

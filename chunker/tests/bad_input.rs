@@ -124,6 +124,83 @@ fn very_deep_nesting_does_not_overflow() {
     common::assert_tiles("braces.js", &braces, &chunks);
 }
 
+/// Shapes that were quadratic: 6,000 nested arrow functions took 50 s, 10,000 nested `mod`s
+/// 8.6 s (`Node::parent` and the query cursor's partial matches cost the nesting depth per
+/// definition), 13,000 nested object-literal methods 9 s (tree-sitter's query depth wraps at
+/// 65,535 levels); 12,000 nested Lua table constructors make tree-sitter-lua's scanner
+/// quadratic (over 10 s), which the parse budget cuts off. Each must chunk well inside 5 s.
+#[test]
+fn pathological_nesting_chunks_in_bounded_time() {
+    fn nested(prefix: &str, open: &str, close: &str, n: usize) -> String {
+        let mut text = String::from(prefix);
+        for i in 0..n {
+            text.push_str(&open.replace("{i}", &i.to_string()));
+        }
+        text.push_str("x()\n");
+        text.push_str(&close.repeat(n));
+        text
+    }
+    // (language, text, the first chunk's name, whether nesting stays one chunk)
+    let cases = [
+        // Definitions inside a function stay in it: one chunk.
+        (
+            Lang::JavaScript,
+            nested("", "const f{i} = () => {\n", "};\n", 6000),
+            Some("f0"),
+            true,
+        ),
+        // Nesting past the cap stays inside the deepest kept module.
+        (
+            Lang::Rust,
+            nested("", "mod m{i} {\n", "}\n", 10_000),
+            Some("m0"),
+            false,
+        ),
+        // 78,000 levels deep: past tree-sitter's 16-bit query depth.
+        (
+            Lang::JavaScript,
+            nested("", "const o{i} = { k{i}: () => {\n", "} };\n", 13_000),
+            Some("k0"),
+            true,
+        ),
+        (
+            Lang::Lua,
+            nested("", "local t{i} = {\n", "}\n", 12_000),
+            None,
+            false,
+        ),
+    ];
+    for (lang, text, first_name, one_chunk) in cases {
+        let started = std::time::Instant::now();
+        let chunks = chunk_source(lang, &text);
+        let elapsed = started.elapsed();
+        common::assert_tiles(lang.name(), &text, &chunks);
+        assert!(
+            elapsed < std::time::Duration::from_secs(5),
+            "{} bytes of nested {} took {elapsed:?}",
+            text.len(),
+            lang.name()
+        );
+        if first_name.is_some() {
+            assert_eq!(chunks[0].name.as_deref(), first_name);
+        }
+        if one_chunk {
+            assert_eq!(chunks.len(), 1, "{:?}", &chunks[..2]);
+        }
+        let modules = chunks.iter().filter(|c| c.kind == ChunkKind::Module);
+        assert!(modules.count() <= 48, "nesting cap not applied");
+        println!(
+            "{} bytes of nested {}: {elapsed:?}",
+            text.len(),
+            lang.name()
+        );
+    }
+    // A parse cut off by its budget leaves nothing behind in this thread's parser.
+    let after = "function after()\n  return 1\nend\n";
+    let chunks = chunk_source(Lang::Lua, after);
+    assert_eq!(chunks[0].name.as_deref(), Some("after"), "{chunks:?}");
+}
+
 #[test]
 fn empty_and_blank_files() {
     assert!(chunk_source(Lang::Rust, "").is_empty());
