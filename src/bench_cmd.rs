@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 use ctxzip_chunker::workspace::{self, WalkOptions};
 
-// Parsed once per run: boxing the large variant would buy nothing.
+// Parsed once per process from the command line: boxing the large variant would buy nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum BenchCommand {

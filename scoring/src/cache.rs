@@ -10,20 +10,38 @@
 //! across processes, with a busy timeout for writer contention, and it is transactional and
 //! crash-safe. Bundling compiles SQLite in, so there is no system dependency.
 //!
-//! - Schema-versioned with `PRAGMA user_version`: another version's tables are dropped and
-//!   recreated (it is a cache).
+//! - Ours or untouched: `CTXZIP_CACHE` can name any file, so a file is written only when it is
+//!   recognisably a ctxzip cache: it does not exist or is empty, or it is a SQLite database
+//!   whose `application_id` is [`APPLICATION_ID`] (set at creation, before the file is switched
+//!   to WAL, so the id is in the main file's header on disk), or a cache of schema 1 (written
+//!   before the id existed, recognised by its exact tables). Anything else (a text file, another
+//!   program's database) is never opened for writing, let alone deleted: the cache is refused
+//!   with one warning that names the file, and the process runs without it. The check is made
+//!   on a read-only connection first and again inside the write transaction that creates the
+//!   schema.
+//! - Schema-versioned with `PRAGMA user_version`: our own file of another version has its
+//!   tables dropped and recreated (it is a cache).
+//! - Verified: every row carries a checksum (blake3 over key and value); a row that fails it is
+//!   deleted and counts as a miss, so it is recomputed, with one warning per process. A failed
+//!   row is evidence of a damaged page, so it triggers `PRAGMA quick_check`; a database that
+//!   fails the check, or that SQLite reports corrupt at any point, is rebuilt with a warning
+//!   (only when its header says it is ours). The check is not run on every open: it reads the
+//!   whole file, up to the 1 GiB cap, and the checksums already keep a bad value out.
 //! - Size-capped: rows carry their size and a last-used time; past the cap the least recently
 //!   used rows go first.
-//! - Never fatal: a corrupt file is deleted and rebuilt with a warning; any other failure
-//!   disables the cache for the process with one warning.
+//! - Never fatal: any other failure (read-only file or directory, full disk) disables the
+//!   cache for the process with one warning that says what to change; the answer is the same
+//!   without the cache, only slower, so failing the command would cost the user more than it
+//!   protects.
 //! - KV states are not stored here: at 12–22 KiB per token they are large, and restoring them
 //!   from disk is not measured to beat recomputation; they live in the in-memory LRU of
 //!   [`crate::engine`].
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use crate::error::Result;
 use crate::models::cache_root;
@@ -32,13 +50,40 @@ use crate::models::cache_root;
 pub const CACHE_ENV: &str = "CTXZIP_CACHE";
 
 /// Bumped whenever the table layout or the meaning of a value changes.
-pub const SCHEMA_VERSION: i32 = 1;
+/// 2: rows carry a checksum; the file carries [`APPLICATION_ID`].
+pub const SCHEMA_VERSION: i32 = 2;
+
+/// SQLite `application_id` of a ctxzip cache: the bytes "CZIP".
+pub const APPLICATION_ID: i32 = i32::from_be_bytes(*b"CZIP");
+
+/// The schema version written before the cache had an application id.
+const LEGACY_SCHEMA_VERSION: i32 = 1;
 
 /// How long a writer waits for another process's write to finish.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Check the size cap after this many inserted rows.
 const EVICT_CHECK_EVERY: u64 = 64;
+
+/// Bytes of the blake3 checksum stored beside each value.
+const CHECKSUM_BYTES: usize = 16;
+
+/// The first bytes of every SQLite database file.
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+/// Byte offset of the big-endian `application_id` in a SQLite header.
+const APPLICATION_ID_OFFSET: usize = 68;
+
+/// The columns of the `chunk` table, in order (schema 1 had all but `checksum`).
+const COLUMNS: [&str; 7] = [
+    "model_sha256",
+    "content_hash",
+    "n_tokens",
+    "token_nlls",
+    "bytes",
+    "last_used",
+    "checksum",
+];
 
 /// Query-independent results for one chunk.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,12 +93,18 @@ pub struct ChunkRecord {
     pub token_nlls: Vec<f32>,
 }
 
-/// Hit and miss counts since open.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Counts since open, and why the cache is off when it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CacheStats {
     pub hits: u64,
     pub misses: u64,
     pub enabled: bool,
+    /// Rows that failed their checksum (dropped, counted as misses, recomputed).
+    pub bad_records: u64,
+    /// Times the database was found malformed and rebuilt.
+    pub rebuilds: u64,
+    /// Set when the file was refused as not a ctxzip cache: what it looked like.
+    pub refused: Option<String>,
 }
 
 /// A handle on the cache file; `None` inside when the cache is disabled.
@@ -63,6 +114,23 @@ pub struct DiskCache {
     cap_bytes: u64,
     inserted: u64,
     stats: CacheStats,
+}
+
+/// What a file at the cache path is, judged before anything is written to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ownership {
+    /// Missing, empty, or a SQLite database with nothing in it: ours to create.
+    Vacant,
+    /// A ctxzip cache (current or an older schema).
+    Ours,
+    /// Anything else, described for the warning; never written or deleted.
+    Foreign(String),
+}
+
+/// Why a connection could not be set up.
+enum OpenError {
+    Sqlite(rusqlite::Error),
+    Foreign(String),
 }
 
 impl DiskCache {
@@ -82,7 +150,8 @@ impl DiskCache {
     }
 
     /// Opens (creating, migrating or rebuilding as needed) the cache at `path`. Never fails:
-    /// on trouble it warns once on stderr and returns a disabled cache.
+    /// on trouble it warns once on stderr and returns a disabled cache. A file that is not
+    /// recognisably a ctxzip cache is left exactly as it was.
     pub fn open(path: &Path, cap_bytes: u64) -> DiskCache {
         let mut cache = DiskCache {
             conn: None,
@@ -91,20 +160,14 @@ impl DiskCache {
             inserted: 0,
             stats: CacheStats::default(),
         };
-        match open_connection(path) {
-            Ok(conn) => cache.conn = Some(conn),
-            Err(e) if is_corrupt(&e) => {
-                warn(&format!(
-                    "cache {} is corrupt ({e}); rebuilding it",
-                    path.display()
-                ));
-                remove_files(path);
-                match open_connection(path) {
-                    Ok(conn) => cache.conn = Some(conn),
-                    Err(e) => warn_disabled(path, &e),
-                }
-            }
-            Err(e) => warn_disabled(path, &e),
+        match probe(path) {
+            Ownership::Foreign(what) => cache.refuse(what),
+            Ownership::Vacant | Ownership::Ours => match open_connection(path) {
+                Ok(conn) => cache.conn = Some(conn),
+                Err(OpenError::Foreign(what)) => cache.refuse(what),
+                Err(OpenError::Sqlite(e)) if is_corrupt(&e) => cache.rebuild(&e.to_string()),
+                Err(OpenError::Sqlite(e)) => warn_disabled(path, &e),
+            },
         }
         cache.stats.enabled = cache.conn.is_some();
         cache
@@ -115,16 +178,16 @@ impl DiskCache {
     }
 
     pub fn stats(&self) -> CacheStats {
-        self.stats
+        self.stats.clone()
     }
 
-    /// The record for (model, chunk), if cached.
+    /// The record for (model, chunk), if cached and intact.
     pub fn get(&mut self, model_sha256: &str, content_hash: u64) -> Option<ChunkRecord> {
         let conn = self.conn.as_ref()?;
         let now = unix_seconds();
         let result = conn
             .query_row(
-                "SELECT n_tokens, token_nlls, last_used FROM chunk
+                "SELECT n_tokens, token_nlls, last_used, checksum FROM chunk
                  WHERE model_sha256 = ?1 AND content_hash = ?2",
                 params![model_sha256, content_hash as i64],
                 |row| {
@@ -132,43 +195,46 @@ impl DiskCache {
                         row.get::<_, i64>(0)?,
                         row.get::<_, Vec<u8>>(1)?,
                         row.get::<_, i64>(2)?,
+                        row.get::<_, Vec<u8>>(3)?,
                     ))
                 },
             )
             .optional();
-        match result {
-            Ok(Some((n_tokens, blob, last_used))) => {
-                // Touch rarely: a write per hit would serialise readers on the write lock.
-                if now - last_used > 3600 {
-                    let _ = conn.execute(
-                        "UPDATE chunk SET last_used = ?3 WHERE model_sha256 = ?1 AND content_hash = ?2",
-                        params![model_sha256, content_hash as i64, now],
-                    );
-                }
-                match decode_nlls(&blob) {
-                    Some(token_nlls) => {
-                        self.stats.hits += 1;
-                        Some(ChunkRecord {
-                            n_tokens: u32::try_from(n_tokens).unwrap_or(0),
-                            token_nlls,
-                        })
-                    }
-                    None => {
-                        self.stats.misses += 1;
-                        None
-                    }
-                }
-            }
+        let (n_tokens, blob, last_used, checksum) = match result {
+            Ok(Some(row)) => row,
             Ok(None) => {
                 self.stats.misses += 1;
-                None
+                return None;
             }
             Err(e) => {
                 self.stats.misses += 1;
                 self.fail(&e);
-                None
+                return None;
             }
+        };
+        let record = u32::try_from(n_tokens)
+            .ok()
+            .filter(|&n| checksum == record_checksum(model_sha256, content_hash, n, &blob))
+            .and_then(|n| {
+                Some(ChunkRecord {
+                    n_tokens: n,
+                    token_nlls: decode_nlls(&blob)?,
+                })
+            });
+        let Some(record) = record else {
+            self.stats.misses += 1;
+            self.drop_bad_record(model_sha256, content_hash);
+            return None;
+        };
+        // Touch rarely: a write per hit would serialise readers on the write lock.
+        if now - last_used > 3600 {
+            let _ = conn.execute(
+                "UPDATE chunk SET last_used = ?3 WHERE model_sha256 = ?1 AND content_hash = ?2",
+                params![model_sha256, content_hash as i64, now],
+            );
         }
+        self.stats.hits += 1;
+        Some(record)
     }
 
     /// Stores records in one transaction, then enforces the size cap now and then.
@@ -185,19 +251,21 @@ impl DiskCache {
             {
                 let mut insert = tx.prepare_cached(
                     "INSERT OR REPLACE INTO chunk
-                     (model_sha256, content_hash, n_tokens, token_nlls, bytes, last_used)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                     (model_sha256, content_hash, n_tokens, token_nlls, bytes, last_used, checksum)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )?;
                 for (hash, record) in records {
                     let blob = encode_nlls(&record.token_nlls);
-                    let bytes = (blob.len() + model_sha256.len() + 32) as i64;
+                    let checksum = record_checksum(model_sha256, *hash, record.n_tokens, &blob);
+                    let bytes = (blob.len() + model_sha256.len() + 32 + CHECKSUM_BYTES) as i64;
                     insert.execute(params![
                         model_sha256,
                         *hash as i64,
                         i64::from(record.n_tokens),
                         blob,
                         bytes,
-                        now
+                        now,
+                        checksum
                     ])?;
                 }
             }
@@ -259,16 +327,42 @@ impl DiskCache {
         }
     }
 
+    /// A row failed its checksum: delete it (so it is recomputed and stored again), warn once,
+    /// and check the database, since a damaged value usually means a damaged page.
+    fn drop_bad_record(&mut self, model_sha256: &str, content_hash: u64) {
+        self.stats.bad_records += 1;
+        if self.stats.bad_records == 1 {
+            warn(&format!(
+                "cache {}: a cached result failed its checksum; dropping such results and \
+                 recomputing them (further ones are counted, not reported)",
+                self.path.display()
+            ));
+        }
+        let Some(conn) = self.conn.as_ref() else {
+            return;
+        };
+        let deleted = conn.execute(
+            "DELETE FROM chunk WHERE model_sha256 = ?1 AND content_hash = ?2",
+            params![model_sha256, content_hash as i64],
+        );
+        if let Err(e) = deleted {
+            self.fail(&e);
+            return;
+        }
+        // One full check per process is enough to catch a damaged file.
+        if self.stats.bad_records == 1 {
+            match quick_check(conn) {
+                Ok(None) => {}
+                Ok(Some(problem)) => self.rebuild(&problem),
+                Err(e) => self.fail(&e),
+            }
+        }
+    }
+
     /// A failing cache is dropped for the rest of the process (rebuilt first if corrupt).
     fn fail(&mut self, e: &rusqlite::Error) {
         if is_corrupt(e) {
-            warn(&format!(
-                "cache {} is corrupt ({e}); rebuilding it",
-                self.path.display()
-            ));
-            self.conn = None;
-            remove_files(&self.path);
-            self.conn = open_connection(&self.path).ok();
+            self.rebuild(&e.to_string());
         } else if is_busy(e) {
             // Another process held the write lock past the timeout: skip this write only.
         } else {
@@ -277,20 +371,192 @@ impl DiskCache {
         }
         self.stats.enabled = self.conn.is_some();
     }
+
+    /// Deletes and recreates a malformed cache, but only when its header still says it is
+    /// ours: a file whose header is gone cannot be told from someone else's, so it is left.
+    fn rebuild(&mut self, problem: &str) {
+        self.conn = None;
+        self.stats.enabled = false;
+        if !header_says_ours(&self.path) {
+            self.refuse(format!(
+                "is malformed ({problem}) and its header does not carry ctxzip's application id"
+            ));
+            return;
+        }
+        warn(&format!(
+            "cache {} is malformed ({problem}); rebuilding it (cached results are recomputed)",
+            self.path.display()
+        ));
+        self.stats.rebuilds += 1;
+        remove_files(&self.path);
+        match open_connection(&self.path) {
+            Ok(conn) => self.conn = Some(conn),
+            Err(OpenError::Foreign(what)) => self.refuse(what),
+            Err(OpenError::Sqlite(e)) => warn_disabled(&self.path, &e),
+        }
+        self.stats.enabled = self.conn.is_some();
+    }
+
+    /// Leaves a file that is not ours exactly as it is, and says so once.
+    fn refuse(&mut self, what: String) {
+        warn(&format!(
+            "{} {what}, so it is not a ctxzip cache; it was left untouched and this run has no \
+             score cache (set {CACHE_ENV} to a new file path, or to `off`)",
+            self.path.display()
+        ));
+        self.conn = None;
+        self.stats.enabled = false;
+        self.stats.refused = Some(what);
+    }
+}
+
+/// Judges the file at `path` without writing to it: the header is read as bytes first, so a
+/// file that is not SQLite never reaches SQLite; a SQLite file without our id is opened
+/// read-only to tell an empty database or a schema-1 cache from another program's data.
+fn probe(path: &Path) -> Ownership {
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ownership::Vacant,
+        // Let the open report it (a directory without permission, say) with its own wording.
+        Err(_) => return Ownership::Vacant,
+    };
+    if !meta.is_file() {
+        return Ownership::Foreign("is not a regular file".into());
+    }
+    if meta.len() == 0 {
+        return Ownership::Vacant;
+    }
+    let header = match read_header(path) {
+        Ok(header) => header,
+        Err(e) => return Ownership::Foreign(format!("cannot be read ({e})")),
+    };
+    if header.len() < 100 || &header[..16] != SQLITE_MAGIC {
+        return Ownership::Foreign("is not a SQLite database".into());
+    }
+    match header_application_id(&header) {
+        APPLICATION_ID => return Ownership::Ours,
+        0 => {}
+        other => {
+            return Ownership::Foreign(format!(
+                "is a SQLite database of another program (application_id {other:#010x})"
+            ));
+        }
+    }
+    // `immutable=1`: no locks and no `-wal`/`-shm` siblings created beside someone else's file.
+    // It also ignores a WAL, which is safe here: our own id is always in the main header, and a
+    // schema-1 cache is checkpointed when its last user closes it.
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let uri = format!("file:{}?mode=ro&immutable=1", uri_path(path));
+    match Connection::open_with_flags(uri, flags).and_then(|conn| classify(&conn)) {
+        Ok(ownership) => ownership,
+        Err(e) => Ownership::Foreign(format!(
+            "is a SQLite database without ctxzip's application id that cannot be read ({e})"
+        )),
+    }
+}
+
+/// `path` percent-encoded for a `file:` URI.
+fn uri_path(path: &Path) -> String {
+    let mut out = String::new();
+    for &b in path.as_os_str().as_encoded_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-_.~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Judges an open database by what SQLite reports (through the WAL, unlike the raw header).
+fn classify(conn: &Connection) -> rusqlite::Result<Ownership> {
+    let application_id: i32 = conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
+    if application_id == APPLICATION_ID {
+        return Ok(Ownership::Ours);
+    }
+    if application_id != 0 {
+        return Ok(Ownership::Foreign(format!(
+            "is a SQLite database of another program (application_id {application_id:#010x})"
+        )));
+    }
+    let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let mut statement = conn.prepare("SELECT type, name FROM sqlite_master ORDER BY name")?;
+    let objects = statement
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    if objects.is_empty() && version == 0 {
+        return Ok(Ownership::Vacant);
+    }
+    let schema_one_objects = [
+        ("table".to_string(), "chunk".to_string()),
+        ("index".to_string(), "chunk_last_used".to_string()),
+    ];
+    if version == LEGACY_SCHEMA_VERSION
+        && objects == schema_one_objects
+        && chunk_columns(conn)? == COLUMNS[..6]
+    {
+        return Ok(Ownership::Ours);
+    }
+    let names: Vec<&str> = objects.iter().map(|(_, name)| name.as_str()).collect();
+    Ok(Ownership::Foreign(format!(
+        "is a SQLite database that ctxzip did not create (user_version {version}, objects: {})",
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    )))
+}
+
+fn chunk_columns(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut statement = conn.prepare("SELECT name FROM pragma_table_info('chunk')")?;
+    statement
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect()
+}
+
+/// The first 100 bytes of the file (fewer if it is shorter).
+fn read_header(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut header = Vec::with_capacity(100);
+    std::fs::File::open(path)?
+        .take(100)
+        .read_to_end(&mut header)?;
+    Ok(header)
+}
+
+fn header_application_id(header: &[u8]) -> i32 {
+    let mut id = [0u8; 4];
+    id.copy_from_slice(&header[APPLICATION_ID_OFFSET..APPLICATION_ID_OFFSET + 4]);
+    i32::from_be_bytes(id)
+}
+
+/// Whether the file on disk is a SQLite file whose header carries our application id.
+fn header_says_ours(path: &Path) -> bool {
+    read_header(path).is_ok_and(|h| {
+        h.len() == 100 && &h[..16] == SQLITE_MAGIC && header_application_id(&h) == APPLICATION_ID
+    })
+}
+
+/// `Ok(None)` when `PRAGMA quick_check` passes, else its first complaint.
+fn quick_check(conn: &Connection) -> rusqlite::Result<Option<String>> {
+    let result: String = conn.query_row("PRAGMA quick_check(1)", [], |r| r.get(0))?;
+    Ok((result != "ok").then_some(result))
 }
 
 /// Opens (creating if needed) the cache. Processes that start together on a fresh file race
 /// for the lock that switching to WAL and creating the schema take, and SQLite answers the
 /// loser "database is locked" at once rather than through the busy handler; so the setup is
-/// one immediate transaction, retried until `BUSY_TIMEOUT`.
-fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
+/// retried until `BUSY_TIMEOUT`.
+fn open_connection(path: &Path) -> std::result::Result<Connection, OpenError> {
     if let Some(parent) = path.parent() {
         let _ = std::fs::create_dir_all(parent);
     }
     let started = std::time::Instant::now();
     loop {
         match try_open(path) {
-            Err(e) if is_busy(&e) && started.elapsed() < BUSY_TIMEOUT => {
+            Err(OpenError::Sqlite(e)) if is_busy(&e) && started.elapsed() < BUSY_TIMEOUT => {
                 std::thread::sleep(Duration::from_millis(20));
             }
             result => return result,
@@ -298,12 +564,36 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     }
 }
 
-fn try_open(path: &Path) -> rusqlite::Result<Connection> {
-    let mut conn = Connection::open(path)?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+fn try_open(path: &Path) -> std::result::Result<Connection, OpenError> {
+    let mut conn = Connection::open(path).map_err(OpenError::Sqlite)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(OpenError::Sqlite)?;
+    // Ownership is checked again under the write lock, before anything is written: the file
+    // may have changed since the probe.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(OpenError::Sqlite)?;
+    match classify(&tx).map_err(OpenError::Sqlite)? {
+        Ownership::Foreign(what) => return Err(OpenError::Foreign(what)),
+        Ownership::Vacant | Ownership::Ours => {}
+    }
+    create_schema(&tx).map_err(OpenError::Sqlite)?;
+    tx.commit().map_err(OpenError::Sqlite)?;
+    // WAL only after the id is committed in rollback mode, so that the id sits in the main
+    // file's header (where `header_says_ours` reads it) rather than only in the WAL.
+    conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))
+        .map_err(OpenError::Sqlite)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(OpenError::Sqlite)?;
+    // A schema-1 cache is already in WAL mode, so its new id went to the WAL: copy it into
+    // the main file now (best effort; the next checkpoint does it anyway).
+    if !header_says_ours(path) {
+        let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+    }
+    Ok(conn)
+}
+
+/// Creates the current schema in a database already judged ours, replacing another version's.
+fn create_schema(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     let version: i32 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
     if version != SCHEMA_VERSION {
         tx.execute_batch("DROP TABLE IF EXISTS chunk;")?;
@@ -316,15 +606,30 @@ fn try_open(path: &Path) -> rusqlite::Result<Connection> {
              token_nlls BLOB NOT NULL,
              bytes INTEGER NOT NULL,
              last_used INTEGER NOT NULL,
+             checksum BLOB NOT NULL,
              PRIMARY KEY (model_sha256, content_hash)
          ) WITHOUT ROWID;
          CREATE INDEX IF NOT EXISTS chunk_last_used ON chunk (last_used);",
     )?;
+    let application_id: i32 = tx.pragma_query_value(None, "application_id", |r| r.get(0))?;
+    if application_id != APPLICATION_ID {
+        tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+    }
     if version != SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     }
-    tx.commit()?;
-    Ok(conn)
+    Ok(())
+}
+
+/// blake3 over the key and the value, so that a value moved under another key fails too.
+fn record_checksum(model_sha256: &str, content_hash: u64, n_tokens: u32, blob: &[u8]) -> Vec<u8> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&(model_sha256.len() as u64).to_le_bytes());
+    hasher.update(model_sha256.as_bytes());
+    hasher.update(&content_hash.to_le_bytes());
+    hasher.update(&n_tokens.to_le_bytes());
+    hasher.update(blob);
+    hasher.finalize().as_bytes()[..CHECKSUM_BYTES].to_vec()
 }
 
 fn is_busy(e: &rusqlite::Error) -> bool {
@@ -341,9 +646,10 @@ fn is_corrupt(e: &rusqlite::Error) -> bool {
     )
 }
 
+/// Removes a cache file and its WAL siblings; called only on a file judged ours.
 fn remove_files(path: &Path) {
     let _ = std::fs::remove_file(path);
-    for suffix in ["-wal", "-shm"] {
+    for suffix in ["-wal", "-shm", "-journal"] {
         let mut p = path.as_os_str().to_owned();
         p.push(suffix);
         let _ = std::fs::remove_file(PathBuf::from(p));
@@ -354,9 +660,22 @@ fn warn(message: &str) {
     eprintln!("ctxzip: warning: {message}");
 }
 
+/// One warning for a cache that cannot be used, with the fix for the likely cause.
 fn warn_disabled(path: &Path, e: &rusqlite::Error) {
+    let fix = match e.sqlite_error_code() {
+        Some(ErrorCode::ReadOnly) => {
+            "make the file and its directory writable, or set CTXZIP_CACHE to a writable path"
+        }
+        Some(ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => {
+            "make its directory writable, or set CTXZIP_CACHE to a writable path"
+        }
+        Some(ErrorCode::DiskFull | ErrorCode::SystemIoFailure) => {
+            "free disk space (or raise the file size limit), or set CTXZIP_CACHE to another disk"
+        }
+        _ => "delete the file if this persists, or set CTXZIP_CACHE=off",
+    };
     warn(&format!(
-        "cache {} is unusable ({e}); running without it (delete the file if this persists)",
+        "cache {} is unusable ({e}); this run has no score cache ({fix})",
         path.display()
     ));
 }
@@ -423,27 +742,102 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupt_file_is_rebuilt() {
+    fn a_file_that_is_not_sqlite_is_refused_and_left_alone() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cache.sqlite");
-        std::fs::write(&path, vec![0xAB; 8192]).unwrap();
+        let bytes = vec![0xAB; 8192];
+        std::fs::write(&path, &bytes).unwrap();
         let mut cache = DiskCache::open(&path, 1 << 20);
-        assert!(cache.stats().enabled);
+        assert!(!cache.stats().enabled);
+        assert_eq!(
+            cache.stats().refused.as_deref(),
+            Some("is not a SQLite database")
+        );
         cache.put("m", 7, &record(2));
-        assert_eq!(cache.get("m", 7), Some(record(2)));
+        assert_eq!(cache.get("m", 7), None);
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
     }
 
     #[test]
-    fn another_schema_version_is_dropped() {
+    fn a_new_file_carries_the_application_id_in_its_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.sqlite");
+        let cache = DiskCache::open(&path, 1 << 20);
+        assert!(cache.stats().enabled);
+        assert!(header_says_ours(&path));
+        drop(cache);
+        // An empty file is ours to fill.
+        let empty = dir.path().join("empty.sqlite");
+        std::fs::write(&empty, b"").unwrap();
+        assert!(DiskCache::open(&empty, 1 << 20).stats().enabled);
+        assert!(header_says_ours(&empty));
+    }
+
+    #[test]
+    fn our_own_file_of_another_schema_version_is_recreated() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cache.sqlite");
         {
             let conn = Connection::open(&path).unwrap();
-            conn.execute_batch("CREATE TABLE chunk (x); PRAGMA user_version = 999;")
-                .unwrap();
+            conn.execute_batch(&format!(
+                "CREATE TABLE chunk (x); PRAGMA application_id = {APPLICATION_ID}; \
+                 PRAGMA user_version = 999;"
+            ))
+            .unwrap();
         }
         let mut cache = DiskCache::open(&path, 1 << 20);
         cache.put("m", 1, &record(1));
         assert_eq!(cache.get("m", 1), Some(record(1)));
+    }
+
+    #[test]
+    fn a_schema_one_cache_is_recognised_and_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.sqlite");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "PRAGMA journal_mode = WAL;
+                 CREATE TABLE chunk (
+                     model_sha256 TEXT NOT NULL, content_hash INTEGER NOT NULL,
+                     n_tokens INTEGER NOT NULL, token_nlls BLOB NOT NULL,
+                     bytes INTEGER NOT NULL, last_used INTEGER NOT NULL,
+                     PRIMARY KEY (model_sha256, content_hash)) WITHOUT ROWID;
+                 CREATE INDEX chunk_last_used ON chunk (last_used);
+                 INSERT INTO chunk VALUES ('m', 1, 1, x'00000000', 40, 0);
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        }
+        let mut cache = DiskCache::open(&path, 1 << 20);
+        assert!(cache.stats().enabled, "{:?}", cache.stats());
+        // The old row is gone with the old table (it had no checksum).
+        assert_eq!(cache.get("m", 1), None);
+        cache.put("m", 1, &record(1));
+        assert_eq!(cache.get("m", 1), Some(record(1)));
+        assert!(header_says_ours(&path));
+    }
+
+    #[test]
+    fn a_record_under_another_key_fails_its_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.sqlite");
+        let mut cache = DiskCache::open(&path, 1 << 20);
+        cache.put("m", 1, &record(3));
+        cache.put("m", 2, &record(4));
+        // Move record 2's value under key 1, as a damaged page could.
+        let conn = cache.conn.as_ref().unwrap();
+        conn.execute_batch(
+            "UPDATE chunk SET (n_tokens, token_nlls, checksum) =
+             (SELECT n_tokens, token_nlls, checksum FROM chunk WHERE content_hash = 2)
+             WHERE content_hash = 1",
+        )
+        .unwrap();
+        assert_eq!(cache.get("m", 1), None);
+        assert_eq!(cache.stats().bad_records, 1);
+        assert_eq!(cache.get("m", 2), Some(record(4)));
+        // The bad row was deleted, so the next lookup is a plain miss.
+        assert_eq!(cache.get("m", 1), None);
+        assert_eq!(cache.stats().bad_records, 1);
     }
 }

@@ -387,7 +387,14 @@ impl Scorer {
         let info = gguf::inspect(&config.model_path)?;
         let architecture = info.architecture.unwrap_or_else(|| "unknown".to_string());
         let backend = backend(config.verbose)?;
-        let params = LlamaModelParams::default().with_n_gpu_layers(config.gpu_layers);
+        // Read the weights into memory rather than mapping the file: a mapped model follows
+        // its file, so a `cp` over the model while it is loaded (the file truncated and
+        // rewritten in place) would kill the process with SIGBUS, or silently change the
+        // weights under a cache key that still names the old ones. Read once, the model is the
+        // one whose sha256 keys the cache for as long as it lives.
+        let params = LlamaModelParams::default()
+            .with_n_gpu_layers(config.gpu_layers)
+            .with_use_mmap(false);
         let model =
             LlamaModel::load_from_file(backend, &config.model_path, &params).map_err(|_| {
                 Error::LoadFailed {
