@@ -355,14 +355,12 @@ fn whole_repo() -> tempfile::TempDir {
 
 
 def test_invoice_total_with_tax():
-    # The invoice total adds the tax to the subtotal of the invoice items.
     items = [Item(price=10, quantity=2)]
-    assert compute_invoice_total(items, 0.1) == 22  # invoice total with tax
+    assert compute_invoice_total(items, 0.1) == 22
 
 
 def test_invoice_total_without_tax():
-    # An invoice total with no tax is the subtotal.
-    assert compute_invoice_total([], 0) == 0  # invoice total, tax 0
+    assert compute_invoice_total([], 0) == 0
 "#,
     )
     .unwrap();
@@ -398,7 +396,7 @@ fn code_outranks_tests_docs_and_changelogs_unless_the_query_asks_for_them() {
     let (json, _) = json_compress(
         root,
         "how is the tax added to the invoice total?",
-        "90",
+        "200",
         &["--ranker", "bm25"],
     );
     let paths = selected_paths(&json);
@@ -410,7 +408,7 @@ fn code_outranks_tests_docs_and_changelogs_unless_the_query_asks_for_them() {
     let (json, _) = json_compress(
         root,
         "Where are the tests for the invoice total with tax?",
-        "90",
+        "200",
         &["--ranker", "bm25"],
     );
     let paths = selected_paths(&json);
@@ -435,7 +433,7 @@ fn a_long_instruction_costs_a_bounded_window_of_model_work() {
     let filler = "Our team relies on this service every day and we are grateful for it. ";
     let long = format!(
         "Invoice totals are wrong when a tax rate is given.\n{}\nThe tax must be added to the invoice subtotal.\n",
-        filler.repeat(1400)
+        filler.repeat(1500)
     );
     assert!(long.len() > 100_000);
     let query_file = dir.path().join("task.txt");
