@@ -126,7 +126,7 @@ struct Method {
 /// callees, with the callees of the 8 best candidates only, fused with BM25; the BM25
 /// baseline with every kind of file alike (as `--ranker bm25` ranked before file roles) and
 /// with the run's role weights; LongCodeZip as published.
-const METHODS: [Method; 10] = [
+const METHODS: [Method; 11] = [
     Method {
         name: "ctxzip",
         faithful: false,
@@ -180,6 +180,16 @@ const METHODS: [Method; 10] = [
             o.ranker = Ranker::Bm25;
             o.fine = false;
             o.callers = 0;
+        },
+    },
+    Method {
+        name: "bm25+roles+skeletons",
+        faithful: false,
+        adjust: |o| {
+            o.ranker = Ranker::Bm25;
+            o.fine = false;
+            o.callers = 0;
+            o.keep_skeletons = true;
         },
     },
     Method {
