@@ -1,7 +1,8 @@
 //! The LongCodeZip pipeline over a workspace: cheap candidates (BM25 and structure, with code
 //! preferred over tests, docs and other kinds of files the query does not ask for: [`roles`]),
-//! the coarse conditional-perplexity ranking on a bounded window of the query ([`window`]), the callees of the best-ranked chunks (found by
-//! name, no model cost) ahead of the lexical tail, a token budget that is never exceeded, the
+//! the coarse conditional-perplexity ranking on a bounded window of the query ([`window`]),
+//! the callees of the best-ranked chunks (found by name, no model cost) ahead of the lexical
+//! tail, a token budget that is never exceeded, the
 //! fine block-level pruning of kept functions, and assembly in file order.
 //!
 //! Model work per query is bounded: only candidates are scored, each truncated to
@@ -117,8 +118,8 @@ pub struct CompressOptions {
     /// changelogs, data; see [`FileRole`]) in the candidate stage and BM25's order, relative
     /// to code, unless the query asks for that kind of file ([`roles::wanted_roles`]).
     /// 1.0 ranks every kind of file alike. On the dev set's questions over whole package
-    /// roots BM25 answered 49% at 2000 tokens with 1.0 and 63% with 0.3 or 0.1 (BENCHMARKS.md,
-    /// `## Questions`); below 0.3 nothing changed.
+    /// roots BM25 answered 49% at 2000 tokens with 1.0 and 63% with 0.3; 0.1 gave the same
+    /// cells as 0.3 (BENCHMARKS.md, `## Questions and instructions over whole repositories`).
     pub other_roles_weight: f32,
     /// Select container headers and closing punctuation on their own ([`is_skeleton`]), as
     /// ctxzip did before; off, they are printed only when the whole workspace fits. For
@@ -259,12 +260,17 @@ pub fn compress(
         _ => {}
     }
 
-    let (mut units, texts, model_query) = lexical_units(scorer, docs, query, options)?;
-    let model_query = if options.faithful {
-        query
+    let (mut units, texts, index) = lexical_units(scorer, docs, query, options)?;
+    // LongCodeZip as published reads the whole query.
+    let max_query_tokens = if options.faithful {
+        0
     } else {
-        model_query.as_str()
+        options.max_query_tokens
     };
+    let model_query = window::query_window(query, max_query_tokens, &index, |texts| {
+        scorer.count_tokens_batch(texts)
+    });
+    let model_query: &str = &model_query;
     let original_tokens: usize = units.iter().map(|u| u.tokens).sum();
     let budget = match options.budget {
         Budget::Tokens(n) => n,
@@ -620,13 +626,13 @@ fn fuse_with_bm25(units: &mut [Unit], candidates: &[usize]) {
 }
 
 /// Every chunk with content as a unit, with its token count, BM25 score and structural pin;
-/// their texts; and the part of the query the model reads.
+/// their texts; and the BM25 index over them.
 fn lexical_units<'d>(
     scorer: &Scorer,
     docs: &[Document<'d>],
     query: &str,
     options: &CompressOptions,
-) -> Result<(Vec<Unit>, Vec<&'d str>, String), CompressError> {
+) -> Result<(Vec<Unit>, Vec<&'d str>, Bm25), CompressError> {
     // Units: every chunk with content.
     let mut units = Vec::new();
     let mut texts = Vec::new();
@@ -676,10 +682,7 @@ fn lexical_units<'d>(
         };
     }
     pin_structural(&mut units, docs, query, options.focus.as_ref());
-    let model_query = window::query_window(query, options.max_query_tokens, &index, |texts| {
-        scorer.count_tokens_batch(texts)
-    });
-    Ok((units, texts, model_query.into_owned()))
+    Ok((units, texts, index))
 }
 
 /// The candidate stage's order over a workspace (no model work): every chunk with content as
