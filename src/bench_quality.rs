@@ -19,7 +19,9 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use ctxzip_chunker::workspace::{self, FileChunks, WalkOptions};
 use ctxzip_chunker::{Chunk, ChunkKind, Lang, chunk_source};
-use ctxzip_scoring::compress::{self, Budget, CompressOptions, Compressed, Document, Ranker};
+use ctxzip_scoring::compress::{
+    self, Budget, CompressOptions, Compressed, Document, QueryWeights, Ranker,
+};
 use ctxzip_scoring::{CancelFlag, Scorer};
 use serde::Deserialize;
 
@@ -94,6 +96,11 @@ pub struct QualityArgs {
     /// (default: compress's default).
     #[arg(long)]
     pub code_first: Option<bool>,
+    /// How the model's evidence on each query token counts: uniform (LongCodeZip's mean),
+    /// content (content words only), idf (content words by rarity in the workspace)
+    /// (default: compress's default).
+    #[arg(long, value_parser = parse_query_weights)]
+    pub query_weights: Option<QueryWeights>,
     /// Run only the tasks with these numbers (as listed on stderr; default: all).
     #[arg(long, value_delimiter = ',')]
     pub task_ids: Vec<usize>,
@@ -329,6 +336,7 @@ pub fn run(args: QualityArgs) -> Result<()> {
             .other_roles_weight
             .unwrap_or(defaults.other_roles_weight),
         code_first: args.code_first.unwrap_or(defaults.code_first),
+        query_weights: args.query_weights.unwrap_or(defaults.query_weights),
         ..defaults.clone()
     };
     print_candidate_recall(&scorer, &tasks, &base)?;
@@ -451,7 +459,7 @@ pub fn run(args: QualityArgs) -> Result<()> {
         .map(|(kind, n)| format!("{n} {}", format!("{kind:?}").to_lowercase()))
         .collect();
     let header = format!(
-        "Model: {} ({}); {} tasks ({}); {} candidates of up to {} tokens; the fine stage keeps up to {} tokens; the model reads up to {} query tokens; other kinds of files weigh {} (code first: {}).",
+        "Model: {} ({}); {} tasks ({}); {} candidates of up to {} tokens; the fine stage keeps up to {} tokens; the model reads up to {} query tokens; other kinds of files weigh {} (code first: {}); query tokens weigh {:?}.",
         args.model
             .model
             .as_deref()
@@ -465,9 +473,19 @@ pub fn run(args: QualityArgs) -> Result<()> {
         base.max_query_tokens,
         base.other_roles_weight,
         base.code_first,
+        base.query_weights,
     );
     print_report(&header, &budgets, &rows, &(tallies, faithful_pair));
     Ok(())
+}
+
+fn parse_query_weights(s: &str) -> Result<QueryWeights, String> {
+    match s {
+        "uniform" => Ok(QueryWeights::Uniform),
+        "content" => Ok(QueryWeights::Content),
+        "idf" => Ok(QueryWeights::Idf),
+        _ => Err(format!("{s:?} is not one of uniform, content, idf")),
+    }
 }
 
 fn print_report(

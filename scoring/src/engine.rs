@@ -159,12 +159,16 @@ pub struct ChunkInput {
 }
 
 /// The score of one chunk.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ChunkScore {
     /// `NLL(q) − NLL(q | c)` in nats per query token; higher means more relevant.
     pub score: f32,
     /// `NLL(q | c)`, mean nats per query token.
     pub nll: f32,
+    /// The NLL of each query token given the chunk, in the order of
+    /// [`ScoreOutput::query_tokens`]; empty when `skipped`. For weighing the query's tokens
+    /// unequally ([`crate::compress`] does).
+    pub query_nlls: Vec<f32>,
     /// Chunk tokens the model saw (after truncation).
     pub n_tokens: usize,
     /// The chunk did not fit the window with the query; its head was kept.
@@ -183,6 +187,8 @@ pub struct ScoreOutput {
     /// `NLL(q)`, mean nats per query token given an empty chunk.
     pub query_nll: f32,
     pub n_query_tokens: usize,
+    /// Each query token: its byte range in the query and its NLL given an empty chunk.
+    pub query_tokens: Vec<TokenNll>,
     pub scores: Vec<ChunkScore>,
     /// Tokens actually decoded for this call (cache hits make it smaller).
     pub model_tokens: usize,
@@ -903,8 +909,8 @@ impl<'m> Worker<'m> {
         // Query-dependent results are cached by the hash of the exact model input.
         let cache = options.use_cache;
         let query_key = input_hash(&["query", query]);
-        let query_nll = match self.cached(cache, query_key, q.len()) {
-            Some(nlls) => mean(&nlls),
+        let query_nlls = match self.cached(cache, query_key, q.len()) {
+            Some(nlls) => nlls,
             None => {
                 self.ctx.clear_kv_cache();
                 let unconditional = Span {
@@ -918,9 +924,10 @@ impl<'m> Worker<'m> {
                 if cache {
                     self.store(vec![(query_key, 0, nlls.clone())]);
                 }
-                mean(&nlls)
+                nlls
             }
         };
+        let query_nll = mean(&query_nlls);
 
         let max_packed = options.max_packed_seqs.clamp(1, MAX_SEQS);
         let mut scores: Vec<Option<ChunkScore>> = vec![None; chunks.len()];
@@ -936,6 +943,7 @@ impl<'m> Worker<'m> {
                 scores[index] = Some(ChunkScore {
                     score: query_nll - nll,
                     nll,
+                    query_nlls: nlls,
                     n_tokens: tokens.len(),
                     truncated,
                     kv_state_hit: false,
@@ -989,9 +997,15 @@ impl<'m> Worker<'m> {
             self.score_group(&mut group, &head, &suffix, score_from, &q, options, cancel)?;
             self.finish_group(&mut group, query_nll, cache, &mut scores);
         }
+        let query_tokens = token_spans(self.model, query, &q)
+            .into_iter()
+            .zip(query_nlls)
+            .map(|((start, end), nll)| TokenNll { start, end, nll })
+            .collect();
         Ok(ScoreOutput {
             query_nll,
             n_query_tokens: q.len(),
+            query_tokens,
             scores: scores.into_iter().flatten().collect(),
             model_tokens: self.decoded,
         })
@@ -1422,6 +1436,7 @@ impl Member {
         ChunkScore {
             score: query_nll - nll,
             nll,
+            query_nlls: self.nlls,
             n_tokens: self.tokens.len(),
             truncated: self.truncated,
             kv_state_hit: self.kv_state_hit,
@@ -1434,6 +1449,7 @@ impl Member {
         ChunkScore {
             score: f32::NEG_INFINITY,
             nll: f32::INFINITY,
+            query_nlls: Vec::new(),
             n_tokens: self.tokens.len(),
             truncated: self.truncated,
             kv_state_hit: false,

@@ -26,6 +26,7 @@ pub use assemble::Format;
 use assemble::{FileRuns, assemble, merge_runs};
 use bm25::Bm25;
 use fine::LineStats;
+pub use window::QueryWeights;
 
 use crate::engine::{CancelFlag, ChunkInput, ScoreOptions, Scorer};
 
@@ -114,6 +115,9 @@ pub struct CompressOptions {
     /// sentences of a longer one, [`window::query_window`]); the lexical stages read it all.
     /// 0 reads every query whole.
     pub max_query_tokens: usize,
+    /// How each query token's evidence counts in a candidate's score
+    /// ([`window::QueryWeights`]).
+    pub query_weights: QueryWeights,
     /// Weight of chunks in files that are not code (tests, docs, stubs, examples,
     /// changelogs, data; see [`FileRole`]) in the candidate stage and BM25's order, relative
     /// to code, unless the query asks for that kind of file ([`roles::wanted_roles`]).
@@ -158,6 +162,7 @@ impl Default for CompressOptions {
             spike_k: 0.5,
             bm25_k1: bm25::DEFAULT_K1,
             max_query_tokens: 64,
+            query_weights: QueryWeights::Uniform,
             other_roles_weight: 0.3,
             code_first: false,
             keep_skeletons: false,
@@ -321,8 +326,22 @@ pub fn compress(
             let output = scorer.score_chunks_with(model_query, &inputs, score_options, cancel)?;
             // Candidates the deadline skipped keep score −∞: they follow the scored ones
             // in BM25 order, still ahead of the units that were never candidates.
+            let weights = window::token_weights(
+                model_query,
+                &output.query_tokens,
+                &index,
+                if options.faithful {
+                    QueryWeights::Uniform
+                } else {
+                    options.query_weights
+                },
+            );
             for (&i, score) in candidates.iter().zip(&output.scores) {
-                units[i].score = score.score;
+                units[i].score = if score.skipped {
+                    score.score
+                } else {
+                    window::weighted_gain(&output.query_tokens, &score.query_nlls, &weights)
+                };
                 skipped += usize::from(score.skipped);
             }
             if ranker == Ranker::Fused {

@@ -11,7 +11,8 @@ use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashSet};
 
-use super::bm25::Bm25;
+use super::bm25::{self, Bm25};
+use crate::engine::TokenNll;
 
 /// Pieces longer than this many bytes are cut at a space, so one run-on line cannot take the
 /// whole window.
@@ -153,6 +154,87 @@ impl Ord for Candidate {
             .total_cmp(&other.density)
             .then(other.piece.cmp(&self.piece))
     }
+}
+
+/// How the model's evidence on each query token counts in a chunk's score.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueryWeights {
+    /// Every token alike: LongCodeZip's mean over the query.
+    Uniform,
+    /// Only tokens of words that say something (no stop words, punctuation or spaces).
+    Content,
+    /// Tokens of content words weighted by their word's inverse document frequency in the
+    /// workspace; a word no chunk contains gets the mean weight of those that do.
+    Idf,
+}
+
+/// The weight of each of the query's tokens (`tokens` carry byte ranges into `query`) under
+/// `how`; all ones when no token would count.
+pub fn token_weights(
+    query: &str,
+    tokens: &[TokenNll],
+    index: &Bm25,
+    how: QueryWeights,
+) -> Vec<f32> {
+    if how == QueryWeights::Uniform {
+        return vec![1.0; tokens.len()];
+    }
+    // Each word of the query (an identifier run) with its weight.
+    let mut words: Vec<(usize, usize, Option<f32>)> = Vec::new();
+    let mut start = None;
+    for (i, c) in query.char_indices().chain([(query.len(), ' ')]) {
+        let word_char = c.is_alphanumeric() || c == '_';
+        match (start, word_char) {
+            (None, true) => start = Some(i),
+            (Some(s), false) => {
+                let word = &query[s..i];
+                let weight = if bm25::terms(word).is_empty() {
+                    Some(0.0)
+                } else if how == QueryWeights::Content {
+                    Some(1.0)
+                } else {
+                    index.idf_terms(word).iter().map(|t| t.1).reduce(f32::max)
+                };
+                words.push((s, i, weight));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    let known: Vec<f32> = words
+        .iter()
+        .filter_map(|w| w.2)
+        .filter(|&w| w > 0.0)
+        .collect();
+    let unknown = if known.is_empty() {
+        1.0
+    } else {
+        known.iter().sum::<f32>() / known.len() as f32
+    };
+    let weights: Vec<f32> = tokens
+        .iter()
+        .map(|t| {
+            words
+                .iter()
+                .find(|w| w.0 < t.end.max(t.start + 1) && t.start < w.1)
+                .map_or(0.0, |w| w.2.unwrap_or(unknown))
+        })
+        .collect();
+    if weights.iter().all(|&w| w <= 0.0) {
+        return vec![1.0; tokens.len()];
+    }
+    weights
+}
+
+/// `Σ w·(NLL(t) − NLL(t | c)) / Σ w` over the query's tokens: the weighted mean of what the
+/// chunk tells the model about each token.
+pub fn weighted_gain(tokens: &[TokenNll], given_chunk: &[f32], weights: &[f32]) -> f32 {
+    let (mut gain, mut total) = (0.0f32, 0.0f32);
+    for ((t, &c), &w) in tokens.iter().zip(given_chunk).zip(weights) {
+        gain += w * (t.nll - c);
+        total += w;
+    }
+    if total > 0.0 { gain / total } else { 0.0 }
 }
 
 #[cfg(test)]
