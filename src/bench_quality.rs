@@ -96,6 +96,10 @@ pub struct QualityArgs {
     /// (default: compress's default).
     #[arg(long)]
     pub code_first: Option<bool>,
+    /// Run the fine stage in the model's rows (default: compress's default); false compares
+    /// rankings alone, at no fine-stage model cost.
+    #[arg(long)]
+    pub fine: Option<bool>,
     /// How the model's evidence on each query token counts: uniform (LongCodeZip's mean),
     /// content (content words only), idf (content words by rarity in the workspace)
     /// (default: compress's default).
@@ -336,6 +340,7 @@ pub fn run(args: QualityArgs) -> Result<()> {
             .other_roles_weight
             .unwrap_or(defaults.other_roles_weight),
         code_first: args.code_first.unwrap_or(defaults.code_first),
+        fine: args.fine.unwrap_or(defaults.fine),
         query_weights: args.query_weights.unwrap_or(defaults.query_weights),
         ..defaults.clone()
     };

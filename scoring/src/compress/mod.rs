@@ -830,10 +830,11 @@ fn head_for_tokens(text: &str, n_tokens: usize, max_tokens: usize) -> &str {
     if n_tokens <= max_tokens {
         return text;
     }
-    let target = text.len() * max_tokens / n_tokens.max(1);
-    match text[..target.min(text.len())].rfind('\n') {
+    // A byte estimate, moved back to a character boundary: code may be any UTF-8.
+    let target = text.floor_char_boundary(text.len() * max_tokens / n_tokens.max(1));
+    match text[..target].rfind('\n') {
         Some(end) if end > 0 => &text[..=end],
-        _ => &text[..text.floor_char_boundary(target)],
+        _ => &text[..target],
     }
 }
 
@@ -1153,6 +1154,16 @@ mod tests {
             with_callees(order.clone(), 1, 0, &units, &docs, &texts),
             order
         );
+    }
+
+    #[test]
+    fn a_head_is_cut_at_a_character_boundary() {
+        // 4-byte characters and no newline before the estimate: the cut lands inside one.
+        let text = "('𞸅', '𞸟'), ('𞸡', '𞸢'), ('𞸤', '𞸤')\n".repeat(3);
+        for max_tokens in 1..40 {
+            let head = head_for_tokens(&text, 60, max_tokens);
+            assert!(text.starts_with(head) && head.len() < text.len(), "{max_tokens}");
+        }
     }
 
     #[test]
