@@ -2,7 +2,9 @@
 //! help a small language model predict the query, model management, and a score cache.
 //!
 //! - [`models`]: the model catalog, `pull` through pip, and which model a command uses.
-//! - [`engine`]: the [`Scorer`], a handle over the worker thread that owns the model context.
+//! - [`model`]: [`ScoringModel`], the interface the pipeline and the servers score through.
+//! - [`engine`]: the [`Scorer`] (llama.cpp; implements [`ScoringModel`]), a handle over the
+//!   worker thread that owns the model context.
 //! - [`cache`]: the on-disk store of query-independent per-chunk results.
 //! - [`compress`]: the whole pipeline: candidates, coarse ranking, budget, fine pruning,
 //!   assembly.
@@ -15,6 +17,7 @@ pub mod compress;
 pub mod engine;
 pub mod error;
 pub mod gguf;
+pub mod model;
 pub mod models;
 
 pub use engine::{
@@ -22,4 +25,5 @@ pub use engine::{
     ScorerStats, TokenNll, TokenNlls, build_info,
 };
 pub use error::{Error, Result};
+pub use model::{ModelDescription, ScoringModel, SharedModel, TokenCountMemo};
 pub use models::{DEFAULT_MODEL, ResolvedModel};
