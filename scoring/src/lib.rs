@@ -9,6 +9,8 @@
 //! - [`compress`]: the whole pipeline: candidates, coarse ranking, budget, fine pruning,
 //!   assembly.
 //! - [`gguf`]: checks a model file before llama.cpp loads it.
+//! - [`overlap`]: a deterministic [`ScoringModel`] from token overlap, for testing the
+//!   pipeline's own logic without llama.cpp.
 //! - [`bench`]: the scoring benchmark behind `ctxzip bench scoring`.
 
 pub mod bench;
@@ -19,6 +21,7 @@ pub mod error;
 pub mod gguf;
 pub mod model;
 pub mod models;
+pub mod overlap;
 
 pub use engine::{
     BuildInfo, CancelFlag, ChunkInput, ChunkScore, ScoreOptions, ScoreOutput, Scorer, ScorerConfig,
