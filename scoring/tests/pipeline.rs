@@ -498,7 +498,7 @@ fn a_deadline_scores_the_candidates_in_their_order_and_the_rest_follow_by_bm25()
     };
     let result = run(&model, &ws, query, &past).unwrap();
     assert_eq!(result.stats.deadline_skipped, pool.len());
-    assert!(result.stats.compressed_tokens <= total - 1);
+    assert!(result.stats.compressed_tokens < total);
 }
 
 /// A workspace of `n` Python files (BM25 ties are unlikely with random bodies).
