@@ -11,6 +11,8 @@
 //! - [`gguf`]: checks a model file before llama.cpp loads it.
 //! - [`overlap`]: a deterministic [`ScoringModel`] from token overlap, for testing the
 //!   pipeline's own logic without llama.cpp.
+//! - [`remote`]: the remote backend's settings and wire shapes (OpenAI-compatible prompt
+//!   log-probabilities); the HTTP client is still to come.
 //! - [`bench`]: the scoring benchmark behind `ctxzip bench scoring`.
 
 pub mod bench;
@@ -22,6 +24,7 @@ pub mod gguf;
 pub mod model;
 pub mod models;
 pub mod overlap;
+pub mod remote;
 
 pub use engine::{
     BuildInfo, CancelFlag, ChunkInput, ChunkScore, ScoreOptions, ScoreOutput, Scorer, ScorerConfig,
