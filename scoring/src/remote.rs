@@ -81,6 +81,72 @@ impl RemoteSettings {
     }
 }
 
+/// The remote-scorer settings a shell was given (CLI flags, LSP `initializationOptions`, MCP
+/// flags); unset ones fall back to the config file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemoteFlags {
+    pub url: Option<String>,
+    pub model: Option<String>,
+    pub max_in_flight: Option<usize>,
+    pub timeout_s: Option<u64>,
+}
+
+/// The remote scorer to use, if any: each of `flags`, else `scorer_url`, `scorer_model`,
+/// `scorer_max_in_flight` and `scorer_timeout_s` from the config file's `table`
+/// ([`crate::models::config_table`]); the API key from [`API_KEY_ENV`] (never from a file
+/// that may be shared). `None`: no URL anywhere, score locally.
+pub fn resolve_settings(
+    flags: &RemoteFlags,
+    table: Option<&toml::Table>,
+) -> Result<Option<RemoteSettings>, RemoteError> {
+    let text = |key: &str| -> Result<Option<String>, RemoteError> {
+        match table.and_then(|t| t.get(key)) {
+            None => Ok(None),
+            Some(toml::Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(RemoteError::BadConfig {
+                key: key.to_string(),
+                expected: "a string",
+            }),
+        }
+    };
+    let number = |key: &str| -> Result<Option<u64>, RemoteError> {
+        match table.and_then(|t| t.get(key)) {
+            None => Ok(None),
+            Some(toml::Value::Integer(n)) if *n >= 1 => Ok(Some(*n as u64)),
+            Some(_) => Err(RemoteError::BadConfig {
+                key: key.to_string(),
+                expected: "a whole number of at least 1",
+            }),
+        }
+    };
+    let Some(url) = flags.url.clone().or(text("scorer_url")?) else {
+        return Ok(None);
+    };
+    let model = flags
+        .model
+        .clone()
+        .or(text("scorer_model")?)
+        .unwrap_or_default();
+    let mut settings = RemoteSettings::new(&url, &model, None)?;
+    if let Some(n) = flags
+        .max_in_flight
+        .map(|n| n as u64)
+        .or(number("scorer_max_in_flight")?)
+    {
+        if n == 0 {
+            return Err(RemoteError::BadConfig {
+                key: "max_in_flight".into(),
+                expected: "a whole number of at least 1",
+            });
+        }
+        settings.max_in_flight = usize::try_from(n).unwrap_or(usize::MAX);
+    }
+    if let Some(s) = flags.timeout_s.or(number("scorer_timeout_s")?) {
+        settings.request_timeout = Duration::from_secs(s);
+    }
+    Ok(Some(settings))
+}
+
 /// Which form of prompt log-probabilities a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogprobForm {
@@ -134,9 +200,12 @@ pub enum RemoteError {
     BadUrl { url: String },
 
     #[error(
-        "no model name for the scorer at {url}; name the served model, e.g. --scorer-model HuggingFaceTB/SmolLM2-135M"
+        "no model name for the scorer at {url}; name the served model, e.g. --scorer-model HuggingFaceTB/SmolLM2-135M (or scorer_model in config.toml)"
     )]
     NoModelName { url: String },
+
+    #[error("the scorer setting `{key}` must be {expected} (fix it in config.toml or the flag)")]
+    BadConfig { key: String, expected: &'static str },
 
     #[error(
         "the scoring server returned no prompt log-probabilities (llama.cpp's llama-server does not); serve the model with vLLM (`vllm serve MODEL --enable-prefix-caching`) or llama-cpp-python (`python3 -m llama_cpp.server --model FILE.gguf --logits_all true`)"

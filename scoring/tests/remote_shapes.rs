@@ -5,8 +5,8 @@
 //! vLLM cannot run on these machines; the live test against a real server is still to come.
 
 use ctxzip_scoring::remote::{
-    CompletionRequest, LogprobForm, ModelList, RemoteError, RemoteSettings, error_from_status,
-    last_nlls, prompt_nlls,
+    CompletionRequest, LogprobForm, ModelList, RemoteError, RemoteFlags, RemoteSettings,
+    error_from_status, last_nlls, prompt_nlls, resolve_settings,
 };
 use serde_json::json;
 
@@ -117,4 +117,50 @@ fn settings_check_the_url_and_the_model() {
     }
     let err = RemoteSettings::new("http://x/v1", " ", None).unwrap_err();
     assert!(err.to_string().contains("--scorer-model"), "{err}");
+}
+
+#[test]
+fn flags_win_over_the_config_file_and_no_url_means_local() {
+    let table: toml::Table = r#"
+        model = "smollm2-135m"
+        scorer_url = "http://from-config:8000/v1"
+        scorer_model = "config-model"
+        scorer_max_in_flight = 4
+        scorer_timeout_s = 30
+    "#
+    .parse()
+    .unwrap();
+    let from_config = resolve_settings(&RemoteFlags::default(), Some(&table))
+        .unwrap()
+        .unwrap();
+    assert_eq!(from_config.base_url, "http://from-config:8000/v1");
+    assert_eq!(from_config.model, "config-model");
+    assert_eq!(from_config.max_in_flight, 4);
+    assert_eq!(from_config.request_timeout.as_secs(), 30);
+    let flags = RemoteFlags {
+        url: Some("https://gpu-box/v1".into()),
+        model: Some("flag-model".into()),
+        max_in_flight: Some(32),
+        timeout_s: None,
+    };
+    let from_flags = resolve_settings(&flags, Some(&table)).unwrap().unwrap();
+    assert_eq!(
+        (from_flags.base_url.as_str(), from_flags.model.as_str()),
+        ("https://gpu-box/v1", "flag-model")
+    );
+    assert_eq!(from_flags.max_in_flight, 32);
+    assert_eq!(
+        resolve_settings(&RemoteFlags::default(), None).unwrap(),
+        None
+    );
+
+    let bad: toml::Table =
+        "scorer_url = \"http://x/v1\"\nscorer_model = \"m\"\nscorer_max_in_flight = 0"
+            .parse()
+            .unwrap();
+    let err = resolve_settings(&RemoteFlags::default(), Some(&bad)).unwrap_err();
+    assert!(err.to_string().contains("scorer_max_in_flight"), "{err}");
+    let no_model: toml::Table = "scorer_url = \"http://x/v1\"".parse().unwrap();
+    let err = resolve_settings(&RemoteFlags::default(), Some(&no_model)).unwrap_err();
+    assert!(err.to_string().contains("scorer_model"), "{err}");
 }
