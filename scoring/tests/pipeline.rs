@@ -1,7 +1,8 @@
 //! The compress pipeline's own guarantees, on the deterministic [`OverlapModel`] (no
 //! llama.cpp, no model file; exact and fast): the budget is never exceeded over random
 //! workspaces, budgets and formats; the context is exactly the selected lines with one
-//! elision marker per gap; pinned chunks come first; callees follow their callers; a deadline
+//! elision marker per gap; the refill leaves out no chunk that still fits (but for one known
+//! case, counted); a refusal means no chunk fits alone; pinned chunks come first; callees follow their callers; a deadline
 //! reaches the candidates in their order; the fine stage's knapsack is optimal; code outranks
 //! tests and docs; skeletons are never printed alone; a long query costs a bounded window.
 //! What the real model ranks is tested end to end in the workspace's `tests/cli_compress.rs`.
@@ -281,11 +282,82 @@ fn assert_no_chunk_fits_alone(
     }
 }
 
+/// The refill's promise: no chunk left out (skeletons aside) would still fit whole beside
+/// what was selected. Checked by rendering the selection with each left-out chunk added;
+/// the known exception (a chunk next to a kept run) is counted in `next_to_kept`.
+fn assert_nothing_left_out_fits(
+    model: &dyn ScoringModel,
+    ws: &Workspace,
+    result: &Compressed,
+    format: Format,
+    budget: usize,
+    case: &str,
+    next_to_kept: &mut usize,
+) {
+    let selected: Vec<(&str, u32)> = result
+        .chunks
+        .iter()
+        .map(|c| (c.path.as_str(), c.start_line))
+        .collect();
+    let mut files: Vec<&(String, Lang, String, Vec<Chunk>)> = ws.files.iter().collect();
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    for (path, _, text, chunks) in &ws.files {
+        for chunk in chunks {
+            let chunk_text = chunk.text(text);
+            if chunk_text.trim().is_empty()
+                || is_skeleton(chunk, chunk_text)
+                || selected.contains(&(path.as_str(), chunk.start_line))
+            {
+                continue;
+            }
+            let with: Vec<FileRuns> = files
+                .iter()
+                .filter_map(|(p, lang, t, _)| {
+                    let mut rows: Vec<(usize, usize)> = result
+                        .chunks
+                        .iter()
+                        .filter(|c| c.path == *p)
+                        .flat_map(|c| c.kept_lines.iter())
+                        .map(|&[a, b]| (a as usize - 1, b as usize - 1))
+                        .collect();
+                    if p == path {
+                        rows.push((chunk.start_line as usize - 1, chunk.end_line as usize - 1));
+                    }
+                    (!rows.is_empty()).then(|| FileRuns {
+                        path: p,
+                        lang: *lang,
+                        text: t,
+                        runs: merge_runs(rows),
+                    })
+                })
+                .collect();
+            let n = model.count_tokens(&assemble(format, &with));
+            if n <= budget {
+                // Known gap: the refill rules a unit out by `its tokens + 3` (a marker), but
+                // a chunk next to a kept run replaces a marker instead of adding one, so it
+                // may fit by a few tokens. Any other chunk that fits is a refill bug.
+                let (first, last) = (chunk.start_line, chunk.end_line);
+                let touches_kept = result
+                    .chunks
+                    .iter()
+                    .filter(|c| c.path == *path)
+                    .flat_map(|c| c.kept_lines.iter())
+                    .any(|&[a, b]| a == last + 1 || b + 1 == first);
+                assert!(
+                    touches_kept,
+                    "{case}: {path}:{first} was left out but fits ({n} of {budget} tokens)"
+                );
+                *next_to_kept += 1;
+            }
+        }
+    }
+}
+
 #[test]
 fn the_budget_is_never_exceeded_over_random_workspaces_budgets_and_formats() {
     let formats = [Format::Text, Format::Markdown, Format::Json, Format::Xml];
     let rankers = [Ranker::Model, Ranker::Bm25, Ranker::Fused];
-    let (mut answered, mut too_small, mut pruned) = (0, 0, 0);
+    let (mut answered, mut too_small, mut pruned, mut next_to_kept) = (0, 0, 0, 0);
     for seed in 0..400u64 {
         let mut rng = Rng::new(seed);
         let ws = random_workspace(&mut rng);
@@ -346,6 +418,15 @@ fn the_budget_is_never_exceeded_over_random_workspaces_budgets_and_formats() {
                 if matches!(options.format, Format::Text | Format::Json) {
                     assert_context_is_the_kept_lines(&ws, &result, &case);
                 }
+                assert_nothing_left_out_fits(
+                    &model,
+                    &ws,
+                    &result,
+                    options.format,
+                    limit,
+                    &case,
+                    &mut next_to_kept,
+                );
             }
             Err(CompressError::BudgetTooSmall { budget, smallest }) => {
                 too_small += 1;
@@ -360,6 +441,7 @@ fn the_budget_is_never_exceeded_over_random_workspaces_budgets_and_formats() {
     assert!(answered > 300, "{answered} answered");
     assert!(too_small > 0, "no budget was too small");
     assert!(pruned > 10, "{pruned} answers pruned a function");
+    eprintln!("left-out chunks next to a kept run that would have fit: {next_to_kept}");
 }
 
 #[test]
