@@ -22,7 +22,7 @@ use ctxzip_chunker::{Chunk, ChunkKind, Lang, chunk_source};
 use ctxzip_scoring::compress::{
     self, Budget, CompressOptions, Compressed, Document, QueryWeights, Ranker,
 };
-use ctxzip_scoring::{CancelFlag, Scorer};
+use ctxzip_scoring::{CancelFlag, ScoringModel};
 use serde::Deserialize;
 
 use crate::compress_cmd::ModelArgs;
@@ -388,7 +388,7 @@ pub fn run(args: QualityArgs) -> Result<()> {
         let in_faithful = faithful_set.contains(&t);
         let docs: Vec<Document> = task.files.iter().map(Document::from).collect();
         for (label, budget) in &budgets {
-            let mut runs: Vec<(&str, &Scorer, CompressOptions)> = Vec::new();
+            let mut runs: Vec<(&str, &dyn ScoringModel, CompressOptions)> = Vec::new();
             for m in METHODS.iter().filter(|m| selected(m)) {
                 if m.faithful && (!in_faithful || label != &budgets[0].0) {
                     continue;
@@ -558,7 +558,11 @@ fn print_report(
 
 /// What the candidate stage loses: the share of targets whose chunk is among the chunks the
 /// model scores, per task kind, for the default pool size and larger ones.
-fn print_candidate_recall(scorer: &Scorer, tasks: &[Task], base: &CompressOptions) -> Result<()> {
+fn print_candidate_recall(
+    scorer: &dyn ScoringModel,
+    tasks: &[Task],
+    base: &CompressOptions,
+) -> Result<()> {
     let default = CompressOptions::default().max_candidates;
     let sizes = [default, default * 2, default * 4];
     // (kind, pool size) -> (sum of per-task recall, tasks)

@@ -16,7 +16,7 @@ use ctxzip_chunker::workspace::{self, FileChunks};
 use ctxzip_scoring::compress::{
     self, Budget, CompressError, CompressOptions, Document, Focus, Format, Ranker,
 };
-use ctxzip_scoring::{CancelFlag, Scorer, ScorerConfig, models};
+use ctxzip_scoring::{CancelFlag, Scorer, ScorerConfig, SharedModel, models};
 use serde_json::json;
 
 use crate::chunks_cmd::{WalkArgs, parse_langs};
@@ -88,6 +88,11 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
+    /// The model these flags select, behind the interface the pipeline scores through.
+    pub fn start_model(&self) -> Result<SharedModel> {
+        Ok(std::sync::Arc::new(self.start_scorer()?))
+    }
+
     pub fn start_scorer(&self) -> Result<Scorer> {
         self.start_scorer_with(|_| {})
     }
@@ -203,9 +208,9 @@ pub fn run(args: CompressArgs) -> Result<ExitCode> {
                 .join(", ")
         )));
     }
-    let scorer = args.model.start_scorer()?;
+    let model = args.model.start_model()?;
     let result = compress::compress(
-        &scorer,
+        &*model,
         &docs,
         &query,
         &compress_options,

@@ -55,7 +55,7 @@ fn main() -> ExitCode {
         Command::Lsp(args) => lsp_cmd::run(args),
         Command::Mcp { mcp, model, walk } => mcp
             .settings(walk.options(None))
-            .and_then(|settings| ctxzip_mcp::run(settings, move || model.start_scorer())),
+            .and_then(|settings| ctxzip_mcp::run(settings, move || model.start_model())),
         Command::Bench(command) => bench_cmd::run(command).map(|()| ExitCode::SUCCESS),
         Command::Model(command) => model_cmd::run(command).map(|()| ExitCode::SUCCESS),
     };

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use ctxzip_scoring::{Scorer, ScorerConfig, models};
+use ctxzip_scoring::{Scorer, ScorerConfig, SharedModel, models};
 use tokio::sync::Mutex;
 
 /// What selects and runs the model; a change means a new scorer.
@@ -19,9 +19,7 @@ pub struct ModelSettings {
 
 struct Loaded {
     settings: ModelSettings,
-    scorer: Scorer,
-    /// The model file.
-    path: String,
+    scorer: SharedModel,
 }
 
 /// Facts about the loaded model for `ctxzip/status`.
@@ -40,12 +38,12 @@ pub struct ModelSlot {
 impl ModelSlot {
     /// The scorer for `settings`, loading it when there is none or the settings changed.
     /// The load runs on its own task: a cancelled request does not waste it.
-    pub async fn get(&self, settings: &ModelSettings) -> Result<Scorer, String> {
+    pub async fn get(&self, settings: &ModelSettings) -> Result<SharedModel, String> {
         let mut guard = Arc::clone(&self.current).lock_owned().await;
         if let Some(loaded) = guard.as_ref()
             && loaded.settings == *settings
         {
-            return Ok(loaded.scorer.clone());
+            return Ok(Arc::clone(&loaded.scorer));
         }
         let settings = settings.clone();
         let task = tokio::spawn(async move {
@@ -53,13 +51,11 @@ impl ModelSlot {
             let loaded = tokio::task::spawn_blocking(move || load(&load_settings))
                 .await
                 .map_err(|e| format!("loading the model failed: {e}"))??;
-            let scorer = loaded.0.clone();
             *guard = Some(Loaded {
                 settings,
-                scorer: loaded.0,
-                path: loaded.1,
+                scorer: Arc::clone(&loaded),
             });
-            Ok::<Scorer, String>(scorer)
+            Ok::<SharedModel, String>(loaded)
         });
         task.await
             .map_err(|e| format!("loading the model failed: {e}"))?
@@ -68,10 +64,13 @@ impl ModelSlot {
     /// The loaded model, if any (never waits for a load in progress).
     pub fn info(&self) -> Option<ModelInfo> {
         let guard = self.current.try_lock().ok()?;
-        guard.as_ref().map(|l| ModelInfo {
-            path: l.path.clone(),
-            architecture: l.scorer.architecture().to_owned(),
-            build: l.scorer.build_info(),
+        guard.as_ref().map(|l| {
+            let description = l.scorer.description();
+            ModelInfo {
+                path: description.location,
+                architecture: description.architecture,
+                build: description.build,
+            }
         })
     }
 
@@ -81,7 +80,8 @@ impl ModelSlot {
     }
 }
 
-fn load(settings: &ModelSettings) -> Result<(Scorer, String), String> {
+/// Loads the GGUF the settings name into the llama.cpp engine.
+fn load(settings: &ModelSettings) -> Result<SharedModel, String> {
     let resolved =
         models::resolve(settings.model.as_deref(), settings.offline).map_err(|e| e.to_string())?;
     let mut config = ScorerConfig::new(&resolved);
@@ -92,5 +92,5 @@ fn load(settings: &ModelSettings) -> Result<(Scorer, String), String> {
     config.verbose = settings.verbose;
     let path = resolved.path.display().to_string();
     let scorer = Scorer::new(config).map_err(|e| format!("cannot load model {path}: {e}"))?;
-    Ok((scorer, path))
+    Ok(Arc::new(scorer))
 }

@@ -18,7 +18,7 @@ use ctxzip_chunker::workspace::WalkOptions;
 use ctxzip_scoring::compress::{
     self, Budget, CompressError, CompressOptions, Document, Focus, Format,
 };
-use ctxzip_scoring::{CancelFlag, Error as ScoringError, Scorer};
+use ctxzip_scoring::{CancelFlag, Error as ScoringError, SharedModel};
 use futures::FutureExt;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc};
@@ -408,7 +408,7 @@ impl Server {
     /// runs; any compress request cancels it first.
     fn refine_in_background(
         &self,
-        scorer: Scorer,
+        scorer: SharedModel,
         files: Vec<Arc<FileSnapshot>>,
         display: Vec<String>,
         query: String,
@@ -440,7 +440,7 @@ impl Server {
                 let _ = tokio::task::spawn_blocking(move || {
                     let _permit = permit;
                     let docs = documents(&files, &display);
-                    compress::compress(&scorer, &docs, &query, &options, &flag)
+                    compress::compress(&*scorer, &docs, &query, &options, &flag)
                 })
                 .await;
             }
@@ -780,7 +780,7 @@ impl Server {
         let work_files = files.clone();
         let work_display = display.clone();
         let (work_scorer, work_query, work_options) =
-            (scorer.clone(), query.clone(), compress_options.clone());
+            (Arc::clone(&scorer), query.clone(), compress_options.clone());
         let outcome = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             // Test hook: the end-to-end tests prove a panic here leaves the server up.
@@ -788,7 +788,7 @@ impl Server {
                 panic!("{PANIC_HOOK_ENV} matched the query");
             }
             let docs = documents(&work_files, &work_display);
-            compress::compress(&work_scorer, &docs, &work_query, &work_options, &cancel)
+            compress::compress(&*work_scorer, &docs, &work_query, &work_options, &cancel)
         })
         .await;
         let compressed = match outcome {

@@ -22,7 +22,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use ctxzip_chunker::workspace::WalkOptions;
-use ctxzip_scoring::Scorer;
+use ctxzip_scoring::SharedModel;
 use rmcp::ServiceExt;
 use tokio::sync::watch;
 
@@ -90,7 +90,7 @@ impl McpArgs {
 /// with `load_scorer`, the index builds in the background, and calls wait for both.
 pub fn run(
     settings: Settings,
-    load_scorer: impl FnOnce() -> Result<Scorer> + Send + 'static,
+    load_scorer: impl FnOnce() -> Result<SharedModel> + Send + 'static,
 ) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -106,7 +106,7 @@ pub fn run(
 
 async fn serve(
     settings: Settings,
-    load_scorer: impl FnOnce() -> Result<Scorer> + Send + 'static,
+    load_scorer: impl FnOnce() -> Result<SharedModel> + Send + 'static,
 ) -> Result<()> {
     let (model_tx, model_rx) = watch::channel(ModelState::Loading);
     tokio::task::spawn_blocking(move || {

@@ -11,7 +11,7 @@ use ctxzip_chunker::workspace::{FileChunks, WalkOptions};
 use ctxzip_scoring::compress::{
     self, Budget, CompressError, CompressOptions, Compressed, Document, Focus, Format,
 };
-use ctxzip_scoring::{CancelFlag, Scorer, models};
+use ctxzip_scoring::{CancelFlag, SharedModel, models};
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
 use rmcp::service::{NotificationContext, Peer, RequestContext};
@@ -44,7 +44,7 @@ pub struct Settings {
 #[derive(Clone)]
 pub enum ModelState {
     Loading,
-    Ready(Scorer),
+    Ready(SharedModel),
     Failed(String),
 }
 
@@ -289,7 +289,7 @@ impl CtxzipServer {
     }
 
     /// Waits for the model to finish loading.
-    async fn scorer(&self) -> Result<Scorer, String> {
+    async fn scorer(&self) -> Result<SharedModel, String> {
         let mut model = self.shared.model.clone();
         let state = model
             .wait_for(|s| !matches!(s, ModelState::Loading))
@@ -387,7 +387,7 @@ impl CtxzipServer {
         let worker_query = query.clone();
         let mut job = tokio::task::spawn_blocking(move || {
             let docs: Vec<Document> = files.iter().map(|f| Document::from(&**f)).collect();
-            compress::compress(&scorer, &docs, &worker_query, &options, &worker_cancel)
+            compress::compress(&*scorer, &docs, &worker_query, &options, &worker_cancel)
         });
         let ct = ctx.ct.clone();
         let work = async {
@@ -466,15 +466,15 @@ impl CtxzipServer {
             ModelState::Loading => (json!({"state": "loading"}), Value::Null),
             ModelState::Failed(e) => (json!({"state": "failed", "error": e}), Value::Null),
             ModelState::Ready(scorer) => {
-                let path = &scorer.config().model_path;
+                let description = scorer.description();
                 let stats = scorer.stats();
                 (
                     json!({
                         "state": "ready",
-                        "name": model_name(path),
-                        "path": path.display().to_string(),
-                        "architecture": scorer.architecture(),
-                        "build": scorer.build_info(),
+                        "name": model_name(Path::new(&description.location)),
+                        "path": description.location,
+                        "architecture": description.architecture,
+                        "build": description.build,
                     }),
                     json!({
                         "tokens_decoded": stats.tokens_decoded,

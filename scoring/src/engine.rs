@@ -35,7 +35,8 @@
 //!   token NLLs on the way, for the fine stage, was tried: the output projection over every
 //!   chunk token cost 30% of the coarse stage's time on one thread and saved nothing when the
 //!   kept functions were longer than their scored heads; BENCHMARKS.md, LongCodeZip.)
-//! - Token counts of chunk texts are remembered in memory by content hash.
+//! - Token counts of chunk texts are remembered in memory by content hash
+//!   ([`crate::model::TokenCountMemo`], shared by every backend).
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -45,7 +46,6 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use dashmap::DashMap;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
@@ -59,6 +59,7 @@ use tokio::sync::oneshot;
 use crate::cache::{ChunkRecord, DiskCache};
 use crate::error::{Error, Result};
 use crate::gguf;
+use crate::model::{ModelDescription, ScoringModel, TokenCountMemo};
 use crate::models::ResolvedModel;
 
 /// The text between a chunk and the query.
@@ -341,11 +342,8 @@ struct Inner {
     adds_bos: bool,
     /// Token counts of chunk texts by content hash: a workspace's chunks are counted once,
     /// not on every query.
-    counts: DashMap<u64, u32>,
+    counts: TokenCountMemo,
 }
-
-/// The token-count cache is cleared when it reaches this many texts.
-const MAX_COUNTS: usize = 1 << 21;
 
 enum Job {
     Score {
@@ -449,7 +447,7 @@ impl Scorer {
                 architecture,
                 disk_cache_enabled,
                 adds_bos,
-                counts: DashMap::new(),
+                counts: TokenCountMemo::new(),
             }),
         })
     }
@@ -519,23 +517,10 @@ impl Scorer {
     /// [`Scorer::count_tokens`] for many texts, remembered by content hash: meant for texts
     /// that come back (a workspace's chunks on every query).
     pub fn count_tokens_batch<S: AsRef<str>>(&self, texts: &[S]) -> Vec<usize> {
-        let counts = &self.inner.counts;
-        texts
-            .iter()
-            .map(|t| {
-                let text = t.as_ref();
-                let key = text_hash(text);
-                if let Some(n) = counts.get(&key) {
-                    return *n as usize;
-                }
-                let n = self.count_tokens(text);
-                if counts.len() >= MAX_COUNTS {
-                    counts.clear();
-                }
-                counts.insert(key, u32::try_from(n).unwrap_or(u32::MAX));
-                n
-            })
-            .collect()
+        let texts: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
+        self.inner
+            .counts
+            .counts(&texts, |text| self.count_tokens(text))
     }
 
     /// The text of `tokens` as the model renders them.
@@ -663,6 +648,57 @@ impl Scorer {
             reply,
         })?;
         Ok(rx)
+    }
+}
+
+/// The llama.cpp engine as a [`ScoringModel`]: each method is the inherent one.
+impl ScoringModel for Scorer {
+    fn model_id(&self) -> Option<&str> {
+        self.inner.config.model_sha256.as_deref()
+    }
+
+    fn description(&self) -> ModelDescription {
+        ModelDescription {
+            location: self.inner.config.model_path.display().to_string(),
+            architecture: self.inner.architecture.clone(),
+            build: Scorer::build_info(self),
+        }
+    }
+
+    fn default_options(&self) -> ScoreOptions {
+        Scorer::default_options(self)
+    }
+
+    fn stats(&self) -> ScorerStats {
+        Scorer::stats(self)
+    }
+
+    fn count_tokens(&self, text: &str) -> usize {
+        Scorer::count_tokens(self, text)
+    }
+
+    fn count_tokens_batch(&self, texts: &[&str]) -> Vec<usize> {
+        Scorer::count_tokens_batch(self, texts)
+    }
+
+    fn score_chunks_with(
+        &self,
+        query: &str,
+        chunks: &[ChunkInput],
+        options: ScoreOptions,
+        cancel: &CancelFlag,
+    ) -> Result<ScoreOutput> {
+        Scorer::score_chunks_with(self, query, chunks, options, cancel)
+    }
+
+    fn token_nlls_batch_with(
+        &self,
+        prefix: Option<&str>,
+        texts: &[&str],
+        options: ScoreOptions,
+        cancel: &CancelFlag,
+    ) -> Result<Vec<TokenNlls>> {
+        Scorer::token_nlls_batch_with(self, prefix, texts, options, cancel)
     }
 }
 

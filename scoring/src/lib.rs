@@ -2,11 +2,17 @@
 //! help a small language model predict the query, model management, and a score cache.
 //!
 //! - [`models`]: the model catalog, `pull` through pip, and which model a command uses.
-//! - [`engine`]: the [`Scorer`], a handle over the worker thread that owns the model context.
+//! - [`model`]: [`ScoringModel`], the interface the pipeline and the servers score through.
+//! - [`engine`]: the [`Scorer`] (llama.cpp; implements [`ScoringModel`]), a handle over the
+//!   worker thread that owns the model context.
 //! - [`cache`]: the on-disk store of query-independent per-chunk results.
 //! - [`compress`]: the whole pipeline: candidates, coarse ranking, budget, fine pruning,
 //!   assembly.
 //! - [`gguf`]: checks a model file before llama.cpp loads it.
+//! - [`overlap`]: a deterministic [`ScoringModel`] from token overlap, for testing the
+//!   pipeline's own logic without llama.cpp.
+//! - [`remote`]: the remote backend's settings and wire shapes (OpenAI-compatible prompt
+//!   log-probabilities); the HTTP client is still to come.
 //! - [`bench`]: the scoring benchmark behind `ctxzip bench scoring`.
 
 pub mod bench;
@@ -15,11 +21,15 @@ pub mod compress;
 pub mod engine;
 pub mod error;
 pub mod gguf;
+pub mod model;
 pub mod models;
+pub mod overlap;
+pub mod remote;
 
 pub use engine::{
     BuildInfo, CancelFlag, ChunkInput, ChunkScore, ScoreOptions, ScoreOutput, Scorer, ScorerConfig,
     ScorerStats, TokenNll, TokenNlls, build_info,
 };
 pub use error::{Error, Result};
+pub use model::{ModelDescription, ScoringModel, SharedModel, TokenCountMemo};
 pub use models::{DEFAULT_MODEL, ResolvedModel};

@@ -470,7 +470,9 @@ fn expand_home(spec: &str) -> PathBuf {
     }
 }
 
-fn config_model() -> Result<Option<String>> {
+/// The config file's table, `None` when there is no file: one reader for every setting it
+/// holds (the model here, the remote scorer in [`crate::remote`]).
+pub fn config_table() -> Result<Option<toml::Table>> {
     let path = config_path()?;
     let text = match fs::read_to_string(&path) {
         Ok(text) => text,
@@ -482,15 +484,23 @@ fn config_model() -> Result<Option<String>> {
             });
         }
     };
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| Error::Config {
-        path: path.clone(),
-        detail: e.message().to_string(),
-    })?;
+    text.parse()
+        .map(Some)
+        .map_err(|e: toml::de::Error| Error::Config {
+            path,
+            detail: e.message().to_string(),
+        })
+}
+
+fn config_model() -> Result<Option<String>> {
+    let Some(table) = config_table()? else {
+        return Ok(None);
+    };
     match table.get("model") {
         None => Ok(None),
         Some(toml::Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.clone())),
         Some(_) => Err(Error::Config {
-            path,
+            path: config_path()?,
             detail: "`model` must be a model name or a path to a .gguf file".into(),
         }),
     }

@@ -28,7 +28,8 @@ use bm25::Bm25;
 use fine::LineStats;
 pub use window::QueryWeights;
 
-use crate::engine::{CancelFlag, ChunkInput, ScoreOptions, Scorer};
+use crate::engine::{CancelFlag, ChunkInput, ScoreOptions};
+use crate::model::ScoringModel;
 
 /// LongCodeZip as published: one sequence at a time, nothing reused or cached.
 const NO_REUSE: ScoreOptions = ScoreOptions {
@@ -246,7 +247,7 @@ struct Unit {
 
 /// Compresses `docs` for `query` within the budget. Blocking: call from a worker thread.
 pub fn compress(
-    scorer: &Scorer,
+    scorer: &dyn ScoringModel,
     docs: &[Document],
     query: &str,
     options: &CompressOptions,
@@ -647,7 +648,7 @@ fn fuse_with_bm25(units: &mut [Unit], candidates: &[usize]) {
 /// Every chunk with content as a unit, with its token count, BM25 score and structural pin;
 /// their texts; and the BM25 index over them.
 fn lexical_units<'d>(
-    scorer: &Scorer,
+    scorer: &dyn ScoringModel,
     docs: &[Document<'d>],
     query: &str,
     options: &CompressOptions,
@@ -722,7 +723,7 @@ impl CandidateOrder {
 
 /// The candidate stage alone for `query`; see [`CandidateOrder`].
 pub fn candidate_chunks(
-    scorer: &Scorer,
+    scorer: &dyn ScoringModel,
     docs: &[Document],
     query: &str,
     options: &CompressOptions,
@@ -844,7 +845,7 @@ type KeptRows = HashMap<usize, Vec<(usize, usize)>>;
 /// Prunes the kept functions; also returns how many the deadline left whole.
 #[allow(clippy::too_many_arguments)]
 fn fine_stage(
-    scorer: &Scorer,
+    scorer: &dyn ScoringModel,
     docs: &[Document],
     units: &[Unit],
     kept: &[usize],
@@ -1007,7 +1008,7 @@ fn fine_stage(
 
 /// The kept units and their pruned rows, rendered and counted on demand.
 struct Selection<'a> {
-    scorer: &'a Scorer,
+    scorer: &'a dyn ScoringModel,
     docs: &'a [Document<'a>],
     units: &'a [Unit],
     format: Format,

@@ -1,0 +1,127 @@
+//! The model interface: what the compress pipeline, the benchmarks and the servers need from
+//! a scoring model, so that they do not depend on one backend.
+//!
+//! [`crate::Scorer`] (llama.cpp in process) implements [`ScoringModel`]. Code that only
+//! scores takes `&dyn ScoringModel` (or holds a [`SharedModel`]); only the start-up code that
+//! loads a GGUF names the concrete engine.
+//!
+//! What every backend shares, so that it behaves the same whatever scores:
+//! - results that outlive a call are keyed by [`ScoringModel::model_id`] (the llama.cpp
+//!   engine keys its disk cache by the GGUF's sha256), so results of different models or
+//!   backends never mix;
+//! - token counts of texts that come back (a workspace's chunks) are remembered by content
+//!   hash in a [`TokenCountMemo`];
+//! - [`ScoreOptions::deadline`] means the same everywhere: nothing is started that would end
+//!   after it, cached results are served whatever the time, and what was not reached comes
+//!   back `skipped`, in input order (so the caller's order decides what is reached first).
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+use crate::engine::{
+    CancelFlag, ChunkInput, ScoreOptions, ScoreOutput, ScorerStats, TokenNlls, text_hash,
+};
+use crate::error::Result;
+
+/// A scoring model, shared by reference between threads.
+pub type SharedModel = Arc<dyn ScoringModel>;
+
+/// What a status report says about the model in use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelDescription {
+    /// Where the model lives: the GGUF file's path for the llama.cpp engine.
+    pub location: String,
+    /// The model's architecture (`general.architecture` of a GGUF).
+    pub architecture: String,
+    /// Build and runtime facts of the backend, e.g. `backend=cpu simd=native (...) threads=3`.
+    pub build: String,
+}
+
+/// The operations the pipeline needs from a language model; see the module docs for what
+/// every implementation must keep. The scores themselves are defined in [`crate::engine`]:
+/// chunk, separator and query tokenized apart and concatenated chunk first.
+///
+/// All methods block; call them from a worker thread, not from an async task.
+pub trait ScoringModel: Send + Sync {
+    /// The identity of the model's weights and tokenizer (the GGUF sha256 for llama.cpp).
+    /// Every cache that outlives a call is keyed by it; `None` when it is unknown, and then
+    /// nothing is cached beyond the process.
+    fn model_id(&self) -> Option<&str>;
+
+    /// Where the model lives and what runs it, for status reports.
+    fn description(&self) -> ModelDescription;
+
+    /// The options a plain call uses: every reuse the backend is configured for.
+    fn default_options(&self) -> ScoreOptions;
+
+    /// Counters since the model was loaded (tokens decoded, cache hits).
+    fn stats(&self) -> ScorerStats;
+
+    /// Number of model tokens of `text`: what budgets are counted in.
+    fn count_tokens(&self, text: &str) -> usize;
+
+    /// [`ScoringModel::count_tokens`] of many texts, remembered by content hash (a
+    /// [`TokenCountMemo`]): meant for texts that come back on every query.
+    fn count_tokens_batch(&self, texts: &[&str]) -> Vec<usize>;
+
+    /// Scores every chunk against `query`: the query's tokens with their NLL given an empty
+    /// chunk ([`ScoreOutput::query_tokens`]) and, per chunk, each query token's NLL given
+    /// the chunk ([`crate::ChunkScore::query_nlls`]). Chunks the deadline did not let through
+    /// come back `skipped`; a cancelled flag ends the call with [`crate::Error::Cancelled`].
+    fn score_chunks_with(
+        &self,
+        query: &str,
+        chunks: &[ChunkInput],
+        options: ScoreOptions,
+        cancel: &CancelFlag,
+    ) -> Result<ScoreOutput>;
+
+    /// Per-token NLLs of each text given an optional `prefix` shared by all of them (token
+    /// lists are concatenated: a separator belongs in the prefix). Texts the deadline did not
+    /// let through come back `skipped`.
+    fn token_nlls_batch_with(
+        &self,
+        prefix: Option<&str>,
+        texts: &[&str],
+        options: ScoreOptions,
+        cancel: &CancelFlag,
+    ) -> Result<Vec<TokenNlls>>;
+}
+
+/// Token counts of texts by content hash, for [`ScoringModel::count_tokens_batch`]: a
+/// workspace's chunks are counted once, not on every query. Cleared when it reaches
+/// [`TokenCountMemo::MAX_TEXTS`] texts, so memory stays bounded.
+#[derive(Debug, Default)]
+pub struct TokenCountMemo {
+    counts: DashMap<u64, u32>,
+}
+
+impl TokenCountMemo {
+    /// About 25 MB of entries.
+    pub const MAX_TEXTS: usize = 1 << 21;
+
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The count of each text, from the memo or from `count` (then remembered).
+    pub fn counts(&self, texts: &[&str], count: impl Fn(&str) -> usize) -> Vec<usize> {
+        texts
+            .iter()
+            .map(|&text| {
+                let key = text_hash(text);
+                if let Some(n) = self.counts.get(&key) {
+                    return *n as usize;
+                }
+                let n = count(text);
+                if self.counts.len() >= Self::MAX_TEXTS {
+                    self.counts.clear();
+                }
+                self.counts
+                    .insert(key, u32::try_from(n).unwrap_or(u32::MAX));
+                n
+            })
+            .collect()
+    }
+}

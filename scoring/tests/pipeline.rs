@@ -1,0 +1,784 @@
+//! The compress pipeline's own guarantees, on the deterministic [`OverlapModel`] (no
+//! llama.cpp, no model file; exact and fast): the budget is never exceeded over random
+//! workspaces, budgets and formats; the context is exactly the selected lines with one
+//! elision marker per gap; the refill leaves out no chunk that still fits (but for one known
+//! case, counted); a refusal means no chunk fits alone; pinned chunks come first; callees follow their callers; a deadline
+//! reaches the candidates in their order; the fine stage's knapsack is optimal; code outranks
+//! tests and docs; skeletons are never printed alone; a long query costs a bounded window.
+//! What the real model ranks is tested end to end in the workspace's `tests/cli_compress.rs`.
+
+use std::time::Duration;
+
+use ctxzip_chunker::{Chunk, Lang, chunk_source};
+use ctxzip_scoring::compress::assemble::{FileRuns, assemble, merge_runs};
+use ctxzip_scoring::compress::fine::knapsack;
+use ctxzip_scoring::compress::{
+    Budget, CompressError, CompressOptions, Compressed, Document, Format, Ranker, candidate_chunks,
+    compress, is_skeleton,
+};
+use ctxzip_scoring::overlap::OverlapModel;
+use ctxzip_scoring::{CancelFlag, ScoringModel};
+
+/// Files of a workspace with their chunks, as the index would hand them to `compress`.
+struct Workspace {
+    files: Vec<(String, Lang, String, Vec<Chunk>)>,
+}
+
+impl Workspace {
+    fn new(files: &[(&str, Lang, &str)]) -> Self {
+        Workspace {
+            files: files
+                .iter()
+                .map(|&(path, lang, text)| {
+                    (
+                        path.to_owned(),
+                        lang,
+                        text.to_owned(),
+                        chunk_source(lang, text),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn docs(&self) -> Vec<Document<'_>> {
+        self.files
+            .iter()
+            .map(|(path, lang, text, chunks)| Document {
+                path,
+                lang: *lang,
+                text,
+                chunks,
+            })
+            .collect()
+    }
+}
+
+fn run(
+    model: &dyn ScoringModel,
+    ws: &Workspace,
+    query: &str,
+    options: &CompressOptions,
+) -> Result<Compressed, CompressError> {
+    compress(model, &ws.docs(), query, options, &CancelFlag::new())
+}
+
+fn names(result: &Compressed) -> Vec<String> {
+    result
+        .chunks
+        .iter()
+        .map(|c| c.name.clone().unwrap_or_default())
+        .collect()
+}
+
+/// A small seeded generator (xorshift64*): the cases are the same on every run, and a failing
+/// one is named by its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in `lo..=hi`.
+    fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.next() % (hi - lo + 1) as u64) as usize
+    }
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.range(0, items.len() - 1)]
+    }
+    fn chance(&mut self, percent: usize) -> bool {
+        self.range(1, 100) <= percent
+    }
+}
+
+const WORDS: &[&str] = &[
+    "invoice", "total", "tax", "parse", "config", "token", "retry", "socket", "ledger", "balance",
+    "amount", "render", "cache", "index", "query", "budget", "user", "order", "item", "price",
+    "stream", "buffer", "header", "route", "layer", "client", "server", "event", "queue", "limit",
+];
+
+fn ident(rng: &mut Rng) -> String {
+    format!("{}_{}", rng.pick(WORDS), rng.pick(WORDS))
+}
+
+/// A function of 1–12 body lines in `lang`, calling functions named from the vocabulary.
+fn function(rng: &mut Rng, lang: Lang, name: &str, indent: &str) -> String {
+    let arg = *rng.pick(WORDS);
+    let n = rng.range(1, 12);
+    let body: Vec<String> = (0..n)
+        .map(|i| {
+            let (var, callee, other) = (rng.pick(WORDS), ident(rng), rng.pick(WORDS));
+            match lang {
+                Lang::Python => format!("{indent}    {var}_{i} = {callee}({arg}) + {other}\n"),
+                Lang::Rust => format!("{indent}    let {var}_{i} = {callee}({arg}) + {other};\n"),
+                Lang::Go => format!("{indent}\t{var}_{i} := {callee}({arg}) + {other}\n"),
+                _ => format!("{indent}  const {var}_{i} = {callee}({arg}) + {other};\n"),
+            }
+        })
+        .collect();
+    let body = body.concat();
+    match lang {
+        Lang::Python => format!("{indent}def {name}({arg}):\n{body}{indent}    return {arg}\n"),
+        Lang::Rust => {
+            format!(
+                "{indent}pub fn {name}({arg}: i64) -> i64 {{\n{body}{indent}    {arg}\n{indent}}}\n"
+            )
+        }
+        Lang::Go => format!("func {name}({arg} int) int {{\n{body}\treturn {arg}\n}}\n"),
+        _ => format!(
+            "{indent}function {name}({arg}) {{\n{body}{indent}  return {arg};\n{indent}}}\n"
+        ),
+    }
+}
+
+/// A random source file: functions, and sometimes a class or impl block of methods.
+fn source_file(rng: &mut Rng, lang: Lang) -> String {
+    let mut text = String::new();
+    for _ in 0..rng.range(1, 5) {
+        let name = ident(rng);
+        if rng.chance(25) && matches!(lang, Lang::Python | Lang::Rust) {
+            let ty = format!("{}{}", rng.pick(WORDS).to_uppercase(), rng.pick(WORDS));
+            let methods: Vec<String> = (0..rng.range(1, 3))
+                .map(|_| {
+                    let m = ident(rng);
+                    function(rng, lang, &m, "    ")
+                })
+                .collect();
+            if lang == Lang::Python {
+                text += &format!("class {ty}:\n{}\n", methods.join("\n"));
+            } else {
+                text += &format!(
+                    "pub struct {ty};\n\nimpl {ty} {{\n{}}}\n\n",
+                    methods.join("\n")
+                );
+            }
+        } else {
+            text += &function(rng, lang, &name, "");
+            text.push('\n');
+        }
+    }
+    text
+}
+
+fn random_workspace(rng: &mut Rng) -> Workspace {
+    let langs = [
+        (Lang::Python, "py"),
+        (Lang::Rust, "rs"),
+        (Lang::JavaScript, "js"),
+        (Lang::Go, "go"),
+    ];
+    let files: Vec<(String, Lang, String)> = (0..rng.range(1, 6))
+        .map(|f| {
+            let &(lang, ext) = rng.pick(&langs);
+            let dir = if rng.chance(20) { "tests/" } else { "src/" };
+            (format!("{dir}f{f}.{ext}"), lang, source_file(rng, lang))
+        })
+        .collect();
+    let refs: Vec<(&str, Lang, &str)> = files
+        .iter()
+        .map(|(p, l, t)| (p.as_str(), *l, t.as_str()))
+        .collect();
+    Workspace::new(&refs)
+}
+
+/// The context of a Text or JSON result is exactly the kept lines of each file, in order,
+/// with one elision marker (a comment ending in `...`) for each gap: checked against the
+/// result's own `kept_lines`, file by file.
+fn assert_context_is_the_kept_lines(ws: &Workspace, result: &Compressed, case: &str) {
+    let mut sections: Vec<(&str, Vec<&str>)> = Vec::new();
+    for line in result.context.lines() {
+        if let Some(path) = line
+            .strip_prefix("==> ")
+            .and_then(|l| l.strip_suffix(" <=="))
+        {
+            sections.push((path, Vec::new()));
+        } else {
+            let (_, lines) = sections
+                .last_mut()
+                .expect("the context starts with a header");
+            lines.push(line);
+        }
+    }
+    for (path, printed) in &sections {
+        let (_, _, text, _) = ws
+            .files
+            .iter()
+            .find(|f| f.0 == *path)
+            .unwrap_or_else(|| panic!("{case}: unknown file {path}"));
+        let rows: Vec<&str> = text.lines().collect();
+        let kept = merge_runs(
+            result
+                .chunks
+                .iter()
+                .filter(|c| c.path == *path)
+                .flat_map(|c| c.kept_lines.iter())
+                .map(|&[a, b]| (a as usize - 1, b as usize - 1))
+                .collect(),
+        );
+        assert!(!kept.is_empty(), "{case}: {path} printed with no chunk");
+        let mut expected: Vec<Option<&str>> = Vec::new();
+        let mut next = 0;
+        for (a, b) in kept {
+            if a > next {
+                expected.push(None);
+            }
+            expected.extend(rows[a..=b.min(rows.len() - 1)].iter().map(|l| Some(*l)));
+            next = b + 1;
+        }
+        if next < rows.len() {
+            expected.push(None);
+        }
+        assert_eq!(
+            printed.len(),
+            expected.len(),
+            "{case}: {path}\n{}",
+            result.context
+        );
+        for (got, want) in printed.iter().zip(&expected) {
+            match want {
+                Some(line) => assert_eq!(got, line, "{case}: {path}"),
+                None => assert!(got.trim_end().ends_with("..."), "{case}: marker {got:?}"),
+            }
+        }
+    }
+}
+
+/// What a refusal for a budget too small promises: no chunk the pipeline may print alone
+/// (skeletons are never printed alone) fits the budget with its file's frame in `format`.
+fn assert_no_chunk_fits_alone(
+    model: &dyn ScoringModel,
+    ws: &Workspace,
+    format: Format,
+    budget: usize,
+    case: &str,
+) {
+    for (path, lang, text, chunks) in &ws.files {
+        for chunk in chunks {
+            let chunk_text = chunk.text(text);
+            if chunk_text.trim().is_empty() || is_skeleton(chunk, chunk_text) {
+                continue;
+            }
+            let alone = assemble(
+                format,
+                &[FileRuns {
+                    path,
+                    lang: *lang,
+                    text,
+                    runs: vec![(chunk.start_line as usize - 1, chunk.end_line as usize - 1)],
+                }],
+            );
+            let n = model.count_tokens(&alone);
+            assert!(
+                n > budget,
+                "{case}: refused, but this fits in {n} tokens:\n{alone}"
+            );
+        }
+    }
+}
+
+/// The refill's promise: no chunk left out (skeletons aside) would still fit whole beside
+/// what was selected. Checked by rendering the selection with each left-out chunk added;
+/// the known exception (a chunk next to a kept run) is counted in `next_to_kept`.
+fn assert_nothing_left_out_fits(
+    model: &dyn ScoringModel,
+    ws: &Workspace,
+    result: &Compressed,
+    format: Format,
+    budget: usize,
+    case: &str,
+    next_to_kept: &mut usize,
+) {
+    let selected: Vec<(&str, u32)> = result
+        .chunks
+        .iter()
+        .map(|c| (c.path.as_str(), c.start_line))
+        .collect();
+    let mut files: Vec<&(String, Lang, String, Vec<Chunk>)> = ws.files.iter().collect();
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    for (path, _, text, chunks) in &ws.files {
+        for chunk in chunks {
+            let chunk_text = chunk.text(text);
+            if chunk_text.trim().is_empty()
+                || is_skeleton(chunk, chunk_text)
+                || selected.contains(&(path.as_str(), chunk.start_line))
+            {
+                continue;
+            }
+            let with: Vec<FileRuns> = files
+                .iter()
+                .filter_map(|(p, lang, t, _)| {
+                    let mut rows: Vec<(usize, usize)> = result
+                        .chunks
+                        .iter()
+                        .filter(|c| c.path == *p)
+                        .flat_map(|c| c.kept_lines.iter())
+                        .map(|&[a, b]| (a as usize - 1, b as usize - 1))
+                        .collect();
+                    if p == path {
+                        rows.push((chunk.start_line as usize - 1, chunk.end_line as usize - 1));
+                    }
+                    (!rows.is_empty()).then(|| FileRuns {
+                        path: p,
+                        lang: *lang,
+                        text: t,
+                        runs: merge_runs(rows),
+                    })
+                })
+                .collect();
+            let n = model.count_tokens(&assemble(format, &with));
+            if n <= budget {
+                // Known gap: the refill rules a unit out by `its tokens + 3` (a marker), but
+                // a chunk next to a kept run replaces a marker instead of adding one, so it
+                // may fit by a few tokens. Any other chunk that fits is a refill bug.
+                let (first, last) = (chunk.start_line, chunk.end_line);
+                let touches_kept = result
+                    .chunks
+                    .iter()
+                    .filter(|c| c.path == *path)
+                    .flat_map(|c| c.kept_lines.iter())
+                    .any(|&[a, b]| a == last + 1 || b + 1 == first);
+                assert!(
+                    touches_kept,
+                    "{case}: {path}:{first} was left out but fits ({n} of {budget} tokens)"
+                );
+                *next_to_kept += 1;
+            }
+        }
+    }
+}
+
+#[test]
+fn the_budget_is_never_exceeded_over_random_workspaces_budgets_and_formats() {
+    let formats = [Format::Text, Format::Markdown, Format::Json, Format::Xml];
+    let rankers = [Ranker::Model, Ranker::Bm25, Ranker::Fused];
+    let (mut answered, mut too_small, mut pruned, mut next_to_kept) = (0, 0, 0, 0);
+    for seed in 0..400u64 {
+        let mut rng = Rng::new(seed);
+        let ws = random_workspace(&mut rng);
+        let model = if rng.chance(30) {
+            OverlapModel::with_deadline_tokens(rng.range(0, 400))
+        } else {
+            OverlapModel::new()
+        };
+        let total: usize = ws
+            .files
+            .iter()
+            .map(|f| model.count_tokens(&f.2))
+            .sum::<usize>()
+            .max(1);
+        let budget = if rng.chance(70) {
+            Budget::Tokens(rng.range(1, total + total / 4))
+        } else {
+            Budget::Rate(rng.range(1, 100) as f64 / 100.0)
+        };
+        let mut query: Vec<String> = (0..rng.range(1, 8))
+            .map(|_| rng.pick(WORDS).to_string())
+            .collect();
+        if rng.chance(30) {
+            query.push(ident(&mut rng));
+        }
+        let options = CompressOptions {
+            budget,
+            format: *rng.pick(&formats),
+            fine: rng.chance(70),
+            ranker: *rng.pick(&rankers),
+            max_candidates: rng.range(1, 30),
+            callers: if rng.chance(80) { usize::MAX } else { 0 },
+            deadline: match rng.range(0, 2) {
+                0 => None,
+                1 => Some(Duration::ZERO),
+                _ => Some(Duration::from_secs(3600)),
+            },
+            ..CompressOptions::default()
+        };
+        let case = format!("seed {seed}, {budget:?}, {options:?}");
+        match run(&model, &ws, &query.join(" "), &options) {
+            Ok(result) => {
+                answered += 1;
+                let limit = match budget {
+                    Budget::Tokens(n) => n,
+                    Budget::Rate(r) => ((total as f64 * r).floor() as usize).max(1),
+                };
+                let stats = &result.stats;
+                assert_eq!(stats.budget_tokens, limit, "{case}");
+                assert_eq!(
+                    stats.compressed_tokens,
+                    model.count_tokens(&result.context),
+                    "{case}"
+                );
+                assert!(stats.compressed_tokens <= limit, "{case}: {stats:?}");
+                assert!(!result.chunks.is_empty(), "{case}");
+                pruned += usize::from(result.chunks.iter().any(|c| c.kept_lines.len() > 1));
+                if matches!(options.format, Format::Text | Format::Json) {
+                    assert_context_is_the_kept_lines(&ws, &result, &case);
+                }
+                assert_nothing_left_out_fits(
+                    &model,
+                    &ws,
+                    &result,
+                    options.format,
+                    limit,
+                    &case,
+                    &mut next_to_kept,
+                );
+            }
+            Err(CompressError::BudgetTooSmall { budget, smallest }) => {
+                too_small += 1;
+                assert_no_chunk_fits_alone(&model, &ws, options.format, budget, &case);
+                // `smallest` is only an estimate (text headers, skeletons included).
+                let _ = smallest;
+            }
+            Err(e) => panic!("{case}: {e}"),
+        }
+    }
+    // The cases cover what they claim to: answers, refusals and pruned functions.
+    assert!(answered > 300, "{answered} answered");
+    assert!(too_small > 0, "no budget was too small");
+    assert!(pruned > 10, "{pruned} answers pruned a function");
+    eprintln!("left-out chunks next to a kept run that would have fit: {next_to_kept}");
+}
+
+#[test]
+fn the_fine_stage_knapsack_is_optimal() {
+    for seed in 0..300u64 {
+        let mut rng = Rng::new(seed);
+        let items: Vec<(usize, f32)> = (0..rng.range(0, 10))
+            .map(|_| (rng.range(0, 12), rng.range(0, 1000) as f32 / 100.0))
+            .collect();
+        let capacity = rng.range(0, 40);
+        let chosen = knapsack(&items, capacity);
+        let weight: usize = chosen.iter().map(|&i| items[i].0).sum();
+        let value: f32 = chosen.iter().map(|&i| items[i].1).sum();
+        assert!(weight <= capacity, "seed {seed}");
+        assert!(chosen.windows(2).all(|w| w[0] < w[1]), "seed {seed}");
+        let best = (0u32..1 << items.len())
+            .filter_map(|mask| {
+                let set = (0..items.len()).filter(|i| mask >> i & 1 == 1);
+                let (w, v) = set.fold((0, 0.0f32), |(w, v), i| (w + items[i].0, v + items[i].1));
+                (w <= capacity).then_some(v)
+            })
+            .fold(0.0f32, f32::max);
+        assert!((value - best).abs() < 1e-3, "seed {seed}: {value} < {best}");
+    }
+}
+
+const BILLING: &str = r#"def compute_invoice_total(items, tax_rate):
+    """Sum the line items of an invoice and apply the tax rate."""
+    subtotal = 0
+    for item in items:
+        subtotal += item.price * item.quantity
+    return apply_rounding(subtotal * (1 + tax_rate))
+
+
+def invoice_header(customer):
+    return "invoice for " + customer.name
+
+
+def invoice_footer(customer):
+    return "thank you " + customer.name
+"#;
+
+const ROUNDING: &str = r#"def apply_rounding(amount):
+    cents = int(amount * 100 + 0.5)
+    return cents / 100
+"#;
+
+#[test]
+fn pinned_chunks_come_first_and_callees_follow_their_callers() {
+    let ws = Workspace::new(&[
+        ("billing.py", Lang::Python, BILLING),
+        ("rounding.py", Lang::Python, ROUNDING),
+    ]);
+    let model = OverlapModel::new();
+    let options = CompressOptions {
+        budget: Budget::Tokens(120),
+        fine: false,
+        // Only BM25's best is scored: the callee must come from its caller, not from BM25.
+        max_candidates: 1,
+        ..CompressOptions::default()
+    };
+    let query = "where is the invoice total computed with tax?";
+    let result = run(&model, &ws, query, &options).unwrap();
+    let ranked = names(&result);
+    assert_eq!(
+        ranked[..2],
+        ["compute_invoice_total", "apply_rounding"],
+        "{ranked:?}"
+    );
+    // Without callee placement the callee, which shares no word with the query, is last.
+    let no_callees = CompressOptions {
+        callers: 0,
+        ..options.clone()
+    };
+    let ranked = names(&run(&model, &ws, query, &no_callees).unwrap());
+    assert_ne!(
+        ranked.get(1).map(String::as_str),
+        Some("apply_rounding"),
+        "{ranked:?}"
+    );
+
+    // A name in the query pins its definition ahead of what scores better.
+    let pinned = "how does apply_rounding round the invoice total for the invoice header?";
+    let ranked = names(&run(&model, &ws, pinned, &options).unwrap());
+    assert_eq!(ranked[0], "apply_rounding", "{ranked:?}");
+}
+
+#[test]
+fn a_deadline_scores_the_candidates_in_their_order_and_the_rest_follow_by_bm25() {
+    let mut rng = Rng::new(7);
+    let ws = random_workspace_of(&mut rng, 6);
+    let query = "parse the invoice total and retry the socket";
+    let options = CompressOptions {
+        fine: false,
+        deadline: Some(Duration::from_secs(3600)),
+        budget: Budget::Tokens(1_000_000),
+        max_candidates: 5,
+        ..CompressOptions::default()
+    };
+    let order = candidate_chunks(&OverlapModel::new(), &ws.docs(), query, &options).unwrap();
+    let pool = order.pool(options.max_candidates).to_vec();
+    assert!(pool.len() >= 4, "{} candidates", pool.len());
+    let docs = ws.docs();
+    let cost = |&(d, c): &(usize, usize)| {
+        let q = OverlapModel::new().count_tokens(query);
+        OverlapModel::new().count_tokens(docs[d].chunks[c].text(docs[d].text)) + q
+    };
+    // Exactly the first two candidates fit the deadline.
+    let allowance = cost(&pool[0]) + cost(&pool[1]);
+    let model = OverlapModel::with_deadline_tokens(allowance);
+    let total: usize = ws.files.iter().map(|f| model.count_tokens(&f.2)).sum();
+    // Not the whole workspace: a budget it fits is answered without the model.
+    let options = CompressOptions {
+        budget: Budget::Tokens(total - 1),
+        ..options
+    };
+    let result = run(&model, &ws, query, &options).unwrap();
+    assert_eq!(result.stats.candidates, pool.len());
+    assert_eq!(result.stats.deadline_skipped, pool.len() - 2);
+    let key = |c: &ctxzip_scoring::compress::SelectedChunk| (c.path.clone(), c.start_line);
+    let chunk_key =
+        |&(d, c): &(usize, usize)| (docs[d].path.to_owned(), docs[d].chunks[c].start_line);
+    let mut first_two: Vec<_> = result.chunks[..2].iter().map(key).collect();
+    let mut expected: Vec<_> = pool[..2].iter().map(chunk_key).collect();
+    first_two.sort();
+    expected.sort();
+    assert_eq!(first_two, expected, "the scored candidates rank first");
+    // The skipped ones follow in BM25 order (the candidate order, pins aside).
+    let skipped: Vec<_> = result.chunks[2..pool.len()].iter().map(key).collect();
+    let expected: Vec<_> = pool[2..].iter().map(chunk_key).collect();
+    assert_eq!(skipped, expected);
+    // A deadline already past skips every candidate and still answers within the budget.
+    let past = CompressOptions {
+        deadline: Some(Duration::ZERO),
+        ..options
+    };
+    let result = run(&model, &ws, query, &past).unwrap();
+    assert_eq!(result.stats.deadline_skipped, pool.len());
+    assert!(result.stats.compressed_tokens < total);
+}
+
+/// A workspace of `n` Python files (BM25 ties are unlikely with random bodies).
+fn random_workspace_of(rng: &mut Rng, n: usize) -> Workspace {
+    let files: Vec<(String, String)> = (0..n)
+        .map(|f| (format!("m{f}.py"), source_file(rng, Lang::Python)))
+        .collect();
+    let refs: Vec<(&str, Lang, &str)> = files
+        .iter()
+        .map(|(p, t)| (p.as_str(), Lang::Python, t.as_str()))
+        .collect();
+    Workspace::new(&refs)
+}
+
+#[test]
+fn the_fine_stage_prunes_a_long_function_to_blocks_with_elision_markers() {
+    // Repeated lines cost little once seen; three lines of new words are the spikes that
+    // start blocks, and only the middle one holds words of the query.
+    let body: String = (1..30)
+        .map(|i| match i {
+            10 => "    step = unrelated(value)\n".to_string(),
+            17 => "    balance = posted(ledger, amount)\n".to_string(),
+            24 => "    other = distinct(thing)\n".to_string(),
+            _ => "    count = count + 1\n".to_string(),
+        })
+        .collect();
+    let text = format!("def process(ledger, amount):\n{body}    return balance\n");
+    let ws = Workspace::new(&[("ledger.py", Lang::Python, &text)]);
+    let model = OverlapModel::new();
+    let whole = model.count_tokens(&text);
+    let options = CompressOptions {
+        // The coarse stage must keep the function whole (it may over-select by what the fine
+        // stage saves) and the fine stage must prune it.
+        budget: Budget::Tokens(whole * 6 / 10),
+        // A lone function's rate is fine_rate · (1 + beta): 0.45 of it, which fits.
+        fine_rate: 0.3,
+        ..CompressOptions::default()
+    };
+    let result = run(
+        &model,
+        &ws,
+        "how is an amount posted to the ledger balance?",
+        &options,
+    )
+    .unwrap();
+    assert!(result.stats.compressed_tokens <= whole * 6 / 10);
+    let chunk = &result.chunks[0];
+    assert!(
+        chunk.kept_lines.len() > 1,
+        "pruned to blocks: {:?}",
+        chunk.kept_lines
+    );
+    assert!(
+        result.context.contains("def process(ledger, amount):"),
+        "the signature stays"
+    );
+    assert!(
+        result.context.contains("balance = posted(ledger, amount)"),
+        "{}",
+        result.context
+    );
+    assert!(result.context.contains("    # ...\n"), "{}", result.context);
+    assert_context_is_the_kept_lines(&ws, &result, "fine");
+}
+
+// Moved from `tests/cli_compress.rs`: they test the ranking across kinds of files, skeletons
+// and the query window, not what the model knows.
+
+const TEST_INVOICE: &str = r#"from billing import compute_invoice_total
+
+
+def test_invoice_total_with_tax():
+    items = [Item(price=10, quantity=2)]
+    assert compute_invoice_total(items, 0.1) == 22
+
+
+def test_invoice_total_without_tax():
+    assert compute_invoice_total([], 0) == 0
+"#;
+
+#[test]
+fn code_outranks_tests_docs_and_changelogs_unless_the_query_asks_for_them() {
+    let ws = Workspace::new(&[
+        ("billing.py", Lang::Python, BILLING),
+        ("tests/test_invoice_total.py", Lang::Python, TEST_INVOICE),
+        (
+            "docs/invoices.md",
+            Lang::Markdown,
+            "# Invoices\n\nThe invoice total is the subtotal of the invoice plus tax. The tax rate\n\
+             applies to the invoice subtotal; the invoice total is rounded when printed.\n",
+        ),
+        (
+            "CHANGELOG.md",
+            Lang::Markdown,
+            "# Changes\n\n## 1.2\n\n- The invoice total now adds the tax to the invoice subtotal\n  \
+             (invoice total and tax were swapped).\n",
+        ),
+    ]);
+    let model = OverlapModel::new();
+    let options = CompressOptions {
+        budget: Budget::Tokens(80),
+        ranker: Ranker::Bm25,
+        ..CompressOptions::default()
+    };
+    let first = |query: &str| {
+        run(&model, &ws, query, &options).unwrap().chunks[0]
+            .path
+            .clone()
+    };
+    assert_eq!(
+        first("how is the tax added to the invoice total?"),
+        "billing.py"
+    );
+    assert_eq!(
+        first("Where are the tests for the invoice total with tax?"),
+        "tests/test_invoice_total.py"
+    );
+}
+
+#[test]
+fn a_container_header_or_closing_brace_is_never_printed_alone() {
+    let methods: String = (0..12)
+        .map(|i| {
+            format!(
+                "    /// Posts entry {i} of the ledger.\n    pub fn post_{i}(&mut self, amount: i64) -> i64 {{\n        self.balance += amount * {i};\n        self.balance\n    }}\n\n"
+            )
+        })
+        .collect();
+    let text = format!(
+        "pub struct Ledger {{\n    balance: i64,\n}}\n\nimpl Ledger {{\n{methods}}}\n\nimpl Drop for Ledger {{\n    fn drop(&mut self) {{}}\n}}\n"
+    );
+    let ws = Workspace::new(&[("ledger.rs", Lang::Rust, &text)]);
+    let lines: Vec<&str> = text.lines().collect();
+    for ranker in [Ranker::Bm25, Ranker::Model] {
+        let options = CompressOptions {
+            budget: Budget::Tokens(150),
+            ranker,
+            ..CompressOptions::default()
+        };
+        let result = run(
+            &OverlapModel::new(),
+            &ws,
+            "how is an amount posted to the ledger balance?",
+            &options,
+        )
+        .unwrap();
+        for chunk in &result.chunks {
+            let (a, b) = (chunk.start_line as usize, chunk.end_line as usize);
+            let only_punctuation = lines[a - 1..b]
+                .iter()
+                .all(|l| l.trim().chars().all(|c| "{}();,".contains(c)));
+            let lone_header = chunk.kind == ctxzip_chunker::ChunkKind::Impl && a == b;
+            assert!(
+                !only_punctuation && !lone_header,
+                "a skeleton was selected: {chunk:?}\n{}",
+                result.context
+            );
+        }
+    }
+}
+
+#[test]
+fn a_long_instruction_costs_a_bounded_window_of_model_work() {
+    let ws = Workspace::new(&[
+        ("billing.py", Lang::Python, BILLING),
+        ("rounding.py", Lang::Python, ROUNDING),
+    ]);
+    let options = CompressOptions {
+        budget: Budget::Tokens(60),
+        ..CompressOptions::default()
+    };
+    let short_model = OverlapModel::new();
+    let short = run(
+        &short_model,
+        &ws,
+        "where does an invoice total get its tax?",
+        &options,
+    )
+    .unwrap();
+    // About 100 KB: far more than the model's window of 4096 tokens.
+    let filler = "Our team relies on this service every day and we are grateful for it. ";
+    let long = format!(
+        "Invoice totals are wrong when a tax rate is given.\n{}\nThe tax must be added to the invoice subtotal.\n",
+        filler.repeat(1500)
+    );
+    let long_model = OverlapModel::new();
+    let result = run(&long_model, &ws, &long, &options).unwrap();
+    assert!(
+        result.context.contains("def compute_invoice_total"),
+        "{}",
+        result.context
+    );
+    // The model reads at most 64 tokens of a query: the long one costs about what a question
+    // costs, though the whole of it would not even fit the window.
+    let (long_tokens, short_tokens) = (result.stats.model_tokens, short.stats.model_tokens);
+    assert!(short_tokens > 0);
+    assert!(
+        long_tokens <= 3 * short_tokens,
+        "long query {long_tokens} model tokens vs short {short_tokens}"
+    );
+}
