@@ -16,6 +16,7 @@ pub mod lang;
 pub mod lines;
 mod pieces;
 pub mod role;
+pub mod secrets;
 pub mod source;
 mod syntax;
 mod text;
