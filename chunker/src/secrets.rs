@@ -35,66 +35,71 @@ const RULES: &[Rule] = &[
     // a PEM parser) is not a key.
     Rule {
         id: "private-key",
-        pattern: r"-----BEGIN[ A-Z0-9_-]{0,100}PRIVATE KEY(?: BLOCK)?-----[A-Za-z0-9+/=\s:,._()-]{64,}?-----END[ A-Z0-9_-]{0,100}PRIVATE KEY(?: BLOCK)?-----",
+        pattern: r"-----BEGIN[ A-Z0-9_-]{0,100}PRIVATE KEY(?: BLOCK)?-----[A-Za-z0-9+/= \t\r\n:,._()-]{64,}?-----END[ A-Z0-9_-]{0,100}PRIVATE KEY(?: BLOCK)?-----",
         gated: false,
     },
     // gitleaks `aws-access-token`: access key ids (AKIA long-lived, ASIA temporary, ...).
     // Base32 alphabet after the 4-character prefix, 20 characters in all.
     Rule {
         id: "aws-access-key",
-        pattern: r"\b((?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16})\b",
+        pattern: r"(?-u:\b)((?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16})(?-u:\b)",
         gated: false,
     },
     // gitleaks `github-pat`, `github-oauth`, `github-app-token`, `github-refresh-token`
     // (ghp_/gho_/ghu_/ghs_/ghr_ + 36) and `github-fine-grained-pat` (github_pat_ + 82).
     Rule {
         id: "github-token",
-        pattern: r"\b(gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{82})\b",
+        pattern: r"(?-u:\b)(gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{82})(?-u:\b)",
         gated: false,
     },
     // gitleaks `gitlab-pat` (glpat-) and the other GitLab token prefixes of the same shape.
     Rule {
         id: "gitlab-token",
-        pattern: r"\b((?:glpat|gldt|glrt|glptt|glft|glsoat)-[A-Za-z0-9_-]{20,})",
+        pattern: r"(?-u:\b)((?:glpat|gldt|glrt|glptt|glft|glsoat)-[A-Za-z0-9_-]{20,})",
         gated: false,
     },
     // gitleaks `slack-bot-token`, `slack-user-token`, `slack-app-token` (xoxb-, xoxp-,
     // xoxe-, xapp-, ...: numeric team/user ids then a random tail) and `slack-webhook-url`.
     Rule {
         id: "slack-token",
-        pattern: r"\b(xox[abeoprs]-[0-9]{6,13}-[A-Za-z0-9-]{10,}|xapp-[0-9]-[A-Z0-9]+-[0-9]+-[A-Za-z0-9]{20,}|hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9+/]{30,60})",
+        pattern: r"(?-u:\b)(xox[abeoprs]-[0-9]{6,13}-[A-Za-z0-9-]{10,}|xapp-[0-9]-[A-Z0-9]+-[0-9]+-[A-Za-z0-9]{20,}|hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9+/]{30,60})",
         gated: false,
     },
     // gitleaks `stripe-access-token`: secret and restricted keys, live and test.
     Rule {
         id: "stripe-key",
-        pattern: r"\b((?:sk|rk)_(?:test|live|prod)_[A-Za-z0-9]{10,99})\b",
+        pattern: r"(?-u:\b)((?:sk|rk)_(?:test|live|prod)_[A-Za-z0-9]{10,99})(?-u:\b)",
         gated: false,
     },
     // gitleaks `gcp-api-key`: Google API keys, AIza + 35.
     Rule {
         id: "google-api-key",
-        pattern: r"\b(AIza[0-9A-Za-z_-]{35})(?:[^0-9A-Za-z_-]|$)",
+        pattern: r"(?-u:\b)(AIza[0-9A-Za-z_-]{35})(?:[^0-9A-Za-z_-]|$)",
         gated: false,
     },
     // gitleaks `jwt`: three base64url parts, the first two JSON objects (`eyJ` is `{"`).
     // High-signal: a signed token is a bearer credential until it expires.
     Rule {
         id: "jwt",
-        pattern: r"\b(eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,})",
+        pattern: r"(?-u:\b)(eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,})",
         gated: false,
     },
     // After gitleaks `generic-api-key`, narrowed: a name that says password, secret, token
-    // or key, assigned (`=`, `:`, `:=`, `=>`) a quoted value, or an unquoted value that ends
-    // the line (.env, YAML, INI). Gated by [`looks_random`].
+    // or key, assigned (`=`, `:`, `:=`, `=>`, after an optional type: `PASSWORD: &str =`) a
+    // quoted value, or an unquoted value that ends the line (.env, YAML, INI). Gated by
+    // [`looks_random`].
     Rule {
         id: "generic-secret",
-        pattern: r#"(?i)(?:passw(?:or)?d|\bpwd|secret|api[_-]?key|access[_-]?key|private[_-]?key|auth[_-]?key|token|credential)[\w.-]{0,30}["']?[ \t]*(?:=|:=|=>|:)[ \t]*(?:"([^"\s]{8,200})"|'([^'\s]{8,200})'|`([^`\s]{8,200})`|([A-Za-z0-9+/=_.~!@#$%^&*-]{8,200})[ \t]*[;,]?[ \t]*(?:\r?\n|$))"#,
+        pattern: r#"(?i)(?:passw(?:or)?d|(?-u:\b)pwd|secret|api[_-]?key|access[_-]?key|private[_-]?key|auth[_-]?key|token|credential)[A-Za-z0-9_.-]{0,30}["']?[ \t]*(?::[ \t]*&?(?:'static[ \t]+)?[A-Za-z0-9_:<>\[\]]+[ \t]*)?(?:=|:=|=>|:)[ \t]*(?:"([!#-~]{8,200})"|'([!-&(-~]{8,200})'|`([!-_a-~]{8,200})`|([A-Za-z0-9+/=_.~!@#$%^&*-]{8,200})[ \t]*[;,]?[ \t]*(?:\r?\n|$))"#,
         gated: true,
     },
 ];
 
-/// Values that mark a placeholder, not a secret (lower-cased substrings).
+/// Values that mark a placeholder, a test value or a name, not a secret (lower-cased
+/// substrings). The words are the rule's own keywords and test words: a generated secret
+/// holds one by chance about once in a million; `test-m2m-secret`, `refresh-2` and
+/// `XXH3_kSecret` (found in real code) hold one by design. A human password that spells
+/// one (`MySecretPass1!`) is missed: the price of no false positives.
 const PLACEHOLDERS: &[&str] = &[
     "changeme",
     "change_me",
@@ -107,13 +112,26 @@ const PLACEHOLDERS: &[&str] = &[
     "****",
     "....",
     "<",
-    "${",
-    "{{",
     "%s",
     "dummy",
     "redacted",
-    "notasecret",
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "credential",
+    "access",
+    "refresh",
+    "progress",
+    "test",
+    "sample",
+    "fake",
+    "mock",
 ];
+
+/// Characters that mark code or a template, not a literal secret: escapes, braces,
+/// calls (`\d{1,3}`, `${DB_PASSWORD}`, `{{ .Values.pw }}`, `f(x)`).
+const CODE_CHARS: &[char] = &['\\', '{', '}', '(', ')'];
 
 static COMPILED: LazyLock<Vec<(&'static Rule, Regex)>> = LazyLock::new(|| {
     RULES
@@ -217,7 +235,8 @@ pub fn summary(redactions: &[Redaction]) -> String {
 }
 
 /// Whether an assigned value looks like a generated secret rather than a word, a
-/// placeholder or an expression. Two ways in, both measured on the corpus:
+/// placeholder or an expression. It needs a digit or a symbol other than `-_.`, and then
+/// one of two ways in, both measured on the corpus:
 /// - a password-like value: 8+ characters from 3+ classes (lower, upper, digit, symbol)
 ///   with at least 2.5 bits of entropy per character (`Tr0ub4dor&3x`; not `changeme`,
 ///   `password123`, `get_password`);
@@ -225,7 +244,7 @@ pub fn summary(redactions: &[Redaction]) -> String {
 ///   character (hex and base64 keys; not `django.contrib.auth`).
 pub fn looks_random(value: &str) -> bool {
     let lower = value.to_ascii_lowercase();
-    if PLACEHOLDERS.iter().any(|p| lower.contains(p)) || value.contains("://") {
+    if PLACEHOLDERS.iter().any(|p| lower.contains(p)) || looks_like_code(value) {
         return false;
     }
     let has = |f: fn(&char) -> bool| value.chars().any(|c| f(&c));
@@ -237,10 +256,57 @@ pub fn looks_random(value: &str) -> bool {
         .iter()
         .filter(|&&b| b)
         .count();
+    // Words joined by `-`, `_` or `.` (`X-Api-Key`, `settings.SECRET_KEY`) name a secret,
+    // they are not one: a value needs a digit or a symbol beyond those joiners.
+    if !has_digit && !value.chars().any(|c| "!@#$%^&*+/=?~".contains(c)) {
+        return false;
+    }
     let n = value.chars().count();
+    // An identifier (`AtomicU32Provider`) changes between lower, upper, digit and `_` once
+    // a word; a generated string about every other character (0.6 for random base62).
+    if value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        let switches = value
+            .chars()
+            .map(char_class)
+            .collect::<Vec<_>>()
+            .windows(2)
+            .filter(|w| w[0] != w[1])
+            .count();
+        if (switches as f64) < 0.3 * n as f64 {
+            return false;
+        }
+    }
     let bits = entropy_bits(value);
     (n >= 8 && classes >= 3 && bits >= 2.5)
         || (n >= 16 && has_digit && (has_lower || has_upper) && bits >= 3.0)
+}
+
+/// A reference, a path of names, a URL or a template: `&Token`, `$crate::x`, `node.or1_token`,
+/// `a->b`, `https://...`, `\d{3}`.
+fn looks_like_code(value: &str) -> bool {
+    if value.starts_with(['&', '$', '*'])
+        || value.contains("::")
+        || value.contains("->")
+        || value.contains("://")
+        || value.contains(CODE_CHARS)
+    {
+        return true;
+    }
+    // `item2.first`, `tuple.0.0`: names joined by dots.
+    value.contains('.')
+        && value
+            .split('.')
+            .all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        && value.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+}
+
+fn char_class(c: char) -> u8 {
+    match c {
+        'a'..='z' => 0,
+        'A'..='Z' => 1,
+        '0'..='9' => 2,
+        _ => 3,
+    }
 }
 
 /// Shannon entropy of the characters of `value`, in bits per character.
