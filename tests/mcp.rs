@@ -667,3 +667,88 @@ fn fuzzed_input_never_silences_the_server() {
     }
     eprintln!("mcp fuzz: {rounds} rounds, seed {seed}, {answers} error answers, server up");
 }
+
+/// AWS's documented example key id and a PEM block whose body is made up: never real keys.
+const CONFIG_PY: &str = "import os\n\nAWS_ACCESS_KEY_ID = \"AKIAIOSFODNN7EXAMPLE\"\nSIGNING_KEY = \"\"\"-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\nMzEfYyjiWA4R4/M2bS1GB4t7NXp98C3SC6dVMvDuictGeurT8jNbvJZHtCSuYEvu\n-----END PRIVATE KEY-----\"\"\"\n\n\ndef aws_region():\n    return os.environ.get(\"AWS_REGION\", \"eu-west-1\")\n";
+
+/// A workspace holding secrets by content and by (bypassing) name.
+fn secrets_fixture() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("repo");
+    let write = |rel: &str, text: &str| {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write("config.py", CONFIG_PY);
+    write(
+        "id_rsa",
+        "def id_rsa_contents():\n    return 'named like a key'\n",
+    );
+    write(
+        "keys/SERVER.PEM",
+        "def server_pem_contents():\n    return 1\n",
+    );
+    write(
+        "service-account.json",
+        "{\"service_account_contents\": 1}\n",
+    );
+    write("netrc.txt", "machine netrc_contents login me password pw\n");
+    write(
+        ".git/config",
+        "[remote \"origin\"]\n\turl = https://git_config_contents@host/r\n",
+    );
+    #[cfg(unix)]
+    std::os::unix::fs::symlink("../id_rsa", root.join("keys/deploy_key.txt")).unwrap();
+    (dir, root)
+}
+
+#[test]
+fn secrets_are_redacted_and_secret_files_skipped_unless_turned_off() {
+    let (dir, root) = secrets_fixture();
+    let arguments = json!({"query": "aws access key, signing key, contents of every file", "budget_tokens": 4000});
+    let mut client = Client::start(&["--hidden", root.to_str().unwrap()], dir.path());
+    client.initialize(json!({}));
+    let result = client.call("compress_context", arguments.clone());
+    let text = text_of(&result);
+    assert_ne!(result["isError"], json!(true), "{text}");
+    assert!(text.contains("[REDACTED:aws-access-key]"), "{text}");
+    assert!(text.contains("[REDACTED:private-key]"), "{text}");
+    assert!(
+        !text.contains("AKIAIOSFODNN7EXAMPLE") && !text.contains("MIIEv"),
+        "{text}"
+    );
+    for name in [
+        "id_rsa",
+        "deploy_key",
+        "server_pem_contents",
+        "service_account_contents",
+        "netrc_contents",
+        "git_config_contents",
+    ] {
+        assert!(!text.contains(name), "{name} was read: {text}");
+    }
+    assert_eq!(
+        result["structuredContent"]["stats"]["redacted"], 2,
+        "{result}"
+    );
+    assert!(
+        text.contains("--no-redact"),
+        "the note names the opt-out: {text}"
+    );
+    drop(client);
+
+    let mut client = Client::start(
+        &["--hidden", "--no-redact", root.to_str().unwrap()],
+        dir.path(),
+    );
+    client.initialize(json!({}));
+    let result = client.call("compress_context", arguments);
+    let text = text_of(&result);
+    assert!(text.contains("AKIAIOSFODNN7EXAMPLE"), "{text}");
+    assert!(!text.contains("[REDACTED:"), "{text}");
+    assert_eq!(
+        result["structuredContent"]["stats"]["redacted"], 0,
+        "{result}"
+    );
+}

@@ -294,9 +294,9 @@ fn looks_like_code(value: &str) -> bool {
     }
     // `item2.first`, `tuple.0.0`: names joined by dots.
     value.contains('.')
-        && value
-            .split('.')
-            .all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        && value.split('.').all(|part| {
+            !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
         && value.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
 }
 
@@ -359,7 +359,10 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(out.lines().nth(5), Some("id = \"[REDACTED:aws-access-key]\""));
+        assert_eq!(
+            out.lines().nth(5),
+            Some("id = \"[REDACTED:aws-access-key]\"")
+        );
         assert_eq!(out.lines().nth(6), Some("z = 2"));
         assert!(!out.contains("MIIEv"));
     }
@@ -367,7 +370,10 @@ mod tests {
     #[test]
     fn generic_assignments_redact_only_the_value() {
         let (out, found) = redact("DB_PASSWORD=q8F!zR2#vLp9\npassword = \"changeme\"\n".into());
-        assert_eq!(out, "DB_PASSWORD=[REDACTED:generic-secret]\npassword = \"changeme\"\n");
+        assert_eq!(
+            out,
+            "DB_PASSWORD=[REDACTED:generic-secret]\npassword = \"changeme\"\n"
+        );
         assert_eq!(found.len(), 1);
     }
 }

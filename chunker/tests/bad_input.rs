@@ -374,7 +374,11 @@ fn secret_name_rules_are_not_bypassed() {
     fs::write(root.join("Service-Account-prod.json"), "{}\n").unwrap();
     fs::write(root.join("netrc.txt"), "machine m login l password p\n").unwrap();
     fs::create_dir(root.join(".git")).unwrap();
-    fs::write(root.join(".git/config"), "[remote]\nurl = https://u:tok@host/r\n").unwrap();
+    fs::write(
+        root.join(".git/config"),
+        "[remote]\nurl = https://u:tok@host/r\n",
+    )
+    .unwrap();
     fs::write(root.join(".git/hook.py"), GOOD_PY).unwrap();
 
     let with_hidden = WalkOptions {
@@ -416,8 +420,16 @@ fn secrets_in_file_text_are_redacted_in_place_unless_turned_off() {
 
     let ws = walk(root);
     let file = ws.files.iter().find(|f| f.path == "config.py").unwrap();
-    assert!(file.text.contains("[REDACTED:aws-access-key]"), "{}", file.text);
-    assert!(file.text.contains("[REDACTED:private-key]"), "{}", file.text);
+    assert!(
+        file.text.contains("[REDACTED:aws-access-key]"),
+        "{}",
+        file.text
+    );
+    assert!(
+        file.text.contains("[REDACTED:private-key]"),
+        "{}",
+        file.text
+    );
     assert!(!file.text.contains("AKIAIOSFODNN7EXAMPLE") && !file.text.contains("MIIEv"));
     let rules: Vec<_> = file.redactions.iter().map(|r| (r.rule, r.line)).collect();
     assert_eq!(rules, [("aws-access-key", 3), ("private-key", 4)]);

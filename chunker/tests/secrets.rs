@@ -77,7 +77,11 @@ fn no_negative_is_flagged() {
         flagged.len(),
         files.len()
     );
-    assert!(flagged.is_empty(), "false positives:\n{}", flagged.join("\n"));
+    assert!(
+        flagged.is_empty(),
+        "false positives:\n{}",
+        flagged.join("\n")
+    );
 }
 
 #[test]
