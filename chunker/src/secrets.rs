@@ -55,14 +55,14 @@ const RULES: &[Rule] = &[
     // gitleaks `gitlab-pat` (glpat-) and the other GitLab token prefixes of the same shape.
     Rule {
         id: "gitlab-token",
-        pattern: r"(?-u:\b)((?:glpat|gldt|glrt|glptt|glft|glsoat)-[A-Za-z0-9_-]{20,})",
+        pattern: r"(?-u:\b)((?:glpat|gldt|glrt|glptt|glft|glsoat)-[A-Za-z0-9_-]{20,64})",
         gated: false,
     },
     // gitleaks `slack-bot-token`, `slack-user-token`, `slack-app-token` (xoxb-, xoxp-,
     // xoxe-, xapp-, ...: numeric team/user ids then a random tail) and `slack-webhook-url`.
     Rule {
         id: "slack-token",
-        pattern: r"(?-u:\b)(xox[abeoprs]-[0-9]{6,13}-[A-Za-z0-9-]{10,}|xapp-[0-9]-[A-Z0-9]+-[0-9]+-[A-Za-z0-9]{20,}|hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9+/]{30,60})",
+        pattern: r"(?-u:\b)(xox[abeoprs]-[0-9]{6,13}-[A-Za-z0-9-]{10,120}|xapp-[0-9]-[A-Z0-9]+-[0-9]+-[A-Za-z0-9]{20,}|hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9+/]{30,60})",
         gated: false,
     },
     // gitleaks `stripe-access-token`: secret and restricted keys, live and test.

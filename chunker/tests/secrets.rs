@@ -107,3 +107,24 @@ fn the_gate_tells_secrets_from_words_and_expressions() {
         assert!(secrets::looks_random(value), "{value}");
     }
 }
+
+#[test]
+fn hostile_text_is_scanned_in_bounded_time() {
+    // 1 MiB (the walk's file cap) of what the rules look for, with nothing that completes a
+    // match: unterminated key headers, assignments without a value, token prefixes.
+    for unit in [
+        "-----BEGIN PRIVATE KEY-----\n",
+        "password = \"",
+        "api_key: ",
+        "AKIA",
+        "eyJhbGciOi.",
+        "xoxb-12345-",
+    ] {
+        let text = unit.repeat((1 << 20) / unit.len());
+        let started = std::time::Instant::now();
+        let found = secrets::find(&text);
+        let elapsed = started.elapsed();
+        assert!(found.is_empty(), "{unit:?}: {found:?}");
+        assert!(elapsed.as_secs_f64() < 2.0, "{unit:?}: {elapsed:?}");
+    }
+}
