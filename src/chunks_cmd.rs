@@ -36,6 +36,10 @@ pub struct WalkArgs {
     /// Extra gitignore-style globs to leave out (repeatable).
     #[arg(long = "ignore")]
     pub ignore_globs: Vec<String>,
+    /// Show secrets found in file text (API keys, private keys, passwords) instead of
+    /// replacing them with `[REDACTED:<rule>]`.
+    #[arg(long)]
+    pub no_redact: bool,
 }
 
 impl WalkArgs {
@@ -45,6 +49,7 @@ impl WalkArgs {
             hidden: self.hidden,
             ignore_globs: self.ignore_globs.clone(),
             langs,
+            redact: !self.no_redact,
         }
     }
 }
@@ -104,6 +109,8 @@ struct JsonOutput<'a> {
     chunks: Vec<JsonChunk<'a>>,
     skipped: Vec<&'a workspace::Skipped>,
     warnings: Vec<&'a workspace::Skipped>,
+    /// Secrets replaced with `[REDACTED:<rule>]` in the files read.
+    redacted: usize,
 }
 
 pub fn run(args: ChunksArgs) -> Result<ExitCode> {
@@ -141,6 +148,11 @@ pub fn run(args: ChunksArgs) -> Result<ExitCode> {
                     .collect(),
                 skipped: workspaces.iter().flat_map(|ws| &ws.skipped).collect(),
                 warnings: workspaces.iter().flat_map(|ws| &ws.warnings).collect(),
+                redacted: workspaces
+                    .iter()
+                    .flat_map(|ws| &ws.files)
+                    .map(|f| f.redactions.len())
+                    .sum(),
             };
             serde_json::to_writer_pretty(&mut out, &output)?;
             writeln!(out)?;

@@ -248,6 +248,12 @@ pub fn run(args: CompressArgs) -> Result<ExitCode> {
             s.model_tokens,
             s.elapsed_ms
         );
+        if s.redacted > 0 {
+            eprintln!(
+                "ctxzip: {} secret(s) redacted in the files read (see the warnings above; --no-redact shows them)",
+                s.redacted
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

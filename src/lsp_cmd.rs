@@ -21,6 +21,10 @@ pub struct LspArgs {
     #[arg(long, default_value_t = ctxzip_framing::DEFAULT_MAX_MESSAGE_BYTES as u64,
           value_parser = clap::value_parser!(u64).range(1024..))]
     pub max_message_bytes: u64,
+    /// Show secrets found in file text instead of replacing them with `[REDACTED:<rule>]`
+    /// (initializationOptions `"redact": false` does the same).
+    #[arg(long)]
+    pub no_redact: bool,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -34,6 +38,7 @@ pub fn run(args: LspArgs) -> Result<ExitCode> {
             budget: args.budget,
             threads: args.model.threads,
             gpu_layers: (args.model.gpu_layers > 0).then_some(args.model.gpu_layers),
+            redact: args.no_redact.then_some(false),
             ..Options::default()
         },
         verbose: args.model.verbose,

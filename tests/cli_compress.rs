@@ -343,3 +343,58 @@ fn model_list_path_and_unknown_names() {
         "names the known models"
     );
 }
+
+/// AWS's documented example key id and a PEM block whose body is made up: never real keys.
+const CONFIG_PY: &str = "import os\n\nAWS_ACCESS_KEY_ID = \"AKIAIOSFODNN7EXAMPLE\"\nSIGNING_KEY = \"\"\"-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\nMzEfYyjiWA4R4/M2bS1GB4t7NXp98C3SC6dVMvDuictGeurT8jNbvJZHtCSuYEvu\n-----END PRIVATE KEY-----\"\"\"\n\n\ndef aws_region():\n    return os.environ.get(\"AWS_REGION\", \"eu-west-1\")\n";
+
+#[test]
+fn secrets_are_redacted_counted_and_warned_about_unless_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    fs::write(root.join("config.py"), CONFIG_PY).unwrap();
+    fs::create_dir(root.join("keys")).unwrap();
+    fs::write(root.join("keys/SERVER.PEM"), "server_pem_contents = 1\n").unwrap();
+    fs::write(root.join("netrc.txt"), "netrc_contents\n").unwrap();
+    let root_arg = root.to_str().unwrap();
+    let query = "aws access key and signing key";
+    let bm25 = ["--ranker", "bm25", "--hidden"];
+
+    let (json, out) = json_compress(root_arg, query, "2000", &bm25);
+    let context = json["context"].as_str().unwrap();
+    assert!(context.contains("[REDACTED:aws-access-key]"), "{context}");
+    assert!(context.contains("[REDACTED:private-key]"), "{context}");
+    assert!(!context.contains("AKIAIOSFODNN7EXAMPLE") && !context.contains("MIIEv"));
+    assert!(!context.contains("server_pem_contents") && !context.contains("netrc_contents"));
+    assert_eq!(json["stats"]["redacted"], 2, "{}", json["stats"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr
+            .contains("config.py: 2 secrets redacted (aws-access-key line 3, private-key line 4)"),
+        "{stderr}"
+    );
+    // Line numbers are those of the file: `def aws_region` is on line 10.
+    let region = json["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "aws_region")
+        .unwrap_or_else(|| panic!("{json}"));
+    assert_eq!(region["start_line"], 10, "{region}");
+
+    let mut opted_out = bm25.to_vec();
+    opted_out.push("--no-redact");
+    let (json, out) = json_compress(root_arg, query, "2000", &opted_out);
+    assert!(
+        json["context"]
+            .as_str()
+            .unwrap()
+            .contains("AKIAIOSFODNN7EXAMPLE")
+    );
+    assert_eq!(json["stats"]["redacted"], 0);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("redacted"));
+
+    // `chunks` reads through the same door: counted there too.
+    let out = ctxzip(&["chunks", root_arg, "--format", "json"]);
+    let chunks: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(chunks["redacted"], 2, "{chunks}");
+}

@@ -8,16 +8,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use ctxzip_lsp::client::LspClient;
 use serde_json::{Value, json};
+
+use common::mcp_client::Client;
 
 const MODEL: &str = "smollm2-135m";
 const WAIT: Duration = Duration::from_secs(300);
@@ -237,116 +237,17 @@ fn focus_lines_count_from_one_on_the_cli() {
     );
 }
 
-/// A minimal MCP client (newline-delimited JSON-RPC) over the real binary.
-struct Mcp {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Receiver<String>,
-    next_id: u64,
-}
-
-impl Mcp {
-    fn start(root: &Path) -> Mcp {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ctxzip"))
-            .arg("mcp")
-            .arg(root)
-            .args(["--model", MODEL])
-            .env("CTXZIP_CACHE", common::test_cache())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start ctxzip mcp");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut mcp = Mcp {
-            child,
-            stdin,
-            lines,
-            next_id: 1,
-        };
-        mcp.request(
-            "initialize",
-            json!({
-                "protocolVersion": "2025-06-18",
-                "capabilities": {},
-                "clientInfo": {"name": "ctxzip-confinement-test", "version": "0"},
-            }),
-        );
-        mcp.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized", "params": {}}));
-        mcp
-    }
-
-    fn send(&mut self, message: &Value) {
-        let mut line = message.to_string();
-        line.push('\n');
-        self.stdin.write_all(line.as_bytes()).unwrap();
-        self.stdin.flush().unwrap();
-    }
-
-    /// The whole response message to one request (result or error).
-    fn request(&mut self, method: &str, params: Value) -> Value {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let line = self
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .unwrap_or_else(|e| panic!("no reply to {method}: {e}"));
-            let message: Value = serde_json::from_str(&line).expect("JSON on stdout");
-            if message.get("id") == Some(&json!(id)) && message.get("method").is_none() {
-                return message;
-            }
-            if let (Some(_), Some(server_id)) = (message.get("method"), message.get("id")) {
-                self.send(&json!({"jsonrpc": "2.0", "id": server_id, "result": {}}));
-            }
-        }
-    }
-
-    /// `compress_context`: (is_error, all text).
-    fn compress(&mut self, arguments: Value) -> (bool, String) {
-        let response = self.request(
-            "tools/call",
-            json!({"name": "compress_context", "arguments": arguments}),
-        );
-        let result = &response["result"];
-        assert!(result.is_object(), "{response}");
-        let text = result["content"]
-            .as_array()
-            .map(|blocks| {
-                blocks
-                    .iter()
-                    .filter_map(|b| b["text"].as_str())
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            })
-            .unwrap_or_default();
-        (result["isError"] == json!(true), text)
-    }
-}
-
-impl Drop for Mcp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `ctxzip mcp ROOT`, initialized, its stderr silenced (the race test calls it many times).
+fn start_mcp(root: &Path) -> Client {
+    let mut mcp = Client::start_with_stderr(&[root.to_str().unwrap()], root, Stdio::null());
+    mcp.initialize(json!({}));
+    mcp
 }
 
 #[test]
 fn every_path_form_is_confined_over_mcp() {
     let fx = fixture();
-    let mut mcp = Mcp::start(&fx.root);
+    let mut mcp = start_mcp(&fx.root);
     let mut forms = forms(&fx);
     forms.push(("src/app.py\0.txt".into(), Expect::Outside));
     let mut refusals = Vec::new();
@@ -361,7 +262,7 @@ fn every_path_form_is_confined_over_mcp() {
                 json!({"query": QUERY, "budget_tokens": 2000, "paths": [form]}),
             ),
         ] {
-            let (is_error, text) = mcp.compress(arguments);
+            let (is_error, text) = mcp.compress_context(arguments);
             assert!(!text.contains(MARKER), "{field} {form:?} leaked: {text}");
             match expect {
                 Expect::Inside => {
@@ -398,9 +299,11 @@ fn every_path_form_is_confined_over_mcp() {
         }
     }
     // Lines count from 1 here too.
-    let (is_error, text) = mcp.compress(json!({"query": QUERY, "focus_file": "src/app.py:0"}));
+    let (is_error, text) =
+        mcp.compress_context(json!({"query": QUERY, "focus_file": "src/app.py:0"}));
     assert!(is_error && text.contains("from 1"), "{text}");
-    let (is_error, text) = mcp.compress(json!({"query": QUERY, "focus_file": "src/app.py:99"}));
+    let (is_error, text) =
+        mcp.compress_context(json!({"query": QUERY, "focus_file": "src/app.py:99"}));
     assert!(is_error && text.contains("past the end"), "{text}");
 }
 
@@ -569,13 +472,13 @@ fn the_swap_race_never_leaks_through_the_cli() {
 #[test]
 fn the_swap_race_never_leaks_through_mcp() {
     let fx = fixture();
-    let mut mcp = Mcp::start(&fx.root);
+    let mut mcp = start_mcp(&fx.root);
     let stop = Arc::new(AtomicBool::new(false));
     let handle = swapper(&fx, Arc::clone(&stop));
     let mut leaks = Vec::new();
     let mut saw_target = 0;
     for call in 0..MCP_CALLS {
-        let (is_error, text) = mcp.compress(json!({"query": QUERY, "budget_tokens": 4000}));
+        let (is_error, text) = mcp.compress_context(json!({"query": QUERY, "budget_tokens": 4000}));
         assert!(!is_error, "{text}");
         saw_target += usize::from(text.contains("def target"));
         if text.contains(MARKER) {

@@ -855,3 +855,95 @@ fn closing_stdin_during_compress_cancels_model_work_and_exits() {
     // longer than this.
     assert!(took < Duration::from_secs(5), "took {took:?} to exit");
 }
+
+/// AWS's documented example key id and a PEM block whose body is made up: never real keys.
+const CONFIG_PY: &str = "\
+import os
+
+AWS_ACCESS_KEY_ID = \"AKIAIOSFODNN7EXAMPLE\"
+SIGNING_KEY = \"\"\"-----BEGIN PRIVATE KEY-----
+MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj
+MzEfYyjiWA4R4/M2bS1GB4t7NXp98C3SC6dVMvDuictGeurT8jNbvJZHtCSuYEvu
+-----END PRIVATE KEY-----\"\"\"
+
+
+def aws_region():
+    return os.environ.get(\"AWS_REGION\", \"eu-west-1\")
+";
+
+#[test]
+fn secrets_are_redacted_on_disk_and_in_open_buffers_unless_turned_off() {
+    let files = [
+        ("config.py", CONFIG_PY),
+        ("src/lib.rs", LIB_RS),
+        ("id_rsa", "not a key, but named like one\n"),
+    ];
+    let dir = workspace(&files);
+    #[cfg(unix)]
+    {
+        std::fs::create_dir(dir.path().join("keys")).unwrap();
+        std::os::unix::fs::symlink("../id_rsa", dir.path().join("keys/deploy_key.txt")).unwrap();
+    }
+    let mut s = start(dir);
+    s.wait_ready();
+    let query = json!({"query": "aws access key id, signing key and region", "budget": 2000});
+    let response = s.compress(query.clone());
+    let result = &response["result"];
+    let context = result["context"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{response}"));
+    assert!(context.contains("[REDACTED:aws-access-key]"), "{context}");
+    assert!(context.contains("[REDACTED:private-key]"), "{context}");
+    assert!(!context.contains("AKIAIOSFODNN7EXAMPLE") && !context.contains("MIIEv"));
+    // The symlink to id_rsa is neither read nor labelled with its target's name.
+    assert!(!context.contains("id_rsa") && !context.contains("deploy_key"));
+    assert_eq!(result["stats"]["redacted"], 2, "{result}");
+    // The chunk after the key block keeps its line number (10: `def aws_region`).
+    let region = result["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "aws_region")
+        .unwrap_or_else(|| panic!("{result}"));
+    assert_eq!(region["range"]["start"]["line"], 9, "{region}");
+    let warning = s.client.wait_for(
+        |m| {
+            m["method"] == "window/logMessage"
+                && m["params"]["message"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("2 secret(s)"))
+        },
+        WAIT,
+    );
+    assert!(warning.is_some(), "no warning logged");
+
+    // An unsaved buffer is redacted too.
+    let lib = s.path("src/lib.rs");
+    let token = format!("ghp_{}", "a1B2c3D4e5".repeat(4).get(..36).unwrap());
+    let edited = LIB_RS.replace("== {name} ==", &format!("{token} {{name}}"));
+    s.client
+        .notify(
+            "textDocument/didOpen",
+            json!({"textDocument": {"uri": uri(&lib), "languageId": "rust", "version": 1, "text": edited}}),
+        )
+        .unwrap();
+    let response =
+        s.compress(json!({"query": "render_banner", "budget": 400, "paths": [uri(&lib)]}));
+    let context = response["result"]["context"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{response}"));
+    assert!(context.contains("[REDACTED:github-token]"), "{context}");
+    assert!(!context.contains(&token), "{context}");
+    assert!(s.shutdown().success());
+
+    // The opt-out shows the file as it is.
+    let mut s = start_with(workspace(&files), &["--no-redact"]);
+    s.wait_ready();
+    let response = s.compress(query);
+    let context = response["result"]["context"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{response}"));
+    assert!(context.contains("AKIAIOSFODNN7EXAMPLE"), "{context}");
+    assert_eq!(response["result"]["stats"]["redacted"], 0);
+    assert!(s.shutdown().success());
+}

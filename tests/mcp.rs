@@ -3,186 +3,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
 use expect_test::expect;
 use serde_json::{Value, json};
 
-/// No single exchange may take longer than this, a first pull of the model included.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// A minimal MCP client over a child process's stdio.
-struct Client {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Receiver<String>,
-    next_id: u64,
-    /// Notifications seen so far, in order.
-    notifications: Vec<Value>,
-    /// Answers to server-to-client requests, by method.
-    answers: Vec<(&'static str, Value)>,
-}
-
-impl Client {
-    fn start(args: &[&str], cwd: &Path) -> Client {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ctxzip"))
-            .arg("mcp")
-            .env("CTXZIP_CACHE", common::test_cache())
-            // Not --offline: on a fresh machine the first call waits while the model is pulled.
-            .args(["--model", "smollm2-135m"])
-            .args(args)
-            .current_dir(cwd)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start ctxzip mcp");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Client {
-            child,
-            stdin,
-            lines,
-            next_id: 1,
-            notifications: Vec::new(),
-            answers: Vec::new(),
-        }
-    }
-
-    /// Writes `bytes` as they are (for hostile input).
-    fn send_bytes(&mut self, bytes: &[u8]) {
-        self.stdin.write_all(bytes).unwrap();
-        self.stdin.flush().unwrap();
-    }
-
-    /// The next message of any kind; `None` at the deadline or when stdout closed.
-    fn next_message(&mut self, timeout: Duration) -> Option<Value> {
-        let line = self.lines.recv_timeout(timeout).ok()?;
-        Some(
-            serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("not JSON on stdout ({e}): {line}")),
-        )
-    }
-
-    /// Sends `bytes`, then a `ping`, and returns every message that came before the ping's
-    /// answer (which must come, and promptly).
-    fn hostile_then_ping(&mut self, name: &str, bytes: &[u8]) -> Vec<Value> {
-        self.send_bytes(bytes);
-        let id = self.next_id;
-        self.next_id += 1;
-        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": "ping"}));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut before = Vec::new();
-        loop {
-            let message = self
-                .next_message(deadline.saturating_duration_since(Instant::now()))
-                .unwrap_or_else(|| panic!("{name}: no answer to the next request; got {before:?}"));
-            if message["id"] == json!(id) && message.get("method").is_none() {
-                assert!(message["result"].is_object(), "{name}: {message}");
-                return before;
-            }
-            before.push(message);
-        }
-    }
-
-    fn send(&mut self, message: &Value) {
-        let mut line = serde_json::to_string(message).unwrap();
-        line.push('\n');
-        self.stdin.write_all(line.as_bytes()).unwrap();
-        self.stdin.flush().unwrap();
-    }
-
-    fn notify(&mut self, method: &str, params: Value) {
-        self.send(&json!({"jsonrpc": "2.0", "method": method, "params": params}));
-    }
-
-    /// Sends a request and returns its `result`, keeping notifications and answering the
-    /// server's own requests on the way.
-    fn request(&mut self, method: &str, params: Value) -> Value {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
-        let deadline = Instant::now() + REPLY_TIMEOUT;
-        loop {
-            let line = match self
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(line) => line,
-                Err(RecvTimeoutError::Timeout) => panic!("no reply to {method} in time"),
-                Err(RecvTimeoutError::Disconnected) => panic!("server exited during {method}"),
-            };
-            let message: Value = serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("not JSON on stdout ({e}): {line}"));
-            if message.get("id") == Some(&json!(id)) && message.get("method").is_none() {
-                if let Some(error) = message.get("error") {
-                    panic!("{method} failed: {error}");
-                }
-                return message["result"].clone();
-            }
-            match (message.get("method"), message.get("id")) {
-                (Some(server_method), Some(server_id)) => {
-                    let result = self
-                        .answers
-                        .iter()
-                        .find(|(m, _)| server_method == *m)
-                        .map(|(_, v)| v.clone())
-                        .unwrap_or_else(|| json!({}));
-                    self.send(&json!({"jsonrpc": "2.0", "id": server_id, "result": result}));
-                }
-                (Some(_), None) => self.notifications.push(message),
-                _ => panic!("unexpected message while waiting for {method}: {message}"),
-            }
-        }
-    }
-
-    fn initialize(&mut self, capabilities: Value) -> Value {
-        let result = self.request(
-            "initialize",
-            json!({
-                "protocolVersion": "2025-06-18",
-                "capabilities": capabilities,
-                "clientInfo": {"name": "ctxzip-test", "version": "0"},
-            }),
-        );
-        self.notify("notifications/initialized", json!({}));
-        result
-    }
-
-    fn call(&mut self, tool: &str, arguments: Value) -> Value {
-        self.request("tools/call", json!({"name": tool, "arguments": arguments}))
-    }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn text_of(result: &Value) -> String {
-    result["content"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|c| c["text"].as_str())
-        .collect::<Vec<_>>()
-        .join("\n")
-}
+use common::mcp_client::{Client, REPLY_TIMEOUT, text_of};
 
 /// A small repository beside a directory the server must never read.
 fn fixture() -> (tempfile::TempDir, std::path::PathBuf) {
@@ -666,4 +492,89 @@ fn fuzzed_input_never_silences_the_server() {
         answers += answered;
     }
     eprintln!("mcp fuzz: {rounds} rounds, seed {seed}, {answers} error answers, server up");
+}
+
+/// AWS's documented example key id and a PEM block whose body is made up: never real keys.
+const CONFIG_PY: &str = "import os\n\nAWS_ACCESS_KEY_ID = \"AKIAIOSFODNN7EXAMPLE\"\nSIGNING_KEY = \"\"\"-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\nMzEfYyjiWA4R4/M2bS1GB4t7NXp98C3SC6dVMvDuictGeurT8jNbvJZHtCSuYEvu\n-----END PRIVATE KEY-----\"\"\"\n\n\ndef aws_region():\n    return os.environ.get(\"AWS_REGION\", \"eu-west-1\")\n";
+
+/// A workspace holding secrets by content and by (bypassing) name.
+fn secrets_fixture() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("repo");
+    let write = |rel: &str, text: &str| {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write("config.py", CONFIG_PY);
+    write(
+        "id_rsa",
+        "def id_rsa_contents():\n    return 'named like a key'\n",
+    );
+    write(
+        "keys/SERVER.PEM",
+        "def server_pem_contents():\n    return 1\n",
+    );
+    write(
+        "service-account.json",
+        "{\"service_account_contents\": 1}\n",
+    );
+    write("netrc.txt", "machine netrc_contents login me password pw\n");
+    write(
+        ".git/config",
+        "[remote \"origin\"]\n\turl = https://git_config_contents@host/r\n",
+    );
+    #[cfg(unix)]
+    std::os::unix::fs::symlink("../id_rsa", root.join("keys/deploy_key.txt")).unwrap();
+    (dir, root)
+}
+
+#[test]
+fn secrets_are_redacted_and_secret_files_skipped_unless_turned_off() {
+    let (dir, root) = secrets_fixture();
+    let arguments = json!({"query": "aws access key, signing key, contents of every file", "budget_tokens": 4000});
+    let mut client = Client::start(&["--hidden", root.to_str().unwrap()], dir.path());
+    client.initialize(json!({}));
+    let result = client.call("compress_context", arguments.clone());
+    let text = text_of(&result);
+    assert_ne!(result["isError"], json!(true), "{text}");
+    assert!(text.contains("[REDACTED:aws-access-key]"), "{text}");
+    assert!(text.contains("[REDACTED:private-key]"), "{text}");
+    assert!(
+        !text.contains("AKIAIOSFODNN7EXAMPLE") && !text.contains("MIIEv"),
+        "{text}"
+    );
+    for name in [
+        "id_rsa",
+        "deploy_key",
+        "server_pem_contents",
+        "service_account_contents",
+        "netrc_contents",
+        "git_config_contents",
+    ] {
+        assert!(!text.contains(name), "{name} was read: {text}");
+    }
+    assert_eq!(
+        result["structuredContent"]["stats"]["redacted"], 2,
+        "{result}"
+    );
+    assert!(
+        text.contains("--no-redact"),
+        "the note names the opt-out: {text}"
+    );
+    drop(client);
+
+    let mut client = Client::start(
+        &["--hidden", "--no-redact", root.to_str().unwrap()],
+        dir.path(),
+    );
+    client.initialize(json!({}));
+    let result = client.call("compress_context", arguments);
+    let text = text_of(&result);
+    assert!(text.contains("AKIAIOSFODNN7EXAMPLE"), "{text}");
+    assert!(!text.contains("[REDACTED:"), "{text}");
+    assert_eq!(
+        result["structuredContent"]["stats"]["redacted"], 0,
+        "{result}"
+    );
 }

@@ -4,6 +4,8 @@
 //!   the one rule for user- and agent-given paths (outside: one error, whatever is there).
 //! - [`lang`]: the language table (extensions, LSP ids, grammar, chunk query per language).
 //! - [`role`]: what a file is for (code, tests, docs, stubs, ...), from its path.
+//! - [`secrets`]: secrets by content (provider key formats, private-key blocks, generated
+//!   passwords), redacted in place as every file is read.
 //! - [`source`]: one file's text → chunks, with incremental reparse under edits. No IO.
 //! - [`workspace`]: with `confine`, the only module that touches the disk: walks a workspace (ignore files,
 //!   secrets, binaries, size caps, symlinks) and chunks its files in parallel.
@@ -16,6 +18,7 @@ pub mod lang;
 pub mod lines;
 mod pieces;
 pub mod role;
+pub mod secrets;
 pub mod source;
 mod syntax;
 mod text;

@@ -7,7 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use ignore::WalkBuilder;
 use ignore::overrides::OverrideBuilder;
 use rayon::prelude::*;
@@ -16,11 +16,14 @@ use serde::Serialize;
 use crate::chunk::Chunk;
 use crate::confine::{ReadError, RootDir};
 use crate::lang::Lang;
+use crate::secrets::{self, Redaction};
 use crate::source::chunk_source;
 
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// File names that likely hold secrets: never read unless the user names them explicitly.
+/// Matched case-insensitively (`SERVER.PEM`), against a symlink's own name and its target's
+/// (`deploy_key.txt -> ../id_rsa`).
 const SECRET_GLOBS: &[&str] = &[
     ".env",
     ".env.*",
@@ -39,10 +42,13 @@ const SECRET_GLOBS: &[&str] = &[
     "credentials.*",
     "*credentials*.json",
     ".netrc",
+    "netrc*",
+    "_netrc",
     ".pgpass",
     ".htpasswd",
     "*.kdbx",
     "secrets.y*ml",
+    "service-account*.json",
 ];
 
 /// Generated lock files: large, and useless as context.
@@ -71,6 +77,8 @@ pub struct WalkOptions {
     pub ignore_globs: Vec<String>,
     /// Only these languages, if set.
     pub langs: Option<Vec<Lang>>,
+    /// Replace secrets found in file text with `[REDACTED:<rule>]` ([`crate::secrets`]).
+    pub redact: bool,
 }
 
 impl Default for WalkOptions {
@@ -80,6 +88,7 @@ impl Default for WalkOptions {
             hidden: false,
             ignore_globs: Vec::new(),
             langs: None,
+            redact: true,
         }
     }
 }
@@ -100,8 +109,10 @@ pub struct FileChunks {
     pub lang: Lang,
     pub text: String,
     pub chunks: Vec<Chunk>,
-    /// Set when the file was read with a caveat (invalid UTF-8 replaced).
+    /// Set when the file was read with a caveat (invalid UTF-8 replaced, secrets redacted).
     pub warning: Option<String>,
+    /// Secrets replaced in `text` (empty when redaction is off).
+    pub redactions: Vec<Redaction>,
 }
 
 #[derive(Debug, Default)]
@@ -235,6 +246,11 @@ pub fn discover(
         .follow_links(true)
         .overrides(overrides)
         .filter_entry(move |entry| {
+            // A repository's own metadata (remotes with tokens in `.git/config`, hooks,
+            // objects) is never context, even under --hidden.
+            if entry.depth() > 0 && entry.file_name() == ".git" {
+                return false;
+            }
             if !entry.path_is_symlink() {
                 return true;
             }
@@ -265,10 +281,17 @@ pub fn discover(
         if !entry.file_type().is_some_and(|t| t.is_file()) {
             continue;
         }
+        let is_symlink = entry.path_is_symlink();
         let path = entry.into_path();
         let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let rel = relative(root, &path);
-        if secrets.is_match(file_name) {
+        // A symlink is judged by its target's name too: `deploy_key.txt -> ../id_rsa`.
+        let target_is_secret = is_symlink
+            && fs::canonicalize(&path)
+                .ok()
+                .and_then(|target| target.file_name().map(|n| secrets.is_match(n)))
+                .unwrap_or(false);
+        if secrets.is_match(file_name) || target_is_secret {
             own_skipped.push(Skipped {
                 path: rel,
                 reason: "may hold secrets: ignored by default (pass the file path explicitly to include it)".into(),
@@ -327,10 +350,12 @@ fn walk_error(root: &Path, err: &ignore::Error) -> Skipped {
     }
 }
 
+/// A case-insensitive set of `globs` (file systems and users disagree about case).
 fn globset(globs: &[&str]) -> Result<GlobSet, WalkError> {
     let mut builder = GlobSetBuilder::new();
     for glob in globs {
-        builder.add(Glob::new(glob).map_err(|e| WalkError::BadGlob {
+        let built = GlobBuilder::new(glob).case_insensitive(true).build();
+        builder.add(built.map_err(|e| WalkError::BadGlob {
             glob: glob.to_string(),
             message: e.to_string(),
         })?);
@@ -372,9 +397,23 @@ pub fn load_file(
             })
         })?;
     let lang = Lang::from_path(path);
-    let (text, warning) = decode(bytes).map_err(skip)?;
+    let (text, mut warning) = decode(bytes).map_err(skip)?;
     if let Some(reason) = looks_minified(&text) {
         return Err(skip(reason));
+    }
+    // Redacted before chunking: every surface that shows this file's text shows the
+    // redacted text, and chunk byte ranges are ranges of it.
+    let (text, redactions) = if options.redact {
+        secrets::redact(text)
+    } else {
+        (text, Vec::new())
+    };
+    if !redactions.is_empty() {
+        let note = redaction_warning(&redactions);
+        warning = Some(match warning {
+            Some(earlier) => format!("{earlier}; {note}"),
+            None => note,
+        });
     }
     let chunks = chunk_source(lang, &text);
     Ok(FileChunks {
@@ -384,7 +423,16 @@ pub fn load_file(
         text,
         chunks,
         warning,
+        redactions,
     })
+}
+
+/// The warning for a file whose secrets were redacted, naming the way to turn it off.
+pub fn redaction_warning(redactions: &[Redaction]) -> String {
+    format!(
+        "{} (turn redaction off with --no-redact / \"redact\": false)",
+        secrets::summary(redactions)
+    )
 }
 
 /// Text of a file, or why it is not text. Invalid UTF-8 is replaced, with a warning.

@@ -362,6 +362,104 @@ fn ignore_files_secrets_and_hidden_files() {
 }
 
 #[test]
+fn secret_name_rules_are_not_bypassed() {
+    let dir = dir_with_good();
+    let root = dir.path();
+    fs::create_dir(root.join("keys")).unwrap();
+    fs::write(root.join("keys/SERVER.PEM"), "key\n").unwrap();
+    fs::write(root.join("id_rsa"), "key\n").unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink("../id_rsa", root.join("keys/deploy_key.txt")).unwrap();
+    fs::write(root.join("service-account.json"), "{}\n").unwrap();
+    fs::write(root.join("Service-Account-prod.json"), "{}\n").unwrap();
+    fs::write(root.join("netrc.txt"), "machine m login l password p\n").unwrap();
+    fs::create_dir(root.join(".git")).unwrap();
+    fs::write(
+        root.join(".git/config"),
+        "[remote]\nurl = https://u:tok@host/r\n",
+    )
+    .unwrap();
+    fs::write(root.join(".git/hook.py"), GOOD_PY).unwrap();
+
+    let with_hidden = WalkOptions {
+        hidden: true,
+        ..WalkOptions::default()
+    };
+    let ws = workspace::chunk_workspace(root, &with_hidden).unwrap();
+    let paths: Vec<_> = ws.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, ["good.py"], "skipped: {:?}", ws.skipped);
+    for secret in [
+        "keys/SERVER.PEM",
+        "service-account.json",
+        "Service-Account-prod.json",
+        "netrc.txt",
+        "id_rsa",
+    ] {
+        assert!(
+            reason(&ws, secret).is_some_and(|r| r.contains("secrets")),
+            "{secret}: {:?}",
+            ws.skipped
+        );
+    }
+    #[cfg(unix)]
+    assert!(
+        reason(&ws, "keys/deploy_key.txt").is_some_and(|r| r.contains("secrets")),
+        "a symlink is judged by its target's name: {:?}",
+        ws.skipped
+    );
+    // `.git/` is not walked at all: not even listed as skipped.
+    assert!(ws.skipped.iter().all(|s| !s.path.starts_with(".git")));
+}
+
+#[test]
+fn secrets_in_file_text_are_redacted_in_place_unless_turned_off() {
+    let dir = dir_with_good();
+    let root = dir.path();
+    let config = "import os\n\nAWS_ACCESS_KEY_ID = \"AKIAIOSFODNN7EXAMPLE\"\nKEY = \"\"\"-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\nMzEfYyjiWA4R4/M2bS1GB4t7NXp98C3SC6dVMvDuictGeurT8jNbvJZHtCSuYEvu\n-----END PRIVATE KEY-----\"\"\"\n\n\ndef region():\n    return os.environ.get(\"REGION\", \"eu\")\n";
+    fs::write(root.join("config.py"), config).unwrap();
+
+    let ws = walk(root);
+    let file = ws.files.iter().find(|f| f.path == "config.py").unwrap();
+    assert!(
+        file.text.contains("[REDACTED:aws-access-key]"),
+        "{}",
+        file.text
+    );
+    assert!(
+        file.text.contains("[REDACTED:private-key]"),
+        "{}",
+        file.text
+    );
+    assert!(!file.text.contains("AKIAIOSFODNN7EXAMPLE") && !file.text.contains("MIIEv"));
+    let rules: Vec<_> = file.redactions.iter().map(|r| (r.rule, r.line)).collect();
+    assert_eq!(rules, [("aws-access-key", 3), ("private-key", 4)]);
+    let warning = ws.warnings.iter().find(|w| w.path == "config.py").unwrap();
+    assert!(warning.reason.contains("2 secrets redacted"), "{warning:?}");
+    assert!(warning.reason.contains("--no-redact"), "{warning:?}");
+
+    let plain = workspace::chunk_workspace(
+        root,
+        &WalkOptions {
+            redact: false,
+            ..WalkOptions::default()
+        },
+    )
+    .unwrap();
+    let original = plain.files.iter().find(|f| f.path == "config.py").unwrap();
+    assert_eq!(original.text, config);
+    assert!(original.redactions.is_empty());
+    // Redaction moves no line: the chunks span the same lines either way.
+    let lines = |f: &workspace::FileChunks| -> Vec<_> {
+        f.chunks
+            .iter()
+            .map(|c| (c.display_name().to_owned(), c.start_line, c.end_line))
+            .collect()
+    };
+    assert_eq!(lines(file), lines(original));
+    assert_eq!(file.text.lines().count(), config.lines().count());
+}
+
+#[test]
 fn missing_root_is_an_error_naming_the_path() {
     let err =
         workspace::chunk_workspace(Path::new("/no/such/dir"), &WalkOptions::default()).unwrap_err();

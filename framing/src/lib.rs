@@ -1,5 +1,5 @@
 //! JSON-RPC framing for the protocol shells: turns the bytes a client writes into whole
-//! messages and framing errors, with bounded memory and resynchronisation, and no IO.
+//! messages and framing errors, with bounded memory and resynchronisation.
 //!
 //! - [`content_length`]: LSP's `Content-Length: N\r\n\r\n<body>` frames.
 //! - [`lines`]: MCP's newline-delimited JSON.
@@ -9,10 +9,11 @@
 //! Both framers are pushed bytes as they arrive and give back [`Event`]s. They never hold
 //! more than one message of at most [`Limits::max_message_bytes`] plus what was pushed last;
 //! a message over the limit is streamed past (scanned, not kept) and reported as
-//! [`Problem::TooLarge`]. The shells (`ctxzip-lsp`, `ctxzip-mcp`) do the IO and word the
-//! replies.
+//! [`Problem::TooLarge`]. The framers do no IO; [`guard`] is the one stdio loop both shells
+//! (`ctxzip-lsp`, `ctxzip-mcp`) run around them, and the shells word the replies.
 
 pub mod content_length;
+pub mod guard;
 pub mod hostile;
 pub mod lines;
 mod scan;

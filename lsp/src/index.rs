@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use ctxzip_chunker::confine::{self, RootDir};
+use ctxzip_chunker::secrets::{self, Redaction};
 use ctxzip_chunker::workspace::{self, WalkError, WalkOptions};
 use ctxzip_chunker::{Chunk, EditError, Lang, Skipped, SourceFile};
 use dashmap::DashMap;
@@ -29,6 +30,8 @@ pub struct FileSnapshot {
     pub chunks: Vec<Chunk>,
     /// True when the text is an open buffer's, not the disk's.
     pub from_buffer: bool,
+    /// Secrets replaced in `text` (empty when redaction is off).
+    pub redactions: Vec<Redaction>,
 }
 
 /// A workspace root: a canonical directory and a short name for multi-root paths.
@@ -374,6 +377,7 @@ impl Index {
     /// Every indexed file (open buffers' text winning), sorted by path, optionally only
     /// those under one of `under`.
     pub fn snapshot(&self, under: Option<&[PathBuf]>) -> Vec<Arc<FileSnapshot>> {
+        let redact = read(&self.walk).redact;
         let mut out: Vec<Arc<FileSnapshot>> = self
             .files
             .iter()
@@ -387,15 +391,7 @@ impl Index {
                         let buffer = &mut *buffer;
                         buffer.source.refresh_chunks();
                         Arc::clone(buffer.snapshot.get_or_insert_with(|| {
-                            Arc::new(FileSnapshot {
-                                abs_path: disk.abs_path.clone(),
-                                root: disk.root.clone(),
-                                rel_path: disk.rel_path.clone(),
-                                lang: buffer.lang,
-                                text: buffer.source.text().to_owned(),
-                                chunks: buffer.source.chunks().to_vec(),
-                                from_buffer: true,
-                            })
+                            Arc::new(buffer_snapshot(disk, buffer.lang, &buffer.source, redact))
                         }))
                     }
                     None => Arc::clone(disk),
@@ -415,6 +411,37 @@ impl Index {
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An open buffer as a query sees it. The buffer keeps the editor's text (its edits are
+/// positions in that text); the snapshot redacts secrets in a copy and chunks the copy again
+/// (line numbers do not move, byte ranges do), the same redaction the disk read applies.
+fn buffer_snapshot(
+    disk: &FileSnapshot,
+    lang: Lang,
+    source: &SourceFile,
+    redact: bool,
+) -> FileSnapshot {
+    let (text, redactions) = if redact {
+        secrets::redact(source.text().to_owned())
+    } else {
+        (source.text().to_owned(), Vec::new())
+    };
+    let chunks = if redactions.is_empty() {
+        source.chunks().to_vec()
+    } else {
+        ctxzip_chunker::chunk_source(lang, &text)
+    };
+    FileSnapshot {
+        abs_path: disk.abs_path.clone(),
+        root: disk.root.clone(),
+        rel_path: disk.rel_path.clone(),
+        lang,
+        text,
+        chunks,
+        from_buffer: true,
+        redactions,
+    }
 }
 
 fn load_one(
@@ -439,6 +466,7 @@ fn load_one(
         text: file.text,
         chunks: file.chunks,
         from_buffer: false,
+        redactions: file.redactions,
     })
 }
 

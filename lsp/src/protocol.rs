@@ -28,6 +28,8 @@ pub struct Options {
     pub ignore: Option<Vec<String>>,
     /// Files larger than this are not indexed.
     pub max_file_bytes: Option<u64>,
+    /// Replace secrets found in file text with `[REDACTED:<rule>]` (default true).
+    pub redact: Option<bool>,
 }
 
 impl Options {
@@ -43,6 +45,7 @@ impl Options {
             deadline_ms: other.deadline_ms.or(self.deadline_ms),
             ignore: other.ignore.clone().or_else(|| self.ignore.clone()),
             max_file_bytes: other.max_file_bytes.or(self.max_file_bytes),
+            redact: other.redact.or(self.redact),
         }
     }
 

@@ -800,6 +800,13 @@ impl Server {
             Ok(Err(err)) => return Err(invalid_params(err.to_string())),
             Err(join) => return Err(panic_error("ctxzip/compress", join.into_panic_message())),
         };
+        if compressed.stats.redacted > 0 {
+            self.warn(format!(
+                "{} secret(s) in the files read (API keys, private keys, passwords) were replaced with [REDACTED:<rule>]; set \"redact\": false in initializationOptions to show them",
+                compressed.stats.redacted
+            ))
+            .await;
+        }
         if compressed.stats.deadline_skipped > 0 {
             self.refine_in_background(
                 scorer,
@@ -960,6 +967,7 @@ fn documents<'a>(files: &'a [Arc<FileSnapshot>], display: &'a [String]) -> Vec<D
             lang: f.lang,
             text: &f.text,
             chunks: &f.chunks,
+            redacted: f.redactions.len(),
         })
         .collect()
 }
@@ -1075,11 +1083,14 @@ fn walk_options(options: &Options) -> WalkOptions {
     if let Some(max) = options.max_file_bytes {
         walk.max_file_bytes = max;
     }
+    if let Some(redact) = options.redact {
+        walk.redact = redact;
+    }
     walk
 }
 
 fn walk_options_differ(a: &Options, b: &Options) -> bool {
-    a.ignore != b.ignore || a.max_file_bytes != b.max_file_bytes
+    a.ignore != b.ignore || a.max_file_bytes != b.max_file_bytes || a.redact != b.redact
 }
 
 /// Workspace folders, else rootUri, else rootPath.

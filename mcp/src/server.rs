@@ -408,6 +408,12 @@ impl CtxzipServer {
             Ok(Err(e)) => return Err(compress_error(e)),
             Err(e) => return Err(format!("compression failed: {e}")),
         };
+        if compressed.stats.redacted > 0 {
+            notes.push(format!(
+                "{} secret(s) in the files read (API keys, private keys, passwords) were replaced with [REDACTED:<rule>]; start the server with --no-redact to show them",
+                compressed.stats.redacted
+            ));
+        }
         if compressed.stats.deadline_skipped > 0 {
             notes.push(format!(
                 "deadline_ms reached: the model did not score {} of the candidates and functions (ranked by keyword match instead); the same call again continues where this one stopped",

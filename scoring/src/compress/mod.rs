@@ -48,6 +48,8 @@ pub struct Document<'a> {
     pub lang: Lang,
     pub text: &'a str,
     pub chunks: &'a [Chunk],
+    /// Secrets the reader replaced in `text` (counted in [`Stats::redacted`]).
+    pub redacted: usize,
 }
 
 impl<'a> From<&'a ctxzip_chunker::FileChunks> for Document<'a> {
@@ -57,6 +59,7 @@ impl<'a> From<&'a ctxzip_chunker::FileChunks> for Document<'a> {
             lang: file.lang,
             text: &file.text,
             chunks: &file.chunks,
+            redacted: file.redactions.len(),
         }
     }
 }
@@ -202,6 +205,9 @@ pub struct Stats {
     pub deadline_skipped: usize,
     pub files: usize,
     pub chunks: usize,
+    /// Secrets replaced with `[REDACTED:<rule>]` in the files read (all, not just those
+    /// selected).
+    pub redacted: usize,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -505,6 +511,7 @@ pub fn compress(
             deadline_skipped: skipped,
             files: n_files,
             chunks: chunks.len(),
+            redacted: docs.iter().map(|d| d.redacted).sum(),
         },
         chunks,
     })
@@ -1105,12 +1112,14 @@ mod tests {
                 lang: Lang::Python,
                 text: a,
                 chunks: &ca,
+                redacted: 0,
             },
             Document {
                 path: "b.py",
                 lang: Lang::Python,
                 text: b,
                 chunks: &cb,
+                redacted: 0,
             },
         ];
         let mut units = Vec::new();

@@ -1,0 +1,3 @@
+#!/bin/sh
+export AWS_ACCESS_KEY_ID=ASIA6RWJYAX6R5OAJ4XK
+aws s3 ls

@@ -1,0 +1,1 @@
+DATABASES = {"default": {"USER": "app", "PASSWORD": "cIa2UybROfdS16"}}

@@ -1,0 +1,1 @@
+const PASSWORD: &str = "Tr0ub4dor&3Gb0";

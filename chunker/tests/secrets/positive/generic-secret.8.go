@@ -1,0 +1,1 @@
+var apiKey = `7Hl3IuwvBayiLMcFx3mC6r0ziiKE`
