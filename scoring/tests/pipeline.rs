@@ -49,6 +49,7 @@ impl Workspace {
                 lang: *lang,
                 text,
                 chunks,
+                redacted: 0,
             })
             .collect()
     }

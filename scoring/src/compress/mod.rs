@@ -1171,8 +1171,11 @@ mod tests {
         // 4-byte characters and no newline before the estimate: the cut lands inside one.
         let text = "('𞸅', '𞸟'), ('𞸡', '𞸢'), ('𞸤', '𞸤')\n".repeat(3);
         for max_tokens in 1..40 {
-            let head = head_for_tokens(&text, 60, max_tokens);
-            assert!(text.starts_with(head) && head.len() < text.len(), "{max_tokens}");
+            let head = super::head_for_tokens(&text, 60, max_tokens);
+            assert!(
+                text.starts_with(head) && head.len() < text.len(),
+                "{max_tokens}"
+            );
         }
     }
 
