@@ -133,8 +133,11 @@ pub struct CompressOptions {
     /// ctxzip did before; off, they are printed only when the whole workspace fits. For
     /// measuring what leaving them out returns to the budget.
     pub keep_skeletons: bool,
-    /// Rank the model's candidates from files the query did not ask for after those it did
-    /// (and after their callees).
+    /// The model reads the kinds of files the query asks for (code, unless its first line
+    /// names tests, docs, ...; [`roles::wanted_roles`]) before any other: the candidate pool
+    /// is filled with them first, and candidates of other kinds rank after them and their
+    /// callees. Off, the pool is BM25's best of every kind (role-weighted) and the model's
+    /// score alone orders it.
     pub code_first: bool,
     /// After the model's candidates, rank the definitions that this many of the best of them
     /// call (callees found by name), ahead of the chunks only BM25 ranked; 0 turns it off,
@@ -741,7 +744,7 @@ pub fn candidate_chunks(
     }
     let (units, _, _) = lexical_units(scorer, docs, query, options)?;
     Ok(CandidateOrder {
-        chunks: candidate_order(&units)
+        chunks: candidate_order(&units, options.code_first)
             .into_iter()
             .map(|i| (units[i].doc, units[i].chunk))
             .collect(),
@@ -784,7 +787,7 @@ fn pin_structural(units: &mut [Unit], docs: &[Document], query: &str, focus: Opt
 /// for the faithful configuration); otherwise the pinned ones and BM25's best, up to
 /// `max_candidates` in all.
 fn pick_candidates(units: &[Unit], options: &CompressOptions) -> Vec<usize> {
-    let mut order = candidate_order(units);
+    let mut order = candidate_order(units, options.code_first && !options.faithful);
     if !options.faithful {
         let n_pinned = units.iter().filter(|u| u.pinned).count();
         order.truncate(pool_len(options.max_candidates, n_pinned));
@@ -792,11 +795,14 @@ fn pick_candidates(units: &[Unit], options: &CompressOptions) -> Vec<usize> {
     order
 }
 
-/// Every unit but skeletons, pinned first, then by BM25.
-fn candidate_order(units: &[Unit]) -> Vec<usize> {
+/// Every unit but skeletons, pinned first, then (with `code_first`) the kinds of files the
+/// query asks for, then by BM25.
+fn candidate_order(units: &[Unit], code_first: bool) -> Vec<usize> {
     let mut order: Vec<usize> = (0..units.len()).filter(|&i| !units[i].skeleton).collect();
+    let wanted = |u: &Unit| code_first && u.wanted;
     order.sort_by(|&a, &b| {
         (units[b].pinned.cmp(&units[a].pinned))
+            .then(wanted(&units[b]).cmp(&wanted(&units[a])))
             .then(units[b].bm25.total_cmp(&units[a].bm25))
             .then(a.cmp(&b))
     });
