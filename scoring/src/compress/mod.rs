@@ -1136,7 +1136,7 @@ impl Selection<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Document, Unit, called_names, with_callees};
+    use super::{CompressOptions, Document, Ranker, Unit, called_names, with_callees};
     use ctxzip_chunker::{Lang, chunk_source};
 
     #[test]
