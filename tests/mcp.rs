@@ -149,18 +149,15 @@ fn mcp_session_over_stdio() {
               "properties": {
                 "budget_tokens": {
                   "description": "Most tokens of context to return (default: the server's --default-budget-tokens;\nlarger values are clamped to its --max-output-tokens).",
-                  "format": "int64",
                   "type": "integer"
                 },
                 "candidates": {
                   "description": "Chunks the model scores at most (default as `ctxzip compress --candidates`); more\nfinds more, at more model time.",
-                  "format": "uint32",
                   "minimum": 0,
                   "type": "integer"
                 },
                 "deadline_ms": {
                   "description": "Answer within about this many milliseconds of model time (default: no limit). Chunks\nthe model did not reach by then are ranked by keyword match; the model's scores are\ncached, so asking again with the same query refines the answer.",
-                  "format": "uint64",
                   "minimum": 0,
                   "type": "integer"
                 },
@@ -193,7 +190,6 @@ fn mcp_session_over_stdio() {
                 },
                 "rate": {
                   "description": "Keep this fraction of the scope's tokens instead of budget_tokens (0 < rate <= 1);\nthe output cap still applies.",
-                  "format": "double",
                   "type": "number"
                 }
               },
@@ -208,7 +204,6 @@ fn mcp_session_over_stdio() {
                 "SelectedChunk": {
                   "properties": {
                     "end_line": {
-                      "format": "uint32",
                       "minimum": 0,
                       "type": "integer"
                     },
@@ -216,7 +211,6 @@ fn mcp_session_over_stdio() {
                       "description": "Line runs kept (1-based, inclusive); one run when the chunk is whole.",
                       "items": {
                         "items": {
-                          "format": "uint32",
                           "minimum": 0,
                           "type": "integer"
                         },
@@ -231,26 +225,27 @@ fn mcp_session_over_stdio() {
                       "type": "string"
                     },
                     "name": {
-                      "type": [
-                        "string",
-                        "null"
+                      "anyOf": [
+                        {
+                          "type": "string"
+                        },
+                        {
+                          "type": "null"
+                        }
                       ]
                     },
                     "path": {
                       "type": "string"
                     },
                     "score": {
-                      "format": "float",
                       "type": "number"
                     },
                     "start_line": {
-                      "format": "uint32",
                       "minimum": 0,
                       "type": "integer"
                     },
                     "tokens": {
                       "description": "Tokens of this chunk in the output (after fine pruning).",
-                      "format": "uint",
                       "minimum": 0,
                       "type": "integer"
                     }
@@ -270,58 +265,47 @@ fn mcp_session_over_stdio() {
                 "Stats": {
                   "properties": {
                     "budget_tokens": {
-                      "format": "uint",
                       "minimum": 0,
                       "type": "integer"
                     },
                     "candidates": {
-                      "format": "uint",
                       "minimum": 0,
                       "type": "integer"
                     },
                     "chunks": {
-                      "format": "uint",
                       "minimum": 0,
                       "type": "integer"
                     },
                     "compressed_tokens": {
-                      "format": "uint",
                       "minimum": 0,
                       "type": "integer"
                     },
                     "deadline_skipped": {
                       "description": "Candidates and functions the model did not reach before the deadline.",
-                      "format": "uint",
                       "minimum": 0,
                       "type": "integer"
                     },
                     "elapsed_ms": {
-                      "format": "double",
                       "type": "number"
                     },
                     "files": {
-                      "format": "uint",
                       "minimum": 0,
                       "type": "integer"
                     },
                     "model_tokens": {
                       "description": "Tokens the model processed for this query.",
-                      "format": "uint",
                       "minimum": 0,
                       "type": "integer"
                     },
                     "original_tokens": {
-                      "format": "uint",
                       "minimum": 0,
                       "type": "integer"
                     },
                     "ratio": {
-                      "format": "double",
                       "type": "number"
                     },
                     "redacted": {
                       "description": "Secrets replaced with `[REDACTED:<rule>]` in the files read (all, not just those\nselected).",
-                      "format": "uint",
                       "minimum": 0,
                       "type": "integer"
                     }
@@ -346,7 +330,6 @@ fn mcp_session_over_stdio() {
               "properties": {
                 "budget_tokens": {
                   "description": "The budget this call ran under (after the output cap).",
-                  "format": "uint",
                   "minimum": 0,
                   "type": "integer"
                 },
@@ -614,9 +597,18 @@ fn type_arrays(schema: &Value, at: &str) -> Vec<String> {
 }
 
 /// Whether `value` conforms to `schema`, for the keywords schemars writes (`type`,
-/// `properties`, `required`, `items`, `$ref` into `$defs`, `minimum`, `minItems`,
+/// `properties`, `required`, `items`, `$ref` into `$defs`, `anyOf`, `minimum`, `minItems`,
 /// `maxItems`, `additionalProperties: false`). No JSON Schema crate is in the lock file.
 fn conforms(value: &Value, schema: &Value, root: &Value, at: &str) -> Result<(), String> {
+    if let Some(branches) = schema["anyOf"].as_array() {
+        let failures: Vec<String> = branches
+            .iter()
+            .filter_map(|branch| conforms(value, branch, root, at).err())
+            .collect();
+        if failures.len() == branches.len() {
+            return Err(format!("{at}: matches no anyOf branch: {failures:?}"));
+        }
+    }
     if let Some(reference) = schema["$ref"].as_str() {
         let name = reference
             .strip_prefix("#/$defs/")

@@ -596,7 +596,7 @@ impl CtxzipServer {
     /// The part of the workspace's code that matters for a task, compressed to a token budget.
     #[tool(
         description = "Get the source code of this workspace that matters for a task, compressed into a token budget: whole functions, types and blocks ranked by how much they help explain the query, under their file paths, followed by a list of the kept chunks as path:start-end. Call it before reading files one by one when you need to understand, change or debug code; narrow with paths or focus_file.",
-        output_schema = rmcp::handler::server::tool::schema_for_output::<CompressOutput>(),
+        output_schema = crate::schema::output_schema::<CompressOutput>(),
         annotations(
             title = "Compress workspace context",
             read_only_hint = true,
