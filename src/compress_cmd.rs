@@ -32,8 +32,9 @@ pub struct CompressArgs {
     #[arg(long)]
     pub query_file: Option<PathBuf>,
     /// Output budget in the model's tokens; never exceeded.
-    #[arg(long, short = 'b', allow_hyphen_values = true, conflicts_with = "rate")]
-    pub budget: Option<i64>,
+    #[arg(long, short = 'b', allow_hyphen_values = true, conflicts_with = "rate",
+          default_value_t = compress::DEFAULT_BUDGET_TOKENS as i64)]
+    pub budget: i64,
     /// Keep this fraction of the workspace's tokens instead (0 < R <= 1).
     #[arg(long)]
     pub rate: Option<f64>,
@@ -145,18 +146,14 @@ fn bad(message: impl Into<String>) -> anyhow::Error {
 
 pub fn run(args: CompressArgs) -> Result<ExitCode> {
     let query = read_query(&args)?;
-    let budget = match (args.budget, args.rate) {
-        (Some(n), _) if n <= 0 => return Err(bad(CompressError::BadBudget(n).to_string())),
-        (Some(n), _) => Budget::Tokens(n as usize),
-        (None, Some(r)) if !(r > 0.0 && r <= 1.0) => {
+    // clap refuses --budget with --rate; the budget's default gives way to a rate.
+    let budget = match (args.rate, args.budget) {
+        (Some(r), _) if !(r > 0.0 && r <= 1.0) => {
             return Err(bad(CompressError::BadRate(r).to_string()));
         }
-        (None, Some(r)) => Budget::Rate(r),
-        (None, None) => {
-            return Err(bad(
-                "give a budget: --budget TOKENS (e.g. 2000) or --rate R (e.g. 0.2)",
-            ));
-        }
+        (Some(r), _) => Budget::Rate(r),
+        (None, n) if n <= 0 => return Err(bad(CompressError::BadBudget(n).to_string())),
+        (None, n) => Budget::Tokens(n as usize),
     };
     let paths = if args.paths.is_empty() {
         vec![PathBuf::from(".")]

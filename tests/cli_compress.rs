@@ -265,7 +265,10 @@ fn bad_input_is_reported_with_exit_code_2() {
             vec!["compress", root, "-q", "x", "--rate", "1.5"],
             "rate must be in (0, 1]",
         ),
-        (vec!["compress", root, "-q", "x"], "give a budget"),
+        (
+            vec!["compress", root, "-q", "x", "-b", "100", "--rate", "0.2"],
+            "cannot be used with",
+        ),
         (
             vec!["compress", "/no/such/dir", "-q", "x", "-b", "100"],
             "no such file or directory",

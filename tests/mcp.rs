@@ -124,62 +124,73 @@ fn mcp_session_over_stdio() {
                       "type": "string"
                     }
                   ]
+                },
+                "RankerParam": {
+                  "oneOf": [
+                    {
+                      "const": "model",
+                      "description": "Conditional perplexity under the model (the default).",
+                      "type": "string"
+                    },
+                    {
+                      "const": "fused",
+                      "description": "The model's ranking fused with keyword (BM25) ranking.",
+                      "type": "string"
+                    },
+                    {
+                      "const": "bm25",
+                      "description": "Keyword (BM25) ranking alone: no model work, whole chunks.",
+                      "type": "string"
+                    }
+                  ]
                 }
               },
               "$schema": "https://json-schema.org/draft/2020-12/schema",
               "properties": {
                 "budget_tokens": {
-                  "default": null,
                   "description": "Most tokens of context to return (default: the server's --default-budget-tokens;\nlarger values are clamped to its --max-output-tokens).",
-                  "format": "int64",
-                  "type": [
-                    "integer",
-                    "null"
-                  ]
+                  "type": "integer"
+                },
+                "candidates": {
+                  "description": "Chunks the model scores at most (default as `ctxzip compress --candidates`); more\nfinds more, at more model time.",
+                  "minimum": 0,
+                  "type": "integer"
                 },
                 "deadline_ms": {
-                  "default": null,
                   "description": "Answer within about this many milliseconds of model time (default: no limit). Chunks\nthe model did not reach by then are ranked by keyword match; the model's scores are\ncached, so asking again with the same query refines the answer.",
-                  "format": "uint64",
                   "minimum": 0,
-                  "type": [
-                    "integer",
-                    "null"
-                  ]
+                  "type": "integer"
                 },
                 "focus_file": {
-                  "default": null,
                   "description": "The file being worked on, \"FILE\" or \"FILE:LINE\": the chunk at LINE is always kept\nand the file's other chunks are favoured.",
-                  "type": [
-                    "string",
-                    "null"
-                  ]
+                  "type": "string"
                 },
                 "format": {
-                  "anyOf": [
-                    {
-                      "$ref": "#/$defs/OutputFormat"
-                    },
-                    {
-                      "type": "null"
-                    }
-                  ],
+                  "$ref": "#/$defs/OutputFormat",
                   "description": "Output format (default text)."
                 },
+                "no_fine": {
+                  "description": "Keep whole functions: skip the stage that prunes kept functions to their relevant\nblocks (default false).",
+                  "type": "boolean"
+                },
                 "paths": {
-                  "default": null,
                   "description": "Only these files or directories, relative to the workspace root (default: the whole\nworkspace).",
                   "items": {
                     "type": "string"
                   },
-                  "type": [
-                    "array",
-                    "null"
-                  ]
+                  "type": "array"
                 },
                 "query": {
                   "description": "What the context is for, in words: the task, question or bug, e.g. \"where are\nretries handled and how is the backoff computed?\".",
                   "type": "string"
+                },
+                "ranker": {
+                  "$ref": "#/$defs/RankerParam",
+                  "description": "How chunks are ranked (default model)."
+                },
+                "rate": {
+                  "description": "Keep this fraction of the scope's tokens instead of budget_tokens (0 < rate <= 1);\nthe output cap still applies.",
+                  "type": "number"
                 }
               },
               "required": [
@@ -187,7 +198,177 @@ fn mcp_session_over_stdio() {
               ],
               "type": "object"
             },
-            "name": "compress_context"
+            "name": "compress_context",
+            "outputSchema": {
+              "$defs": {
+                "SelectedChunk": {
+                  "properties": {
+                    "end_line": {
+                      "minimum": 0,
+                      "type": "integer"
+                    },
+                    "kept_lines": {
+                      "description": "Line runs kept (1-based, inclusive); one run when the chunk is whole.",
+                      "items": {
+                        "items": {
+                          "minimum": 0,
+                          "type": "integer"
+                        },
+                        "maxItems": 2,
+                        "minItems": 2,
+                        "type": "array"
+                      },
+                      "type": "array"
+                    },
+                    "kind": {
+                      "description": "function, method, header, glue, ... (lower case).",
+                      "type": "string"
+                    },
+                    "name": {
+                      "anyOf": [
+                        {
+                          "type": "string"
+                        },
+                        {
+                          "type": "null"
+                        }
+                      ]
+                    },
+                    "path": {
+                      "type": "string"
+                    },
+                    "score": {
+                      "type": "number"
+                    },
+                    "start_line": {
+                      "minimum": 0,
+                      "type": "integer"
+                    },
+                    "tokens": {
+                      "description": "Tokens of this chunk in the output (after fine pruning).",
+                      "minimum": 0,
+                      "type": "integer"
+                    }
+                  },
+                  "required": [
+                    "path",
+                    "start_line",
+                    "end_line",
+                    "name",
+                    "kind",
+                    "score",
+                    "tokens",
+                    "kept_lines"
+                  ],
+                  "type": "object"
+                },
+                "Stats": {
+                  "properties": {
+                    "budget_tokens": {
+                      "minimum": 0,
+                      "type": "integer"
+                    },
+                    "candidates": {
+                      "minimum": 0,
+                      "type": "integer"
+                    },
+                    "chunks": {
+                      "minimum": 0,
+                      "type": "integer"
+                    },
+                    "compressed_tokens": {
+                      "minimum": 0,
+                      "type": "integer"
+                    },
+                    "deadline_skipped": {
+                      "description": "Candidates and functions the model did not reach before the deadline.",
+                      "minimum": 0,
+                      "type": "integer"
+                    },
+                    "elapsed_ms": {
+                      "type": "number"
+                    },
+                    "files": {
+                      "minimum": 0,
+                      "type": "integer"
+                    },
+                    "model_tokens": {
+                      "description": "Tokens the model processed for this query.",
+                      "minimum": 0,
+                      "type": "integer"
+                    },
+                    "original_tokens": {
+                      "minimum": 0,
+                      "type": "integer"
+                    },
+                    "ratio": {
+                      "type": "number"
+                    },
+                    "redacted": {
+                      "description": "Secrets replaced with `[REDACTED:<rule>]` in the files read (all, not just those\nselected).",
+                      "minimum": 0,
+                      "type": "integer"
+                    }
+                  },
+                  "required": [
+                    "original_tokens",
+                    "compressed_tokens",
+                    "ratio",
+                    "elapsed_ms",
+                    "model_tokens",
+                    "budget_tokens",
+                    "candidates",
+                    "deadline_skipped",
+                    "files",
+                    "chunks",
+                    "redacted"
+                  ],
+                  "type": "object"
+                }
+              },
+              "$schema": "https://json-schema.org/draft/2020-12/schema",
+              "properties": {
+                "budget_tokens": {
+                  "description": "The budget this call ran under (after the output cap).",
+                  "minimum": 0,
+                  "type": "integer"
+                },
+                "chunks": {
+                  "description": "The kept chunks, in output order.",
+                  "items": {
+                    "$ref": "#/$defs/SelectedChunk"
+                  },
+                  "type": "array"
+                },
+                "context": {
+                  "description": "The compressed context, as in the first text block.",
+                  "type": "string"
+                },
+                "notes": {
+                  "description": "What the caller should know: a clamped budget, redacted secrets, a deadline reached.",
+                  "items": {
+                    "type": "string"
+                  },
+                  "type": "array"
+                },
+                "root": {
+                  "description": "The workspace root the paths are relative to.",
+                  "type": "string"
+                },
+                "stats": {
+                  "$ref": "#/$defs/Stats"
+                }
+              },
+              "required": [
+                "context",
+                "root",
+                "budget_tokens",
+                "chunks",
+                "stats",
+                "notes"
+              ],
+              "type": "object"
+            }
           },
           {
             "annotations": {
@@ -203,6 +384,15 @@ fn mcp_session_over_stdio() {
             "name": "status"
           }
         ]"##]].assert_eq(&serde_json::to_string_pretty(&tools["tools"]).unwrap());
+    // Every client takes the schemas: optional fields are declared by their plain type,
+    // and the compress tool declares what its structuredContent holds.
+    let compress_tool = &tools["tools"][0];
+    assert_eq!(
+        type_arrays(&compress_tool["inputSchema"], "inputSchema"),
+        Vec::<String>::new()
+    );
+    let output_schema = &compress_tool["outputSchema"];
+    assert_eq!(output_schema["type"], "object", "{compress_tool}");
 
     // Success, with progress notifications for the token the call carries.
     let result = client.request(
@@ -217,6 +407,17 @@ fn mcp_session_over_stdio() {
     assert_ne!(result["isError"], json!(true), "{text}");
     assert!(text.contains("def backoff_delay"), "{text}");
     assert!(text.contains("function backoff_delay"), "{text}");
+    conforms(
+        &result["structuredContent"],
+        output_schema,
+        output_schema,
+        "structuredContent",
+    )
+    .unwrap_or_else(|e| panic!("{e}: {}", result["structuredContent"]));
+    assert_eq!(
+        result["structuredContent"]["context"], result["content"][0]["text"],
+        "the structured result holds the context"
+    );
     let stats = &result["structuredContent"]["stats"];
     let compressed_tokens = stats["compressed_tokens"].as_u64().unwrap();
     assert!(compressed_tokens > 0 && compressed_tokens <= 300, "{stats}");
@@ -273,6 +474,29 @@ fn mcp_session_over_stdio() {
     assert_ne!(result["isError"], json!(true), "{text}");
     assert!(text.contains("deadline_ms reached"), "{text}");
 
+    // The options of the CLI and the LSP: a rate, BM25 alone, whole functions, candidates.
+    let result = client.call(
+        "compress_context",
+        json!({"query": "invoice total with tax", "rate": 0.5, "ranker": "bm25", "no_fine": true, "candidates": 4}),
+    );
+    let text = text_of(&result);
+    assert_ne!(result["isError"], json!(true), "{text}");
+    conforms(
+        &result["structuredContent"],
+        output_schema,
+        output_schema,
+        "structuredContent",
+    )
+    .unwrap_or_else(|e| panic!("{e}: {}", result["structuredContent"]));
+    let stats = &result["structuredContent"]["stats"];
+    let original = stats["original_tokens"].as_u64().unwrap();
+    assert_eq!(
+        stats["budget_tokens"].as_u64().unwrap(),
+        original / 2,
+        "{stats}"
+    );
+    assert_eq!(stats["model_tokens"], 0, "bm25 runs no model: {stats}");
+    assert!(text.contains("invoice_total"), "{text}");
     // Failures are results an agent can read and act on.
     let failures = [
         (json!({"query": "   "}), "query is empty"),
@@ -293,6 +517,18 @@ fn mcp_session_over_stdio() {
             "no such file or directory",
         ),
         (json!({"budget_tokens": 100}), "query"),
+        (
+            json!({"query": "retry", "budget_tokens": 100, "rate": 0.2}),
+            "not both",
+        ),
+        (
+            json!({"query": "retry", "rate": 1.5}),
+            "rate must be in (0, 1]",
+        ),
+        (
+            json!({"query": "retry", "ranker": "lexical"}),
+            "expected one of `model`, `fused`, `bm25`",
+        ),
     ];
     for (arguments, message) in failures {
         let result = client.call("compress_context", arguments.clone());
@@ -314,6 +550,129 @@ fn mcp_session_over_stdio() {
     assert_eq!(s["model"]["name"], "smollm2-135m");
     assert!(s["scorer_cache"]["tokens_decoded"].as_u64().unwrap() > 0);
     assert_eq!(s["max_output_tokens"], 1000);
+    drop(client);
+
+    // A rate past the output cap is clamped like a budget.
+    let mut client = Client::start(
+        &["--max-output-tokens", "120", root.to_str().unwrap()],
+        dir.path(),
+    );
+    client.initialize(json!({}));
+    let result = client.call(
+        "compress_context",
+        json!({"query": "invoice total with tax", "rate": 1.0, "ranker": "bm25"}),
+    );
+    let text = text_of(&result);
+    assert_ne!(result["isError"], json!(true), "{text}");
+    let stats = &result["structuredContent"]["stats"];
+    assert!(stats["original_tokens"].as_u64().unwrap() > 120, "{stats}");
+    assert!(
+        stats["compressed_tokens"].as_u64().unwrap() <= 120,
+        "{stats}"
+    );
+    assert!(text.contains("clamped to 120 tokens"), "{text}");
+}
+
+/// Every `"type": [..]` array under `schema`, by its JSON path.
+fn type_arrays(schema: &Value, at: &str) -> Vec<String> {
+    match schema {
+        Value::Object(map) => map
+            .iter()
+            .flat_map(|(key, value)| {
+                let here = format!("{at}/{key}");
+                if key == "type" && value.is_array() {
+                    vec![here]
+                } else {
+                    type_arrays(value, &here)
+                }
+            })
+            .collect(),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .flat_map(|(i, v)| type_arrays(v, &format!("{at}/{i}")))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Whether `value` conforms to `schema`, for the keywords schemars writes (`type`,
+/// `properties`, `required`, `items`, `$ref` into `$defs`, `anyOf`, `minimum`, `minItems`,
+/// `maxItems`, `additionalProperties: false`). No JSON Schema crate is in the lock file.
+fn conforms(value: &Value, schema: &Value, root: &Value, at: &str) -> Result<(), String> {
+    if let Some(branches) = schema["anyOf"].as_array() {
+        let failures: Vec<String> = branches
+            .iter()
+            .filter_map(|branch| conforms(value, branch, root, at).err())
+            .collect();
+        if failures.len() == branches.len() {
+            return Err(format!("{at}: matches no anyOf branch: {failures:?}"));
+        }
+    }
+    if let Some(reference) = schema["$ref"].as_str() {
+        let name = reference
+            .strip_prefix("#/$defs/")
+            .ok_or_else(|| format!("{at}: unsupported $ref {reference}"))?;
+        return conforms(value, &root["$defs"][name], root, at);
+    }
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    let type_ok = |t: &str| match t {
+        "object" => value.is_object(),
+        "array" => value.is_array(),
+        "string" => value.is_string(),
+        "integer" => value.is_u64() || value.is_i64(),
+        "number" => value.is_number(),
+        "boolean" => value.is_boolean(),
+        "null" => value.is_null(),
+        _ => false,
+    };
+    if !types.is_empty() && !types.iter().any(|t| type_ok(t)) {
+        return Err(format!("{at}: {value} is not of type {types:?}"));
+    }
+    if let (Some(min), Some(n)) = (schema["minimum"].as_f64(), value.as_f64())
+        && n < min
+    {
+        return Err(format!("{at}: {n} < minimum {min}"));
+    }
+    if let Value::Object(map) = value {
+        for name in schema["required"].as_array().into_iter().flatten() {
+            let name = name.as_str().unwrap();
+            if !map.contains_key(name) {
+                return Err(format!("{at}: required field {name:?} missing"));
+            }
+        }
+        for (key, field) in map {
+            match schema["properties"].get(key) {
+                Some(property) => conforms(field, property, root, &format!("{at}.{key}"))?,
+                None if schema["additionalProperties"] == json!(false) => {
+                    return Err(format!("{at}: field {key:?} is not in the schema"));
+                }
+                None => {}
+            }
+        }
+    }
+    if let Value::Array(items) = value {
+        if let Some(min) = schema["minItems"].as_u64()
+            && (items.len() as u64) < min
+        {
+            return Err(format!("{at}: fewer than {min} items"));
+        }
+        if let Some(max) = schema["maxItems"].as_u64()
+            && (items.len() as u64) > max
+        {
+            return Err(format!("{at}: more than {max} items"));
+        }
+        if schema.get("items").is_some() {
+            for (i, item) in items.iter().enumerate() {
+                conforms(item, &schema["items"], root, &format!("{at}[{i}]"))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Without --root, the workspace is the client's first root.

@@ -94,6 +94,8 @@ pub struct CompressParams {
     pub paths: Option<Vec<Uri>>,
     /// Keep whole functions (skip the block-level stage).
     pub no_fine: Option<bool>,
+    /// model (default), fused (the model's ranking fused with BM25's) or bm25 (no model).
+    pub ranker: Option<String>,
     /// Chunks the model scores, for this request only.
     pub candidates: Option<usize>,
     /// Latency budget of the model's work for this request, in milliseconds: candidates

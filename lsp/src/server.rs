@@ -32,7 +32,6 @@ use crate::model::{ModelSettings, ModelSlot};
 use crate::protocol::{ChunkResult, CompressParams, CompressResult, Options};
 
 pub const COMPRESS_COMMAND: &str = "ctxzip.compress";
-const DEFAULT_BUDGET_TOKENS: usize = 2000;
 /// A compress whose query equals this variable's value panics (for tests only).
 const PANIC_HOOK_ENV: &str = "CTXZIP_LSP_TEST_PANIC_QUERY";
 
@@ -678,11 +677,17 @@ impl Server {
                 return Err(invalid_params(CompressError::BadRate(r).to_string()));
             }
             (None, Some(r)) => Budget::Rate(r),
-            (None, None) => Budget::Tokens(options.budget.unwrap_or(DEFAULT_BUDGET_TOKENS)),
+            (None, None) => {
+                Budget::Tokens(options.budget.unwrap_or(compress::DEFAULT_BUDGET_TOKENS))
+            }
         };
         let format: Format = match params.format.as_deref() {
             Some(f) => f.parse().map_err(invalid_params)?,
             None => Format::Text,
+        };
+        let ranker = match params.ranker.as_deref() {
+            Some(r) => r.parse().map_err(invalid_params)?,
+            None => CompressOptions::default().ranker,
         };
         let under = match &params.paths {
             Some(uris) => {
@@ -752,6 +757,7 @@ impl Server {
             format,
             focus,
             fine: !params.no_fine.unwrap_or(false),
+            ranker,
             max_candidates: params
                 .candidates
                 .or(options.candidates)

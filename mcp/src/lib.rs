@@ -14,6 +14,7 @@
 pub mod index;
 pub mod paths;
 pub mod progress;
+pub mod schema;
 pub mod server;
 mod transport;
 
@@ -44,7 +45,7 @@ pub struct McpArgs {
     #[arg(long, default_value_t = DEFAULT_MAX_OUTPUT_TOKENS)]
     pub max_output_tokens: usize,
     /// Budget of a call that gives none, in tokens.
-    #[arg(long, default_value_t = 4000)]
+    #[arg(long, default_value_t = ctxzip_scoring::compress::DEFAULT_BUDGET_TOKENS)]
     pub default_budget_tokens: usize,
     /// Largest message (one line of JSON) accepted, in bytes; a longer line is skipped
     /// unread and answered with an error.
@@ -58,7 +59,7 @@ impl McpArgs {
     pub fn settings(&self, walk: WalkOptions) -> Result<Settings> {
         if self.max_output_tokens == 0 || self.default_budget_tokens == 0 {
             bail!(
-                "--max-output-tokens and --default-budget-tokens must be positive (e.g. 20000 and 4000)"
+                "--max-output-tokens and --default-budget-tokens must be positive (e.g. 20000 and 2000)"
             );
         }
         let root = match self.root.as_ref().or(self.root_arg.as_ref()) {

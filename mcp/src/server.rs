@@ -9,14 +9,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ctxzip_chunker::workspace::{FileChunks, WalkOptions};
 use ctxzip_scoring::compress::{
-    self, Budget, CompressError, CompressOptions, Compressed, Document, Focus, Format,
+    self, Budget, CompressError, CompressOptions, Compressed, Document, Focus, Format, Ranker,
+    SelectedChunk, Stats,
 };
 use ctxzip_scoring::{CancelFlag, SharedModel, models};
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
 use rmcp::service::{NotificationContext, Peer, RequestContext};
 use rmcp::{RoleServer, ServerHandler, schemars, tool, tool_handler, tool_router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::{OnceCell, watch};
 
@@ -88,7 +89,19 @@ pub enum OutputFormat {
     Xml,
 }
 
+#[derive(Clone, Copy, Debug, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RankerParam {
+    /// Conditional perplexity under the model (the default).
+    Model,
+    /// The model's ranking fused with keyword (BM25) ranking.
+    Fused,
+    /// Keyword (BM25) ranking alone: no model work, whole chunks.
+    Bm25,
+}
+
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(transform = crate::schema::plain_optionals)]
 pub struct CompressParams {
     /// What the context is for, in words: the task, question or bug, e.g. "where are
     /// retries handled and how is the backoff computed?".
@@ -97,6 +110,10 @@ pub struct CompressParams {
     /// larger values are clamped to its --max-output-tokens).
     #[serde(default)]
     pub budget_tokens: Option<i64>,
+    /// Keep this fraction of the scope's tokens instead of budget_tokens (0 < rate <= 1);
+    /// the output cap still applies.
+    #[serde(default)]
+    pub rate: Option<f64>,
     /// Only these files or directories, relative to the workspace root (default: the whole
     /// workspace).
     #[serde(default)]
@@ -108,6 +125,17 @@ pub struct CompressParams {
     /// Output format (default text).
     #[serde(default)]
     pub format: Option<OutputFormat>,
+    /// Keep whole functions: skip the stage that prunes kept functions to their relevant
+    /// blocks (default false).
+    #[serde(default)]
+    pub no_fine: Option<bool>,
+    /// How chunks are ranked (default model).
+    #[serde(default)]
+    pub ranker: Option<RankerParam>,
+    /// Chunks the model scores at most (default as `ctxzip compress --candidates`); more
+    /// finds more, at more model time.
+    #[serde(default)]
+    pub candidates: Option<u32>,
     /// Answer within about this many milliseconds of model time (default: no limit). Chunks
     /// the model did not reach by then are ranked by keyword match; the model's scores are
     /// cached, so asking again with the same query refines the answer.
@@ -317,19 +345,30 @@ impl CtxzipServer {
         }
         let mut notes = Vec::new();
         let params_deadline = params.deadline_ms;
-        let requested = match params.budget_tokens {
-            None => settings.default_budget_tokens,
-            Some(n) if n <= 0 => return Err(bad_budget(n)),
-            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
-        };
-        let budget_tokens = if requested > settings.max_output_tokens {
-            notes.push(format!(
-                "budget_tokens {requested} is above this server's output cap; clamped to {} tokens (--max-output-tokens)",
-                settings.max_output_tokens
-            ));
-            settings.max_output_tokens
-        } else {
-            requested
+        let budget = match (params.budget_tokens, params.rate) {
+            (Some(_), Some(_)) => {
+                return Err("give budget_tokens or rate, not both".into());
+            }
+            (Some(n), None) if n <= 0 => return Err(bad_budget(n)),
+            (Some(n), None) => {
+                let requested = usize::try_from(n).unwrap_or(usize::MAX);
+                if requested > settings.max_output_tokens {
+                    notes.push(clamped_note(
+                        format!("budget_tokens {requested}"),
+                        settings.max_output_tokens,
+                    ));
+                    Budget::Tokens(settings.max_output_tokens)
+                } else {
+                    Budget::Tokens(requested)
+                }
+            }
+            (None, Some(r)) if !(r > 0.0 && r <= 1.0) => {
+                return Err(format!(
+                    "rate must be in (0, 1] (got {r}); e.g. 0.2 keeps a fifth of the scope's tokens"
+                ));
+            }
+            (None, Some(r)) => Budget::Rate(r),
+            (None, None) => Budget::Tokens(settings.default_budget_tokens),
         };
         let format = match params.format.unwrap_or(OutputFormat::Text) {
             OutputFormat::Text => Format::Text,
@@ -374,20 +413,47 @@ impl CtxzipServer {
             .report(2.0, format!("scoring {n_chunks} chunks for the query"))
             .await;
 
+        let defaults = CompressOptions::default();
         let options = CompressOptions {
-            budget: Budget::Tokens(budget_tokens),
+            budget,
             format,
             focus: view.focus.clone(),
+            fine: !params.no_fine.unwrap_or(!defaults.fine),
+            ranker: match params.ranker {
+                None => defaults.ranker,
+                Some(RankerParam::Model) => Ranker::Model,
+                Some(RankerParam::Fused) => Ranker::Fused,
+                Some(RankerParam::Bm25) => Ranker::Bm25,
+            },
+            max_candidates: params
+                .candidates
+                .map_or(defaults.max_candidates, |n| (n as usize).max(1)),
             deadline: params_deadline.map(std::time::Duration::from_millis),
-            ..CompressOptions::default()
+            ..defaults
         };
+        let max_output_tokens = settings.max_output_tokens;
         let cancel = CancelFlag::new();
         let worker_cancel = cancel.clone();
         let files = view.files.clone();
         let worker_query = query.clone();
         let mut job = tokio::task::spawn_blocking(move || {
             let docs: Vec<Document> = files.iter().map(|f| Document::from(&**f)).collect();
-            compress::compress(&*scorer, &docs, &worker_query, &options, &worker_cancel)
+            let compressed =
+                compress::compress(&*scorer, &docs, &worker_query, &options, &worker_cancel)?;
+            // A rate is a share of a scope only the core counts; past the output cap, the
+            // same call under the cap (the model's scores are cached: assembly only).
+            if matches!(options.budget, Budget::Rate(_))
+                && compressed.stats.budget_tokens > max_output_tokens
+            {
+                let capped = CompressOptions {
+                    budget: Budget::Tokens(max_output_tokens),
+                    ..options
+                };
+                let again =
+                    compress::compress(&*scorer, &docs, &worker_query, &capped, &worker_cancel)?;
+                return Ok((again, Some(compressed.stats.budget_tokens)));
+            }
+            Ok((compressed, None))
         });
         let ct = ctx.ct.clone();
         let work = async {
@@ -401,7 +467,15 @@ impl CtxzipServer {
         };
         let joined = progress.tick_while(2.0, "scoring", work).await;
         let compressed = match joined {
-            Ok(Ok(compressed)) => compressed,
+            Ok(Ok((compressed, clamped_from))) => {
+                if let (Some(requested), Some(rate)) = (clamped_from, params.rate) {
+                    notes.push(clamped_note(
+                        format!("rate {rate} ({requested} tokens)"),
+                        settings.max_output_tokens,
+                    ));
+                }
+                compressed
+            }
             Ok(Err(e)) if cancel.is_cancelled() => {
                 return Err(format!("cancelled by the client ({e})"));
             }
@@ -430,12 +504,7 @@ impl CtxzipServer {
                 ),
             )
             .await;
-        Ok(compress_result(
-            &view.root,
-            budget_tokens,
-            compressed,
-            notes,
-        ))
+        Ok(compress_result(&view.root, compressed, notes))
     }
 
     async fn status_value(&self) -> Value {
@@ -527,6 +596,7 @@ impl CtxzipServer {
     /// The part of the workspace's code that matters for a task, compressed to a token budget.
     #[tool(
         description = "Get the source code of this workspace that matters for a task, compressed into a token budget: whole functions, types and blocks ranked by how much they help explain the query, under their file paths, followed by a list of the kept chunks as path:start-end. Call it before reading files one by one when you need to understand, change or debug code; narrow with paths or focus_file.",
+        output_schema = crate::schema::output_schema::<CompressOutput>(),
         annotations(
             title = "Compress workspace context",
             read_only_hint = true,
@@ -595,6 +665,13 @@ fn instructions(settings: &Settings) -> String {
 
 const EMPTY_QUERY: &str = "query is empty: say in words what the context is for, e.g. \"where are retries handled and how is the backoff computed?\"";
 
+/// `what`: "budget_tokens 50000" or "rate 0.5 (50000 tokens)".
+fn clamped_note(what: String, cap: usize) -> String {
+    format!(
+        "{what} is above this server's output cap; clamped to {cap} tokens (--max-output-tokens)"
+    )
+}
+
 fn bad_budget(n: i64) -> String {
     format!(
         "budget_tokens must be a positive number of tokens (got {n}); e.g. 2000, or leave it out for the default"
@@ -618,12 +695,25 @@ fn compress_error(e: CompressError) -> String {
     }
 }
 
-fn compress_result(
-    root: &Path,
-    budget_tokens: usize,
-    compressed: Compressed,
-    notes: Vec<String>,
-) -> CallToolResult {
+/// The `structuredContent` of a `compress_context` result; its schema is the tool's
+/// `outputSchema`.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct CompressOutput {
+    /// The compressed context, as in the first text block.
+    pub context: String,
+    /// The workspace root the paths are relative to.
+    pub root: String,
+    /// The budget this call ran under (after the output cap).
+    pub budget_tokens: usize,
+    /// The kept chunks, in output order.
+    pub chunks: Vec<SelectedChunk>,
+    pub stats: Stats,
+    /// What the caller should know: a clamped budget, redacted secrets, a deadline reached.
+    pub notes: Vec<String>,
+}
+
+fn compress_result(root: &Path, compressed: Compressed, notes: Vec<String>) -> CallToolResult {
+    let budget_tokens = compressed.stats.budget_tokens;
     let s = &compressed.stats;
     let mut summary = format!(
         "[ctxzip: {} of {} budget tokens, {} chunks from {} files; the workspace scope holds {} tokens ({:.1}x); {:.0} ms]",
@@ -652,18 +742,18 @@ fn compress_result(
         summary.push_str("\nnote: ");
         summary.push_str(note);
     }
-    let structured = json!({
-        "root": root.display().to_string(),
-        "budget_tokens": budget_tokens,
-        "chunks": compressed.chunks,
-        "stats": compressed.stats,
-        "notes": notes,
-    });
-    let mut result = CallToolResult::success(vec![
-        ContentBlock::text(compressed.context),
-        ContentBlock::text(summary),
-    ]);
-    result.structured_content = Some(structured);
+    let text = compressed.context.clone();
+    let output = CompressOutput {
+        context: compressed.context,
+        root: root.display().to_string(),
+        budget_tokens,
+        chunks: compressed.chunks,
+        stats: compressed.stats,
+        notes,
+    };
+    let mut result =
+        CallToolResult::success(vec![ContentBlock::text(text), ContentBlock::text(summary)]);
+    result.structured_content = serde_json::to_value(&output).ok();
     result
 }
 

@@ -139,6 +139,30 @@ wait(10000, function()
 end, 'the refused request')
 check(err and err.message:match('budget'), vim.inspect(err))
 
+-- :CtxZipStatus prints readable lines (no vim.inspect dump, no vim.NIL), from the real status.
+local notified = {}
+local notify = vim.notify
+vim.notify = function(msg)
+  table.insert(notified, msg)
+end
+vim.cmd('CtxZipStatus')
+wait(10000, function()
+  return #notified > 0
+end, ':CtxZipStatus')
+vim.notify = notify
+local status_text = notified[1]
+log(':CtxZipStatus → ' .. status_text)
+check(status_text:match('^ctxzip: ready; 2 files, %d+ chunks indexed'), status_text)
+check(status_text:find('\nmodel: smollm2%-135m %(loaded%)'), status_text)
+check(status_text:find('\ncache: %d+ tokens decoded'), status_text)
+check(not status_text:find('NIL', 1, true) and not status_text:find('{', 1, true), status_text)
+-- A fresh server's cache has no hits or misses: its rates are null.
+local fresh = ctxzip.status_lines(vim.json.decode(
+  '{"files": 0, "chunks": 0, "indexing": {"state": "ready"}, "model": {"name": "m", "loaded": false, "path": null},'
+    .. ' "cache": {"tokensDecoded": 0, "diskHitRate": null, "kvStateHitRate": null}}'))
+check(fresh[2] == 'model: m (not loaded yet: the first request loads it)', vim.inspect(fresh))
+check(fresh[3]:find('hit rate none yet', 1, true), vim.inspect(fresh))
+
 -- :checkhealth runs without errors.
 vim.cmd('checkhealth ctxzip')
 local health = table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), '\n')

@@ -132,6 +132,46 @@ export function renderResult(query: string, result: CompressResult): string {
   return `${header}\n\n${result.context.replace(/\s+$/, "")}\n`;
 }
 
+/** The URI scheme of the one result document (a read-only virtual document). */
+export const RESULT_SCHEME = "ctxzip";
+
+/**
+ * The path of the result document for a format: one document per kind of highlighting, so
+ * each new result replaces the last in the same tab (the extension picks the language).
+ */
+export function resultPath(format: string | undefined): string {
+  return format === "markdown" || !format ? "/ctxzip-result.md" : "/ctxzip-result.txt";
+}
+
+/** The output channel's line for a request being sent. */
+export function requestLogLine(params: CompressParams): string {
+  const parts = [`query ${JSON.stringify(oneLine(params.query))}`];
+  if (params.budget !== undefined) parts.push(`budget ${params.budget}`);
+  if (params.format) parts.push(`format ${params.format}`);
+  if (params.focus) parts.push(`focus ${params.focus.uri}:${params.focus.position.line + 1}`);
+  if (params.paths && params.paths.length > 0) parts.push(`paths ${params.paths.join(", ")}`);
+  return `${stamp()} ctxzip/compress: ${parts.join(", ")}`;
+}
+
+/** The output channel's line for a result: the summary, then the stats the server sent. */
+export function resultLogLine(result: CompressResult): string {
+  const stats = Object.entries(result.stats ?? {})
+    .map(([key, value]) => `${key}=${typeof value === "number" && !Number.isInteger(value) ? value.toFixed(1) : value}`)
+    .join(" ");
+  return `${stamp()} ctxzip/compress done: ${summary(result)}; ${stats}`;
+}
+
+/** The output channel's line for a failed request. */
+export function errorLogLine(err: unknown): string {
+  const e = err as { code?: unknown; message?: unknown } | null;
+  const code = typeof e?.code === "number" ? ` (code ${e.code})` : "";
+  return `${stamp()} ctxzip/compress failed${code}: ${e?.message ?? String(err)}`;
+}
+
+function stamp(): string {
+  return `[${new Date().toISOString()}]`;
+}
+
 /** "412 of 9,876 tokens, 7 chunks from 3 files, 120 ms" (+ "partial index" while indexing). */
 export function summary(result: CompressResult): string {
   const stats = result.stats ?? {};

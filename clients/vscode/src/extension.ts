@@ -9,7 +9,16 @@ let client: LanguageClient | undefined;
 let statusItem: vscode.StatusBarItem;
 let statusTimer: NodeJS.Timeout | undefined;
 
+/**
+ * The result documents' text, by path: a read-only virtual document each, so a new result
+ * replaces the last one in its tab instead of opening another untitled tab.
+ */
+const results = new Map<string, string>();
+// Made in activate(): nothing from `vscode` is constructed while the bundle loads.
+let resultChanged: vscode.EventEmitter<vscode.Uri>;
+
 export async function activate(context: vscode.ExtensionContext): Promise<void> {
+  resultChanged = new vscode.EventEmitter<vscode.Uri>();
   statusItem = vscode.window.createStatusBarItem(vscode.StatusBarAlignment.Left, 0);
   statusItem.text = "$(sync~spin) ctxzip";
   statusItem.command = "ctxzip.compressQuery";
@@ -19,6 +28,11 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     vscode.commands.registerCommand("ctxzip.compressQuery", compressQuery),
     vscode.commands.registerCommand("ctxzip.compressFocus", compressFocus),
     vscode.commands.registerCommand("ctxzip.restart", restart),
+    resultChanged,
+    vscode.workspace.registerTextDocumentContentProvider(core.RESULT_SCHEME, {
+      onDidChange: resultChanged.event,
+      provideTextDocumentContent: (uri) => results.get(uri.path) ?? "",
+    }),
     vscode.workspace.onDidChangeConfiguration((e) => {
       if (e.affectsConfiguration("ctxzip")) void restart();
     }),
@@ -163,6 +177,10 @@ async function run(query: string, params: core.CompressParams): Promise<void> {
     return;
   }
   const c = client;
+  // The channel vscode-languageclient made for this server ("ctxzip"): one line per request
+  // and its outcome, so a slow or failed request can be traced.
+  const log = c.outputChannel;
+  log.appendLine(core.requestLogLine(params));
   const result = await vscode.window.withProgress(
     { location: vscode.ProgressLocation.Notification, title: `ctxzip: ${query}`, cancellable: true },
     async (_progress, token) => {
@@ -176,6 +194,7 @@ async function run(query: string, params: core.CompressParams): Promise<void> {
             await new Promise((resolve) => setTimeout(resolve, 500));
             continue;
           }
+          log.appendLine(token.isCancellationRequested ? "ctxzip/compress cancelled" : core.errorLogLine(err));
           if (!token.isCancellationRequested) void vscode.window.showErrorMessage(`ctxzip: ${err?.message ?? err}`);
           return undefined;
         }
@@ -183,9 +202,23 @@ async function run(query: string, params: core.CompressParams): Promise<void> {
     },
   );
   if (!result) return;
-  const language = params.format === "markdown" || !params.format ? "markdown" : "plaintext";
-  const doc = await vscode.workspace.openTextDocument({ language, content: core.renderResult(query, result) });
-  await vscode.window.showTextDocument(doc, { preview: false, viewColumn: vscode.ViewColumn.Beside });
+  log.appendLine(core.resultLogLine(result));
+  await showResult(core.resultPath(params.format), core.renderResult(query, result));
   await vscode.env.clipboard.writeText(result.context);
   vscode.window.setStatusBarMessage(`ctxzip: ${core.summary(result)} (copied)`, 8_000);
+}
+
+/** Shows `text` in the result document of `path`: in its open tab when there is one. */
+async function showResult(path: string, text: string): Promise<void> {
+  const uri = vscode.Uri.from({ scheme: core.RESULT_SCHEME, path });
+  results.set(path, text);
+  resultChanged.fire(uri);
+  const doc = await vscode.workspace.openTextDocument(uri);
+  const open = vscode.window.tabGroups.all
+    .flatMap((group) => group.tabs)
+    .find((tab) => tab.input instanceof vscode.TabInputText && tab.input.uri.toString() === uri.toString());
+  await vscode.window.showTextDocument(doc, {
+    preview: false,
+    viewColumn: open ? open.group.viewColumn : vscode.ViewColumn.Beside,
+  });
 }

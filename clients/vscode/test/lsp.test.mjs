@@ -111,6 +111,16 @@ test("initialize, index with $/progress, compress a query, render it", async () 
   assert.ok(doc.includes("def retry_with_backoff("), doc);
   assert.ok(doc.includes("src/net.py"), doc);
   assert.ok(doc.includes(result.context.trimEnd()));
+
+  // The output channel's lines for the request and its result.
+  assert.match(core.requestLogLine(params), /^\[\S+\] ctxzip\/compress: query "how are failed connections retried\?", budget 300, format markdown$/);
+  const logged = core.resultLogLine(result);
+  assert.ok(logged.includes(core.summary(result)), logged);
+  assert.ok(logged.includes(`compressed_tokens=${result.stats.compressed_tokens}`), logged);
+  assert.ok(logged.includes(`model_tokens=${result.stats.model_tokens}`), logged);
+  // Each new result goes to the one result document of its format.
+  assert.equal(core.resultPath("markdown"), core.resultPath(undefined));
+  assert.notEqual(core.resultPath("text"), core.resultPath("markdown"));
 });
 
 test("focus: the function at the cursor, with the selection as the query", async () => {
@@ -126,6 +136,14 @@ test("focus: the function at the cursor, with the selection as the query", async
   );
   assert.ok(result.chunks.some((c) => c.name === "area" || c.name === "Circle"), JSON.stringify(result.chunks));
   assert.ok(core.renderResult(params.query, result).includes("self.radius"));
+});
+
+test("a refused request is logged with its code and message", async () => {
+  const refused = await connection.sendRequest(core.COMPRESS_REQUEST, { query: "anything", budget: -1 }).then(
+    () => assert.fail("a budget of -1 was accepted"),
+    (err) => err,
+  );
+  assert.match(core.errorLogLine(refused), /ctxzip\/compress failed \(code -32602\): budget must be a positive number/);
 });
 
 test("the server's 'still being indexed' refusal is recognised for a retry", () => {

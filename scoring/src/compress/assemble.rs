@@ -64,7 +64,12 @@ pub fn assemble(format: Format, files: &[FileRuns]) -> String {
             }
             Format::Markdown => {
                 let fence = if body.contains("```") { "````" } else { "```" };
-                let _ = writeln!(out, "{}\n{fence}{}", file.path, markdown_lang(file.lang));
+                let _ = writeln!(
+                    out,
+                    "{}\n{fence}{}",
+                    file.path,
+                    markdown_lang(file.lang, file.path)
+                );
                 out.push_str(&body);
                 let _ = writeln!(out, "{fence}");
             }
@@ -126,7 +131,19 @@ fn marker(file: &FileRuns, index: &LineIndex, first: usize, end: usize) -> Strin
     }
 }
 
-fn markdown_lang(lang: Lang) -> &'static str {
+/// Extensions read as one language but fenced as another: reStructuredText is chunked as
+/// prose with Markdown's rules, but highlighted as `rst`.
+const FENCE_BY_EXTENSION: &[(&str, &str)] = &[("rst", "rst")];
+
+/// The info string of a file's fenced block.
+fn markdown_lang(lang: Lang, path: &str) -> &'static str {
+    let extension = path.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+    if let Some((_, fence)) = FENCE_BY_EXTENSION
+        .iter()
+        .find(|(ext, _)| extension.as_deref() == Some(*ext))
+    {
+        return fence;
+    }
     match lang {
         Lang::Text => "",
         other => other.name(),
@@ -170,6 +187,20 @@ mod tests {
         assert_eq!(
             assemble(Format::Markdown, &[file("fn a() {}\n")]),
             "a.rs\n```rust\nfn a() {}\n```\n"
+        );
+        let doc = |path| FileRuns {
+            path,
+            lang: Lang::Markdown,
+            text: "Title\n=====\n",
+            runs: vec![(0, 1)],
+        };
+        assert_eq!(
+            assemble(Format::Markdown, &[doc("docs/index.rst")]),
+            "docs/index.rst\n```rst\nTitle\n=====\n```\n"
+        );
+        assert_eq!(
+            assemble(Format::Markdown, &[doc("README.md")]),
+            "README.md\n```markdown\nTitle\n=====\n```\n"
         );
         assert_eq!(
             assemble(Format::Xml, &[file("fn a() -> Vec<u8> {}")]),

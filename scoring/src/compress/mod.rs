@@ -83,6 +83,40 @@ pub enum Ranker {
     Fused,
 }
 
+impl std::str::FromStr for Ranker {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "model" => Ok(Ranker::Model),
+            "fused" => Ok(Ranker::Fused),
+            "bm25" => Ok(Ranker::Bm25),
+            other => Err(format!(
+                "unknown ranker {other:?}: use model, fused or bm25"
+            )),
+        }
+    }
+}
+
+/// The budget of a request that names none, on every surface (CLI, LSP, MCP).
+pub const DEFAULT_BUDGET_TOKENS: usize = 2000;
+
+/// The options of [`CompressOptions`] a user sets, by one name each (snake case): every
+/// surface offers each of them, spelled by its own convention (`--no-fine` on the command
+/// line, `noFine` in the LSP, `no_fine` in MCP), with the defaults of
+/// [`CompressOptions::default`]. `budget` and `rate` are the two forms of
+/// [`CompressOptions::budget`]. The other fields are tuning for benchmarks. A test walks
+/// this list over the CLI's `--help`, the LSP's request keys and the MCP input schema.
+pub const USER_OPTIONS: &[&str] = &[
+    "budget",
+    "rate",
+    "format",
+    "focus",
+    "no_fine",
+    "ranker",
+    "candidates",
+    "deadline_ms",
+];
+
 #[derive(Clone, Debug)]
 pub struct Focus {
     pub path: String,
@@ -156,7 +190,7 @@ pub struct CompressOptions {
 impl Default for CompressOptions {
     fn default() -> Self {
         CompressOptions {
-            budget: Budget::Tokens(2000),
+            budget: Budget::Tokens(DEFAULT_BUDGET_TOKENS),
             format: Format::Text,
             focus: None,
             fine: true,
@@ -181,11 +215,14 @@ impl Default for CompressOptions {
 }
 
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct SelectedChunk {
     pub path: String,
     pub start_line: u32,
     pub end_line: u32,
     pub name: Option<String>,
+    /// function, method, header, glue, ... (lower case).
+    #[cfg_attr(feature = "schemars", schemars(with = "String"))]
     pub kind: ChunkKind,
     pub score: f32,
     /// Tokens of this chunk in the output (after fine pruning).
@@ -195,6 +232,7 @@ pub struct SelectedChunk {
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct Stats {
     pub original_tokens: usize,
     pub compressed_tokens: usize,
@@ -1104,7 +1142,7 @@ impl Selection<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Document, Unit, called_names, with_callees};
+    use super::{CompressOptions, Document, Ranker, Unit, called_names, with_callees};
     use ctxzip_chunker::{Lang, chunk_source};
 
     #[test]
@@ -1195,5 +1233,37 @@ mod tests {
         assert_eq!(called_names(js), ["Layer", "route2"]);
         let turbofish = "let e = e.cast::<ErrorImpl<E>>().by_ref(); parse::<u8>(s); x::<T>;";
         assert_eq!(called_names(turbofish), ["cast", "by_ref", "parse"]);
+    }
+
+    /// A new field of `CompressOptions` does not compile here until it is sorted into the
+    /// options users set (then every surface must offer it: [`USER_OPTIONS`]) or tuning.
+    #[test]
+    fn user_options_name_every_field_a_user_sets() {
+        let CompressOptions {
+            budget: _,         // "budget" and "rate"
+            format: _,         // "format"
+            focus: _,          // "focus"
+            fine: _,           // "no_fine"
+            ranker: _,         // "ranker"
+            max_candidates: _, // "candidates"
+            deadline: _,       // "deadline_ms"
+            max_chunk_tokens: _,
+            fine_rate: _,
+            max_fine_tokens: _,
+            beta: _,
+            spike_k: _,
+            bm25_k1: _,
+            max_query_tokens: _,
+            query_weights: _,
+            other_roles_weight: _,
+            keep_skeletons: _,
+            code_first: _,
+            callers: _,
+            faithful: _,
+        } = CompressOptions::default();
+        for name in ["model", "fused", "bm25"] {
+            assert!(name.parse::<Ranker>().is_ok(), "{name}");
+        }
+        assert!("lexical".parse::<Ranker>().is_err());
     }
 }

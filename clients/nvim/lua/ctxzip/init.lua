@@ -243,6 +243,47 @@ function M.statusline()
   return p.percentage and ('ctxzip %d%%%%'):format(p.percentage) or 'ctxzip …'
 end
 
+--- A JSON value as Lua sees it: `null` decodes to vim.NIL, which is not nil.
+local function value(v)
+  if v == vim.NIL then
+    return nil
+  end
+  return v
+end
+
+local function percent(rate)
+  rate = value(rate)
+  return rate and ('%d%%'):format(math.floor(rate * 100 + 0.5)) or 'none yet'
+end
+
+--- `ctxzip/status` as lines a person reads (:CtxZipStatus).
+function M.status_lines(status)
+  local indexing = value(status.indexing) or {}
+  local state = value(indexing.state) or '?'
+  if state == 'indexing' then
+    state = ('indexing %d/%d files'):format(value(indexing.doneFiles) or 0, value(indexing.totalFiles) or 0)
+  end
+  local lines = {
+    ('ctxzip: %s; %d files, %d chunks indexed, %d open buffers%s'):format(state, value(status.files) or 0,
+      value(status.chunks) or 0, value(status.openBuffers) or 0, value(status.refining) and '; refining the last answer' or ''),
+  }
+  for _, root in ipairs(value(status.roots) or {}) do
+    table.insert(lines, 'root: ' .. root)
+  end
+  local model = value(status.model) or {}
+  local where = value(model.path) and (' from ' .. model.path) or ''
+  table.insert(lines, ('model: %s (%s)%s'):format(value(model.name) or '?',
+    value(model.loaded) and 'loaded' or 'not loaded yet: the first request loads it', where))
+  local cache = value(status.cache)
+  if cache then
+    table.insert(lines, ('cache: %d tokens decoded; KV states %d hits, %d misses (hit rate %s); disk %d hits, %d misses (hit rate %s)')
+      :format(value(cache.tokensDecoded) or 0, value(cache.kvStateHits) or 0, value(cache.kvStateMisses) or 0,
+        percent(cache.kvStateHitRate), value(cache.diskHits) or 0, value(cache.diskMisses) or 0,
+        percent(cache.diskHitRate)))
+  end
+  return lines
+end
+
 local function on_progress(args)
   local client = vim.lsp.get_client_by_id(args.data.client_id)
   if not client or client.name ~= 'ctxzip' then
@@ -294,7 +335,10 @@ function M.setup(opts)
       return vim.notify('ctxzip: no server running', vim.log.levels.WARN)
     end
     client:request('ctxzip/status', nil, function(err, status)
-      vim.notify(err and ('ctxzip: ' .. err.message) or vim.inspect(status))
+      if err then
+        return vim.notify('ctxzip: ' .. err.message, vim.log.levels.ERROR)
+      end
+      vim.notify(table.concat(M.status_lines(status), '\n'))
     end, 0)
   end, { desc = 'ctxzip: index and model state' })
 

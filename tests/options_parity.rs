@@ -1,0 +1,209 @@
+//! One set of compress options on every surface: each option a user sets
+//! (`ctxzip_scoring::compress::USER_OPTIONS`) is a flag of `ctxzip compress`, a key of the
+//! LSP's `ctxzip/compress` and a property of the MCP tool's input schema, each spelled by its
+//! surface's convention, and a request that names no budget gets the core's default on all
+//! three. The real binary on each surface; BM25 ranking keeps the model's work out of it.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use ctxzip_lsp::client::LspClient;
+use ctxzip_scoring::compress::{DEFAULT_BUDGET_TOKENS, USER_OPTIONS};
+use serde_json::{Value, json};
+
+use common::mcp_client::Client as McpClient;
+
+const MODEL: &str = "smollm2-135m";
+const WAIT: Duration = Duration::from_secs(120);
+
+/// MCP names that carry their unit or kind, kept for the agents that already send them.
+const MCP_RENAMES: &[(&str, &str)] = &[("budget", "budget_tokens"), ("focus", "focus_file")];
+
+fn cli_flag(name: &str) -> String {
+    format!("--{}", name.replace('_', "-"))
+}
+
+fn lsp_key(name: &str) -> String {
+    let mut parts = name.split('_');
+    let mut key = parts.next().unwrap_or_default().to_string();
+    for part in parts {
+        let mut chars = part.chars();
+        if let Some(first) = chars.next() {
+            key.extend(first.to_uppercase());
+            key.push_str(chars.as_str());
+        }
+    }
+    key
+}
+
+fn mcp_property(name: &str) -> String {
+    MCP_RENAMES
+        .iter()
+        .find(|(option, _)| *option == name)
+        .map_or(name, |(_, renamed)| renamed)
+        .to_string()
+}
+
+fn workspace() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("retry.py"),
+        "def backoff_delay(attempt):\n    return min(30.0, 0.5 * 2 ** attempt)\n",
+    )
+    .unwrap();
+    dir
+}
+
+fn ctxzip(args: &[&str], cwd: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ctxzip"))
+        .args(args)
+        .env("CTXZIP_CACHE", common::test_cache())
+        .current_dir(cwd)
+        .output()
+        .expect("run ctxzip")
+}
+
+/// The words of `text` that look like long flags, e.g. `--no-fine`.
+fn long_flags(text: &str) -> BTreeSet<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .filter(|w| w.starts_with("--") && w.len() > 2)
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn every_surface_offers_every_user_option_with_the_same_default_budget() {
+    let dir = workspace();
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    let mut missing = Vec::new();
+
+    // The CLI: its flags, and the budget of a call that gives none.
+    let help = ctxzip(&["compress", "--help"], &root);
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    let flags = long_flags(&help);
+    for name in USER_OPTIONS {
+        if !flags.contains(&cli_flag(name)) {
+            missing.push(format!("ctxzip compress {}", cli_flag(name)));
+        }
+    }
+    let out = ctxzip(
+        &[
+            "compress",
+            ".",
+            "-q",
+            "backoff delay",
+            "--ranker",
+            "bm25",
+            "--format",
+            "json",
+            "--offline",
+            "--model",
+            MODEL,
+        ],
+        &root,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        cli["stats"]["budget_tokens"], DEFAULT_BUDGET_TOKENS,
+        "CLI default budget"
+    );
+
+    // The LSP: the keys `ctxzip/compress` accepts (serde names them when it refuses an
+    // unknown one), and the budget of a request that gives none.
+    let mut lsp = LspClient::spawn(
+        Command::new(env!("CARGO_BIN_EXE_ctxzip"))
+            .arg("lsp")
+            .env("CTXZIP_CACHE", common::test_cache())
+            .stderr(Stdio::null()),
+    )
+    .expect("ctxzip lsp starts");
+    let root_uri = format!("file://{}", root.display());
+    let init = lsp.request(
+        "initialize",
+        json!({
+            "processId": null,
+            "rootUri": root_uri,
+            "workspaceFolders": [{"uri": root_uri, "name": "ws"}],
+            "capabilities": {},
+            "initializationOptions": {"model": MODEL, "offline": true}
+        }),
+        WAIT,
+    );
+    assert!(init["result"].is_object(), "{init}");
+    lsp.notify("initialized", json!({})).unwrap();
+    let refused = lsp.request(
+        "ctxzip/compress",
+        json!({"query": "backoff", "notAnOption": 1}),
+        WAIT,
+    );
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    let (_, accepted) = message
+        .split_once("expected one of")
+        .unwrap_or_else(|| panic!("no list of known keys: {refused}"));
+    let keys: BTreeSet<&str> = accepted.split('`').skip(1).step_by(2).collect();
+    for name in USER_OPTIONS {
+        if !keys.contains(lsp_key(name).as_str()) {
+            missing.push(format!("LSP ctxzip/compress {:?}", lsp_key(name)));
+        }
+    }
+    // The index fills in the background: ask until it holds the file.
+    let deadline = std::time::Instant::now() + WAIT;
+    let answer = loop {
+        let answer = lsp.request(
+            "ctxzip/compress",
+            json!({"query": "backoff delay", "ranker": "bm25"}),
+            WAIT,
+        );
+        if answer["result"].is_object() || std::time::Instant::now() > deadline {
+            break answer;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        answer["result"]["stats"]["budget_tokens"], DEFAULT_BUDGET_TOKENS,
+        "LSP default budget: {answer}"
+    );
+    drop(lsp);
+
+    // MCP: the tool's input schema, and the server's default budget.
+    let mut mcp = McpClient::start(&[root.to_str().unwrap()], &root);
+    mcp.initialize(json!({}));
+    let tools = mcp.request("tools/list", json!({}));
+    let compress = tools["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "compress_context")
+        .unwrap();
+    for name in USER_OPTIONS {
+        if compress["inputSchema"]["properties"]
+            .get(mcp_property(name))
+            .is_none()
+        {
+            missing.push(format!("MCP compress_context {:?}", mcp_property(name)));
+        }
+    }
+    let result = mcp.call(
+        "compress_context",
+        json!({"query": "backoff delay", "ranker": "bm25"}),
+    );
+    assert_eq!(
+        result["structuredContent"]["stats"]["budget_tokens"], DEFAULT_BUDGET_TOKENS,
+        "MCP default budget: {result}"
+    );
+
+    assert!(
+        missing.is_empty(),
+        "options of CompressOptions a surface does not offer:\n{}",
+        missing.join("\n")
+    );
+}
