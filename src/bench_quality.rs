@@ -159,9 +159,9 @@ const METHODS: [Method; 11] = [
         adjust: |o| o.callers = 8,
     },
     Method {
-        name: "ctxzip+codefirst",
+        name: "ctxzip-codefirst",
         faithful: false,
-        adjust: |o| o.code_first = true,
+        adjust: |o| o.code_first = false,
     },
     Method {
         name: "ctxzip+skeletons",
@@ -169,9 +169,9 @@ const METHODS: [Method; 11] = [
         adjust: |o| o.keep_skeletons = true,
     },
     Method {
-        name: "ctxzip+bm25",
+        name: "ctxzip-model",
         faithful: false,
-        adjust: |o| o.ranker = Ranker::Fused,
+        adjust: |o| o.ranker = Ranker::Model,
     },
     Method {
         name: "bm25",
@@ -209,6 +209,8 @@ const METHODS: [Method; 11] = [
         adjust: |o| {
             o.faithful = true;
             o.callers = 0;
+            o.ranker = Ranker::Model;
+            o.code_first = false;
         },
     },
 ];

@@ -55,9 +55,10 @@ pub struct CompressArgs {
     /// Scores already cached are used regardless, so a repeat refines the answer.
     #[arg(long, value_name = "MS")]
     pub deadline_ms: Option<u64>,
-    /// Ranking: the model (default), the model fused with BM25 by reciprocal rank, or BM25
+    /// Ranking: the model's scores fused with BM25's order by reciprocal rank (the default:
+    /// it answered the most questions over whole repositories), the model alone, or BM25
     /// alone (the lexical baseline, no model scoring).
-    #[arg(long, value_enum, default_value_t = RankerArg::Model)]
+    #[arg(long, value_enum, default_value_t = RankerArg::from(CompressOptions::default().ranker))]
     pub ranker: RankerArg,
     /// Only files of these languages.
     #[arg(long = "lang", value_delimiter = ',')]
@@ -126,6 +127,16 @@ pub enum RankerArg {
     Model,
     Fused,
     Bm25,
+}
+
+impl From<Ranker> for RankerArg {
+    fn from(ranker: Ranker) -> Self {
+        match ranker {
+            Ranker::Model => RankerArg::Model,
+            Ranker::Fused => RankerArg::Fused,
+            Ranker::Bm25 => RankerArg::Bm25,
+        }
+    }
 }
 
 /// A failure of bad input: reported with exit code 2.
