@@ -202,11 +202,30 @@ pub fn run(args: ChunksArgs) -> Result<ExitCode> {
                     writeln!(err, "  {}: {}", skip.path, skip.reason)?;
                 }
             }
-            for warning in workspaces.iter().flat_map(|ws| &ws.warnings) {
-                writeln!(err, "warning: {}: {}", warning.path, warning.reason)?;
-            }
+            let warnings: Vec<_> = workspaces.iter().flat_map(|ws| &ws.warnings).collect();
+            write_warnings(&mut err, &warnings)?;
         }
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Files read with a caveat shown on stderr in full.
+const WARNINGS_SHOWN: usize = 5;
+
+/// The first few files read with a caveat (secrets redacted, invalid UTF-8), one line each,
+/// then a count of the rest: a tree full of redacted fixtures must not bury the answer's
+/// summary under a screen of warnings.
+pub fn write_warnings(err: &mut impl Write, warnings: &[&workspace::Skipped]) -> io::Result<()> {
+    for warning in warnings.iter().take(WARNINGS_SHOWN) {
+        writeln!(err, "warning: {}: {}", warning.path, warning.reason)?;
+    }
+    if warnings.len() > WARNINGS_SHOWN {
+        writeln!(
+            err,
+            "warning: {} more files read with a caveat (`ctxzip chunks PATH --format json` lists them all under \"warnings\")",
+            warnings.len() - WARNINGS_SHOWN
+        )?;
+    }
+    Ok(())
 }

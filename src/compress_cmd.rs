@@ -173,13 +173,15 @@ pub fn run(args: CompressArgs) -> Result<ExitCode> {
     };
     let options = args.walk.options(parse_langs(&args.langs)?);
     let mut files: Vec<FileChunks> = Vec::new();
+    let mut warnings = Vec::new();
     for path in &paths {
         let ws = workspace::chunk_workspace(path, &options).map_err(|e| bad(e.to_string()))?;
-        for warning in &ws.warnings {
-            eprintln!("warning: {}: {}", warning.path, warning.reason);
-        }
+        warnings.extend(ws.warnings);
         files.extend(ws.files);
     }
+    let warnings: Vec<_> = warnings.iter().collect();
+    crate::chunks_cmd::write_warnings(&mut std::io::stderr().lock(), &warnings)
+        .context("cannot write to stderr")?;
     let focus = args
         .focus
         .as_deref()

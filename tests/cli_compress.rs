@@ -401,3 +401,32 @@ fn secrets_are_redacted_counted_and_warned_about_unless_turned_off() {
     let chunks: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(chunks["redacted"], 2, "{chunks}");
 }
+
+#[test]
+fn many_files_with_secrets_give_a_few_warning_lines_and_a_count() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..8 {
+        fs::write(dir.path().join(format!("config_{i}.py")), CONFIG_PY).unwrap();
+    }
+    let root = dir.path().to_str().unwrap();
+    let (json, out) = json_compress(root, "aws region", "2000", &["--ranker", "bm25"]);
+    assert_eq!(json["stats"]["redacted"], 16, "{}", json["stats"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let per_file = stderr
+        .lines()
+        .filter(|l| l.starts_with("warning: config_") && l.contains("secrets redacted"))
+        .count();
+    assert_eq!(per_file, 5, "{stderr}");
+    assert!(
+        stderr.contains("warning: 3 more files read with a caveat (`ctxzip chunks PATH --format json` lists them all"),
+        "{stderr}"
+    );
+    // The listing the message points to has all eight.
+    let out = ctxzip(&["chunks", root, "--format", "json"]);
+    let chunks: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        chunks["warnings"].as_array().map(Vec::len),
+        Some(8),
+        "{chunks}"
+    );
+}
