@@ -105,6 +105,10 @@ pub struct QualityArgs {
     /// (default: compress's default).
     #[arg(long, value_parser = parse_query_weights)]
     pub query_weights: Option<QueryWeights>,
+    /// Frame what the model reads: paths before candidates, the query as a question
+    /// (default: compress's default).
+    #[arg(long)]
+    pub framed: Option<bool>,
     /// Run only the tasks with these numbers (as listed on stderr; default: all).
     #[arg(long, value_delimiter = ',')]
     pub task_ids: Vec<usize>,
@@ -134,10 +138,11 @@ struct Method {
 }
 
 /// ctxzip, then variants on the same (cached) model scores: without the fine stage, without
-/// callees, with the callees of the 8 best candidates only, fused with BM25; the BM25
-/// baseline with every kind of file alike (as `--ranker bm25` ranked before file roles) and
-/// with the run's role weights; LongCodeZip as published.
-const METHODS: [Method; 11] = [
+/// callees, with the callees of the 8 best candidates only, without code first, with
+/// skeletons, with every copy of a definition, the model's order alone; the BM25 baseline
+/// with every kind of file alike and every copy (as `--ranker bm25` ranked before file roles
+/// and copies) and with the run's role weights; LongCodeZip as published.
+const METHODS: [Method; 12] = [
     Method {
         name: "ctxzip",
         faithful: false,
@@ -169,6 +174,11 @@ const METHODS: [Method; 11] = [
         adjust: |o| o.keep_skeletons = true,
     },
     Method {
+        name: "ctxzip+copies",
+        faithful: false,
+        adjust: |o| o.keep_copies = true,
+    },
+    Method {
         name: "ctxzip-model",
         faithful: false,
         adjust: |o| o.ranker = Ranker::Model,
@@ -182,6 +192,7 @@ const METHODS: [Method; 11] = [
             o.callers = 0;
             o.other_roles_weight = 1.0;
             o.code_first = false;
+            o.keep_copies = true;
         },
     },
     Method {
@@ -344,6 +355,7 @@ pub fn run(args: QualityArgs) -> Result<()> {
         code_first: args.code_first.unwrap_or(defaults.code_first),
         fine: args.fine.unwrap_or(defaults.fine),
         query_weights: args.query_weights.unwrap_or(defaults.query_weights),
+        framed: args.framed.unwrap_or(defaults.framed),
         ..defaults.clone()
     };
     print_candidate_recall(&scorer, &tasks, &base)?;
@@ -466,7 +478,7 @@ pub fn run(args: QualityArgs) -> Result<()> {
         .map(|(kind, n)| format!("{n} {}", format!("{kind:?}").to_lowercase()))
         .collect();
     let header = format!(
-        "Model: {} ({}); {} tasks ({}); {} candidates of up to {} tokens; the fine stage keeps up to {} tokens; the model reads up to {} query tokens; other kinds of files weigh {} (code first: {}); query tokens weigh {:?}.",
+        "Model: {} ({}); {} tasks ({}); {} candidates of up to {} tokens; the fine stage keeps up to {} tokens; the model reads up to {} query tokens; other kinds of files weigh {} (code first: {}); query tokens weigh {:?}; framed prompt: {}.",
         args.model
             .model
             .as_deref()
@@ -481,6 +493,7 @@ pub fn run(args: QualityArgs) -> Result<()> {
         base.other_roles_weight,
         base.code_first,
         base.query_weights,
+        base.framed,
     );
     print_report(&header, &budgets, &rows, &(tallies, faithful_pair));
     Ok(())

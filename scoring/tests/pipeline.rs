@@ -4,7 +4,8 @@
 //! elision marker per gap; the refill leaves out no chunk that still fits (but for one known
 //! case, counted); a refusal means no chunk fits alone; pinned chunks come first; callees follow their callers; a deadline
 //! reaches the candidates in their order; the fine stage's knapsack is optimal; code outranks
-//! tests and docs; skeletons are never printed alone; a long query costs a bounded window.
+//! tests and docs; skeletons are never printed alone; a definition's copies (bundles, stubs)
+//! are shown once; a long query costs a bounded window.
 //! What the real model ranks is tested end to end in the workspace's `tests/cli_compress.rs`.
 
 use std::time::Duration;
@@ -782,4 +783,93 @@ fn a_long_instruction_costs_a_bounded_window_of_model_work() {
         long_tokens <= 3 * short_tokens,
         "long query {long_tokens} model tokens vs short {short_tokens}"
     );
+}
+
+const MERGE_ESM: &str = "export class ZodObject {\n  merge(merging) {\n    const merged = new ZodObject({\n      unknownKeys: merging._def.unknownKeys,\n      catchall: merging._def.catchall,\n      shape: () => ({ ...this._def.shape(), ...merging._def.shape() }),\n      typeName: ZodFirstPartyTypeKind.ZodObject,\n    });\n    return merged;\n  }\n}\n";
+
+#[test]
+fn a_definition_copied_in_bundles_and_stubs_is_shown_once() {
+    // The same source built twice (ESM and CommonJS) and an unrelated function of the same
+    // name in another file, which is no copy.
+    let cjs = MERGE_ESM.replace("export class", "class") + "exports.ZodObject = ZodObject;\n";
+    let ws = Workspace::new(&[
+        ("index.mjs", Lang::JavaScript, MERGE_ESM),
+        ("index.cjs", Lang::JavaScript, &cjs),
+        (
+            "other.js",
+            Lang::JavaScript,
+            "class ZodObject {\n  merge(a, b) {\n    return Object.assign({}, a, b);\n  }\n}\n",
+        ),
+        (
+            "filler.js",
+            Lang::JavaScript,
+            &"// unrelated filler text for the budget\n".repeat(40),
+        ),
+    ]);
+    let model = OverlapModel::new();
+    let query = "how does merge combine the shape, unknownKeys and catchall of two objects?";
+    let shown = |keep_copies: bool| {
+        let options = CompressOptions {
+            budget: Budget::Tokens(400),
+            keep_copies,
+            ..CompressOptions::default()
+        };
+        let result = run(&model, &ws, query, &options).unwrap();
+        let mut paths: Vec<String> = result
+            .chunks
+            .iter()
+            .filter(|c| c.name.as_deref() == Some("ZodObject.merge"))
+            .map(|c| c.path.clone())
+            .collect();
+        paths.sort();
+        paths
+    };
+    let once = shown(false);
+    assert_eq!(
+        once.len(),
+        2,
+        "one copy of the bundles plus the unrelated merge: {once:?}"
+    );
+    assert!(once.contains(&"other.js".to_string()), "{once:?}");
+    let all = shown(true);
+    assert_eq!(all.len(), 3, "every copy when asked for: {all:?}");
+
+    // A type stub beside its implementation: the implementation is shown.
+    let ws = Workspace::new(&[
+        (
+            "attr/converters.py",
+            Lang::Python,
+            "class Converter:\n    def __init__(self, converter, *, takes_self=False, takes_field=False):\n        self.converter = converter\n        self.takes_self = takes_self\n        self.takes_field = takes_field\n",
+        ),
+        (
+            "attr/converters.pyi",
+            Lang::Python,
+            "class Converter:\n    def __init__(self, converter, *, takes_self: bool = ..., takes_field: bool = ...) -> None: ...\n",
+        ),
+        (
+            "filler.py",
+            Lang::Python,
+            &"# unrelated filler text for the budget\n".repeat(40),
+        ),
+    ]);
+    let query = "what do takes_self and takes_field of a Converter do?";
+    for (keep_copies, expected) in [
+        (false, vec!["attr/converters.py"]),
+        (true, vec!["attr/converters.py", "attr/converters.pyi"]),
+    ] {
+        let options = CompressOptions {
+            budget: Budget::Tokens(200),
+            keep_copies,
+            ..CompressOptions::default()
+        };
+        let result = run(&model, &ws, query, &options).unwrap();
+        let mut paths: Vec<&str> = result
+            .chunks
+            .iter()
+            .filter(|c| c.name.as_deref() == Some("Converter.__init__"))
+            .map(|c| c.path.as_str())
+            .collect();
+        paths.sort();
+        assert_eq!(paths, expected, "keep_copies {keep_copies}");
+    }
 }

@@ -10,10 +10,12 @@
 
 pub mod assemble;
 pub mod bm25;
+mod copies;
 pub mod fine;
 pub mod roles;
 pub mod window;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -160,6 +162,10 @@ pub struct CompressOptions {
     /// How each query token's evidence counts in a candidate's score
     /// ([`window::QueryWeights`]).
     pub query_weights: QueryWeights,
+    /// Frame what the model reads: each candidate led by its file's path, and the query by
+    /// [`QUESTION_FRAME`] (whose tokens weigh 0), so that the model reads the query as a
+    /// question about the code above it rather than as more of the file.
+    pub framed: bool,
     /// Weight of chunks in files that are not code (tests, docs, stubs, examples,
     /// changelogs, data; see [`FileRole`]) in the candidate stage and BM25's order, relative
     /// to code, unless the query asks for that kind of file ([`roles::wanted_roles`]).
@@ -171,6 +177,10 @@ pub struct CompressOptions {
     /// ctxzip did before; off, they are printed only when the whole workspace fits. For
     /// measuring what leaving them out returns to the budget.
     pub keep_skeletons: bool,
+    /// Show every copy of a definition (build bundles, vendored copies, type stubs beside
+    /// their implementation) rather than one ([`copies`]). For measuring what showing one
+    /// returns to the budget.
+    pub keep_copies: bool,
     /// The model reads the kinds of files the query asks for (code, unless its first line
     /// names tests, docs, ...; [`roles::wanted_roles`]) before any other: the candidate pool
     /// is filled with them first, and candidates of other kinds rank after them and their
@@ -191,6 +201,9 @@ pub struct CompressOptions {
     pub deadline: Option<Duration>,
 }
 
+/// What leads the query when the model reads it framed ([`CompressOptions::framed`]).
+pub const QUESTION_FRAME: &str = "A question about the code above: ";
+
 impl Default for CompressOptions {
     fn default() -> Self {
         CompressOptions {
@@ -208,9 +221,11 @@ impl Default for CompressOptions {
             bm25_k1: bm25::DEFAULT_K1,
             max_query_tokens: 64,
             query_weights: QueryWeights::Uniform,
+            framed: false,
             other_roles_weight: 0.3,
             code_first: true,
             keep_skeletons: false,
+            keep_copies: false,
             callers: usize::MAX,
             faithful: false,
             deadline: None,
@@ -294,6 +309,8 @@ struct Unit {
     wanted: bool,
     /// Nothing but a container's opening line or closing punctuation ([`is_skeleton`]).
     skeleton: bool,
+    /// A copy of a definition another unit shows ([`copies`]).
+    copy: bool,
 }
 
 /// Compresses `docs` for `query` within the budget. Blocking: call from a worker thread.
@@ -327,6 +344,12 @@ pub fn compress(
     let model_query = window::query_window(query, max_query_tokens, &index, |texts| {
         scorer.count_tokens_batch(texts)
     });
+    let framed = options.framed && !options.faithful;
+    let model_query: String = if framed {
+        format!("{QUESTION_FRAME}{model_query}")
+    } else {
+        model_query.into_owned()
+    };
     let model_query: &str = &model_query;
     let original_tokens: usize = units.iter().map(|u| u.tokens).sum();
     let budget = match options.budget {
@@ -361,9 +384,14 @@ pub fn compress(
                     } else {
                         head_for_tokens(text, units[i].tokens, options.max_chunk_tokens)
                     };
+                    let text: Cow<str> = if framed {
+                        Cow::Owned(format!("{}\n{text}", docs[units[i].doc].path))
+                    } else {
+                        Cow::Borrowed(text)
+                    };
                     ChunkInput {
                         hash: content_hash(text.as_bytes()),
-                        text: text.to_owned(),
+                        text: text.into_owned(),
                     }
                 })
                 .collect();
@@ -378,7 +406,7 @@ pub fn compress(
             let output = scorer.score_chunks_with(model_query, &inputs, score_options, cancel)?;
             // Candidates the deadline skipped keep score −∞: they follow the scored ones
             // in BM25 order, still ahead of the units that were never candidates.
-            let weights = window::token_weights(
+            let mut weights = window::token_weights(
                 model_query,
                 &output.query_tokens,
                 &index,
@@ -388,6 +416,13 @@ pub fn compress(
                     options.query_weights
                 },
             );
+            if framed {
+                for (w, t) in weights.iter_mut().zip(&output.query_tokens) {
+                    if t.end <= QUESTION_FRAME.len() {
+                        *w = 0.0;
+                    }
+                }
+            }
             for (&i, score) in candidates.iter().zip(&output.scores) {
                 units[i].score = if score.skipped {
                     score.score
@@ -431,10 +466,10 @@ pub fn compress(
         order = with_callees(order, n_scored, options.callers, &units, docs, &texts);
     }
 
-    // A container's opening line or a closing brace alone says nothing: such units are only
-    // printed when the whole workspace fits.
+    // A container's opening line or a closing brace alone says nothing, and a copy says what
+    // its twin says: such units are only printed when the whole workspace fits.
     if !everything_fits {
-        order.retain(|&i| !units[i].skeleton);
+        order.retain(|&i| !units[i].skeleton && !units[i].copy);
     }
 
     let mut rank = vec![0; units.len()];
@@ -724,6 +759,7 @@ fn lexical_units<'d>(
                 pinned: false,
                 wanted: true,
                 skeleton: !options.keep_skeletons && is_skeleton(chunk, text),
+                copy: false,
             });
         }
     }
@@ -754,6 +790,9 @@ fn lexical_units<'d>(
         };
     }
     pin_structural(&mut units, docs, query, options.focus.as_ref());
+    if !options.keep_copies {
+        copies::mark_copies(&mut units, docs, &texts);
+    }
     Ok((units, texts, index))
 }
 
@@ -840,7 +879,9 @@ fn pick_candidates(units: &[Unit], options: &CompressOptions) -> Vec<usize> {
 /// Every unit but skeletons, pinned first, then (with `code_first`) the kinds of files the
 /// query asks for, then by BM25.
 fn candidate_order(units: &[Unit], code_first: bool) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..units.len()).filter(|&i| !units[i].skeleton).collect();
+    let mut order: Vec<usize> = (0..units.len())
+        .filter(|&i| !units[i].skeleton && !units[i].copy)
+        .collect();
     let wanted = |u: &Unit| code_first && u.wanted;
     order.sort_by(|&a, &b| {
         (units[b].pinned.cmp(&units[a].pinned))
@@ -1259,8 +1300,10 @@ mod tests {
             bm25_k1: _,
             max_query_tokens: _,
             query_weights: _,
+            framed: _,
             other_roles_weight: _,
             keep_skeletons: _,
+            keep_copies: _,
             code_first: _,
             callers: _,
             faithful: _,

@@ -1,0 +1,106 @@
+//! Copies of one definition in several files, shown once: a build's bundles of the same
+//! source (`index.mjs`, `index.umd.js`, `types.js`), vendored or compatibility copies, and
+//! type stubs beside their implementation (`.pyi`, `.d.ts`).
+//!
+//! Printed side by side, three bundles' `ZodObject.merge` spend three times the budget on one
+//! answer, and fill three of the model's candidate slots. A unit is a copy when an earlier
+//! unit of the same qualified name in another file is its twin: a stub of it (or it a stub of
+//! the stub's implementation), or text sharing at least [`MIN_SHARED_TERMS`] of its terms
+//! (Jaccard over the lexical terms of [`bm25::terms`]). Same-named definitions in one file
+//! (overloads, impls for different types) are never copies of each other. Which unit stays:
+//! a pinned one, then one of a kind of file the query asks for, then an implementation over a
+//! stub, then the best BM25 score.
+
+use std::cmp::Reverse;
+use std::collections::{HashMap, HashSet};
+
+use ctxzip_chunker::FileRole;
+
+use super::{Document, Unit, bm25};
+
+/// Share of terms two same-named definitions in different files must have in common to be
+/// one definition copied. A bundler's rewrite of the same source shares most of its words
+/// (renamed helpers and module wrappers aside); two different functions that happen to share
+/// a name share far fewer.
+pub const MIN_SHARED_TERMS: f32 = 0.7;
+
+/// Marks `units[i].copy` for every unit that is a copy of a unit that stays.
+pub(super) fn mark_copies(units: &mut [Unit], docs: &[Document], texts: &[&str]) {
+    let mut by_name: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, unit) in units.iter().enumerate() {
+        if unit.skeleton {
+            continue;
+        }
+        let chunk = &docs[unit.doc].chunks[unit.chunk];
+        if let Some(name) = chunk.qualified_name.as_deref().filter(|n| !n.is_empty()) {
+            by_name.entry(name).or_default().push(i);
+        }
+    }
+    let is_stub = |u: &Unit| FileRole::of(docs[u.doc].path, docs[u.doc].lang) == FileRole::Stub;
+    for mut group in by_name.into_values() {
+        let n_docs = group
+            .iter()
+            .map(|&i| units[i].doc)
+            .collect::<HashSet<_>>()
+            .len();
+        if n_docs < 2 {
+            continue;
+        }
+        group.sort_by_key(|&i| {
+            let u = &units[i];
+            (
+                Reverse(u.pinned),
+                Reverse(u.wanted),
+                is_stub(u),
+                Reverse(OrderedScore(u.bm25)),
+                i,
+            )
+        });
+        let terms: Vec<HashSet<String>> = group
+            .iter()
+            .map(|&i| bm25::terms(texts[i]).into_iter().collect())
+            .collect();
+        let mut kept: Vec<usize> = Vec::new(); // positions in `group`
+        for (pos, &i) in group.iter().enumerate() {
+            let twin = (!units[i].pinned).then(|| {
+                kept.iter().any(|&k| {
+                    let other = &units[group[k]];
+                    other.doc != units[i].doc
+                        && (is_stub(&units[i]) != is_stub(other)
+                            || jaccard(&terms[pos], &terms[k]) >= MIN_SHARED_TERMS)
+                })
+            });
+            if twin == Some(true) {
+                units[i].copy = true;
+            } else {
+                kept.push(pos);
+            }
+        }
+    }
+}
+
+fn jaccard(a: &HashSet<String>, b: &HashSet<String>) -> f32 {
+    let union = a.union(b).count();
+    if union == 0 {
+        return 1.0;
+    }
+    a.intersection(b).count() as f32 / union as f32
+}
+
+/// An `f32` ordered by `total_cmp`, for sort keys.
+#[derive(PartialEq)]
+struct OrderedScore(f32);
+
+impl Eq for OrderedScore {}
+
+impl PartialOrd for OrderedScore {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for OrderedScore {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
