@@ -19,9 +19,8 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use crate::engine::{
-    CancelFlag, ChunkInput, ScoreOptions, ScoreOutput, ScorerStats, TokenNlls, text_hash,
-};
+use crate::cache::text_hash;
+use crate::engine::{CancelFlag, ChunkInput, ScoreOptions, ScoreOutput, ScorerStats, TokenNlls};
 use crate::error::Result;
 
 /// A scoring model, shared by reference between threads.

@@ -1,6 +1,7 @@
-//! The remote backend's settings and wire shapes: an OpenAI-compatible `POST /v1/completions`
-//! that returns the prompt's log-probabilities and generates nothing of use. No HTTP here:
-//! these are the plain data the client sends and reads, checked against recorded responses.
+//! The remote backend: an OpenAI-compatible `POST /v1/completions` that returns the prompt's
+//! log-probabilities and generates nothing of use. This module holds the settings and wire
+//! shapes (plain data, checked against recorded responses); [`client`] holds
+//! [`RemoteModel`], the HTTP client that implements [`crate::ScoringModel`] with them.
 //!
 //! Two forms of prompt log-probabilities are read:
 //! - vLLM's `prompt_logprobs: 0` (the prompt token itself is always included): each choice
@@ -20,10 +21,14 @@
 //! detected by its answer and refused with [`RemoteError::NoPromptLogprobs`], which names the
 //! servers that work and how to start one.
 
+pub mod client;
+
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+pub use client::{RemoteModel, RemoteModelConfig};
 
 /// The environment variable holding the API key sent as `Authorization: Bearer KEY`.
 pub const API_KEY_ENV: &str = "CTXZIP_SCORER_API_KEY";
@@ -222,8 +227,25 @@ pub enum RemoteError {
     )]
     Unauthorized { status: u16 },
 
-    #[error("the scoring server failed (HTTP {status}): {message}")]
+    #[error(
+        "the scoring server failed (HTTP {status}): {message} (retried; see the server's log, or score locally by leaving out --scorer-url)"
+    )]
     Server { status: u16, message: String },
+
+    #[error(
+        "cannot reach the scoring server at {url}: {detail} (start the server, or fix --scorer-url / scorer_url in config.toml)"
+    )]
+    Unreachable { url: String, detail: String },
+
+    #[error(
+        "the scoring server at {url} did not answer within {timeout_s} s (raise --scorer-timeout-s, lower --scorer-max-in-flight, or give the server more capacity)"
+    )]
+    TimedOut { url: String, timeout_s: u64 },
+
+    #[error(
+        "the scoring server at {url} kept answering 429 Too Many Requests after {attempts} attempts (lower --scorer-max-in-flight, or give the server more capacity)"
+    )]
+    RateLimited { url: String, attempts: u32 },
 
     #[error(
         "the scoring server's answer does not fit the request: {detail} (is it serving the same model as the local tokenizer?)"
