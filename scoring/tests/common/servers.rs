@@ -24,9 +24,14 @@ pub const SERVED_MODEL: &str = "smollm2";
 /// Window of the live server: the local test scorer's, so both cut chunks alike.
 pub const SERVER_N_CTX: usize = 2048;
 
-/// The fault server's script.
+/// The fault server's script (from the scoring crate's tests or the workspace root's).
 pub fn fault_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/remote/fault_server.py")
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    ["tests/data/remote", "scoring/tests/data/remote"]
+        .iter()
+        .map(|dir| manifest.join(dir).join("fault_server.py"))
+        .find(|path| path.is_file())
+        .expect("tests/data/remote/fault_server.py of the scoring crate")
 }
 
 /// The Python of the virtual environment holding llama-cpp-python's server, installed on
