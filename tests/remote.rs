@@ -1,5 +1,6 @@
-//! The remote scorer through the real binary: `ctxzip compress --scorer-url` against
-//! llama-cpp-python's server over the same GGUF gives the local context, and the LSP and MCP
+//! The remote scorer through the real binary: `ctxzip compress --scorer-url` against the
+//! reference server (llama.cpp answering as vLLM does, `scoring/tests/data/remote/`) over the
+//! same GGUF gives the local context, and the LSP and MCP
 //! servers stay up when their scoring server fails (each failure an error naming the fix).
 
 mod common;
@@ -76,7 +77,7 @@ fn compress_with_a_scorer_url_gives_the_local_context() {
     let root = dir.path();
     let scratch = tempfile::tempdir().unwrap();
     let local = compress(root, &scratch.path().join("local.sqlite"), &[]);
-    let server = Server::llama_cpp(
+    let server = Server::reference(
         &ctxzip_scoring::models::resolve(Some(MODEL), false)
             .unwrap()
             .path,

@@ -20,6 +20,13 @@
 //! llama.cpp's own `llama-server` returns no prompt log-probabilities: such a server is
 //! detected by its answer and refused with [`RemoteError::NoPromptLogprobs`], which names the
 //! servers that work and how to start one.
+//!
+//! llama-cpp-python's server (0.3.36, checked) cannot serve ctxzip either: its completions
+//! request type takes text prompts only (a token-id array is refused, [`RemoteError::TokenIdsRefused`]),
+//! and its `echo` log-probabilities are read one token late (token `i`'s from the logits after
+//! token `i`, not before it: upstream issues abetlen/llama-cpp-python#1276 and #1983), which
+//! the start-up probe's plausibility check catches ([`RemoteError::ImplausibleLogprobs`]).
+//! The legacy `echo` form is still read, for servers that implement it correctly.
 
 pub mod client;
 
@@ -216,6 +223,16 @@ pub enum RemoteError {
         "the scoring server returned no prompt log-probabilities (llama.cpp's llama-server does not); serve the model with vLLM (`vllm serve MODEL --enable-prefix-caching`) or llama-cpp-python (`python3 -m llama_cpp.server --model FILE.gguf --logits_all true`)"
     )]
     NoPromptLogprobs,
+
+    #[error(
+        "the scoring server refused a prompt of token ids (HTTP {status}: {message}); ctxzip sends token ids so that the server scores exactly the local tokenization, which vLLM accepts and llama-cpp-python's server does not: serve the model with vLLM (`vllm serve MODEL --enable-prefix-caching`)"
+    )]
+    TokenIdsRefused { status: u16, message: String },
+
+    #[error(
+        "the scoring server's prompt log-probabilities are not those of the prompt's tokens: {mean_nll:.1} nats per token on a counting sequence any model predicts at under 3 (llama-cpp-python's echo log-probabilities are each read one token late); serve the model with vLLM (`vllm serve MODEL --enable-prefix-caching`)"
+    )]
+    ImplausibleLogprobs { mean_nll: f32 },
 
     #[error(
         "the scoring server does not serve model `{model}`: {message} (set --scorer-model to a name listed by GET /v1/models)"

@@ -1,6 +1,8 @@
 //! Real servers that the remote-scorer tests start on 127.0.0.1: llama-cpp-python's
-//! OpenAI-compatible server over the test model, and the fault server of
-//! `tests/data/remote/fault_server.py`. Also compiled into the binary's end-to-end tests
+//! OpenAI-compatible server over the test model (which ctxzip must refuse, see
+//! `ctxzip_scoring::remote`), the reference server of `tests/data/remote/reference_server.py`
+//! (llama.cpp through llama-cpp-python's library, answering as vLLM does), and the fault
+//! server of `tests/data/remote/fault_server.py`. Also compiled into the binary's end-to-end tests
 //! (`#[path]`), so both crates start servers one way.
 //!
 //! llama-cpp-python builds llama.cpp from source on install (minutes), so it is installed
@@ -24,14 +26,15 @@ pub const SERVED_MODEL: &str = "smollm2";
 /// Window of the live server: the local test scorer's, so both cut chunks alike.
 pub const SERVER_N_CTX: usize = 2048;
 
-/// The fault server's script (from the scoring crate's tests or the workspace root's).
-pub fn fault_script() -> PathBuf {
+/// A file of the scoring crate's `tests/data/remote/` (from its tests or the workspace
+/// root's).
+pub fn data_file(name: &str) -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     ["tests/data/remote", "scoring/tests/data/remote"]
         .iter()
-        .map(|dir| manifest.join(dir).join("fault_server.py"))
+        .map(|dir| manifest.join(dir).join(name))
         .find(|path| path.is_file())
-        .expect("tests/data/remote/fault_server.py of the scoring crate")
+        .unwrap_or_else(|| panic!("{name} in the scoring crate's tests/data/remote"))
 }
 
 /// The Python of the virtual environment holding llama-cpp-python's server, installed on
@@ -138,28 +141,50 @@ impl Server {
 
     /// The fault server with `args` (see its docstring); `stats` are written beside it.
     pub fn fault(args: &[&str]) -> Server {
+        let mut command = Command::new("python3");
+        command.arg(data_file("fault_server.py"));
+        Server::with_port_file(command, args, Duration::from_secs(30))
+    }
+
+    /// The reference server (`tests/data/remote/reference_server.py`): llama.cpp through
+    /// llama-cpp-python's library over `gguf`, answering with vLLM's `prompt_logprobs`, as
+    /// [`SERVED_MODEL`] with a window of [`SERVER_N_CTX`].
+    pub fn reference(gguf: &Path) -> Server {
+        let mut command = Command::new(llama_cpp_python());
+        command.arg(data_file("reference_server.py"));
+        let n_ctx = SERVER_N_CTX.to_string();
+        let model = gguf.to_str().expect("a UTF-8 model path");
+        let args = ["--model", model, "--alias", SERVED_MODEL, "--n-ctx", &n_ctx];
+        Server::with_port_file(command, &args, Duration::from_secs(180))
+    }
+
+    /// Starts `command PORT_FILE args --stats FILE` and waits for the port it writes.
+    fn with_port_file(mut command: Command, args: &[&str], limit: Duration) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let port_file = dir.path().join("port");
-        let stats = dir.path().join("stats.json");
-        let child = Command::new("python3")
-            .arg(fault_script())
+        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
+        let mut child = command
             .arg(&port_file)
             .args(args)
             .arg("--stats")
-            .arg(&stats)
+            .arg(dir.path().join("stats.json"))
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
-            .expect("python3 runs the fault server");
+            .expect("python3 runs");
         let started = Instant::now();
         let port = loop {
             if let Ok(text) = std::fs::read_to_string(&port_file) {
                 break text.trim().parse::<u16>().expect("a port number");
             }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "the fault server did not start"
-            );
+            let exited = child.try_wait().ok().flatten();
+            if exited.is_some() || started.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log =
+                    std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
+                panic!("the server did not start ({exited:?}):\n{log}");
+            }
             std::thread::sleep(Duration::from_millis(20));
         };
         Server {
