@@ -12,6 +12,7 @@ export interface Settings {
   scorerUrl?: string;
   scorerModel?: string;
   scorerMaxInFlight?: number;
+  scorerTimeoutS?: number;
   candidates?: number;
   deadlineMs?: number;
   ignore?: string[];
@@ -77,6 +78,7 @@ export function serverLaunch(settings: Settings): ServerLaunch {
     options.scorerModel = settings.scorerModel.trim();
   }
   if (positive(settings.scorerMaxInFlight)) options.scorerMaxInFlight = settings.scorerMaxInFlight;
+  if (positive(settings.scorerTimeoutS)) options.scorerTimeoutS = settings.scorerTimeoutS;
   if (positive(settings.candidates)) options.candidates = settings.candidates;
   if (positive(settings.deadlineMs)) options.deadlineMs = settings.deadlineMs;
   if (settings.ignore && settings.ignore.length > 0) options.ignore = [...settings.ignore];

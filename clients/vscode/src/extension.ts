@@ -58,6 +58,7 @@ function settings(): core.Settings {
     scorerUrl: c.get<string>("scorerUrl"),
     scorerModel: c.get<string>("scorerModel"),
     scorerMaxInFlight: c.get<number>("scorerMaxInFlight"),
+    scorerTimeoutS: c.get<number>("scorerTimeoutS"),
     candidates: c.get<number>("candidates"),
     deadlineMs: c.get<number>("deadlineMs"),
     ignore: c.get<string[]>("ignore"),

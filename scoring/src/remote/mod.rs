@@ -40,6 +40,19 @@ pub use client::{RemoteModel, RemoteModelConfig};
 /// The environment variable holding the API key sent as `Authorization: Bearer KEY`.
 pub const API_KEY_ENV: &str = "CTXZIP_SCORER_API_KEY";
 
+/// The remote scorer's settings a user sets, by one name each (snake case, as config.toml
+/// spells them): every surface offers each of them, spelled by its own convention
+/// (`--scorer-url` on the command line of `compress`, `mcp` and `lsp`, `scorerUrl` in LSP
+/// initializationOptions and the VS Code settings, `scorer_url` in the Neovim setup). The API
+/// key is not among them: it comes only from [`API_KEY_ENV`]. A test walks this list over
+/// every surface.
+pub const SCORER_OPTIONS: &[&str] = &[
+    "scorer_url",
+    "scorer_model",
+    "scorer_max_in_flight",
+    "scorer_timeout_s",
+];
+
 /// Requests in flight at once by default: enough to fill a vLLM batch on one GPU.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 16;
 

@@ -21,6 +21,8 @@ local defaults = {
   scorer_model = nil,
   --- Requests to the scoring server in flight at once (nil: the server's default, 16).
   scorer_max_in_flight = nil,
+  --- Seconds one request to the scoring server may take (nil: the server's default, 60).
+  scorer_timeout_s = nil,
   --- Any other initializationOptions (gpuLayers, candidates, deadlineMs, ignore, maxFileBytes, offline).
   init_options = {},
   --- Files or directories whose presence marks the workspace root.
@@ -54,6 +56,7 @@ local function init_options()
   opts.scorerUrl = opts.scorerUrl or c.scorer_url
   opts.scorerModel = opts.scorerModel or c.scorer_model
   opts.scorerMaxInFlight = opts.scorerMaxInFlight or c.scorer_max_in_flight
+  opts.scorerTimeoutS = opts.scorerTimeoutS or c.scorer_timeout_s
   return opts
 end
 
