@@ -4,7 +4,6 @@
 //! servers stay up when their scoring server fails (each failure an error naming the fix).
 
 mod common;
-#[allow(dead_code)]
 #[path = "../scoring/tests/common/servers.rs"]
 mod servers;
 
