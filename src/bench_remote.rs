@@ -81,7 +81,13 @@ pub fn run(args: RemoteArgs) -> Result<()> {
         config.n_threads = threads.max(1);
     }
     let local: Arc<dyn ScoringModel> = Arc::new(Scorer::new(config)?);
-    rows.push(measure(&*local, &chunks, "local llama.cpp", "-".into(), None)?);
+    rows.push(measure(
+        &*local,
+        &chunks,
+        "local llama.cpp",
+        "-".into(),
+        None,
+    )?);
     print_row(rows.last(), false);
     drop(local);
 
@@ -97,14 +103,26 @@ pub fn run(args: RemoteArgs) -> Result<()> {
     };
     for &n in &args.in_flight {
         let remote = connect(&args.scorer_url, &args.scorer_model, n)?;
-        rows.push(measure(&remote, &chunks, "remote", n.to_string(), Some(&remote))?);
+        rows.push(measure(
+            &remote,
+            &chunks,
+            "remote",
+            n.to_string(),
+            Some(&remote),
+        )?);
         print_row(rows.last(), false);
     }
     if let Some(url) = &args.instant_url {
         for &n in &args.in_flight {
             // The tests' fault server lists one model, `smollm2`.
             let remote = connect(url, "smollm2", n)?;
-            let row = measure(&remote, &chunks, "instant server", n.to_string(), Some(&remote))?;
+            let row = measure(
+                &remote,
+                &chunks,
+                "instant server",
+                n.to_string(),
+                Some(&remote),
+            )?;
             print_row(Some(&row), true);
         }
     }
@@ -116,7 +134,10 @@ pub fn run(args: RemoteArgs) -> Result<()> {
 fn print_row(row: Option<&Row>, per_request: bool) {
     let Some(row) = row else { return };
     let client = if per_request {
-        format!("{:.2}", row.wall_ms_per_query / row.requests_per_query.max(1.0))
+        format!(
+            "{:.2}",
+            row.wall_ms_per_query / row.requests_per_query.max(1.0)
+        )
     } else {
         String::new()
     };
