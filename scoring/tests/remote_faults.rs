@@ -201,6 +201,23 @@ fn a_server_without_prompt_logprobs_is_refused_at_start_up_with_the_servers_that
 }
 
 #[test]
+fn log_probabilities_that_cannot_be_the_prompts_are_refused_at_start_up() {
+    // What llama-cpp-python's echo answers look like: each token's log-probability read from
+    // the logits after it, so a counting sequence looks all but impossible.
+    let server = Server::fault(&["--fault", "late-logprobs"]);
+    let err = RemoteModel::new(config(&server, None))
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(err, Error::Remote(RemoteError::ImplausibleLogprobs { .. })),
+        "{err}"
+    );
+    let message = err.to_string();
+    assert!(message.contains("one token late"), "{message}");
+    assert!(message.contains("vllm serve"), "{message}");
+}
+
+#[test]
 fn a_model_the_server_does_not_list_is_refused_at_start_up() {
     let server = Server::fault(&[]);
     let settings = RemoteSettings::new(&server.base_url, "no-such-model", None).unwrap();

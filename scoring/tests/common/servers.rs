@@ -77,6 +77,11 @@ pub fn llama_cpp_python() -> &'static Path {
         if std::env::var_os("CMAKE_ARGS").is_none() {
             pip.env("CMAKE_ARGS", "-DLLAVA_BUILD=OFF");
         }
+        // Every core unless told otherwise (a make build runs one job by default).
+        if std::env::var_os("CMAKE_BUILD_PARALLEL_LEVEL").is_none() {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            pip.env("CMAKE_BUILD_PARALLEL_LEVEL", cores.to_string());
+        }
         let status = pip.status().expect("pip runs");
         assert!(
             status.success() && installed(&python),

@@ -9,7 +9,8 @@ and scores are all equal; what the tests check is how the client behaves around 
     fault_server.py PORT_FILE [--fault KIND] [--after N] [--times N] [--retry-after S]
                     [--delay S] [--stats FILE]
 
---fault: none | status-500 | status-429 | slow | no-logprobs | close
+--fault: none | status-500 | status-429 | slow | no-logprobs | late-logprobs | close
+    (late-logprobs: -12 for every token, what log-probabilities read one token late give)
     applied to completions requests after the first --after of them (the start-up probe
     sends one), at most --times times (default: always).
 --stats: a JSON file rewritten on every request: requests, most in flight at once.
@@ -120,7 +121,7 @@ class Handler(BaseHTTPRequestHandler):
                 "logprobs": {
                     "tokens": [str(t) for t in prompt],
                     "text_offset": list(range(len(prompt))),
-                    "token_logprobs": [None] + [-1.0] * (len(prompt) - 1),
+                    "token_logprobs": [None] + [-12.0 if fault == "late-logprobs" else -1.0] * (len(prompt) - 1),
                     "top_logprobs": [None] * len(prompt),
                 },
                 "finish_reason": "length",
