@@ -101,6 +101,10 @@ impl std::str::FromStr for Ranker {
     }
 }
 
+/// What joining a kept run can save at most, in tokens (an elision marker and its line
+/// breaks): the refill renders any unit within this of fitting rather than ruling it out.
+const REFILL_JOIN_SLACK_TOKENS: usize = 16;
+
 /// The budget of a request that names none, on every surface (CLI, LSP, MCP).
 pub const DEFAULT_BUDGET_TOKENS: usize = 2000;
 
@@ -517,7 +521,11 @@ pub fn compress(
         tokens = result.count();
     }
     for &i in &order {
-        if tokens + units[i].tokens + 3 > budget || result.kept.contains(&i) {
+        // A cheap bound before rendering: a unit costs about its own tokens, but one next to
+        // a kept run replaces that run's elision marker instead of adding its own, so it may
+        // add a few tokens less; only the rendered count decides near the budget.
+        if tokens + units[i].tokens > budget + REFILL_JOIN_SLACK_TOKENS || result.kept.contains(&i)
+        {
             continue;
         }
         result.kept.push(i);
