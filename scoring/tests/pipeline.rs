@@ -258,7 +258,8 @@ fn assert_no_chunk_fits_alone(
     format: Format,
     budget: usize,
     case: &str,
-) {
+) -> usize {
+    let mut smallest = usize::MAX;
     for (path, lang, text, chunks) in &ws.files {
         for chunk in chunks {
             let chunk_text = chunk.text(text);
@@ -279,8 +280,10 @@ fn assert_no_chunk_fits_alone(
                 n > budget,
                 "{case}: refused, but this fits in {n} tokens:\n{alone}"
             );
+            smallest = smallest.min(n);
         }
     }
+    smallest
 }
 
 /// The refill's promise: no chunk left out (skeletons aside) would still fit whole beside
@@ -410,9 +413,9 @@ fn the_budget_is_never_exceeded_over_random_workspaces_budgets_and_formats() {
             }
             Err(CompressError::BudgetTooSmall { budget, smallest }) => {
                 too_small += 1;
-                assert_no_chunk_fits_alone(&model, &ws, options.format, budget, &case);
-                // `smallest` is only an estimate (text headers, skeletons included).
-                let _ = smallest;
+                let alone = assert_no_chunk_fits_alone(&model, &ws, options.format, budget, &case);
+                // The error's figure is what the smallest chunk costs alone, in this format.
+                assert_eq!(smallest, alone, "{case}: the smallest answer");
             }
             Err(e) => panic!("{case}: {e}"),
         }
