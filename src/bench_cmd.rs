@@ -18,6 +18,9 @@ pub enum BenchCommand {
     Quality(crate::bench_quality::QualityArgs),
     /// Scoring modes (sequential, packed, KV-state and prefix reuse) for the models.
     Scoring(crate::bench_scoring::ScoringArgs),
+    /// The remote scorer against the local engine on the same GGUF, at several bounds on
+    /// requests in flight.
+    Remote(crate::bench_remote::RemoteArgs),
 }
 
 #[derive(Args)]
@@ -37,6 +40,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Chunker(args) => chunker(args),
         BenchCommand::Quality(args) => crate::bench_quality::run(args),
         BenchCommand::Scoring(args) => crate::bench_scoring::run(args),
+        BenchCommand::Remote(args) => crate::bench_remote::run(args),
     }
 }
 

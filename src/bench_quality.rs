@@ -339,7 +339,7 @@ pub fn run(args: QualityArgs) -> Result<()> {
         .score_cache
         .clone()
         .unwrap_or_else(|| cache_dir.path().join("cache.sqlite"));
-    let scorer = args.model.start_scorer_with(|config| {
+    let scorer = args.model.start_model_with(|config| {
         config.disk_cache_path = Some(cache_path);
     })?;
     let defaults = CompressOptions::default();
@@ -358,7 +358,7 @@ pub fn run(args: QualityArgs) -> Result<()> {
         framed: args.framed.unwrap_or(defaults.framed),
         ..defaults.clone()
     };
-    print_candidate_recall(&scorer, &tasks, &base)?;
+    print_candidate_recall(&*scorer, &tasks, &base)?;
     if args.candidates_only {
         return Ok(());
     }
@@ -366,7 +366,7 @@ pub fn run(args: QualityArgs) -> Result<()> {
         Some(ms) => Some((
             format!("ctxzip@{ms}ms"),
             Duration::from_millis(ms),
-            args.model.start_scorer_with(|config| {
+            args.model.start_model_with(|config| {
                 config.disk_cache_path = None;
                 config.kv_state_cache_bytes = 0;
             })?,
@@ -412,7 +412,7 @@ pub fn run(args: QualityArgs) -> Result<()> {
                     ..base.clone()
                 };
                 (m.adjust)(&mut options);
-                runs.push((m.name, &scorer, options));
+                runs.push((m.name, &*scorer, options));
             }
             if let Some((name, deadline, deadline_scorer)) = &deadline_run {
                 let options = CompressOptions {
@@ -420,7 +420,7 @@ pub fn run(args: QualityArgs) -> Result<()> {
                     deadline: Some(*deadline),
                     ..base.clone()
                 };
-                runs.push((name, deadline_scorer, options));
+                runs.push((name, &**deadline_scorer, options));
             }
             for (method, scorer, options) in runs {
                 let started = Instant::now();
@@ -483,7 +483,10 @@ pub fn run(args: QualityArgs) -> Result<()> {
             .model
             .as_deref()
             .unwrap_or(ctxzip_scoring::DEFAULT_MODEL),
-        scorer.build_info(),
+        {
+            let d = scorer.description();
+            format!("{}; {}", d.location, d.build)
+        },
         tasks.len(),
         counts.join(", "),
         base.max_candidates,

@@ -13,10 +13,12 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use ctxzip_chunker::confine::{self, Kind};
 use ctxzip_chunker::workspace::{self, FileChunks};
+use ctxzip_scoring::backend::{self, BackendSettings};
 use ctxzip_scoring::compress::{
     self, Budget, CompressError, CompressOptions, Document, Focus, Format, Ranker,
 };
-use ctxzip_scoring::{CancelFlag, Scorer, ScorerConfig, SharedModel, models};
+use ctxzip_scoring::remote::RemoteFlags;
+use ctxzip_scoring::{CancelFlag, ScorerConfig, SharedModel};
 use serde_json::json;
 
 use crate::chunks_cmd::{WalkArgs, parse_langs};
@@ -87,30 +89,53 @@ pub struct ModelArgs {
     /// Show llama.cpp's own log.
     #[arg(long)]
     pub verbose: bool,
+    /// Score on a server instead of in process: the OpenAI-compatible API base of vLLM or
+    /// llama-cpp-python serving the same model as --model (which still tokenizes), e.g.
+    /// http://gpu-box:8000/v1. The API key comes from CTXZIP_SCORER_API_KEY. Default:
+    /// scorer_url in config.toml, else local scoring.
+    #[arg(long, value_name = "URL")]
+    pub scorer_url: Option<String>,
+    /// The served model's name, as the server's /v1/models lists it.
+    #[arg(long, value_name = "NAME")]
+    pub scorer_model: Option<String>,
+    /// Requests to the scoring server in flight at once (default 16).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub scorer_max_in_flight: Option<u64>,
+    /// Seconds one request to the scoring server may take (default 60).
+    #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..))]
+    pub scorer_timeout_s: Option<u64>,
 }
 
 impl ModelArgs {
-    /// The model these flags select, behind the interface the pipeline scores through.
-    pub fn start_model(&self) -> Result<SharedModel> {
-        Ok(std::sync::Arc::new(self.start_scorer()?))
-    }
-
-    pub fn start_scorer(&self) -> Result<Scorer> {
-        self.start_scorer_with(|_| {})
-    }
-
-    /// [`ModelArgs::start_scorer`] with a last word on the config.
-    pub fn start_scorer_with(&self, adjust: impl FnOnce(&mut ScorerConfig)) -> Result<Scorer> {
-        let resolved = models::resolve(self.model.as_deref(), self.offline)?;
-        let mut config = ScorerConfig::new(&resolved);
-        if let Some(threads) = self.threads {
-            config.n_threads = threads.max(1);
+    /// The settings these flags give, for [`backend::start`].
+    pub fn backend_settings(&self) -> BackendSettings {
+        BackendSettings {
+            model: self.model.clone(),
+            offline: self.offline,
+            threads: self.threads,
+            gpu_layers: self.gpu_layers,
+            verbose: self.verbose,
+            remote: RemoteFlags {
+                url: self.scorer_url.clone(),
+                model: self.scorer_model.clone(),
+                max_in_flight: self
+                    .scorer_max_in_flight
+                    .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+                timeout_s: self.scorer_timeout_s,
+            },
         }
-        config.gpu_layers = self.gpu_layers;
-        config.verbose = self.verbose;
-        adjust(&mut config);
-        Scorer::new(config)
-            .with_context(|| format!("cannot load model {}", resolved.path.display()))
+    }
+
+    /// The model these flags select (remote when a scorer URL is set), behind the interface
+    /// the pipeline scores through.
+    pub fn start_model(&self) -> Result<SharedModel> {
+        self.start_model_with(|_| {})
+    }
+
+    /// [`ModelArgs::start_model`] with a last word on the config (its disk cache and window
+    /// hold for a remote scorer too).
+    pub fn start_model_with(&self, adjust: impl FnOnce(&mut ScorerConfig)) -> Result<SharedModel> {
+        backend::start_with(&self.backend_settings(), adjust).context("cannot start the model")
     }
 }
 

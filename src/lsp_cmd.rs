@@ -39,6 +39,13 @@ pub fn run(args: LspArgs) -> Result<ExitCode> {
             threads: args.model.threads,
             gpu_layers: (args.model.gpu_layers > 0).then_some(args.model.gpu_layers),
             redact: args.no_redact.then_some(false),
+            scorer_url: args.model.scorer_url,
+            scorer_model: args.model.scorer_model,
+            scorer_max_in_flight: args
+                .model
+                .scorer_max_in_flight
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            scorer_timeout_s: args.model.scorer_timeout_s,
             ..Options::default()
         },
         verbose: args.model.verbose,

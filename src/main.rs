@@ -2,6 +2,7 @@
 
 mod bench_cmd;
 mod bench_quality;
+mod bench_remote;
 mod bench_scoring;
 mod chunks_cmd;
 mod compress_cmd;

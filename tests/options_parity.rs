@@ -3,6 +3,9 @@
 //! LSP's `ctxzip/compress` and a property of the MCP tool's input schema, each spelled by its
 //! surface's convention, and a request that names no budget gets the core's default on all
 //! three. The real binary on each surface; BM25 ranking keeps the model's work out of it.
+//! Likewise each remote-scorer setting (`ctxzip_scoring::remote::SCORER_OPTIONS`) is a flag
+//! of every command that starts a model, an LSP initializationOption, a config.toml key, a
+//! VS Code setting and a Neovim option.
 
 mod common;
 
@@ -13,6 +16,7 @@ use std::time::Duration;
 
 use ctxzip_lsp::client::LspClient;
 use ctxzip_scoring::compress::{DEFAULT_BUDGET_TOKENS, USER_OPTIONS};
+use ctxzip_scoring::remote::{RemoteFlags, SCORER_OPTIONS, resolve_settings};
 use serde_json::{Value, json};
 
 use common::mcp_client::Client as McpClient;
@@ -204,6 +208,93 @@ fn every_surface_offers_every_user_option_with_the_same_default_budget() {
     assert!(
         missing.is_empty(),
         "options of CompressOptions a surface does not offer:\n{}",
+        missing.join("\n")
+    );
+}
+
+#[test]
+fn every_surface_offers_every_scorer_setting() {
+    let dir = workspace();
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    let mut missing = Vec::new();
+
+    // Every command that starts a model takes the flags.
+    for command in ["compress", "mcp", "lsp"] {
+        let help = ctxzip(&[command, "--help"], &root);
+        let flags = long_flags(&String::from_utf8_lossy(&help.stdout));
+        for name in SCORER_OPTIONS {
+            if !flags.contains(&cli_flag(name)) {
+                missing.push(format!("ctxzip {command} {}", cli_flag(name)));
+            }
+        }
+    }
+
+    // The LSP's initializationOptions: serde names the known keys when it refuses one.
+    let mut lsp = LspClient::spawn(
+        Command::new(env!("CARGO_BIN_EXE_ctxzip"))
+            .arg("lsp")
+            .env("CTXZIP_CACHE", common::test_cache())
+            .stderr(Stdio::null()),
+    )
+    .expect("ctxzip lsp starts");
+    let refused = lsp.request(
+        "initialize",
+        json!({
+            "processId": null,
+            "capabilities": {},
+            "initializationOptions": {"notAnOption": 1}
+        }),
+        WAIT,
+    );
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    let (_, accepted) = message
+        .split_once("expected one of")
+        .unwrap_or_else(|| panic!("no list of known keys: {refused}"));
+    let keys: BTreeSet<&str> = accepted.split('`').skip(1).step_by(2).collect();
+    drop(lsp);
+
+    // The editor clients' settings, as their sources spell them.
+    let clients = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients");
+    let read = |path: &str| std::fs::read_to_string(clients.join(path)).unwrap();
+    let package_json: Value = serde_json::from_str(&read("vscode/package.json")).unwrap();
+    let vscode_settings = &package_json["contributes"]["configuration"]["properties"];
+    let core_ts = read("vscode/src/core.ts");
+    let extension_ts = read("vscode/src/extension.ts");
+    let init_lua = read("nvim/lua/ctxzip/init.lua");
+
+    // config.toml: each key is read (a wrong type is refused by its name).
+    for name in SCORER_OPTIONS {
+        let key = lsp_key(name);
+        if !keys.contains(key.as_str()) {
+            missing.push(format!("LSP initializationOptions {key:?}"));
+        }
+        if vscode_settings.get(format!("ctxzip.{key}")).is_none() {
+            missing.push(format!("VS Code setting ctxzip.{key} (package.json)"));
+        }
+        if !core_ts.contains(&format!("options.{key} =")) {
+            missing.push(format!("VS Code core.ts sends {key}"));
+        }
+        if !extension_ts.contains(&format!("(\"{key}\")")) {
+            missing.push(format!("VS Code extension.ts reads {key}"));
+        }
+        if !init_lua.contains(&format!("{name} = nil"))
+            || !init_lua.contains(&format!("opts.{key}"))
+        {
+            missing.push(format!("Neovim option {name} (init.lua)"));
+        }
+        let mut table = toml::Table::new();
+        table.insert("scorer_url".into(), "http://gpu-box:8000/v1".into());
+        table.insert("scorer_model".into(), "m".into());
+        table.insert(name.to_string(), toml::Value::Boolean(true));
+        let refused = resolve_settings(&RemoteFlags::default(), Some(&table));
+        if !refused.is_err_and(|e| e.to_string().contains(name)) {
+            missing.push(format!("config.toml key {name}"));
+        }
+    }
+
+    assert!(
+        missing.is_empty(),
+        "scorer settings a surface does not offer:\n{}",
         missing.join("\n")
     );
 }

@@ -4,18 +4,12 @@
 
 use std::sync::Arc;
 
-use ctxzip_scoring::{Scorer, ScorerConfig, SharedModel, models};
+use ctxzip_scoring::SharedModel;
+use ctxzip_scoring::backend::{self, BackendSettings};
 use tokio::sync::Mutex;
 
-/// What selects and runs the model; a change means a new scorer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ModelSettings {
-    pub model: Option<String>,
-    pub offline: bool,
-    pub threads: Option<usize>,
-    pub gpu_layers: u32,
-    pub verbose: bool,
-}
+/// What selects and runs the model (local or remote); a change means a new scorer.
+pub type ModelSettings = BackendSettings;
 
 struct Loaded {
     settings: ModelSettings,
@@ -80,17 +74,7 @@ impl ModelSlot {
     }
 }
 
-/// Loads the GGUF the settings name into the llama.cpp engine.
+/// Starts the model the settings select: the llama.cpp engine, or the remote scorer.
 fn load(settings: &ModelSettings) -> Result<SharedModel, String> {
-    let resolved =
-        models::resolve(settings.model.as_deref(), settings.offline).map_err(|e| e.to_string())?;
-    let mut config = ScorerConfig::new(&resolved);
-    if let Some(threads) = settings.threads {
-        config.n_threads = threads.max(1);
-    }
-    config.gpu_layers = settings.gpu_layers;
-    config.verbose = settings.verbose;
-    let path = resolved.path.display().to_string();
-    let scorer = Scorer::new(config).map_err(|e| format!("cannot load model {path}: {e}"))?;
-    Ok(Arc::new(scorer))
+    backend::start(settings).map_err(|e| format!("cannot start the model: {e}"))
 }

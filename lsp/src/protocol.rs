@@ -30,6 +30,14 @@ pub struct Options {
     pub max_file_bytes: Option<u64>,
     /// Replace secrets found in file text with `[REDACTED:<rule>]` (default true).
     pub redact: Option<bool>,
+    /// Score on this OpenAI-compatible server (vLLM, llama-cpp-python) instead of in process.
+    pub scorer_url: Option<String>,
+    /// The served model's name on that server.
+    pub scorer_model: Option<String>,
+    /// Requests to the scoring server in flight at once.
+    pub scorer_max_in_flight: Option<usize>,
+    /// Seconds one request to the scoring server may take.
+    pub scorer_timeout_s: Option<u64>,
 }
 
 impl Options {
@@ -46,6 +54,13 @@ impl Options {
             ignore: other.ignore.clone().or_else(|| self.ignore.clone()),
             max_file_bytes: other.max_file_bytes.or(self.max_file_bytes),
             redact: other.redact.or(self.redact),
+            scorer_url: other.scorer_url.clone().or_else(|| self.scorer_url.clone()),
+            scorer_model: other
+                .scorer_model
+                .clone()
+                .or_else(|| self.scorer_model.clone()),
+            scorer_max_in_flight: other.scorer_max_in_flight.or(self.scorer_max_in_flight),
+            scorer_timeout_s: other.scorer_timeout_s.or(self.scorer_timeout_s),
         }
     }
 
@@ -64,7 +79,7 @@ impl Options {
         }
         serde_json::from_value(value).map_err(|e| {
             format!(
-                "invalid ctxzip options: {e} (known options: model, offline, budget, threads, gpuLayers, candidates, deadlineMs, ignore, maxFileBytes; see lsp/README.md)"
+                "invalid ctxzip options: {e} (known options: model, offline, budget, threads, gpuLayers, candidates, deadlineMs, ignore, maxFileBytes, redact, scorerUrl, scorerModel, scorerMaxInFlight, scorerTimeoutS; see lsp/README.md)"
             )
         })
     }

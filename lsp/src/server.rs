@@ -18,6 +18,7 @@ use ctxzip_chunker::workspace::WalkOptions;
 use ctxzip_scoring::compress::{
     self, Budget, CompressError, CompressOptions, Document, Focus, Format,
 };
+use ctxzip_scoring::remote::RemoteFlags;
 use ctxzip_scoring::{CancelFlag, Error as ScoringError, SharedModel};
 use futures::FutureExt;
 use serde_json::{Value, json};
@@ -170,6 +171,12 @@ impl Server {
             threads: options.threads,
             gpu_layers: options.gpu_layers.unwrap_or(0),
             verbose: self.shared.defaults.verbose,
+            remote: RemoteFlags {
+                url: options.scorer_url,
+                model: options.scorer_model,
+                max_in_flight: options.scorer_max_in_flight,
+                timeout_s: options.scorer_timeout_s,
+            },
         }
     }
 

@@ -5,7 +5,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Instant;
 
-use crate::engine::{CancelFlag, ChunkInput, ScoreOptions, Scorer, ScorerConfig, text_hash};
+use crate::cache::text_hash;
+use crate::engine::{CancelFlag, ChunkInput, ScoreOptions, Scorer, ScorerConfig};
 use crate::error::{Error, Result};
 use crate::models::ResolvedModel;
 

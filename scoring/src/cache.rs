@@ -36,9 +36,16 @@
 //! - KV states are not stored here: at 12–22 KiB per token they are large, and restoring them
 //!   from disk is not measured to beat recomputation; they live in the in-memory LRU of
 //!   [`crate::engine`].
+//!
+//! [`ScoreCache`] is the cache as every backend uses it (the llama.cpp engine and the remote
+//! scorer): one model identity ([`crate::ScoringModel::model_id`]) that keys every row, the
+//! keys of each kind of result, and hit and miss counts. There is one cache file and one way
+//! of keying it, whatever scores.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
@@ -699,6 +706,118 @@ fn decode_nlls(blob: &[u8]) -> Option<Vec<f32>> {
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect(),
     )
+}
+
+/// The disk cache as a backend uses it: every row keyed by the backend's model identity, so
+/// results of different models or backends never mix. Shared by reference between threads
+/// (the remote scorer's requests finish on several).
+pub struct ScoreCache {
+    disk: Mutex<DiskCache>,
+    model_id: String,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl ScoreCache {
+    /// Opens the cache file at `path` for results of `model_id` (never fails: see
+    /// [`DiskCache::open`]).
+    pub fn open(path: &Path, cap_bytes: u64, model_id: &str) -> ScoreCache {
+        ScoreCache {
+            disk: Mutex::new(DiskCache::open(path, cap_bytes)),
+            model_id: model_id.to_string(),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    /// Key of a query's own NLLs (given an empty chunk).
+    pub fn query_key(query: &str) -> u64 {
+        input_hash(&["query", query])
+    }
+
+    /// Key of the query's NLLs given a chunk.
+    pub fn score_key(query: &str, chunk: &str) -> u64 {
+        input_hash(&["score", query, chunk])
+    }
+
+    /// Key of a text's token NLLs, alone (by its text) or after a prefix.
+    pub fn nlls_key(prefix: Option<&str>, text: &str) -> u64 {
+        match prefix {
+            None => text_hash(text),
+            Some(prefix) => input_hash(&["nlls", prefix, text]),
+        }
+    }
+
+    /// The per-token NLLs stored under `key`, when the record holds exactly `n` of them.
+    pub fn get(&self, key: u64, n: usize) -> Option<Vec<f32>> {
+        let record = self
+            .disk
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&self.model_id, key);
+        match record {
+            Some(record) if record.token_nlls.len() == n => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                Some(record.token_nlls)
+            }
+            _ => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Stores `(key, input tokens, per-token NLLs)` records.
+    pub fn put_many(&self, records: Vec<(u64, usize, Vec<f32>)>) {
+        if records.is_empty() {
+            return;
+        }
+        let records: Vec<(u64, ChunkRecord)> = records
+            .into_iter()
+            .map(|(key, n_tokens, token_nlls)| {
+                (
+                    key,
+                    ChunkRecord {
+                        n_tokens: u32::try_from(n_tokens).unwrap_or(u32::MAX),
+                        token_nlls,
+                    },
+                )
+            })
+            .collect();
+        self.disk
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .put_many(&self.model_id, &records);
+    }
+
+    /// Hits and misses since open.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Key of a model input made of several texts (a kind tag first): each part is
+/// length-prefixed, so different splits of the same bytes never collide.
+fn input_hash(parts: &[&str]) -> u64 {
+    let mut hasher = blake3::Hasher::new();
+    for part in parts {
+        hasher.update(&(part.len() as u64).to_le_bytes());
+        hasher.update(part.as_bytes());
+    }
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hasher.finalize().as_bytes()[..8]);
+    u64::from_le_bytes(first)
+}
+
+/// Content hash of a text: keys its unconditional NLLs, its token count and KV states.
+pub fn text_hash(text: &str) -> u64 {
+    let digest = blake3::hash(text.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest.as_bytes()[..8]);
+    u64::from_le_bytes(first)
 }
 
 #[cfg(test)]

@@ -28,7 +28,8 @@
 //! - Several sequences can be packed into one decode (`max_packed_seqs`); on CPU this measured
 //!   ~1.0x, so the default is 1, but it is kept for GPU backends.
 //! - Per-token unconditional NLLs (`token_nlls` without prefix) go to the on-disk
-//!   [`crate::cache::DiskCache`] keyed by (model sha256, text hash); results that depend on
+//!   [`crate::cache::ScoreCache`] (the one every backend uses) keyed by (model sha256, text
+//!   hash); results that depend on
 //!   the query (a chunk's per-query-token NLLs, token NLLs given a prefix) go there too, keyed
 //!   by the hash of the exact model input, so a query asked again after an edit decodes only
 //!   the chunks that changed (`ScoreOptions::use_cache`). (Reading a scored chunk's own
@@ -56,7 +57,7 @@ use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::{LlamaStateSeqFlags, SeqState};
 use tokio::sync::oneshot;
 
-use crate::cache::{ChunkRecord, DiskCache};
+use crate::cache::{DiskCache, ScoreCache};
 use crate::error::{Error, Result};
 use crate::gguf;
 use crate::model::{ModelDescription, ScoringModel, TokenCountMemo};
@@ -254,8 +255,6 @@ struct Counters {
     kv_state_misses: AtomicU64,
     kv_states: AtomicU64,
     kv_state_bytes: AtomicU64,
-    disk_hits: AtomicU64,
-    disk_misses: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64, n: u64) {
@@ -339,6 +338,8 @@ struct Inner {
     config: ScorerConfig,
     architecture: String,
     disk_cache_enabled: bool,
+    /// The disk cache, shared with the worker (for its hit counts).
+    disk: Option<Arc<ScoreCache>>,
     adds_bos: bool,
     /// Token counts of chunk texts by content hash: a workspace's chunks are counted once,
     /// not on every query.
@@ -410,10 +411,15 @@ impl Scorer {
         let model = Arc::new(model);
         let counters = Arc::new(Counters::default());
         let disk = match (&config.disk_cache_path, &config.model_sha256) {
-            (Some(path), Some(_)) => Some(DiskCache::open(path, config.disk_cache_bytes)),
+            (Some(path), Some(sha)) => Some(Arc::new(ScoreCache::open(
+                path,
+                config.disk_cache_bytes,
+                sha,
+            ))),
             _ => None,
         };
         let disk_cache_enabled = disk.is_some();
+        let worker_disk = disk.clone();
 
         let (jobs, job_rx) = mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
@@ -424,7 +430,13 @@ impl Scorer {
             .name("ctxzip-scorer".into())
             .spawn(move || {
                 let model = worker_model;
-                match Worker::new(&model, backend, &worker_config, worker_counters, disk) {
+                match Worker::new(
+                    &model,
+                    backend,
+                    &worker_config,
+                    worker_counters,
+                    worker_disk,
+                ) {
                     Ok(mut worker) => {
                         let _ = ready_tx.send(Ok(()));
                         while let Ok(job) = job_rx.recv() {
@@ -446,6 +458,7 @@ impl Scorer {
                 config,
                 architecture,
                 disk_cache_enabled,
+                disk,
                 adds_bos,
                 counts: TokenCountMemo::new(),
             }),
@@ -490,14 +503,15 @@ impl Scorer {
     pub fn stats(&self) -> ScorerStats {
         let c = &self.inner.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (disk_hits, disk_misses) = self.inner.disk.as_ref().map_or((0, 0), |d| d.counts());
         ScorerStats {
             tokens_decoded: get(&c.tokens_decoded),
             kv_state_hits: get(&c.kv_state_hits),
             kv_state_misses: get(&c.kv_state_misses),
             kv_states: get(&c.kv_states),
             kv_state_bytes: get(&c.kv_state_bytes),
-            disk_hits: get(&c.disk_hits),
-            disk_misses: get(&c.disk_misses),
+            disk_hits,
+            disk_misses,
         }
     }
 
@@ -702,7 +716,22 @@ impl ScoringModel for Scorer {
     }
 }
 
-fn tokenize(model: &LlamaModel, text: &str) -> Vec<LlamaToken> {
+/// A GGUF's tokenizer alone (`vocab_only`: no weights are read), for a backend that scores
+/// elsewhere but counts and splits text exactly as the local engine does.
+pub(crate) fn load_tokenizer(path: &std::path::Path, verbose: bool) -> Result<LlamaModel> {
+    let info = gguf::inspect(path)?;
+    let architecture = info.architecture.unwrap_or_else(|| "unknown".to_string());
+    let backend = backend(verbose)?;
+    let params = LlamaModelParams::default()
+        .with_vocab_only(true)
+        .with_use_mmap(false);
+    LlamaModel::load_from_file(backend, path, &params).map_err(|_| Error::LoadFailed {
+        path: path.to_path_buf(),
+        arch: architecture,
+    })
+}
+
+pub(crate) fn tokenize(model: &LlamaModel, text: &str) -> Vec<LlamaToken> {
     if text.is_empty() {
         return Vec::new();
     }
@@ -712,7 +741,11 @@ fn tokenize(model: &LlamaModel, text: &str) -> Vec<LlamaToken> {
 
 /// Byte ranges of `tokens` in `text`, from their pieces; clamped to the text when a tokenizer
 /// renders pieces that do not add up to it (e.g. a SentencePiece leading space).
-fn token_spans(model: &LlamaModel, text: &str, tokens: &[LlamaToken]) -> Vec<(usize, usize)> {
+pub(crate) fn token_spans(
+    model: &LlamaModel,
+    text: &str,
+    tokens: &[LlamaToken],
+) -> Vec<(usize, usize)> {
     let vocab = model.vocab();
     let mut piece = Vec::new();
     let mut start = 0usize;
@@ -808,8 +841,7 @@ struct Worker<'m> {
     bos: Option<LlamaToken>,
     sep: Vec<LlamaToken>,
     states: StateLru,
-    disk: Option<DiskCache>,
-    model_sha256: Option<String>,
+    disk: Option<Arc<ScoreCache>>,
     counters: Arc<Counters>,
     /// Tokens decoded in the current request.
     decoded: usize,
@@ -825,7 +857,7 @@ impl<'m> Worker<'m> {
         backend: &LlamaBackend,
         config: &ScorerConfig,
         counters: Arc<Counters>,
-        disk: Option<DiskCache>,
+        disk: Option<Arc<ScoreCache>>,
     ) -> Result<Self> {
         let n_ctx = config.n_ctx_tokens;
         let n_batch = config.n_batch_tokens.min(n_ctx);
@@ -868,7 +900,6 @@ impl<'m> Worker<'m> {
                 entries: HashMap::new(),
             },
             disk,
-            model_sha256: config.model_sha256.clone(),
             counters,
             decoded: 0,
             secs_per_token: None,
@@ -944,7 +975,7 @@ impl<'m> Worker<'m> {
 
         // Query-dependent results are cached by the hash of the exact model input.
         let cache = options.use_cache;
-        let query_key = input_hash(&["query", query]);
+        let query_key = ScoreCache::query_key(query);
         let query_nlls = match self.cached(cache, query_key, q.len()) {
             Some(nlls) => nlls,
             None => {
@@ -973,7 +1004,7 @@ impl<'m> Worker<'m> {
             let mut tokens = tokenize(self.model, &chunk.text);
             let truncated = tokens.len() > chunk_budget;
             tokens.truncate(chunk_budget);
-            let key = input_hash(&["score", query, &chunk.text]);
+            let key = ScoreCache::score_key(query, &chunk.text);
             if !truncated && let Some(nlls) = self.cached(cache, key, q.len()) {
                 let nll = mean(&nlls);
                 scores[index] = Some(ChunkScore {
@@ -1071,42 +1102,14 @@ impl<'m> Worker<'m> {
         if !cache {
             return None;
         }
-        let (Some(sha), Some(disk)) = (&self.model_sha256, &mut self.disk) else {
-            return None;
-        };
-        match disk.get(sha, key) {
-            Some(record) if record.token_nlls.len() == n => {
-                bump(&self.counters.disk_hits, 1);
-                Some(record.token_nlls)
-            }
-            _ => {
-                bump(&self.counters.disk_misses, 1);
-                None
-            }
-        }
+        self.disk.as_ref()?.get(key, n)
     }
 
     /// Stores (key, input tokens, per-token NLLs) records in the disk cache.
     fn store(&mut self, records: Vec<(u64, usize, Vec<f32>)>) {
-        let (Some(sha), Some(disk)) = (&self.model_sha256, &mut self.disk) else {
-            return;
-        };
-        if records.is_empty() {
-            return;
+        if let Some(disk) = &self.disk {
+            disk.put_many(records);
         }
-        let records: Vec<(u64, ChunkRecord)> = records
-            .into_iter()
-            .map(|(key, n_tokens, token_nlls)| {
-                (
-                    key,
-                    ChunkRecord {
-                        n_tokens: n_tokens as u32,
-                        token_nlls,
-                    },
-                )
-            })
-            .collect();
-        disk.put_many(sha, &records);
     }
 
     /// Scores chunks that fit the window together, one sequence each.
@@ -1234,10 +1237,7 @@ impl<'m> Worker<'m> {
         let first_token_scored = !p.is_empty();
         // Disk-cached by text alone (unconditional, query-independent) or by (prefix, text).
         let cache = options.use_cache;
-        let disk_key = |text: &str| match prefix {
-            None => text_hash(text),
-            Some(prefix) => input_hash(&["nlls", prefix, text]),
-        };
+        let disk_key = |text: &str| ScoreCache::nlls_key(prefix, text);
 
         let mut results: Vec<Option<TokenNlls>> = vec![None; texts.len()];
         let mut todo: Vec<(usize, Vec<LlamaToken>, bool)> = Vec::new();
@@ -1511,27 +1511,6 @@ fn assemble(
         truncated,
         skipped: false,
     }
-}
-
-/// Disk-cache key of a model input made of several texts (a kind tag first): each part is
-/// length-prefixed, so different splits of the same bytes never collide.
-fn input_hash(parts: &[&str]) -> u64 {
-    let mut hasher = blake3::Hasher::new();
-    for part in parts {
-        hasher.update(&(part.len() as u64).to_le_bytes());
-        hasher.update(part.as_bytes());
-    }
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&hasher.finalize().as_bytes()[..8]);
-    u64::from_le_bytes(first)
-}
-
-/// Content hash of a text for the disk cache.
-pub(crate) fn text_hash(text: &str) -> u64 {
-    let digest = blake3::hash(text.as_bytes());
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&digest.as_bytes()[..8]);
-    u64::from_le_bytes(first)
 }
 
 fn mean(values: &[f32]) -> f32 {

@@ -95,6 +95,10 @@ pub enum Error {
     #[error("invalid scorer setting: {0}")]
     InvalidSetting(String),
 
+    /// The remote scorer failed; the message names the fix.
+    #[error(transparent)]
+    Remote(#[from] crate::remote::RemoteError),
+
     #[error("the request was cancelled")]
     Cancelled,
 

@@ -11,10 +11,13 @@
 //! - [`gguf`]: checks a model file before llama.cpp loads it.
 //! - [`overlap`]: a deterministic [`ScoringModel`] from token overlap, for testing the
 //!   pipeline's own logic without llama.cpp.
-//! - [`remote`]: the remote backend's settings and wire shapes (OpenAI-compatible prompt
-//!   log-probabilities); the HTTP client is still to come.
+//! - [`remote`]: the remote backend: [`remote::RemoteModel`] (implements [`ScoringModel`]
+//!   over HTTP against vLLM or llama-cpp-python), its settings and wire shapes.
+//! - [`backend`]: the settings every shell gathers, and the one function that starts the
+//!   model they select (local or remote).
 //! - [`bench`]: the scoring benchmark behind `ctxzip bench scoring`.
 
+pub mod backend;
 pub mod bench;
 pub mod cache;
 pub mod compress;

@@ -6,9 +6,10 @@
 //! loads a GGUF names the concrete engine.
 //!
 //! What every backend shares, so that it behaves the same whatever scores:
-//! - results that outlive a call are keyed by [`ScoringModel::model_id`] (the llama.cpp
-//!   engine keys its disk cache by the GGUF's sha256), so results of different models or
-//!   backends never mix;
+//! - results that outlive a call are keyed by [`ScoringModel::model_id`] (the GGUF's sha256
+//!   for the llama.cpp engine; server, served model and tokenizer for the remote scorer) in
+//!   the one disk cache every backend uses ([`crate::cache::ScoreCache`]), so results of
+//!   different models or backends never mix;
 //! - token counts of texts that come back (a workspace's chunks) are remembered by content
 //!   hash in a [`TokenCountMemo`];
 //! - [`ScoreOptions::deadline`] means the same everywhere: nothing is started that would end
@@ -19,9 +20,8 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use crate::engine::{
-    CancelFlag, ChunkInput, ScoreOptions, ScoreOutput, ScorerStats, TokenNlls, text_hash,
-};
+use crate::cache::text_hash;
+use crate::engine::{CancelFlag, ChunkInput, ScoreOptions, ScoreOutput, ScorerStats, TokenNlls};
 use crate::error::Result;
 
 /// A scoring model, shared by reference between threads.

@@ -9,6 +9,10 @@ export interface Settings {
   budget?: number;
   threads?: number;
   gpuLayers?: number;
+  scorerUrl?: string;
+  scorerModel?: string;
+  scorerMaxInFlight?: number;
+  scorerTimeoutS?: number;
   candidates?: number;
   deadlineMs?: number;
   ignore?: string[];
@@ -69,6 +73,12 @@ export function serverLaunch(settings: Settings): ServerLaunch {
   if (positive(settings.budget)) options.budget = settings.budget;
   if (positive(settings.threads)) options.threads = settings.threads;
   if (positive(settings.gpuLayers)) options.gpuLayers = settings.gpuLayers;
+  if (settings.scorerUrl && settings.scorerUrl.trim() !== "") options.scorerUrl = settings.scorerUrl.trim();
+  if (settings.scorerModel && settings.scorerModel.trim() !== "") {
+    options.scorerModel = settings.scorerModel.trim();
+  }
+  if (positive(settings.scorerMaxInFlight)) options.scorerMaxInFlight = settings.scorerMaxInFlight;
+  if (positive(settings.scorerTimeoutS)) options.scorerTimeoutS = settings.scorerTimeoutS;
   if (positive(settings.candidates)) options.candidates = settings.candidates;
   if (positive(settings.deadlineMs)) options.deadlineMs = settings.deadlineMs;
   if (settings.ignore && settings.ignore.length > 0) options.ignore = [...settings.ignore];

@@ -103,6 +103,13 @@ impl std::str::FromStr for Ranker {
     }
 }
 
+/// What joining a kept run can save at most, in tokens (an elision marker and its line
+/// breaks): the refill renders any unit within this of fitting rather than ruling it out.
+const REFILL_JOIN_SLACK_TOKENS: usize = 16;
+
+/// Units rendered alone to find the smallest answer when none fits the budget.
+const SMALLEST_RENDERED: usize = 64;
+
 /// The budget of a request that names none, on every surface (CLI, LSP, MCP).
 pub const DEFAULT_BUDGET_TOKENS: usize = 2000;
 
@@ -552,7 +559,11 @@ pub fn compress(
         tokens = result.count();
     }
     for &i in &order {
-        if tokens + units[i].tokens + 3 > budget || result.kept.contains(&i) {
+        // A cheap bound before rendering: a unit costs about its own tokens, but one next to
+        // a kept run replaces that run's elision marker instead of adding its own, so it may
+        // add a few tokens less; only the rendered count decides near the budget.
+        if tokens + units[i].tokens > budget + REFILL_JOIN_SLACK_TOKENS || result.kept.contains(&i)
+        {
             continue;
         }
         result.kept.push(i);
@@ -564,9 +575,19 @@ pub fn compress(
         }
     }
     if result.kept.is_empty() {
-        let smallest = units
-            .iter()
-            .map(|u| u.tokens + header_tokens(u.doc))
+        // The smallest answer there is: one whole unit (skeletons are never printed alone)
+        // rendered in the requested format. The estimate ranks the candidates; the few
+        // smallest are rendered, since headers differ by format and path.
+        let mut candidates: Vec<usize> = (0..units.len()).filter(|&i| !units[i].skeleton).collect();
+        candidates.sort_by_key(|&i| units[i].tokens + header_tokens(units[i].doc));
+        candidates.truncate(SMALLEST_RENDERED);
+        result.runs = KeptRows::new();
+        let smallest = candidates
+            .into_iter()
+            .map(|i| {
+                result.kept = vec![i];
+                result.count()
+            })
             .min()
             .unwrap_or(0);
         return Err(CompressError::BudgetTooSmall { budget, smallest });

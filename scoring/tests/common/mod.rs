@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+pub mod servers;
+
 use ctxzip_scoring::models;
 use ctxzip_scoring::{ChunkInput, ResolvedModel, Scorer, ScorerConfig};
 

@@ -13,6 +13,16 @@ local defaults = {
   model = nil,
   --- CPU threads for the model (nil: the server's default, cores - 1).
   threads = nil,
+  --- Score on a server instead of in process: the OpenAI-compatible API base of vLLM or
+  --- llama-cpp-python serving the same model, e.g. 'http://gpu-box:8000/v1' (nil: locally).
+  --- The API key comes from CTXZIP_SCORER_API_KEY in the server's environment.
+  scorer_url = nil,
+  --- The served model's name, as the scoring server's /v1/models lists it.
+  scorer_model = nil,
+  --- Requests to the scoring server in flight at once (nil: the server's default, 16).
+  scorer_max_in_flight = nil,
+  --- Seconds one request to the scoring server may take (nil: the server's default, 60).
+  scorer_timeout_s = nil,
   --- Any other initializationOptions (gpuLayers, candidates, deadlineMs, ignore, maxFileBytes, offline).
   init_options = {},
   --- Files or directories whose presence marks the workspace root.
@@ -43,6 +53,10 @@ local function init_options()
   opts.model = opts.model or c.model
   opts.budget = opts.budget or c.budget
   opts.threads = opts.threads or c.threads
+  opts.scorerUrl = opts.scorerUrl or c.scorer_url
+  opts.scorerModel = opts.scorerModel or c.scorer_model
+  opts.scorerMaxInFlight = opts.scorerMaxInFlight or c.scorer_max_in_flight
+  opts.scorerTimeoutS = opts.scorerTimeoutS or c.scorer_timeout_s
   return opts
 end
 

@@ -1,6 +1,7 @@
-//! The remote backend's settings and wire shapes: an OpenAI-compatible `POST /v1/completions`
-//! that returns the prompt's log-probabilities and generates nothing of use. No HTTP here:
-//! these are the plain data the client sends and reads, checked against recorded responses.
+//! The remote backend: an OpenAI-compatible `POST /v1/completions` that returns the prompt's
+//! log-probabilities and generates nothing of use. This module holds the settings and wire
+//! shapes (plain data, checked against recorded responses); [`client`] holds
+//! [`RemoteModel`], the HTTP client that implements [`crate::ScoringModel`] with them.
 //!
 //! Two forms of prompt log-probabilities are read:
 //! - vLLM's `prompt_logprobs: 0` (the prompt token itself is always included): each choice
@@ -19,14 +20,38 @@
 //! llama.cpp's own `llama-server` returns no prompt log-probabilities: such a server is
 //! detected by its answer and refused with [`RemoteError::NoPromptLogprobs`], which names the
 //! servers that work and how to start one.
+//!
+//! llama-cpp-python's server (0.3.36, checked) cannot serve ctxzip either: its completions
+//! request type takes text prompts only (a token-id array is refused, [`RemoteError::TokenIdsRefused`]),
+//! and its `echo` log-probabilities are read one token late (token `i`'s from the logits after
+//! token `i`, not before it: upstream issues abetlen/llama-cpp-python#1276 and #1983), which
+//! the start-up probe's plausibility check catches ([`RemoteError::ImplausibleLogprobs`]).
+//! The legacy `echo` form is still read, for servers that implement it correctly.
+
+pub mod client;
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use client::{RemoteModel, RemoteModelConfig};
+
 /// The environment variable holding the API key sent as `Authorization: Bearer KEY`.
 pub const API_KEY_ENV: &str = "CTXZIP_SCORER_API_KEY";
+
+/// The remote scorer's settings a user sets, by one name each (snake case, as config.toml
+/// spells them): every surface offers each of them, spelled by its own convention
+/// (`--scorer-url` on the command line of `compress`, `mcp` and `lsp`, `scorerUrl` in LSP
+/// initializationOptions and the VS Code settings, `scorer_url` in the Neovim setup). The API
+/// key is not among them: it comes only from [`API_KEY_ENV`]. A test walks this list over
+/// every surface.
+pub const SCORER_OPTIONS: &[&str] = &[
+    "scorer_url",
+    "scorer_model",
+    "scorer_max_in_flight",
+    "scorer_timeout_s",
+];
 
 /// Requests in flight at once by default: enough to fill a vLLM batch on one GPU.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 16;
@@ -213,6 +238,16 @@ pub enum RemoteError {
     NoPromptLogprobs,
 
     #[error(
+        "the scoring server refused a prompt of token ids (HTTP {status}: {message}); ctxzip sends token ids so that the server scores exactly the local tokenization, which vLLM accepts and llama-cpp-python's server does not: serve the model with vLLM (`vllm serve MODEL --enable-prefix-caching`)"
+    )]
+    TokenIdsRefused { status: u16, message: String },
+
+    #[error(
+        "the scoring server's prompt log-probabilities are not those of the prompt's tokens: {mean_nll:.1} nats per token on a counting sequence any model predicts at under 3 (llama-cpp-python's echo log-probabilities are each read one token late); serve the model with vLLM (`vllm serve MODEL --enable-prefix-caching`)"
+    )]
+    ImplausibleLogprobs { mean_nll: f32 },
+
+    #[error(
         "the scoring server does not serve model `{model}`: {message} (set --scorer-model to a name listed by GET /v1/models)"
     )]
     UnknownModel { model: String, message: String },
@@ -222,8 +257,25 @@ pub enum RemoteError {
     )]
     Unauthorized { status: u16 },
 
-    #[error("the scoring server failed (HTTP {status}): {message}")]
+    #[error(
+        "the scoring server failed (HTTP {status}): {message} (retried; see the server's log, or score locally by leaving out --scorer-url)"
+    )]
     Server { status: u16, message: String },
+
+    #[error(
+        "cannot reach the scoring server at {url}: {detail} (start the server, or fix --scorer-url / scorer_url in config.toml)"
+    )]
+    Unreachable { url: String, detail: String },
+
+    #[error(
+        "the scoring server at {url} did not answer within {timeout_s} s (raise --scorer-timeout-s, lower --scorer-max-in-flight, or give the server more capacity)"
+    )]
+    TimedOut { url: String, timeout_s: u64 },
+
+    #[error(
+        "the scoring server at {url} kept answering 429 Too Many Requests after {attempts} attempts (lower --scorer-max-in-flight, or give the server more capacity)"
+    )]
+    RateLimited { url: String, attempts: u32 },
 
     #[error(
         "the scoring server's answer does not fit the request: {detail} (is it serving the same model as the local tokenizer?)"
