@@ -81,9 +81,10 @@ pub struct ModelArgs {
     /// CPU threads for the model (default: cores - 1).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Layers to offload to the GPU (GPU builds only).
-    #[arg(long, default_value_t = 0)]
-    pub gpu_layers: u32,
+    /// Layers to offload to the GPU (GPU builds only; default: `gpu_layers` in config.toml,
+    /// else 0). `ctxzip model list` shows the devices.
+    #[arg(long)]
+    pub gpu_layers: Option<u32>,
     /// Show llama.cpp's own log.
     #[arg(long)]
     pub verbose: bool,
@@ -106,11 +107,30 @@ impl ModelArgs {
         if let Some(threads) = self.threads {
             config.n_threads = threads.max(1);
         }
-        config.gpu_layers = self.gpu_layers;
+        config.gpu_layers = models::gpu_layers(self.gpu_layers)?;
         config.verbose = self.verbose;
         adjust(&mut config);
-        Scorer::new(config)
-            .with_context(|| format!("cannot load model {}", resolved.path.display()))
+        let scorer = Scorer::new(config)
+            .with_context(|| format!("cannot load model {}", resolved.path.display()))?;
+        let placement = scorer.placement();
+        if placement.gpu.is_none() && placement.gpu_layers_asked > 0 {
+            eprintln!(
+                "ctxzip: {} GPU layers asked for, but this build ({}) sees no GPU: the model runs on the CPU ({})",
+                placement.gpu_layers_asked,
+                ctxzip_scoring::build_info().backend,
+                no_gpu_fix()
+            );
+        }
+        Ok(scorer)
+    }
+}
+
+/// What to do when GPU layers are asked for and no GPU is seen.
+fn no_gpu_fix() -> &'static str {
+    if ctxzip_scoring::build_info().backend == "cpu" {
+        "build with `--features cuda`, `vulkan` or `metal` to offload"
+    } else {
+        "check the GPU driver; `ctxzip model list` shows the devices"
     }
 }
 

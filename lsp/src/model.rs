@@ -13,7 +13,8 @@ pub struct ModelSettings {
     pub model: Option<String>,
     pub offline: bool,
     pub threads: Option<usize>,
-    pub gpu_layers: u32,
+    /// `None`: the config file's `gpu_layers`, else 0.
+    pub gpu_layers: Option<u32>,
     pub verbose: bool,
 }
 
@@ -28,6 +29,9 @@ pub struct ModelInfo {
     pub path: String,
     pub architecture: String,
     pub build: String,
+    pub device: String,
+    pub gpu_layers: u32,
+    pub gpu_layers_asked: u32,
 }
 
 #[derive(Clone, Default)]
@@ -70,6 +74,9 @@ impl ModelSlot {
                 path: description.location,
                 architecture: description.architecture,
                 build: description.build,
+                device: description.device,
+                gpu_layers: description.gpu_layers,
+                gpu_layers_asked: description.gpu_layers_asked,
             }
         })
     }
@@ -88,7 +95,7 @@ fn load(settings: &ModelSettings) -> Result<SharedModel, String> {
     if let Some(threads) = settings.threads {
         config.n_threads = threads.max(1);
     }
-    config.gpu_layers = settings.gpu_layers;
+    config.gpu_layers = models::gpu_layers(settings.gpu_layers).map_err(|e| e.to_string())?;
     config.verbose = settings.verbose;
     let path = resolved.path.display().to_string();
     let scorer = Scorer::new(config).map_err(|e| format!("cannot load model {path}: {e}"))?;

@@ -168,7 +168,7 @@ impl Server {
             model: options.model,
             offline: options.offline.unwrap_or(false),
             threads: options.threads,
-            gpu_layers: options.gpu_layers.unwrap_or(0),
+            gpu_layers: options.gpu_layers,
             verbose: self.shared.defaults.verbose,
         }
     }
@@ -894,6 +894,9 @@ impl Server {
                 "path": info.as_ref().map(|i| i.path.clone()),
                 "architecture": info.as_ref().map(|i| i.architecture.clone()),
                 "build": info.as_ref().map(|i| i.build.clone()),
+                "device": info.as_ref().map(|i| i.device.clone()),
+                "gpuLayers": info.as_ref().map(|i| i.gpu_layers),
+                "gpuLayersAsked": info.as_ref().map(|i| i.gpu_layers_asked),
             },
             "cache": stats.map(|s| json!({
                 "tokensDecoded": s.tokens_decoded,

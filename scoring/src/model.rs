@@ -7,8 +7,8 @@
 //!
 //! What every backend shares, so that it behaves the same whatever scores:
 //! - results that outlive a call are keyed by [`ScoringModel::model_id`] (the llama.cpp
-//!   engine keys its disk cache by the GGUF's sha256), so results of different models or
-//!   backends never mix;
+//!   engine keys its disk cache by the GGUF's sha256, and the GPU when there is one), so
+//!   results of different models, backends or GPUs never mix;
 //! - token counts of texts that come back (a workspace's chunks) are remembered by content
 //!   hash in a [`TokenCountMemo`];
 //! - [`ScoreOptions::deadline`] means the same everywhere: nothing is started that would end
@@ -36,6 +36,14 @@ pub struct ModelDescription {
     pub architecture: String,
     /// Build and runtime facts of the backend, e.g. `backend=cpu simd=native (...) threads=3`.
     pub build: String,
+    /// The device that runs the model: `CPU`, or the GPU with its name, e.g.
+    /// `CUDA0 (NVIDIA H200)`.
+    pub device: String,
+    /// Layers offloaded to that GPU.
+    pub gpu_layers: u32,
+    /// Layers the settings asked to offload (more than `gpu_layers` when the model has fewer,
+    /// or when no GPU was found).
+    pub gpu_layers_asked: u32,
 }
 
 /// The operations the pipeline needs from a language model; see the module docs for what
