@@ -424,10 +424,10 @@ impl std::fmt::Display for Placement {
 }
 
 /// The key of everything this scorer caches beyond the process: the model's sha256, and the
-/// GPU when one is present. GPU kernels round differently from the CPU's (0.049 nats on
-/// a chunk's score measured on lavapipe, scripts/test-vulkan), and llama.cpp runs large
-/// batches on a present GPU even with no layer offloaded, so results of a GPU build never
-/// mix with a CPU build's, and each GPU keeps its own.
+/// GPU when one is present. GPU kernels round differently from the CPU's (every chunk's score
+/// moved by about 0.1 nats per query token on lavapipe, up to 0.128: tests/gpu_offload.rs),
+/// and llama.cpp runs large batches on a present GPU even with no layer offloaded, so results
+/// of a GPU build never mix with a CPU build's, and each GPU keeps its own.
 fn cache_id(model_sha256: Option<&str>, gpu: Option<&Device>) -> Option<String> {
     let sha = model_sha256?;
     Some(match gpu {
