@@ -83,9 +83,10 @@ pub struct ModelArgs {
     /// CPU threads for the model (default: cores - 1).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Layers to offload to the GPU (GPU builds only).
-    #[arg(long, default_value_t = 0)]
-    pub gpu_layers: u32,
+    /// Layers to offload to the GPU (GPU builds only; default: `gpu_layers` in config.toml,
+    /// else 0). `ctxzip model list` shows the devices.
+    #[arg(long)]
+    pub gpu_layers: Option<u32>,
     /// Show llama.cpp's own log.
     #[arg(long)]
     pub verbose: bool,
@@ -135,7 +136,28 @@ impl ModelArgs {
     /// [`ModelArgs::start_model`] with a last word on the config (its disk cache and window
     /// hold for a remote scorer too).
     pub fn start_model_with(&self, adjust: impl FnOnce(&mut ScorerConfig)) -> Result<SharedModel> {
-        backend::start_with(&self.backend_settings(), adjust).context("cannot start the model")
+        let model = backend::start_with(&self.backend_settings(), adjust)
+            .context("cannot start the model")?;
+        let placed = model.description();
+        // Layers asked for and none placed: no GPU is seen (a remote scorer asks for none).
+        if placed.gpu_layers_asked > 0 && placed.gpu_layers == 0 {
+            eprintln!(
+                "ctxzip: {} GPU layers asked for, but this build ({}) sees no GPU: the model runs on the CPU ({})",
+                placed.gpu_layers_asked,
+                ctxzip_scoring::build_info().backend,
+                no_gpu_fix()
+            );
+        }
+        Ok(model)
+    }
+}
+
+/// What to do when GPU layers are asked for and no GPU is seen.
+fn no_gpu_fix() -> &'static str {
+    if ctxzip_scoring::build_info().backend == "cpu" {
+        "build with `--features cuda`, `vulkan` or `metal` to offload"
+    } else {
+        "check the GPU driver; `ctxzip model list` shows the devices"
     }
 }
 

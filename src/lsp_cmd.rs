@@ -37,7 +37,7 @@ pub fn run(args: LspArgs) -> Result<ExitCode> {
             offline: args.model.offline.then_some(true),
             budget: args.budget,
             threads: args.model.threads,
-            gpu_layers: (args.model.gpu_layers > 0).then_some(args.model.gpu_layers),
+            gpu_layers: args.model.gpu_layers,
             redact: args.no_redact.then_some(false),
             scorer_url: args.model.scorer_url,
             scorer_model: args.model.scorer_model,

@@ -57,6 +57,13 @@ pub fn run(command: ModelCommand) -> Result<()> {
                 models::models_dir()?.display()
             );
             println!("llama.cpp build: {}", ctxzip_scoring::build_info());
+            // The devices `--gpu-layers` offloads to, GPUs first; only the CPU without one.
+            let devices = ctxzip_scoring::devices()?;
+            let listed: Vec<String> = devices.iter().map(ToString::to_string).collect();
+            println!("devices: {}", listed.join(", "));
+            if !devices.iter().any(|d| d.offloads) {
+                println!("no GPU: --gpu-layers has nothing to offload to");
+            }
         }
         ModelCommand::Path(args) => {
             let path = models::path(&args.name)?;

@@ -336,6 +336,12 @@ fn model_list_path_and_unknown_names() {
         "{list}"
     );
     assert!(list.contains("llama.cpp build: backend=cpu"), "{list}");
+    // What --gpu-layers could offload to: nothing in a CPU build.
+    assert!(list.contains("\ndevices: CPU"), "{list}");
+    assert!(
+        list.contains("no GPU: --gpu-layers has nothing to offload to"),
+        "{list}"
+    );
     let out = ctxzip(&["model", "path", MODEL]);
     let path = String::from_utf8(out.stdout).unwrap();
     assert!(std::path::Path::new(path.trim()).is_file(), "{path}");
@@ -428,5 +434,44 @@ fn many_files_with_secrets_give_a_few_warning_lines_and_a_count() {
         chunks["warnings"].as_array().map(Vec::len),
         Some(8),
         "{chunks}"
+    );
+}
+
+/// `--gpu-layers`, else `gpu_layers` in config.toml, reaches the scorer: a CPU build says how
+/// many layers were asked for and that it runs them on the CPU; a bad value names the file.
+#[cfg(not(any(feature = "cuda", feature = "vulkan", feature = "metal")))]
+#[test]
+fn gpu_layers_from_the_flag_or_config_toml_reach_the_scorer() {
+    let dir = repo();
+    let config = tempfile::tempdir().unwrap();
+    fs::create_dir_all(config.path().join("ctxzip")).unwrap();
+    let run = |toml: &str, extra: &[&str]| -> (bool, String) {
+        fs::write(config.path().join("ctxzip/config.toml"), toml).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_ctxzip"))
+            .args(["compress", &dir.path().display().to_string()])
+            .args(["-q", "invoice total", "--model", MODEL, "--offline"])
+            .args(["--budget", "60"])
+            .args(extra)
+            .env("CTXZIP_CACHE", common::test_cache())
+            .env("XDG_CONFIG_HOME", config.path())
+            .output()
+            .expect("the ctxzip binary runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, stderr) = run("gpu_layers = 7\n", &[]);
+    assert!(ok && stderr.contains("7 GPU layers asked for"), "{stderr}");
+    assert!(stderr.contains("runs on the CPU"), "{stderr}");
+    let (ok, stderr) = run("gpu_layers = 7\n", &["--gpu-layers", "3"]);
+    assert!(ok && stderr.contains("3 GPU layers asked for"), "{stderr}");
+    let (ok, stderr) = run("", &[]);
+    assert!(ok && !stderr.contains("GPU layers asked for"), "{stderr}");
+    let (ok, stderr) = run("gpu_layers = -1\n", &[]);
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("config.toml") && stderr.contains("`gpu_layers` must be a whole number"),
+        "{stderr}"
     );
 }

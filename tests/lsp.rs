@@ -68,12 +68,17 @@ fn start(dir: tempfile::TempDir) -> Session {
 }
 
 fn start_with(dir: tempfile::TempDir, args: &[&str]) -> Session {
+    start_with_env(dir, args, &[])
+}
+
+fn start_with_env(dir: tempfile::TempDir, args: &[&str], env: &[(&str, &Path)]) -> Session {
     let root = std::fs::canonicalize(dir.path()).unwrap();
     let log = std::fs::File::create(root.join(".server-stderr.log")).unwrap();
     let client = LspClient::spawn(
         Command::new(env!("CARGO_BIN_EXE_ctxzip"))
             .arg("lsp")
             .args(args)
+            .envs(env.iter().copied())
             .env("CTXZIP_LSP_TEST_PANIC_QUERY", PANIC_QUERY)
             .env("CTXZIP_CACHE", common::test_cache())
             .stderr(Stdio::from(log)),
@@ -190,6 +195,42 @@ fn indexing_reports_progress_then_status_is_complete() {
     assert_eq!(status["files"], 2, "{status}");
     assert!(status["chunks"].as_u64().unwrap() >= 3, "{status}");
     assert_eq!(status["model"]["name"], MODEL, "{status}");
+    assert!(s.shutdown().success());
+}
+
+/// `gpuLayers` from the editor, else `gpu_layers` in config.toml, reaches the model the
+/// server loads, and `ctxzip/status` says where it runs.
+#[test]
+fn gpu_layers_from_settings_or_config_toml_reach_the_model() {
+    let config = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(config.path().join("ctxzip")).unwrap();
+    std::fs::write(config.path().join("ctxzip/config.toml"), "gpu_layers = 6\n").unwrap();
+    let mut s = start_with_env(
+        workspace(&[("src/lib.rs", LIB_RS), ("src/net.rs", NET_RS)]),
+        &[],
+        &[("XDG_CONFIG_HOME", config.path())],
+    );
+    s.wait_ready();
+    let asked = |s: &mut Session| {
+        let response = s.compress(json!({"query": "retry with backoff", "budget": 60}));
+        assert!(response["result"].is_object(), "{response}");
+        let status = s.status();
+        let model = &status["model"];
+        assert!(
+            model["device"].as_str().is_some_and(|d| !d.is_empty()),
+            "{status}"
+        );
+        assert!(model["gpuLayers"].as_u64().is_some(), "{status}");
+        model["gpuLayersAsked"].clone()
+    };
+    assert_eq!(asked(&mut s), json!(6), "config.toml's gpu_layers");
+    s.client
+        .notify(
+            "workspace/didChangeConfiguration",
+            json!({"settings": {"ctxzip": {"gpuLayers": 2}}}),
+        )
+        .unwrap();
+    assert_eq!(asked(&mut s), json!(2), "the editor's gpuLayers");
     assert!(s.shutdown().success());
 }
 

@@ -80,7 +80,13 @@ def find_account(accounts, email):
 fn mcp_session_over_stdio() {
     let (dir, root) = fixture();
     let mut client = Client::start(
-        &["--max-output-tokens", "1000", root.to_str().unwrap()],
+        &[
+            "--max-output-tokens",
+            "1000",
+            "--gpu-layers",
+            "2",
+            root.to_str().unwrap(),
+        ],
         dir.path(),
     );
     let init = client.initialize(json!({}));
@@ -548,6 +554,13 @@ fn mcp_session_over_stdio() {
     assert_eq!(s["index"]["files"], 4);
     assert_eq!(s["model"]["state"], "ready");
     assert_eq!(s["model"]["name"], "smollm2-135m");
+    // `--gpu-layers` reaches the scorer, and the status says where the model runs.
+    assert_eq!(s["model"]["gpu_layers_asked"], 2, "{s}");
+    assert!(
+        s["model"]["device"].as_str().is_some_and(|d| !d.is_empty()),
+        "{s}"
+    );
+    assert!(s["model"]["gpu_layers"].as_u64().is_some(), "{s}");
     assert!(s["scorer_cache"]["tokens_decoded"].as_u64().unwrap() > 0);
     assert_eq!(s["max_output_tokens"], 1000);
     drop(client);

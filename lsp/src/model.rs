@@ -22,6 +22,9 @@ pub struct ModelInfo {
     pub path: String,
     pub architecture: String,
     pub build: String,
+    pub device: String,
+    pub gpu_layers: u32,
+    pub gpu_layers_asked: u32,
 }
 
 #[derive(Clone, Default)]
@@ -64,6 +67,9 @@ impl ModelSlot {
                 path: description.location,
                 architecture: description.architecture,
                 build: description.build,
+                device: description.device,
+                gpu_layers: description.gpu_layers,
+                gpu_layers_asked: description.gpu_layers_asked,
             }
         })
     }

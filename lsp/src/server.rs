@@ -169,7 +169,7 @@ impl Server {
             model: options.model,
             offline: options.offline.unwrap_or(false),
             threads: options.threads,
-            gpu_layers: options.gpu_layers.unwrap_or(0),
+            gpu_layers: options.gpu_layers,
             verbose: self.shared.defaults.verbose,
             remote: RemoteFlags {
                 url: options.scorer_url,
@@ -901,6 +901,9 @@ impl Server {
                 "path": info.as_ref().map(|i| i.path.clone()),
                 "architecture": info.as_ref().map(|i| i.architecture.clone()),
                 "build": info.as_ref().map(|i| i.build.clone()),
+                "device": info.as_ref().map(|i| i.device.clone()),
+                "gpuLayers": info.as_ref().map(|i| i.gpu_layers),
+                "gpuLayersAsked": info.as_ref().map(|i| i.gpu_layers_asked),
             },
             "cache": stats.map(|s| json!({
                 "tokensDecoded": s.tokens_decoded,

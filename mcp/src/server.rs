@@ -550,6 +550,9 @@ impl CtxzipServer {
                         "path": description.location,
                         "architecture": description.architecture,
                         "build": description.build,
+                        "device": description.device,
+                        "gpu_layers": description.gpu_layers,
+                        "gpu_layers_asked": description.gpu_layers_asked,
                     }),
                     json!({
                         "tokens_decoded": stats.tokens_decoded,

@@ -19,8 +19,9 @@ pub struct BackendSettings {
     pub offline: bool,
     /// CPU threads for llama.cpp (local only).
     pub threads: Option<usize>,
-    /// Layers offloaded to a GPU (local only).
-    pub gpu_layers: u32,
+    /// Layers offloaded to a GPU (local only); `None`: `gpu_layers` in config.toml, else 0
+    /// ([`models::gpu_layers`]).
+    pub gpu_layers: Option<u32>,
     /// Let llama.cpp log to stderr.
     pub verbose: bool,
     /// The remote scorer's flags; with no URL here or in config.toml, scoring is local.
@@ -47,7 +48,7 @@ pub fn start_with(
     if let Some(threads) = settings.threads {
         config.n_threads = threads.max(1);
     }
-    config.gpu_layers = settings.gpu_layers;
+    config.gpu_layers = models::gpu_layers(settings.gpu_layers)?;
     config.verbose = settings.verbose;
     adjust(&mut config);
     if let Some(remote) = remote {

@@ -28,8 +28,8 @@
 //! - Several sequences can be packed into one decode (`max_packed_seqs`); on CPU this measured
 //!   ~1.0x, so the default is 1, but it is kept for GPU backends.
 //! - Per-token unconditional NLLs (`token_nlls` without prefix) go to the on-disk
-//!   [`crate::cache::ScoreCache`] (the one every backend uses) keyed by (model sha256, text
-//!   hash); results that depend on
+//!   [`crate::cache::ScoreCache`] (the one every backend uses) keyed by (model sha256 and
+//!   GPU: `cache_id`, text hash); results that depend on
 //!   the query (a chunk's per-query-token NLLs, token NLLs given a prefix) go there too, keyed
 //!   by the hash of the exact model input, so a query asked again after an edit decodes only
 //!   the chunks that changed (`ScoreOptions::use_cache`). (Reading a scored chunk's own
@@ -325,6 +325,116 @@ pub fn build_info() -> BuildInfo {
     }
 }
 
+/// A device llama.cpp found in this process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// llama.cpp's name for it, e.g. `Vulkan0`, `CUDA0`, `CPU`.
+    pub name: String,
+    /// What it is, e.g. `NVIDIA H200` or `llvmpipe (LLVM 15.0.6, 256 bits)`.
+    pub description: String,
+    /// The ggml backend that drives it, e.g. `Vulkan`, `CUDA`, `CPU`.
+    pub backend: String,
+    /// Whether layers can be offloaded to it (`gpu_layers`): a discrete or integrated GPU.
+    pub offloads: bool,
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.description.is_empty() || self.description == self.name {
+            write!(f, "{}", self.name)
+        } else {
+            write!(f, "{} ({})", self.name, self.description)
+        }
+    }
+}
+
+/// The devices llama.cpp sees in this process, GPUs first (starts the backend if no scorer
+/// did). Only a GPU build has any besides the CPU; Vulkan skips CPU-type devices such as
+/// Mesa's lavapipe unless `GGML_VK_VISIBLE_DEVICES` names them.
+pub fn devices() -> Result<Vec<Device>> {
+    use llama_cpp_2::LlamaBackendDeviceType as Kind;
+    backend(false)?;
+    let mut devices: Vec<Device> = llama_cpp_2::list_llama_ggml_backend_devices()
+        .into_iter()
+        .map(|d| Device {
+            offloads: matches!(d.device_type, Kind::Gpu | Kind::IntegratedGpu),
+            name: d.name,
+            description: d.description,
+            backend: d.backend,
+        })
+        .collect();
+    devices.sort_by_key(|d| !d.offloads);
+    Ok(devices)
+}
+
+/// Where a loaded model's layers run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// The GPU that offloaded layers go to (llama.cpp splits them over every GPU it sees;
+    /// this is the first); `None` when there is none and everything runs on the CPU.
+    pub gpu: Option<Device>,
+    /// Layers on the GPU, of [`Placement::n_layers`].
+    pub gpu_layers: u32,
+    /// The model's repeating layers plus its output layer: what `gpu_layers` counts.
+    pub n_layers: u32,
+    /// `gpu_layers` as configured.
+    pub gpu_layers_asked: u32,
+}
+
+impl Placement {
+    /// llama.cpp offloads the output layer first, then the repeating layers from the last.
+    fn new(gpu: Option<Device>, asked: u32, n_repeating_layers: u32) -> Placement {
+        let n_layers = n_repeating_layers + 1;
+        Placement {
+            gpu_layers: if gpu.is_some() {
+                asked.min(n_layers)
+            } else {
+                0
+            },
+            gpu,
+            n_layers,
+            gpu_layers_asked: asked,
+        }
+    }
+
+    /// The device that runs the model, for status reports: the GPU when any layer is on it.
+    pub fn device(&self) -> String {
+        match &self.gpu {
+            Some(gpu) if self.gpu_layers > 0 => gpu.to_string(),
+            _ => "CPU".to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Placement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "device={} gpu_layers={}/{}",
+            self.device(),
+            self.gpu_layers,
+            self.n_layers
+        )?;
+        if self.gpu.is_none() && self.gpu_layers_asked > 0 {
+            write!(f, " (asked {}: no GPU device)", self.gpu_layers_asked)?;
+        }
+        Ok(())
+    }
+}
+
+/// The key of everything this scorer caches beyond the process: the model's sha256, and the
+/// GPU when one is present. GPU kernels round differently from the CPU's (every chunk's score
+/// moved by about 0.1 nats per query token on lavapipe, up to 0.128: tests/gpu_offload.rs),
+/// and llama.cpp runs large batches on a present GPU even with no layer offloaded, so results
+/// of a GPU build never mix with a CPU build's, and each GPU keeps its own.
+fn cache_id(model_sha256: Option<&str>, gpu: Option<&Device>) -> Option<String> {
+    let sha = model_sha256?;
+    Some(match gpu {
+        None => sha.to_string(),
+        Some(gpu) => format!("{sha}@{}:{}", gpu.backend, gpu.description),
+    })
+}
+
 /// A handle to the scoring worker. Cheap to clone; the worker stops when the last handle goes.
 #[derive(Clone)]
 pub struct Scorer {
@@ -337,6 +447,9 @@ struct Inner {
     counters: Arc<Counters>,
     config: ScorerConfig,
     architecture: String,
+    placement: Placement,
+    /// [`cache_id`]: the disk cache's key and [`ScoringModel::model_id`].
+    cache_id: Option<String>,
     disk_cache_enabled: bool,
     /// The disk cache, shared with the worker (for its hit counts).
     disk: Option<Arc<ScoreCache>>,
@@ -408,13 +521,16 @@ impl Scorer {
                 }
             })?;
         let adds_bos = model.vocab().should_add_bos();
+        let gpu = devices()?.into_iter().find(|d| d.offloads);
+        let cache_id = cache_id(config.model_sha256.as_deref(), gpu.as_ref());
+        let placement = Placement::new(gpu, config.gpu_layers, model.n_layer());
         let model = Arc::new(model);
         let counters = Arc::new(Counters::default());
-        let disk = match (&config.disk_cache_path, &config.model_sha256) {
-            (Some(path), Some(sha)) => Some(Arc::new(ScoreCache::open(
+        let disk = match (&config.disk_cache_path, &cache_id) {
+            (Some(path), Some(id)) => Some(Arc::new(ScoreCache::open(
                 path,
                 config.disk_cache_bytes,
-                sha,
+                id,
             ))),
             _ => None,
         };
@@ -457,6 +573,8 @@ impl Scorer {
                 counters,
                 config,
                 architecture,
+                placement,
+                cache_id,
                 disk_cache_enabled,
                 disk,
                 adds_bos,
@@ -475,9 +593,20 @@ impl Scorer {
         &self.inner.architecture
     }
 
-    /// Build and runtime facts, e.g. `backend=cpu simd=native (avx2,...) threads=3`.
+    /// Build and runtime facts, e.g.
+    /// `backend=cpu simd=native (avx2,...) threads=3 device=CPU gpu_layers=0/25`.
     pub fn build_info(&self) -> String {
-        format!("{} threads={}", build_info(), self.inner.config.n_threads)
+        format!(
+            "{} threads={} {}",
+            build_info(),
+            self.inner.config.n_threads,
+            self.inner.placement
+        )
+    }
+
+    /// Where the model's layers run.
+    pub fn placement(&self) -> &Placement {
+        &self.inner.placement
     }
 
     /// Whether every sequence starts with the model's BOS token.
@@ -668,14 +797,18 @@ impl Scorer {
 /// The llama.cpp engine as a [`ScoringModel`]: each method is the inherent one.
 impl ScoringModel for Scorer {
     fn model_id(&self) -> Option<&str> {
-        self.inner.config.model_sha256.as_deref()
+        self.inner.cache_id.as_deref()
     }
 
     fn description(&self) -> ModelDescription {
+        let placement = &self.inner.placement;
         ModelDescription {
             location: self.inner.config.model_path.display().to_string(),
             architecture: self.inner.architecture.clone(),
             build: Scorer::build_info(self),
+            device: placement.device(),
+            gpu_layers: placement.gpu_layers,
+            gpu_layers_asked: placement.gpu_layers_asked,
         }
     }
 

@@ -30,8 +30,8 @@ pub mod overlap;
 pub mod remote;
 
 pub use engine::{
-    BuildInfo, CancelFlag, ChunkInput, ChunkScore, ScoreOptions, ScoreOutput, Scorer, ScorerConfig,
-    ScorerStats, TokenNll, TokenNlls, build_info,
+    BuildInfo, CancelFlag, ChunkInput, ChunkScore, Device, Placement, ScoreOptions, ScoreOutput,
+    Scorer, ScorerConfig, ScorerStats, TokenNll, TokenNlls, build_info, devices,
 };
 pub use error::{Error, Result};
 pub use model::{ModelDescription, ScoringModel, SharedModel, TokenCountMemo};

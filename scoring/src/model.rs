@@ -6,10 +6,11 @@
 //! loads a GGUF names the concrete engine.
 //!
 //! What every backend shares, so that it behaves the same whatever scores:
-//! - results that outlive a call are keyed by [`ScoringModel::model_id`] (the GGUF's sha256
-//!   for the llama.cpp engine; server, served model and tokenizer for the remote scorer) in
-//!   the one disk cache every backend uses ([`crate::cache::ScoreCache`]), so results of
-//!   different models or backends never mix;
+//! - results that outlive a call are keyed by [`ScoringModel::model_id`] (the GGUF's sha256,
+//!   and the GPU when there is one, for the llama.cpp engine; server, served model and
+//!   tokenizer for the remote scorer) in the one disk cache every backend uses
+//!   ([`crate::cache::ScoreCache`]), so results of different models, backends or GPUs never
+//!   mix;
 //! - token counts of texts that come back (a workspace's chunks) are remembered by content
 //!   hash in a [`TokenCountMemo`];
 //! - [`ScoreOptions::deadline`] means the same everywhere: nothing is started that would end
@@ -36,6 +37,14 @@ pub struct ModelDescription {
     pub architecture: String,
     /// Build and runtime facts of the backend, e.g. `backend=cpu simd=native (...) threads=3`.
     pub build: String,
+    /// The device that runs the model: `CPU`, or the GPU with its name, e.g.
+    /// `CUDA0 (NVIDIA H200)`.
+    pub device: String,
+    /// Layers offloaded to that GPU.
+    pub gpu_layers: u32,
+    /// Layers the settings asked to offload (more than `gpu_layers` when the model has fewer,
+    /// or when no GPU was found).
+    pub gpu_layers_asked: u32,
 }
 
 /// The operations the pipeline needs from a language model; see the module docs for what

@@ -506,6 +506,32 @@ fn config_model() -> Result<Option<String>> {
     }
 }
 
+/// Layers to offload to a GPU: `setting` (a flag or an editor setting) when given, else
+/// `gpu_layers` from the config file, else 0. One rule for every shell, so that the CLI, the
+/// LSP and MCP servers run a config file's `gpu_layers` alike.
+pub fn gpu_layers(setting: Option<u32>) -> Result<u32> {
+    if let Some(n) = setting {
+        return Ok(n);
+    }
+    let Some(table) = config_table()? else {
+        return Ok(0);
+    };
+    let detail = match table.get("gpu_layers") {
+        None => return Ok(0),
+        Some(toml::Value::Integer(n)) => match u32::try_from(*n) {
+            Ok(n) => return Ok(n),
+            Err(_) => format!("`gpu_layers` must be a whole number from 0 up, not {n}"),
+        },
+        Some(other) => format!(
+            "`gpu_layers` must be a whole number of layers, e.g. `gpu_layers = 99`, not {other}"
+        ),
+    };
+    Err(Error::Config {
+        path: config_path()?,
+        detail,
+    })
+}
+
 /// The sha256 of a user-supplied model, memoised in `<cache>/model-sha256.json` by
 /// (canonical path, size, mtime): hashing 500 MB takes seconds and the hash is the cache key.
 fn memoised_sha256(path: &Path) -> Result<String> {

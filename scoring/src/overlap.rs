@@ -158,6 +158,9 @@ impl ScoringModel for OverlapModel {
             location: "overlap (deterministic test model)".into(),
             architecture: "overlap".into(),
             build: format!("window={}", self.window_tokens),
+            device: "CPU".into(),
+            gpu_layers: 0,
+            gpu_layers_asked: 0,
         }
     }
 

@@ -297,6 +297,10 @@ impl ScoringModel for RemoteModel {
                 s.request_timeout.as_secs(),
                 self.tokenizer_path.display()
             ),
+            // The server's hardware is not ours to see.
+            device: format!("remote ({})", s.base_url),
+            gpu_layers: 0,
+            gpu_layers_asked: 0,
         }
     }
 

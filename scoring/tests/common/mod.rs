@@ -29,17 +29,38 @@ pub fn scratch_dir() -> &'static PathBuf {
     })
 }
 
+/// `CTXZIP_TEST_GPU_LAYERS=N` runs these tests with N layers offloaded (scripts/test-vulkan
+/// sets it, for a GPU build); then a scorer that finds no GPU fails the tests instead of
+/// passing them on the CPU.
+pub fn gpu_layers() -> u32 {
+    std::env::var("CTXZIP_TEST_GPU_LAYERS").map_or(0, |n| {
+        n.parse()
+            .expect("CTXZIP_TEST_GPU_LAYERS is a number of layers")
+    })
+}
+
 pub fn config() -> ScorerConfig {
     let mut config = ScorerConfig::new(test_model());
     config.n_ctx_tokens = 2048;
     config.disk_cache_path = Some(scratch_dir().join("cache.sqlite"));
+    config.gpu_layers = gpu_layers();
     config
 }
 
 /// One loaded scorer shared by the tests of a binary.
 pub fn scorer() -> &'static Scorer {
     static SCORER: OnceLock<Scorer> = OnceLock::new();
-    SCORER.get_or_init(|| Scorer::new(config()).expect("the test model loads"))
+    SCORER.get_or_init(|| {
+        let scorer = Scorer::new(config()).expect("the test model loads");
+        let placement = scorer.placement();
+        if gpu_layers() > 0 {
+            assert!(
+                placement.gpu.is_some() && placement.gpu_layers > 0,
+                "CTXZIP_TEST_GPU_LAYERS is set but nothing was offloaded: {placement}"
+            );
+        }
+        scorer
+    })
 }
 
 pub fn chunk(text: &str) -> ChunkInput {
