@@ -1,6 +1,8 @@
 //! What a file is for, read from its path alone: the code itself, its tests, its docs, type
-//! stubs, examples, benchmarks, project records (changelogs, licences) or data and config.
-//! Later stages rank across kinds of files with it; nothing here reads the disk.
+//! stubs, examples, benchmarks, project records (changelogs, licences) or data and config;
+//! and what a chunk is for, which differs from its file's role for tests kept inside code
+//! files (Rust's `mod tests`). Later stages rank across kinds of files with it; nothing here
+//! reads the disk.
 
 use serde::Serialize;
 
@@ -76,6 +78,23 @@ impl FileRole {
     }
 }
 
+impl FileRole {
+    /// The role of a chunk named `qualified_name` in a file at `path`: its file's role, but
+    /// [`FileRole::Test`] for a chunk inside a Rust test module (`tests::...`,
+    /// `...::tests::...`), which is a test however much it restates the code's words.
+    pub fn of_chunk(path: &str, lang: Lang, qualified_name: Option<&str>) -> FileRole {
+        let role = FileRole::of(path, lang);
+        let in_test_module = |name: &str| name.starts_with("tests::") || name.contains("::tests::");
+        if role == FileRole::Code
+            && lang == Lang::Rust
+            && qualified_name.is_some_and(in_test_module)
+        {
+            return FileRole::Test;
+        }
+        role
+    }
+}
+
 impl std::fmt::Display for FileRole {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -145,6 +164,21 @@ mod tests {
     use super::FileRole;
     use crate::lang::Lang;
     use std::path::Path;
+
+    #[test]
+    fn a_rust_test_module_inside_code_is_a_test() {
+        let role = |name| FileRole::of_chunk("src/ast/parse.rs", Lang::Rust, name);
+        assert_eq!(role(Some("tests::parse_nest_limit")), FileRole::Test);
+        assert_eq!(role(Some("ast::tests::parse_nest_limit")), FileRole::Test);
+        assert_eq!(role(Some("ParserI::parse_group")), FileRole::Code);
+        assert_eq!(role(Some("contests::rank")), FileRole::Code);
+        assert_eq!(role(None), FileRole::Code);
+        // Only Rust keeps tests in a module of the code file by convention.
+        assert_eq!(
+            FileRole::of_chunk("lib/helpers.py", Lang::Python, Some("tests::x")),
+            FileRole::Code
+        );
+    }
 
     fn role(path: &str) -> FileRole {
         FileRole::of(path, Lang::from_path(Path::new(path)))

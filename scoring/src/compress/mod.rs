@@ -803,7 +803,8 @@ fn lexical_units<'d>(
     let wanted = roles::wanted_roles(query);
     for (unit, score) in units.iter_mut().zip(index.scores(query, options.bm25_k1)) {
         let doc = &docs[unit.doc];
-        unit.wanted = wanted.contains(&FileRole::of(doc.path, doc.lang));
+        let name = doc.chunks[unit.chunk].qualified_name.as_deref();
+        unit.wanted = wanted.contains(&FileRole::of_chunk(doc.path, doc.lang, name));
         unit.bm25 = if unit.wanted {
             score
         } else {
