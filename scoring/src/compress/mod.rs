@@ -1247,6 +1247,7 @@ mod tests {
                     pinned: false,
                     wanted: true,
                     skeleton: false,
+                    copy: false,
                 });
             }
         }
