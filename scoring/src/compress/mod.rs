@@ -1,9 +1,10 @@
 //! The LongCodeZip pipeline over a workspace: cheap candidates (BM25 and structure, with code
-//! preferred over tests, docs and other kinds of files the query does not ask for: [`roles`]),
-//! the coarse conditional-perplexity ranking on a bounded window of the query ([`window`]),
-//! the callees of the best-ranked chunks (found by name, no model cost) ahead of the lexical
-//! tail, a token budget that is never exceeded, the
-//! fine block-level pruning of kept functions, and assembly in file order.
+//! preferred over tests, docs and other kinds of files the query does not ask for: [`roles`];
+//! a definition copied into several files shown once: `copies.rs`), the coarse
+//! conditional-perplexity ranking on a bounded window of the query ([`window`]), the callees
+//! of the best-ranked chunks (found by name, no model cost) ahead of the lexical tail, a token
+//! budget that is never exceeded, the fine block-level pruning of kept functions, and assembly
+//! in file order.
 //!
 //! Model work per query is bounded: only candidates are scored, each truncated to
 //! `max_chunk_tokens`; the scorer reuses KV states and caches across calls.
@@ -185,8 +186,8 @@ pub struct CompressOptions {
     /// measuring what leaving them out returns to the budget.
     pub keep_skeletons: bool,
     /// Show every copy of a definition (build bundles, vendored copies, type stubs beside
-    /// their implementation) rather than one ([`copies`]). For measuring what showing one
-    /// returns to the budget.
+    /// their implementation) rather than one (`compress/copies.rs`). For measuring what
+    /// showing one returns to the budget.
     pub keep_copies: bool,
     /// The model reads the kinds of files the query asks for (code, unless its first line
     /// names tests, docs, ...; [`roles::wanted_roles`]) before any other: the candidate pool
