@@ -1628,7 +1628,8 @@ impl Member {
     }
 }
 
-fn assemble(
+/// Token NLLs with their byte spans; shared with the remote scorer.
+pub(crate) fn assemble(
     spans: &[(usize, usize)],
     nlls: &[f32],
     first_token_scored: bool,
@@ -1646,7 +1647,7 @@ fn assemble(
     }
 }
 
-fn mean(values: &[f32]) -> f32 {
+pub(crate) fn mean(values: &[f32]) -> f32 {
     if values.is_empty() {
         return 0.0;
     }

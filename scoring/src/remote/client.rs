@@ -50,6 +50,7 @@ use crate::engine::{
     self, CancelFlag, ChunkInput, ChunkScore, SEPARATOR, ScoreOptions, ScoreOutput, ScorerConfig,
     ScorerStats, TokenNll, TokenNlls,
 };
+use crate::engine::{assemble, mean};
 use crate::error::{Error, Result};
 use crate::model::{ModelDescription, ScoringModel, TokenCountMemo};
 use crate::models::ResolvedModel;
@@ -526,31 +527,6 @@ fn chunk_score(
         cache_hit,
         skipped: false,
     }
-}
-
-fn assemble(
-    spans: &[(usize, usize)],
-    nlls: &[f32],
-    first_token_scored: bool,
-    truncated: bool,
-) -> TokenNlls {
-    TokenNlls {
-        tokens: spans
-            .iter()
-            .zip(nlls)
-            .map(|(&(start, end), &nll)| TokenNll { start, end, nll })
-            .collect(),
-        first_token_scored,
-        truncated,
-        skipped: false,
-    }
-}
-
-fn mean(values: &[f32]) -> f32 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    (values.iter().map(|&v| f64::from(v)).sum::<f64>() / values.len() as f64) as f32
 }
 
 /// Runs `future` on `runtime` and waits for it from this (non-async) thread.
