@@ -108,6 +108,14 @@ impl std::str::FromStr for Ranker {
 /// breaks): the refill renders any unit within this of fitting rather than ruling it out.
 const REFILL_JOIN_SLACK_TOKENS: usize = 16;
 
+/// What one unit taken by the refill can add beyond its own tokens, at most: two elision
+/// markers (it may split an elided run in two) and the line joins around them.
+const REFILL_MARKER_TOKENS: usize = 24;
+
+/// What a unit in a file with nothing else kept adds beyond the file's header line: a
+/// Markdown fence and the line breaks between files.
+const REFILL_FILE_TOKENS: usize = 8;
+
 /// Units rendered alone to find the smallest answer when none fits the budget.
 const SMALLEST_RENDERED: usize = 64;
 
@@ -199,6 +207,10 @@ pub struct CompressOptions {
     /// call (callees found by name), ahead of the chunks only BM25 ranked; 0 turns it off,
     /// `usize::MAX` (the default) takes every candidate the model ranked.
     pub callers: usize,
+    /// The callees of this many of the best-ranked chunks come right after their caller,
+    /// ahead of the rest of the ranking: an instruction's answer is often a function and the
+    /// helpers it calls.
+    pub callees_follow: usize,
     /// LongCodeZip as published: every chunk scored whole, no reuse, one pass per line in
     /// the fine stage. For benchmarks.
     pub faithful: bool,
@@ -235,6 +247,7 @@ impl Default for CompressOptions {
             keep_skeletons: false,
             keep_copies: false,
             callers: usize::MAX,
+            callees_follow: 0,
             faithful: false,
             deadline: None,
         }
@@ -471,7 +484,15 @@ pub fn compress(
                 units[i].pinned || scored.contains(&i) && (units[i].wanted || !code_first)
             })
             .count();
-        order = with_callees(order, n_scored, options.callers, &units, docs, &texts);
+        order = with_callees(
+            order,
+            n_scored,
+            options.callers,
+            options.callees_follow,
+            &units,
+            docs,
+            &texts,
+        );
     }
 
     // A container's opening line or a closing brace alone says nothing, and a copy says what
@@ -559,6 +580,13 @@ pub fn compress(
         result.kept.remove(worst);
         tokens = result.count();
     }
+    // Rendering and counting the whole output per unit tried costs seconds on a big tree, so
+    // a unit whose worst case still fits is taken on that bound (`pending` sums the bounds
+    // taken since the last count), and only the units near the budget are counted exactly:
+    // the same units are taken as if each were counted.
+    let bounded = matches!(options.format, Format::Text | Format::Markdown);
+    let mut docs_kept: HashSet<usize> = result.kept.iter().map(|&i| units[i].doc).collect();
+    let mut pending = 0;
     for &i in &order {
         // A cheap bound before rendering: a unit costs about its own tokens, but one next to
         // a kept run replaces that run's elision marker instead of adding its own, so it may
@@ -567,12 +595,44 @@ pub fn compress(
         {
             continue;
         }
+        let doc = units[i].doc;
+        let worst = units[i].tokens
+            + REFILL_MARKER_TOKENS
+            + if docs_kept.contains(&doc) {
+                0
+            } else {
+                header_tokens(doc) + REFILL_FILE_TOKENS
+            };
         result.kept.push(i);
+        if bounded && !result.runs.contains_key(&i) && tokens + pending + worst <= budget {
+            pending += worst;
+            docs_kept.insert(doc);
+            continue;
+        }
         let with = result.count();
         if with <= budget {
             tokens = with;
+            pending = 0;
+            docs_kept.insert(doc);
         } else {
             result.kept.pop();
+            if pending > 0 {
+                tokens = result.count();
+                pending = 0;
+            }
+        }
+    }
+    if pending > 0 {
+        tokens = result.count();
+        // The bounds hold for every format they are used with; a miss would show here in
+        // the tests, and is dropped like any overflow in a release build.
+        debug_assert!(
+            tokens <= budget,
+            "a refill bound was exceeded: {tokens} > {budget}"
+        );
+        while tokens > budget && !result.kept.is_empty() {
+            result.kept.pop();
+            tokens = result.count();
         }
     }
     if result.kept.is_empty() {
@@ -622,12 +682,14 @@ pub fn compress(
 /// A name defined more often than this (`new`, `get`, `__init__`) says too little.
 const MAX_DEFINITIONS_PER_NAME: usize = 3;
 
-/// `order` with the definitions called by its `callers` best chunks moved to just after the
-/// first `n_scored` entries (the chunks the model ranked), best caller first.
+/// `order` with the definitions called by its `callers` best chunks moved up: the callees of
+/// the first `follow` chunks right after their caller, the others' just after the first
+/// `n_scored` entries (the chunks the model ranked), best caller first.
 fn with_callees(
     order: Vec<usize>,
     n_scored: usize,
     callers: usize,
+    follow: usize,
     units: &[Unit],
     docs: &[Document],
     texts: &[&str],
@@ -641,11 +703,9 @@ fn with_callees(
             by_name.entry(name).or_default().push(i);
         }
     }
-    // Units already placed: the ranked ones, then each callee as it is taken.
-    let mut placed: HashSet<usize> = order[..n_scored].iter().copied().collect();
-    let mut callees: Vec<usize> = Vec::new();
-    for &caller in order[..n_scored].iter().take(callers) {
+    let callees_of = |caller: usize| {
         let caller_doc = units[caller].doc;
+        let mut callees = Vec::new();
         for name in called_names(texts[caller]) {
             let Some(defs) = by_name.get(name) else {
                 continue;
@@ -655,23 +715,36 @@ fn with_callees(
                 .copied()
                 .filter(|&d| units[d].doc == caller_doc)
                 .collect();
-            let chosen = if !same_file.is_empty() {
-                same_file
+            if !same_file.is_empty() {
+                callees.extend(same_file);
             } else if defs.len() <= MAX_DEFINITIONS_PER_NAME {
-                defs.clone()
-            } else {
-                continue;
-            };
-            callees.extend(chosen.into_iter().filter(|&d| placed.insert(d)));
+                callees.extend(defs);
+            }
+        }
+        callees
+    };
+    let ranked = &order[..n_scored];
+    // Units already placed, each once: where it is first reached.
+    let mut placed: HashSet<usize> = HashSet::new();
+    let mut result = Vec::with_capacity(order.len());
+    let mut later: Vec<usize> = Vec::new();
+    for (position, &caller) in ranked.iter().enumerate() {
+        if placed.insert(caller) {
+            result.push(caller);
+        }
+        if position >= callers {
+            continue;
+        }
+        if position < follow {
+            let callees = callees_of(caller);
+            result.extend(callees.into_iter().filter(|&d| placed.insert(d)));
+        } else {
+            later.extend(callees_of(caller));
         }
     }
-    if callees.is_empty() {
-        return order;
-    }
-    let mut result = Vec::with_capacity(order.len());
-    result.extend_from_slice(&order[..n_scored]);
-    result.extend(callees);
-    result.extend(order[n_scored..].iter().filter(|i| !placed.contains(i)));
+    // Ranked units not yet placed are placed by now: only the others move up.
+    result.extend(later.into_iter().filter(|&d| placed.insert(d)));
+    result.extend(order[n_scored..].iter().filter(|&&i| placed.insert(i)));
     result
 }
 
@@ -856,20 +929,80 @@ pub fn candidate_chunks(
     })
 }
 
+/// The names `query` writes as code, each with whether it is distinctive: a word with a
+/// capital or an underscore (`ClassBuilder`, `load_dotenv`) is, wherever it stands; a plain
+/// word (`add`, `tz`, `asdict`) counts only where the query writes it as code: called
+/// (`add(1, 'month')`), reached through a dot (`dayjs.tz`, `result.output`) or alone in
+/// backticks (`` `asdict` ``). Prose words (`set`, `output`) are not mentions.
+fn code_mentions(query: &str) -> HashMap<&str, bool> {
+    let mut mentions: HashMap<&str, bool> = HashMap::new();
+    fn is_ident(w: &str) -> bool {
+        w.len() >= 2
+            && w.starts_with(|c: char| c.is_alphabetic() || c == '_' || c == '$')
+            && w.chars()
+                .all(|c| c.is_alphanumeric() || c == '_' || c == '$')
+    }
+    for word in query.split(|c: char| !(c.is_alphanumeric() || c == '_')) {
+        if word.len() >= 3 && word.chars().any(|c| c.is_uppercase() || c == '_') {
+            mentions.insert(word, true);
+        }
+    }
+    let mut plain: Vec<&str> = called_names(query);
+    // `a.b` where `a` is a name (not `1.5` or `README.md`'s sentence end): `b` is reached
+    // through it; a backticked path names its last segment.
+    for (i, _) in query.match_indices('.') {
+        let before = query[..i]
+            .rsplit(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
+            .next()
+            .unwrap_or("");
+        let after = query[i + 1..]
+            .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
+            .next()
+            .unwrap_or("");
+        if is_ident(before) {
+            plain.push(after);
+        }
+    }
+    for span in query.split('`').skip(1).step_by(2) {
+        let span = span.trim().trim_end_matches("()");
+        if let Some(last) = span.rsplit(['.', ':']).next()
+            && span
+                .split(['.', ':'])
+                .all(|segment| segment.is_empty() || is_ident(segment))
+        {
+            plain.push(last);
+        }
+    }
+    for word in plain {
+        if is_ident(word) {
+            mentions.entry(word).or_insert(false);
+        }
+    }
+    mentions
+}
+
 /// Pins the chunk at the focus position and chunks defining an identifier the query names.
 fn pin_structural(units: &mut [Unit], docs: &[Document], query: &str, focus: Option<&Focus>) {
-    let named: HashSet<&str> = query
-        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
-        .filter(|w| w.len() >= 3 && w.chars().any(|c| c.is_uppercase() || c == '_'))
-        .collect();
+    let mentions = code_mentions(query);
+    // How often each mentioned name is defined: a plain word (`add`, `next`) pins only when
+    // it names few definitions, as a callee does.
+    let mut definitions: HashMap<&str, usize> = HashMap::new();
+    for unit in units.iter() {
+        let chunk = &docs[unit.doc].chunks[unit.chunk];
+        if (chunk.kind.is_callable() || chunk.kind.is_container())
+            && let Some(name) = chunk.name.as_deref()
+            && mentions.contains_key(name)
+        {
+            *definitions.entry(name).or_default() += 1;
+        }
+    }
     for unit in units.iter_mut() {
         let doc = &docs[unit.doc];
         let chunk = &doc.chunks[unit.chunk];
         if (chunk.kind.is_callable() || chunk.kind.is_container())
-            && chunk
-                .name
-                .as_deref()
-                .is_some_and(|name| named.contains(name))
+            && let Some(name) = chunk.name.as_deref()
+            && let Some(&distinctive) = mentions.get(name)
+            && (distinctive || definitions[name] <= MAX_DEFINITIONS_PER_NAME)
         {
             unit.pinned = true;
         }
@@ -1210,7 +1343,9 @@ impl Selection<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{CompressOptions, Document, Ranker, Unit, called_names, with_callees};
+    use super::{
+        CompressOptions, Document, Ranker, Unit, called_names, code_mentions, with_callees,
+    };
     use ctxzip_chunker::{Lang, chunk_source};
 
     #[test]
@@ -1267,14 +1402,36 @@ mod tests {
             index("load"),
             index("helper"),
         ];
-        let ranked: Vec<String> = with_callees(order.clone(), 1, usize::MAX, &units, &docs, &texts)
+        let ranked = |n_scored, callers, follow| -> Vec<String> {
+            with_callees(
+                order.clone(),
+                n_scored,
+                callers,
+                follow,
+                &units,
+                &docs,
+                &texts,
+            )
             .into_iter()
             .map(name)
-            .collect();
-        assert_eq!(ranked, ["main", "helper", "load", "other", "unrelated"]);
+            .collect()
+        };
+        assert_eq!(
+            ranked(1, usize::MAX, 0),
+            ["main", "helper", "load", "other", "unrelated"]
+        );
+        // With `other` ranked too, the callees wait behind it, unless they follow `main`.
+        assert_eq!(
+            ranked(2, usize::MAX, 0),
+            ["main", "other", "helper", "load", "unrelated"]
+        );
+        assert_eq!(
+            ranked(2, usize::MAX, 1),
+            ["main", "helper", "load", "other", "unrelated"]
+        );
         // No callers, no change.
         assert_eq!(
-            with_callees(order.clone(), 1, 0, &units, &docs, &texts),
+            with_callees(order.clone(), 1, 0, 0, &units, &docs, &texts),
             order
         );
     }
@@ -1304,6 +1461,30 @@ mod tests {
         assert_eq!(called_names(turbofish), ["cast", "by_ref", "parse"]);
     }
 
+    #[test]
+    fn code_mentions_are_names_written_as_code_not_prose() {
+        let query = "After `attrs.asdict(s)` the output differs: dayjs.tz('x').add(1.5) and \
+                     `astuple` too; load_dotenv and ClassBuilder. Set the output in utils.py, \
+                     v1.5 e.g. here. `a b`";
+        let mentions = code_mentions(query);
+        let mut names: Vec<(&str, bool)> = mentions.into_iter().collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                ("After", true),
+                ("ClassBuilder", true),
+                ("Set", true),
+                ("add", false),
+                ("asdict", false),
+                ("astuple", false),
+                ("load_dotenv", true),
+                ("py", false),
+                ("tz", false),
+            ]
+        );
+    }
+
     /// A new field of `CompressOptions` does not compile here until it is sorted into the
     /// options users set (then every surface must offer it: [`USER_OPTIONS`]) or tuning.
     #[test]
@@ -1330,6 +1511,7 @@ mod tests {
             keep_copies: _,
             code_first: _,
             callers: _,
+            callees_follow: _,
             faithful: _,
         } = CompressOptions::default();
         for name in ["model", "fused", "bm25"] {
