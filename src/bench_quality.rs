@@ -109,6 +109,10 @@ pub struct QualityArgs {
     /// (default: compress's default).
     #[arg(long)]
     pub framed: Option<bool>,
+    /// The callees of this many of the best-ranked chunks right after their caller
+    /// (`CompressOptions::callees_follow`).
+    #[arg(long)]
+    pub callees_follow: Option<usize>,
     /// Run only the tasks with these numbers (as listed on stderr; default: all).
     #[arg(long, value_delimiter = ',')]
     pub task_ids: Vec<usize>,
@@ -356,6 +360,7 @@ pub fn run(args: QualityArgs) -> Result<()> {
         fine: args.fine.unwrap_or(defaults.fine),
         query_weights: args.query_weights.unwrap_or(defaults.query_weights),
         framed: args.framed.unwrap_or(defaults.framed),
+        callees_follow: args.callees_follow.unwrap_or(defaults.callees_follow),
         ..defaults.clone()
     };
     print_candidate_recall(&*scorer, &tasks, &base)?;
@@ -478,7 +483,7 @@ pub fn run(args: QualityArgs) -> Result<()> {
         .map(|(kind, n)| format!("{n} {}", format!("{kind:?}").to_lowercase()))
         .collect();
     let header = format!(
-        "Model: {} ({}); {} tasks ({}); {} candidates of up to {} tokens; the fine stage keeps up to {} tokens; the model reads up to {} query tokens; other kinds of files weigh {} (code first: {}); query tokens weigh {:?}; framed prompt: {}.",
+        "Model: {} ({}); {} tasks ({}); {} candidates of up to {} tokens; the fine stage keeps up to {} tokens; the model reads up to {} query tokens; other kinds of files weigh {} (code first: {}); query tokens weigh {:?}; framed prompt: {}; callees follow the best {}.",
         args.model
             .model
             .as_deref()
@@ -497,6 +502,7 @@ pub fn run(args: QualityArgs) -> Result<()> {
         base.code_first,
         base.query_weights,
         base.framed,
+        base.callees_follow,
     );
     print_report(&header, &budgets, &rows, &(tallies, faithful_pair));
     Ok(())
