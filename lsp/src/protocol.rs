@@ -1,8 +1,11 @@
 //! The wire shapes ctxzip adds to LSP: server options (initializationOptions and
-//! `workspace/didChangeConfiguration`), `ctxzip/compress` params and result, `ctxzip/status`.
+//! `workspace/didChangeConfiguration`), `ctxzip/compress` params (the core's
+//! `CompressRequest` under camelCase keys) and result, the error codes of refused requests,
+//! `ctxzip/status`.
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use ctxzip_scoring::compress::{CompressError, CompressRequest};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
 use tower_lsp_server::ls_types::{Position, Range, Uri};
 
 /// Options a client may set at initialize or later; every field optional. Unknown fields
@@ -77,11 +80,19 @@ impl Options {
         if value.is_null() {
             return Ok(Options::default());
         }
-        serde_json::from_value(value).map_err(|e| {
-            format!(
-                "invalid ctxzip options: {e} (known options: model, offline, budget, threads, gpuLayers, candidates, deadlineMs, ignore, maxFileBytes, redact, scorerUrl, scorerModel, scorerMaxInFlight, scorerTimeoutS; see lsp/README.md)"
-            )
-        })
+        // serde names the known options when it refuses an unknown one.
+        serde_json::from_value(value)
+            .map_err(|e| format!("invalid ctxzip options: {e} (see lsp/README.md)"))
+    }
+
+    /// The request fields these options give defaults for (a request's own values win).
+    pub fn request_defaults(&self) -> CompressRequest {
+        CompressRequest {
+            budget: self.budget.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+            candidates: self.candidates,
+            deadline_ms: self.deadline_ms,
+            ..CompressRequest::default()
+        }
     }
 }
 
@@ -92,30 +103,161 @@ pub struct FocusParam {
     pub position: Option<Position>,
 }
 
-/// `ctxzip/compress` params (also the first argument of the `ctxzip.compress` command).
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// `ctxzip/compress` params (also the first argument of the `ctxzip.compress` command): the
+/// fields of the core's [`CompressRequest`] under their camelCase names (`query`, `budget`,
+/// `rate`, `format`, `noFine`, `ranker`, `candidates`, `deadlineMs`, ...), beside the
+/// LSP-shaped ones below. Unknown keys are refused so a typo is reported, not ignored.
+#[derive(Clone, Debug)]
 pub struct CompressParams {
-    pub query: String,
-    /// Output budget in tokens; the server's default budget when neither this nor `rate`.
-    pub budget: Option<i64>,
-    /// Keep this fraction of the workspace's tokens instead.
-    pub rate: Option<f64>,
+    pub request: CompressRequest,
     /// Where the user is working: that chunk is always kept, its file favoured.
     pub focus: Option<FocusParam>,
-    /// text (default), markdown, json or xml.
-    pub format: Option<String>,
     /// Only files under these URIs (files or directories inside the workspace).
     pub paths: Option<Vec<Uri>>,
-    /// Keep whole functions (skip the block-level stage).
-    pub no_fine: Option<bool>,
-    /// model (default), fused (the model's ranking fused with BM25's) or bm25 (no model).
-    pub ranker: Option<String>,
-    /// Chunks the model scores, for this request only.
-    pub candidates: Option<usize>,
-    /// Latency budget of the model's work for this request, in milliseconds: candidates
-    /// the model did not reach keep BM25's order (`stats.deadline_skipped` counts them).
-    pub deadline_ms: Option<u64>,
+}
+
+/// The params' keys that are LSP-shaped (URIs, positions) rather than request fields.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LspShaped {
+    focus: Option<FocusParam>,
+    paths: Option<Vec<Uri>>,
+}
+
+const LSP_SHAPED: &[&str] = &["focus", "paths"];
+
+impl CompressParams {
+    /// Every key the params take, as a client spells it.
+    pub fn keys() -> Vec<String> {
+        let mut keys: Vec<String> = CompressRequest::field_names()
+            .iter()
+            .map(|name| camel_case(name))
+            .collect();
+        keys.extend(LSP_SHAPED.iter().map(|k| k.to_string()));
+        keys
+    }
+
+    pub fn from_value(value: Value) -> Result<CompressParams, String> {
+        let Value::Object(map) = value else {
+            return Err(format!(
+                "invalid type: {}, expected an object such as {{\"query\": \"where are retries handled?\", \"budget\": 2000}}",
+                kind_of(&value)
+            ));
+        };
+        let fields = CompressRequest::field_names();
+        let (mut shaped, mut request) = (Map::new(), Map::new());
+        for (key, value) in map {
+            if LSP_SHAPED.contains(&key.as_str()) {
+                shaped.insert(key, value);
+            } else if let Some(name) = fields.iter().find(|name| camel_case(name) == key) {
+                request.insert(name.clone(), value);
+            } else {
+                // The words serde uses, so that a client reads one kind of message.
+                return Err(format!(
+                    "unknown field `{key}`, expected one of {}",
+                    CompressParams::keys()
+                        .iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+        let shaped: LspShaped =
+            serde_json::from_value(Value::Object(shaped)).map_err(|e| e.to_string())?;
+        let request: CompressRequest =
+            serde_json::from_value(Value::Object(request)).map_err(|e| e.to_string())?;
+        Ok(CompressParams {
+            request,
+            focus: shaped.focus,
+            paths: shaped.paths,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for CompressParams {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        CompressParams::from_value(value).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A snake_case name in the LSP's camelCase (`deadline_ms` → `deadlineMs`).
+pub fn camel_case(name: &str) -> String {
+    let mut parts = name.split('_');
+    let mut key = parts.next().unwrap_or_default().to_string();
+    for part in parts {
+        let mut chars = part.chars();
+        if let Some(first) = chars.next() {
+            key.extend(first.to_uppercase());
+            key.push_str(chars.as_str());
+        }
+    }
+    key
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// JSON-RPC codes of refused compress requests, in the range JSON-RPC leaves to servers
+/// (clear of the codes LSP itself uses there). The error's `data` holds the kind and fields
+/// ([`CompressError::data`]); clients switch on these, never on the message's words.
+pub mod codes {
+    pub const INDEX_NOT_READY: i64 = -32050;
+    pub const EMPTY_QUERY: i64 = -32051;
+    pub const BAD_BUDGET: i64 = -32052;
+    pub const BAD_RATE: i64 = -32053;
+    pub const BUDGET_AND_RATE: i64 = -32054;
+    pub const BUDGET_TOO_SMALL: i64 = -32055;
+    pub const EMPTY_WORKSPACE: i64 = -32056;
+    /// The model failed (not the request): JSON-RPC's internal error.
+    pub const INTERNAL: i64 = -32603;
+}
+
+/// The code of a refused request.
+pub fn error_code(error: &CompressError) -> i64 {
+    match error {
+        CompressError::IndexNotReady { .. } => codes::INDEX_NOT_READY,
+        CompressError::EmptyQuery => codes::EMPTY_QUERY,
+        CompressError::BadBudget { .. } => codes::BAD_BUDGET,
+        CompressError::BadRate { .. } => codes::BAD_RATE,
+        CompressError::BudgetAndRate => codes::BUDGET_AND_RATE,
+        CompressError::BudgetTooSmall { .. } => codes::BUDGET_TOO_SMALL,
+        CompressError::EmptyWorkspace => codes::EMPTY_WORKSPACE,
+        CompressError::Scoring(_) => codes::INTERNAL,
+    }
+}
+
+/// A refused request's message, its fix in the LSP's terms: the request's keys and the
+/// server's `budget` setting (initializationOptions; `ctxzip.budget` in VS Code).
+pub fn error_message(error: &CompressError) -> String {
+    match error {
+        CompressError::EmptyQuery => {
+            "`query` is empty: say what the context is for, e.g. \"where are retries handled?\""
+                .into()
+        }
+        CompressError::BadBudget { budget } => format!(
+            "`budget` must be a positive number of tokens (got {budget}); e.g. \"budget\": 2000, or leave it out for the server's `budget` setting"
+        ),
+        CompressError::BadRate { rate } => format!(
+            "`rate` must be in (0, 1] (got {rate}); e.g. \"rate\": 0.2 keeps a fifth of the tokens"
+        ),
+        CompressError::BudgetAndRate => "give `budget` or `rate`, not both".into(),
+        CompressError::BudgetTooSmall { budget, smallest } => format!(
+            "a budget of {budget} tokens is smaller than any chunk (the smallest needs {smallest} with its file header); send \"budget\": {smallest} or more, or raise the `budget` setting"
+        ),
+        CompressError::EmptyWorkspace
+        | CompressError::IndexNotReady { .. }
+        | CompressError::Scoring(_) => error.to_string(),
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
