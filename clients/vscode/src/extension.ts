@@ -199,7 +199,7 @@ async function run(query: string, params: core.CompressParams): Promise<void> {
             continue;
           }
           log.appendLine(token.isCancellationRequested ? "ctxzip/compress cancelled" : core.errorLogLine(err));
-          if (!token.isCancellationRequested) void vscode.window.showErrorMessage(`ctxzip: ${err?.message ?? err}`);
+          if (!token.isCancellationRequested) void vscode.window.showErrorMessage(`ctxzip: ${core.errorMessage(err)}`);
           return undefined;
         }
       }
