@@ -286,6 +286,7 @@ fn cli_message(e: &CompressError) -> String {
         ),
         CompressError::EmptyWorkspace
         | CompressError::IndexNotReady { .. }
+        | CompressError::PathOutsideRoot { .. }
         | CompressError::Scoring(_) => e.to_string(),
     }
 }

@@ -520,10 +520,16 @@ fn bad_requests_get_errors_and_the_server_keeps_answering() {
         "{response}"
     );
     let message = response["error"]["message"].as_str().unwrap();
-    assert!(message.contains("\"budget\": 2000") && !message.contains("--"), "{response}");
+    assert!(
+        message.contains("\"budget\": 2000") && !message.contains("--"),
+        "{response}"
+    );
     let response = s.compress(json!({"query": "   "}));
     assert_eq!(error_code(&response), codes::EMPTY_QUERY, "{response}");
-    assert_eq!(response["error"]["data"]["kind"], "empty_query", "{response}");
+    assert_eq!(
+        response["error"]["data"]["kind"], "empty_query",
+        "{response}"
+    );
     let response = s.compress(json!({"query": "x", "budget": 10, "rate": 0.5}));
     assert_eq!(error_code(&response), codes::BUDGET_AND_RATE, "{response}");
     let response = s.compress(json!({"query": "x", "rate": 2.0}));
@@ -569,7 +575,16 @@ fn bad_requests_get_errors_and_the_server_keeps_answering() {
     // URIs outside the workspace, through `..`, or through a symlink.
     let response =
         s.compress(json!({"query": "secret", "budget": 100, "paths": [uri(&outside_file)]}));
-    assert_eq!(error_code(&response), -32602, "{response}");
+    assert_eq!(
+        error_code(&response),
+        codes::PATH_OUTSIDE_ROOT,
+        "{response}"
+    );
+    assert_eq!(
+        response["error"]["data"],
+        json!({"kind": "path_outside_root", "path": uri(&outside_file)}),
+        "{response}"
+    );
     assert!(
         response["error"]["message"]
             .as_str()

@@ -189,7 +189,9 @@ fn every_surface_offers_every_request_field_with_the_same_default_budget() {
     // One name per option: a renamed field is offered under its MCP name only.
     for (name, _) in MCP_RENAMES {
         if properties.get(*name).is_some() {
-            missing.push(format!("MCP compress_context offers {name:?} besides its MCP name"));
+            missing.push(format!(
+                "MCP compress_context offers {name:?} besides its MCP name"
+            ));
         }
     }
     let result = mcp.call(

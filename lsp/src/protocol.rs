@@ -218,6 +218,7 @@ pub mod codes {
     pub const BUDGET_AND_RATE: i64 = -32054;
     pub const BUDGET_TOO_SMALL: i64 = -32055;
     pub const EMPTY_WORKSPACE: i64 = -32056;
+    pub const PATH_OUTSIDE_ROOT: i64 = -32057;
     /// The model failed (not the request): JSON-RPC's internal error.
     pub const INTERNAL: i64 = -32603;
 }
@@ -232,6 +233,7 @@ pub fn error_code(error: &CompressError) -> i64 {
         CompressError::BudgetAndRate => codes::BUDGET_AND_RATE,
         CompressError::BudgetTooSmall { .. } => codes::BUDGET_TOO_SMALL,
         CompressError::EmptyWorkspace => codes::EMPTY_WORKSPACE,
+        CompressError::PathOutsideRoot { .. } => codes::PATH_OUTSIDE_ROOT,
         CompressError::Scoring(_) => codes::INTERNAL,
     }
 }
@@ -256,6 +258,7 @@ pub fn error_message(error: &CompressError) -> String {
         ),
         CompressError::EmptyWorkspace
         | CompressError::IndexNotReady { .. }
+        | CompressError::PathOutsideRoot { .. }
         | CompressError::Scoring(_) => error.to_string(),
     }
 }

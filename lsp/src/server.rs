@@ -472,6 +472,28 @@ impl Server {
             .map_err(|e| e.to_string())
     }
 
+    /// The index key of a URI a request names. A path outside the workspace folders is the
+    /// core's `PathOutsideRoot` (its own code and data), worded by the index's one message
+    /// that tells nothing about what lies outside.
+    fn request_key(&self, uri: &Uri) -> jsonrpc::Result<PathBuf> {
+        self.key_of(uri).map_err(|message| {
+            let outside = uri.to_file_path().is_some_and(|path| {
+                matches!(
+                    self.shared.index.resolve(&path),
+                    Err(index::IndexError::OutsideRoots { .. })
+                )
+            });
+            if outside {
+                let error = CompressError::PathOutsideRoot {
+                    path: uri.as_str().to_owned(),
+                };
+                refused(&error, message)
+            } else {
+                invalid_params(message)
+            }
+        })
+    }
+
     async fn warn(&self, message: String) {
         self.shared
             .client
@@ -671,14 +693,14 @@ impl Server {
             Some(uris) => {
                 let mut keys = Vec::new();
                 for uri in uris {
-                    keys.push(self.key_of(uri).map_err(invalid_params)?);
+                    keys.push(self.request_key(uri)?);
                 }
                 Some(keys)
             }
             None => None,
         };
         let focus_key = match &params.focus {
-            Some(focus) => Some(self.key_of(&focus.uri).map_err(invalid_params)?),
+            Some(focus) => Some(self.request_key(&focus.uri)?),
             None => None,
         };
 

@@ -623,6 +623,9 @@ fn compress_error(e: CompressError) -> String {
         CompressError::IndexNotReady { .. } => {
             format!("{e}; the status tool shows the index's progress")
         }
+        CompressError::PathOutsideRoot { path } => format!(
+            "{path:?} is not inside the workspace root; give paths relative to it (the status tool shows the root)"
+        ),
         CompressError::Scoring(e) => format!(
             "the model failed while scoring: {e}. Retry; if it fails again, call status and check the model"
         ),

@@ -166,6 +166,10 @@ pub enum CompressError {
         files_done: usize,
         files_total: usize,
     },
+    /// However the path gets outside (`..`, a symlink) and whether or not anything is there:
+    /// `path` is the path as the request gave it, never where it leads.
+    #[error("{path}: only files under the workspace root can be read")]
+    PathOutsideRoot { path: String },
     #[error(transparent)]
     Scoring(#[from] crate::Error),
 }
@@ -181,6 +185,7 @@ impl CompressError {
             CompressError::EmptyWorkspace => "empty_workspace",
             CompressError::BudgetTooSmall { .. } => "budget_too_small",
             CompressError::IndexNotReady { .. } => "index_not_ready",
+            CompressError::PathOutsideRoot { .. } => "path_outside_root",
             CompressError::Scoring(_) => "scoring",
         }
     }
@@ -198,6 +203,7 @@ impl CompressError {
                 files_done,
                 files_total,
             } => json!({ "files_done": files_done, "files_total": files_total }),
+            CompressError::PathOutsideRoot { path } => json!({ "path": path }),
             CompressError::Scoring(e) => json!({ "message": e.to_string() }),
             CompressError::EmptyQuery
             | CompressError::BudgetAndRate
