@@ -8,25 +8,22 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 use tower_lsp_server::ls_types::{Position, Range, Uri};
 
-/// Options a client may set at initialize or later; every field optional. Unknown fields
-/// are refused so a typo is reported, not ignored.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+/// Options a client may set at initialize or later; every field optional. Beside the
+/// server's own (the model, the index), every field of a compress request but `query` is an
+/// option under its camelCase name (`budget`, `candidates`, `deadlineMs`, `format`, ...): the
+/// default of requests that leave it out. Unknown options are refused so a typo is reported,
+/// not ignored.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Options {
     /// Model name (`ctxzip model list`) or path to a GGUF file.
     pub model: Option<String>,
     /// Never download a model.
     pub offline: Option<bool>,
-    /// Default budget in tokens when a request names none.
-    pub budget: Option<usize>,
     /// CPU threads for the model.
     pub threads: Option<usize>,
     /// Layers offloaded to a GPU.
     pub gpu_layers: Option<u32>,
-    /// Chunks the model scores per query at most.
-    pub candidates: Option<usize>,
-    /// Latency budget of a compress request's model work in milliseconds (none: no limit).
-    pub deadline_ms: Option<u64>,
     /// Extra gitignore-style globs to leave out of the index.
     pub ignore: Option<Vec<String>>,
     /// Files larger than this are not indexed.
@@ -41,6 +38,9 @@ pub struct Options {
     pub scorer_max_in_flight: Option<usize>,
     /// Seconds one request to the scoring server may take.
     pub scorer_timeout_s: Option<u64>,
+    /// The defaults of compress requests (its `query` unused): a request's own values win.
+    #[serde(skip)]
+    pub request: CompressRequest,
 }
 
 impl Options {
@@ -49,11 +49,8 @@ impl Options {
         Options {
             model: other.model.clone().or_else(|| self.model.clone()),
             offline: other.offline.or(self.offline),
-            budget: other.budget.or(self.budget),
             threads: other.threads.or(self.threads),
             gpu_layers: other.gpu_layers.or(self.gpu_layers),
-            candidates: other.candidates.or(self.candidates),
-            deadline_ms: other.deadline_ms.or(self.deadline_ms),
             ignore: other.ignore.clone().or_else(|| self.ignore.clone()),
             max_file_bytes: other.max_file_bytes.or(self.max_file_bytes),
             redact: other.redact.or(self.redact),
@@ -64,7 +61,19 @@ impl Options {
                 .or_else(|| self.scorer_model.clone()),
             scorer_max_in_flight: other.scorer_max_in_flight.or(self.scorer_max_in_flight),
             scorer_timeout_s: other.scorer_timeout_s.or(self.scorer_timeout_s),
+            request: other.request.or_defaults(&self.request),
         }
+    }
+
+    /// Every option's name, as a client spells it: the server's own, then the request
+    /// defaults.
+    pub fn keys() -> Vec<String> {
+        let mut keys = match serde_json::to_value(Options::default()) {
+            Ok(Value::Object(map)) => map.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        keys.extend(request_default_names().map(|name| camel_case(&name)));
+        keys
     }
 
     /// Options from initializationOptions or a configuration change: either the options
@@ -77,23 +86,59 @@ impl Options {
             }
             other => other,
         };
-        if value.is_null() {
-            return Ok(Options::default());
+        let invalid = |e: String| format!("invalid ctxzip options: {e} (see lsp/README.md)");
+        let map = match value {
+            Value::Null => return Ok(Options::default()),
+            Value::Object(map) => map,
+            other => {
+                // serde's words for a value that is no object.
+                return serde_json::from_value::<Options>(other)
+                    .map_err(|e| invalid(e.to_string()));
+            }
+        };
+        let request_names: Vec<String> = request_default_names().collect();
+        let own_keys = Options::keys();
+        let (mut own, mut request) = (Map::new(), Map::new());
+        for (key, value) in map {
+            if let Some(name) = request_names.iter().find(|name| camel_case(name) == key) {
+                request.insert(name.clone(), value);
+            } else if own_keys.contains(&key) {
+                own.insert(key, value);
+            } else {
+                return Err(invalid(unknown_field(&key, &own_keys)));
+            }
         }
-        // serde names the known options when it refuses an unknown one.
-        serde_json::from_value(value)
-            .map_err(|e| format!("invalid ctxzip options: {e} (see lsp/README.md)"))
+        let mut options: Options =
+            serde_json::from_value(Value::Object(own)).map_err(|e| invalid(e.to_string()))?;
+        request.insert("query".into(), Value::String(String::new()));
+        options.request =
+            serde_json::from_value(Value::Object(request)).map_err(|e| invalid(e.to_string()))?;
+        Ok(options)
     }
 
-    /// The request fields these options give defaults for (a request's own values win).
+    /// The defaults of requests, for [`CompressRequest::or_defaults`].
     pub fn request_defaults(&self) -> CompressRequest {
-        CompressRequest {
-            budget: self.budget.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
-            candidates: self.candidates,
-            deadline_ms: self.deadline_ms,
-            ..CompressRequest::default()
-        }
+        self.request.clone()
     }
+}
+
+/// The request's fields a setting may give a default for: all but the query.
+fn request_default_names() -> impl Iterator<Item = String> {
+    CompressRequest::field_names()
+        .into_iter()
+        .filter(|name| name != "query")
+}
+
+/// serde's words for an unknown key, so that a client reads one kind of message.
+fn unknown_field(key: &str, known: &[String]) -> String {
+    format!(
+        "unknown field `{key}`, expected one of {}",
+        known
+            .iter()
+            .map(|k| format!("`{k}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 /// A position in a document.
@@ -152,15 +197,7 @@ impl CompressParams {
             } else if let Some(name) = fields.iter().find(|name| camel_case(name) == key) {
                 request.insert(name.clone(), value);
             } else {
-                // The words serde uses, so that a client reads one kind of message.
-                return Err(format!(
-                    "unknown field `{key}`, expected one of {}",
-                    CompressParams::keys()
-                        .iter()
-                        .map(|k| format!("`{k}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
+                return Err(unknown_field(&key, &CompressParams::keys()));
             }
         }
         let shaped: LspShaped =
@@ -283,4 +320,75 @@ pub struct CompressResult {
     pub stats: Value,
     /// True when indexing was still running: the answer saw part of the workspace.
     pub partial: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ctxzip_scoring::compress::{Format, Ranker};
+    use serde_json::json;
+
+    #[test]
+    fn params_map_camel_case_keys_onto_the_request() {
+        let params = CompressParams::from_value(json!({
+            "query": "retries", "budget": 300, "noFine": true, "deadlineMs": 50,
+            "format": "markdown", "ranker": "bm25",
+            "focus": {"uri": "file:///ws/a.rs", "position": {"line": 1, "character": 0}}
+        }))
+        .unwrap();
+        let r = &params.request;
+        assert_eq!(
+            (r.query.as_str(), r.budget, r.no_fine),
+            ("retries", Some(300), true)
+        );
+        assert_eq!(r.deadline_ms, Some(50));
+        assert_eq!(
+            (r.format, r.ranker),
+            (Some(Format::Markdown), Some(Ranker::Bm25))
+        );
+        assert!(params.focus.is_some() && params.paths.is_none());
+        // The core's own spelling is not the LSP's.
+        let refused = CompressParams::from_value(json!({"query": "q", "no_fine": true}));
+        let message = refused.unwrap_err();
+        assert!(
+            message.starts_with("unknown field `no_fine`, expected one of"),
+            "{message}"
+        );
+        assert!(
+            message.contains("`noFine`") && message.contains("`focus`"),
+            "{message}"
+        );
+        assert!(CompressParams::from_value(json!({"budget": 3})).is_err());
+        assert!(CompressParams::from_value(json!("q")).is_err());
+    }
+
+    #[test]
+    fn settings_give_defaults_for_every_request_field() {
+        let base =
+            Options::from_value(json!({"model": "m", "budget": 500, "candidates": 8})).unwrap();
+        assert_eq!(base.model.as_deref(), Some("m"));
+        assert_eq!(
+            (base.request.budget, base.request.candidates),
+            (Some(500), Some(8))
+        );
+        let changed =
+            Options::from_value(json!({"ctxzip": {"rate": 0.1, "noFine": true}})).unwrap();
+        let merged = base.overlay(&changed);
+        assert_eq!(merged.model.as_deref(), Some("m"));
+        assert_eq!(
+            (
+                merged.request.budget,
+                merged.request.rate,
+                merged.request.candidates
+            ),
+            (None, Some(0.1), Some(8))
+        );
+        assert!(merged.request.no_fine);
+        let refused = Options::from_value(json!({"query": "q"})).unwrap_err();
+        assert!(refused.contains("unknown field `query`"), "{refused}");
+        assert!(
+            refused.contains("`scorerUrl`") && refused.contains("`deadlineMs`"),
+            "{refused}"
+        );
+    }
 }
