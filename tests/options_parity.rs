@@ -96,6 +96,27 @@ fn known_keys(refused: &Value) -> BTreeSet<String> {
         .collect()
 }
 
+/// The keys of the LSP's initializationOptions, named when it refuses an unknown one.
+fn lsp_option_keys() -> BTreeSet<String> {
+    let mut lsp = LspClient::spawn(
+        Command::new(env!("CARGO_BIN_EXE_ctxzip"))
+            .arg("lsp")
+            .env("CTXZIP_CACHE", common::test_cache())
+            .stderr(Stdio::null()),
+    )
+    .expect("ctxzip lsp starts");
+    let refused = lsp.request(
+        "initialize",
+        json!({
+            "processId": null,
+            "capabilities": {},
+            "initializationOptions": {"notAnOption": 1}
+        }),
+        WAIT,
+    );
+    known_keys(&refused)
+}
+
 #[test]
 fn every_surface_offers_every_request_field_with_the_same_default_budget() {
     let dir = workspace();
@@ -157,6 +178,13 @@ fn every_surface_offers_every_request_field_with_the_same_default_budget() {
     for name in &options {
         if !keys.contains(&camel_case(name)) {
             missing.push(format!("LSP ctxzip/compress {:?}", camel_case(name)));
+        }
+    }
+    // Its settings: every field but the query is the default of requests that leave it out.
+    let option_keys = lsp_option_keys();
+    for name in options.iter().filter(|n| *n != "query" && *n != FOCUS) {
+        if !option_keys.contains(&camel_case(name)) {
+            missing.push(format!("LSP initializationOptions {:?}", camel_case(name)));
         }
     }
     let answer = common::lsp::compress_when_indexed(
@@ -227,25 +255,8 @@ fn every_surface_offers_every_scorer_setting() {
         }
     }
 
-    // The LSP's initializationOptions: serde names the known keys when it refuses one.
-    let mut lsp = LspClient::spawn(
-        Command::new(env!("CARGO_BIN_EXE_ctxzip"))
-            .arg("lsp")
-            .env("CTXZIP_CACHE", common::test_cache())
-            .stderr(Stdio::null()),
-    )
-    .expect("ctxzip lsp starts");
-    let refused = lsp.request(
-        "initialize",
-        json!({
-            "processId": null,
-            "capabilities": {},
-            "initializationOptions": {"notAnOption": 1}
-        }),
-        WAIT,
-    );
-    let keys = known_keys(&refused);
-    drop(lsp);
+    // The LSP's initializationOptions.
+    let keys = lsp_option_keys();
 
     // The editor clients' settings, as their sources spell them.
     let clients = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients");
