@@ -20,6 +20,19 @@ export interface Settings {
   extraArgs?: string[];
 }
 
+/** The names of the `ctxzip.*` settings a package.json declares, without the prefix. */
+export function settingNames(manifest: unknown): string[] {
+  const properties = (manifest as any)?.contributes?.configuration?.properties ?? {};
+  return Object.keys(properties)
+    .filter((key) => key.startsWith("ctxzip."))
+    .map((key) => key.slice("ctxzip.".length));
+}
+
+/** Every declared setting's value, as `get` (VS Code's configuration) returns it. */
+export function readSettings(manifest: unknown, get: (name: string) => unknown): Settings {
+  return Object.fromEntries(settingNames(manifest).map((name) => [name, get(name)])) as Settings;
+}
+
 /** How to start the server: `command args...` with these initializationOptions. */
 export interface ServerLaunch {
   command: string;
