@@ -7,16 +7,13 @@
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use ctxzip_chunker::confine::{self, Kind};
 use ctxzip_chunker::workspace::{self, FileChunks};
 use ctxzip_scoring::backend::{self, BackendSettings};
-use ctxzip_scoring::compress::{
-    self, Budget, CompressError, CompressOptions, Document, Focus, Format, Ranker,
-};
+use ctxzip_scoring::compress::{self, CompressError, CompressRequest, Document, Focus, Format};
 use ctxzip_scoring::remote::RemoteFlags;
 use ctxzip_scoring::{CancelFlag, ScorerConfig, SharedModel};
 use serde_json::json;
@@ -33,35 +30,14 @@ pub struct CompressArgs {
     /// Read the query from a file.
     #[arg(long)]
     pub query_file: Option<PathBuf>,
-    /// Output budget in the model's tokens; never exceeded.
-    #[arg(long, short = 'b', allow_hyphen_values = true, conflicts_with = "rate",
-          default_value_t = compress::DEFAULT_BUDGET_TOKENS as i64)]
-    pub budget: i64,
-    /// Keep this fraction of the workspace's tokens instead (0 < R <= 1).
-    #[arg(long)]
-    pub rate: Option<f64>,
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-    pub format: OutputFormat,
+    /// What a compress request sets (budget, rate, format, ranker, ...): the core's
+    /// `CompressRequest`, one flag per field.
+    #[command(flatten)]
+    pub request: CompressRequest,
     /// A file (optionally FILE:LINE) the user is working in: its chunk at LINE is always kept
     /// and its other chunks are favoured.
     #[arg(long)]
     pub focus: Option<String>,
-    /// Keep whole functions (skip the fine, block-level stage).
-    #[arg(long)]
-    pub no_fine: bool,
-    /// Chunks the model scores per query at most.
-    #[arg(long, default_value_t = CompressOptions::default().max_candidates)]
-    pub candidates: usize,
-    /// Answer within about this many milliseconds of model time: candidates are scored in
-    /// BM25 order until then, the rest keep BM25's order, functions not reached stay whole.
-    /// Scores already cached are used regardless, so a repeat refines the answer.
-    #[arg(long, value_name = "MS")]
-    pub deadline_ms: Option<u64>,
-    /// Ranking: the model's scores fused with BM25's order by reciprocal rank (the default:
-    /// it answered the most questions over whole repositories), the model alone, or BM25
-    /// alone (the lexical baseline, no model scoring).
-    #[arg(long, value_enum, default_value_t = RankerArg::from(CompressOptions::default().ranker))]
-    pub ranker: RankerArg,
     /// Only files of these languages.
     #[arg(long = "lang", value_delimiter = ',')]
     pub langs: Vec<String>,
@@ -161,31 +137,6 @@ fn no_gpu_fix() -> &'static str {
     }
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-pub enum OutputFormat {
-    Text,
-    Markdown,
-    Json,
-    Xml,
-}
-
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum RankerArg {
-    Model,
-    Fused,
-    Bm25,
-}
-
-impl From<Ranker> for RankerArg {
-    fn from(ranker: Ranker) -> Self {
-        match ranker {
-            Ranker::Model => RankerArg::Model,
-            Ranker::Fused => RankerArg::Fused,
-            Ranker::Bm25 => RankerArg::Bm25,
-        }
-    }
-}
-
 /// A failure of bad input: reported with exit code 2.
 #[derive(Debug)]
 pub struct BadInput(pub String);
@@ -203,16 +154,14 @@ fn bad(message: impl Into<String>) -> anyhow::Error {
 }
 
 pub fn run(args: CompressArgs) -> Result<ExitCode> {
-    let query = read_query(&args)?;
+    let mut request = args.request.clone();
+    request.query = read_query(&args)?;
     // clap refuses --budget with --rate; the budget's default gives way to a rate.
-    let budget = match (args.rate, args.budget) {
-        (Some(r), _) if !(r > 0.0 && r <= 1.0) => {
-            return Err(bad(CompressError::BadRate(r).to_string()));
-        }
-        (Some(r), _) => Budget::Rate(r),
-        (None, n) if n <= 0 => return Err(bad(CompressError::BadBudget(n).to_string())),
-        (None, n) => Budget::Tokens(n as usize),
-    };
+    if request.rate.is_some() {
+        request.budget = None;
+    }
+    // Checked before the walk and the model load, which take seconds.
+    request.resolve(None).map_err(|e| bad(cli_message(&e)))?;
     let paths = if args.paths.is_empty() {
         vec![PathBuf::from(".")]
     } else {
@@ -234,26 +183,7 @@ pub fn run(args: CompressArgs) -> Result<ExitCode> {
         .as_deref()
         .map(|spec| parse_focus(spec, &paths, &files))
         .transpose()?;
-    let format = match args.format {
-        OutputFormat::Text => Format::Text,
-        OutputFormat::Markdown => Format::Markdown,
-        OutputFormat::Json => Format::Json,
-        OutputFormat::Xml => Format::Xml,
-    };
-    let compress_options = CompressOptions {
-        budget,
-        format,
-        focus,
-        fine: !args.no_fine,
-        ranker: match args.ranker {
-            RankerArg::Model => Ranker::Model,
-            RankerArg::Fused => Ranker::Fused,
-            RankerArg::Bm25 => Ranker::Bm25,
-        },
-        max_candidates: args.candidates.max(1),
-        deadline: args.deadline_ms.map(Duration::from_millis),
-        ..CompressOptions::default()
-    };
+    let compress_options = request.resolve(focus).map_err(|e| bad(cli_message(&e)))?;
     let docs: Vec<Document> = files.iter().map(Document::from).collect();
     if docs.iter().all(|d| d.chunks.is_empty()) {
         return Err(bad(format!(
@@ -269,22 +199,20 @@ pub fn run(args: CompressArgs) -> Result<ExitCode> {
     let result = compress::compress(
         &*model,
         &docs,
-        &query,
+        &request.query,
         &compress_options,
         &CancelFlag::new(),
     )
-    .map_err(|e| match e {
+    .map_err(|e| {
         // The user can fix these: bad input, exit 2.
-        CompressError::Scoring(
-            inner @ (ctxzip_scoring::Error::EmptyQuery
-            | ctxzip_scoring::Error::QueryTooLong { .. }
-            | ctxzip_scoring::Error::PrefixTooLong { .. }),
-        ) => bad(inner.to_string()),
-        CompressError::Scoring(inner) => anyhow::Error::new(inner),
-        other => bad(other.to_string()),
+        if e.is_bad_input() {
+            bad(cli_message(&e))
+        } else {
+            anyhow::Error::new(e)
+        }
     })?;
     let mut out = io::stdout().lock();
-    if let OutputFormat::Json = args.format {
+    if compress_options.format == Format::Json {
         let value = json!({
             "context": result.context,
             "chunks": result.chunks,
@@ -334,9 +262,33 @@ fn read_query(args: &CompressArgs) -> Result<String> {
         }
     };
     if query.trim().is_empty() {
-        bail!(BadInput(CompressError::EmptyQuery.to_string()));
+        bail!(BadInput(cli_message(&CompressError::EmptyQuery)));
     }
     Ok(query)
+}
+
+/// A request's error with its fix in the command line's terms (its flags).
+fn cli_message(e: &CompressError) -> String {
+    match e {
+        CompressError::EmptyQuery => {
+            "empty query: say what the context is for, e.g. --query \"where are retries handled?\""
+                .into()
+        }
+        CompressError::BadBudget { budget } => {
+            format!("budget must be a positive number of tokens (got {budget}); e.g. --budget 2000")
+        }
+        CompressError::BadRate { rate } => {
+            format!("rate must be in (0, 1] (got {rate}); e.g. --rate 0.2 keeps a fifth")
+        }
+        CompressError::BudgetAndRate => "give --budget or --rate, not both".into(),
+        CompressError::BudgetTooSmall { budget, smallest } => format!(
+            "budget of {budget} tokens is smaller than any chunk (the smallest needs {smallest} with its file header); raise --budget to at least {smallest}"
+        ),
+        CompressError::EmptyWorkspace
+        | CompressError::IndexNotReady { .. }
+        | CompressError::PathOutsideRoot { .. }
+        | CompressError::Scoring(_) => e.to_string(),
+    }
 }
 
 /// `FILE[:LINE]` by the one focus rule (`confine::split_focus_line`: lines count from 1),

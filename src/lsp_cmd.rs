@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Args;
 use ctxzip_lsp::{Defaults, Options};
+use ctxzip_scoring::compress::CompressRequest;
 
 use crate::compress_cmd::ModelArgs;
 
@@ -35,7 +36,6 @@ pub fn run(args: LspArgs) -> Result<ExitCode> {
         options: Options {
             model: args.model.model,
             offline: args.model.offline.then_some(true),
-            budget: args.budget,
             threads: args.model.threads,
             gpu_layers: args.model.gpu_layers,
             redact: args.no_redact.then_some(false),
@@ -46,6 +46,10 @@ pub fn run(args: LspArgs) -> Result<ExitCode> {
                 .scorer_max_in_flight
                 .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
             scorer_timeout_s: args.model.scorer_timeout_s,
+            request: CompressRequest {
+                budget: args.budget.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+                ..CompressRequest::default()
+            },
             ..Options::default()
         },
         verbose: args.model.verbose,

@@ -255,7 +255,7 @@ fn bad_input_is_reported_with_exit_code_2() {
         ),
         (
             vec!["compress", root, "-q", "x", "-b", "0"],
-            "budget must be a positive number",
+            "(got 0); e.g. --budget 2000",
         ),
         (
             vec!["compress", root, "-q", "x", "-b", "-5"],
@@ -275,7 +275,12 @@ fn bad_input_is_reported_with_exit_code_2() {
         ),
         (
             vec!["compress", root, "-q", "tax", "-b", "3"],
-            "smaller than any chunk",
+            "smaller than any chunk (the smallest needs",
+        ),
+        // The core's refusal, its fix in the command line's terms.
+        (
+            vec!["compress", root, "-q", "tax", "-b", "3"],
+            "raise --budget to at least",
         ),
     ];
     for (mut args, expected) in cases {

@@ -18,6 +18,7 @@ use ctxzip_lsp::client::LspClient;
 use serde_json::{Value, json};
 
 use common::mcp_client::Client;
+use ctxzip_lsp::protocol::codes;
 
 const MODEL: &str = "smollm2-135m";
 const WAIT: Duration = Duration::from_secs(300);
@@ -367,12 +368,24 @@ fn every_path_form_is_confined_over_lsp() {
                 assert!(text.contains("compute_total"), "focus {form:?}: {response}");
             }
             Expect::Missing | Expect::Outside => {
+                let message = response["error"]["message"].as_str().unwrap_or_default();
+                // A path the index places outside the folders is its own kind of refusal;
+                // a URI that is no file path at all is malformed params.
+                let code = if message.contains("only files under the workspace folders") {
+                    assert_eq!(
+                        response["error"]["data"],
+                        json!({"kind": "path_outside_root", "path": uri}),
+                        "focus {form:?}: {response}"
+                    );
+                    codes::PATH_OUTSIDE_ROOT
+                } else {
+                    -32602
+                };
                 assert_eq!(
                     response["error"]["code"],
-                    json!(-32602),
+                    json!(code),
                     "focus {form:?}: {response}"
                 );
-                let message = response["error"]["message"].as_str().unwrap_or_default();
                 if *expect == Expect::Outside {
                     assert!(
                         message.contains("only files under the workspace folders can be read")

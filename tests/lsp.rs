@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ctxzip_lsp::client::LspClient;
+use ctxzip_lsp::protocol::codes;
 use serde_json::{Value, json};
 
 const MODEL: &str = "smollm2-135m";
@@ -509,12 +510,45 @@ fn bad_requests_get_errors_and_the_server_keeps_answering() {
             .contains("empty"),
         "{response}"
     );
+    // Each refusal of the core has its code and its kind and fields as data, and its message
+    // says the fix in the request's keys, never a command-line flag.
     let response = s.compress(json!({"query": "x", "budget": 0}));
+    assert_eq!(error_code(&response), codes::BAD_BUDGET, "{response}");
+    assert_eq!(
+        response["error"]["data"],
+        json!({"kind": "bad_budget", "budget": 0}),
+        "{response}"
+    );
+    let message = response["error"]["message"].as_str().unwrap();
     assert!(
-        response["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("budget"),
+        message.contains("\"budget\": 2000") && !message.contains("--"),
+        "{response}"
+    );
+    let response = s.compress(json!({"query": "   "}));
+    assert_eq!(error_code(&response), codes::EMPTY_QUERY, "{response}");
+    assert_eq!(
+        response["error"]["data"]["kind"], "empty_query",
+        "{response}"
+    );
+    let response = s.compress(json!({"query": "x", "budget": 10, "rate": 0.5}));
+    assert_eq!(error_code(&response), codes::BUDGET_AND_RATE, "{response}");
+    let response = s.compress(json!({"query": "x", "rate": 2.0}));
+    assert_eq!(
+        response["error"]["data"],
+        json!({"kind": "bad_rate", "rate": 2.0}),
+        "{response}"
+    );
+    let response = s.compress(json!({"query": "retry delay", "budget": 1, "ranker": "bm25"}));
+    assert_eq!(error_code(&response), codes::BUDGET_TOO_SMALL, "{response}");
+    let data = &response["error"]["data"];
+    let smallest = data["smallest"].as_u64().unwrap_or_default();
+    assert!(
+        data["kind"] == "budget_too_small" && data["budget"] == 1 && smallest > 1,
+        "{response}"
+    );
+    let message = response["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("\"budget\": {smallest}")) && !message.contains("--"),
         "{response}"
     );
     let response = s.compress(json!({"query": "x", "format": "yaml"}));
@@ -541,7 +575,16 @@ fn bad_requests_get_errors_and_the_server_keeps_answering() {
     // URIs outside the workspace, through `..`, or through a symlink.
     let response =
         s.compress(json!({"query": "secret", "budget": 100, "paths": [uri(&outside_file)]}));
-    assert_eq!(error_code(&response), -32602, "{response}");
+    assert_eq!(
+        error_code(&response),
+        codes::PATH_OUTSIDE_ROOT,
+        "{response}"
+    );
+    assert_eq!(
+        response["error"]["data"],
+        json!({"kind": "path_outside_root", "path": uri(&outside_file)}),
+        "{response}"
+    );
     assert!(
         response["error"]["message"]
             .as_str()

@@ -112,7 +112,8 @@ fn mcp_session_over_stdio() {
             "description": "Get the source code of this workspace that matters for a task, compressed into a token budget: whole functions, types and blocks ranked by how much they help explain the query, under their file paths, followed by a list of the kept chunks as path:start-end. Call it before reading files one by one when you need to understand, change or debug code; narrow with paths or focus_file.",
             "inputSchema": {
               "$defs": {
-                "OutputFormat": {
+                "Format": {
+                  "description": "How the context is laid out. JSON wraps the text layout with chunk lists and stats.",
                   "oneOf": [
                     {
                       "const": "text",
@@ -125,27 +126,32 @@ fn mcp_session_over_stdio() {
                       "type": "string"
                     },
                     {
+                      "const": "json",
+                      "description": "The text layout; a JSON result wraps it with the kept chunks and the stats.",
+                      "type": "string"
+                    },
+                    {
                       "const": "xml",
                       "description": "Each file in a `<file path=\"…\">` element, XML-escaped.",
                       "type": "string"
                     }
                   ]
                 },
-                "RankerParam": {
+                "Ranker": {
                   "oneOf": [
                     {
                       "const": "model",
-                      "description": "Conditional perplexity under the model (the default).",
+                      "description": "Conditional perplexity under the model (ctxzip).",
                       "type": "string"
                     },
                     {
                       "const": "fused",
-                      "description": "The model's ranking fused with keyword (BM25) ranking.",
+                      "description": "The model's ranking fused with BM25's by reciprocal rank (the default).",
                       "type": "string"
                     },
                     {
                       "const": "bm25",
-                      "description": "Keyword (BM25) ranking alone: no model work, whole chunks.",
+                      "description": "BM25 alone, whole chunks: the lexical baseline, no model work.",
                       "type": "string"
                     }
                   ]
@@ -158,12 +164,12 @@ fn mcp_session_over_stdio() {
                   "type": "integer"
                 },
                 "candidates": {
-                  "description": "Chunks the model scores at most (default as `ctxzip compress --candidates`); more\nfinds more, at more model time.",
+                  "description": "Chunks the model scores per query at most; more finds more, at more model time.",
                   "minimum": 0,
                   "type": "integer"
                 },
                 "deadline_ms": {
-                  "description": "Answer within about this many milliseconds of model time (default: no limit). Chunks\nthe model did not reach by then are ranked by keyword match; the model's scores are\ncached, so asking again with the same query refines the answer.",
+                  "description": "Answer within about this many milliseconds of model time: candidates are scored in\nBM25 order until then, the rest keep BM25's order, functions not reached stay whole.\nScores already cached are used regardless, so asking again refines the answer.",
                   "minimum": 0,
                   "type": "integer"
                 },
@@ -172,11 +178,12 @@ fn mcp_session_over_stdio() {
                   "type": "string"
                 },
                 "format": {
-                  "$ref": "#/$defs/OutputFormat",
-                  "description": "Output format (default text)."
+                  "$ref": "#/$defs/Format",
+                  "description": "Layout of the context: text, markdown, json or xml."
                 },
                 "no_fine": {
-                  "description": "Keep whole functions: skip the stage that prunes kept functions to their relevant\nblocks (default false).",
+                  "default": false,
+                  "description": "Keep whole functions: skip the stage that prunes kept functions to their relevant\nblocks.",
                   "type": "boolean"
                 },
                 "paths": {
@@ -191,11 +198,11 @@ fn mcp_session_over_stdio() {
                   "type": "string"
                 },
                 "ranker": {
-                  "$ref": "#/$defs/RankerParam",
-                  "description": "How chunks are ranked (default model)."
+                  "$ref": "#/$defs/Ranker",
+                  "description": "How chunks are ranked: the model's scores fused with BM25's order by reciprocal rank\n(the default: it answered the most questions over whole repositories), the model\nalone, or BM25 alone (the lexical baseline, no model scoring)."
                 },
                 "rate": {
-                  "description": "Keep this fraction of the scope's tokens instead of budget_tokens (0 < rate <= 1);\nthe output cap still applies.",
+                  "description": "Keep this fraction of the workspace's tokens instead of a budget (0 < rate <= 1).",
                   "type": "number"
                 }
               },
@@ -534,6 +541,11 @@ fn mcp_session_over_stdio() {
         (
             json!({"query": "retry", "ranker": "lexical"}),
             "expected one of `model`, `fused`, `bm25`",
+        ),
+        // The core's refusal, worded in the tool's own terms.
+        (
+            json!({"query": "retry", "budget_tokens": 1, "ranker": "bm25"}),
+            "raise budget_tokens to at least",
         ),
     ];
     for (arguments, message) in failures {

@@ -1,11 +1,12 @@
-//! One set of compress options on every surface: each option a user sets
-//! (`ctxzip_scoring::compress::USER_OPTIONS`) is a flag of `ctxzip compress`, a key of the
-//! LSP's `ctxzip/compress` and a property of the MCP tool's input schema, each spelled by its
-//! surface's convention, and a request that names no budget gets the core's default on all
-//! three. The real binary on each surface; BM25 ranking keeps the model's work out of it.
-//! Likewise each remote-scorer setting (`ctxzip_scoring::remote::SCORER_OPTIONS`) is a flag
-//! of every command that starts a model, an LSP initializationOption, a config.toml key, a
-//! VS Code setting and a Neovim option.
+//! One compress request on every surface: each field of the core's `CompressRequest`
+//! (walked from the struct, [`CompressRequest::field_names`]) is a flag of `ctxzip compress`,
+//! a key of the LSP's `ctxzip/compress` and a property of the MCP tool's input schema, each
+//! spelled by its surface's convention, and a request that names no budget gets the core's
+//! default on all three. The real binary on each surface; BM25 ranking keeps the model's work
+//! out of it. Likewise each remote-scorer setting (`ctxzip_scoring::remote::SCORER_OPTIONS`)
+//! and the GPU layers are a flag of every command that starts a model, an LSP
+//! initializationOption, a VS Code setting and a Neovim option (and the scorer settings a
+//! config.toml key).
 
 mod common;
 
@@ -15,7 +16,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ctxzip_lsp::client::LspClient;
-use ctxzip_scoring::compress::{DEFAULT_BUDGET_TOKENS, USER_OPTIONS};
+use ctxzip_lsp::protocol::camel_case;
+use ctxzip_scoring::compress::{CompressRequest, DEFAULT_BUDGET_TOKENS};
 use ctxzip_scoring::remote::{RemoteFlags, SCORER_OPTIONS, resolve_settings};
 use serde_json::{Value, json};
 
@@ -24,24 +26,18 @@ use common::mcp_client::Client as McpClient;
 const MODEL: &str = "smollm2-135m";
 const WAIT: Duration = Duration::from_secs(120);
 
+/// The option every surface gives in its own shape (`FILE:LINE`, an LSP position), so it is
+/// not a field of the request: each shell resolves it against its own files.
+const FOCUS: &str = "focus";
+
 /// MCP names that carry their unit or kind, kept for the agents that already send them.
 const MCP_RENAMES: &[(&str, &str)] = &[("budget", "budget_tokens"), ("focus", "focus_file")];
 
+/// Settings of the model that an editor user sets, beside the scorer's.
+const EDITOR_MODEL_SETTINGS: &[&str] = &["gpu_layers"];
+
 fn cli_flag(name: &str) -> String {
     format!("--{}", name.replace('_', "-"))
-}
-
-fn lsp_key(name: &str) -> String {
-    let mut parts = name.split('_');
-    let mut key = parts.next().unwrap_or_default().to_string();
-    for part in parts {
-        let mut chars = part.chars();
-        if let Some(first) = chars.next() {
-            key.extend(first.to_uppercase());
-            key.push_str(chars.as_str());
-        }
-    }
-    key
 }
 
 fn mcp_property(name: &str) -> String {
@@ -50,6 +46,13 @@ fn mcp_property(name: &str) -> String {
         .find(|(option, _)| *option == name)
         .map_or(name, |(_, renamed)| renamed)
         .to_string()
+}
+
+/// The request's fields and the focus: every option a compress request takes.
+fn request_options() -> Vec<String> {
+    let mut names = CompressRequest::field_names();
+    names.push(FOCUS.to_string());
+    names
 }
 
 fn workspace() -> tempfile::TempDir {
@@ -79,17 +82,54 @@ fn long_flags(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// The keys a refusal of an unknown key names: "unknown field `x`, expected one of `a`, ...".
+fn known_keys(refused: &Value) -> BTreeSet<String> {
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    let (_, accepted) = message
+        .split_once("expected one of")
+        .unwrap_or_else(|| panic!("no list of known keys: {refused}"));
+    accepted
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
+}
+
+/// The keys of the LSP's initializationOptions, named when it refuses an unknown one.
+fn lsp_option_keys() -> BTreeSet<String> {
+    let mut lsp = LspClient::spawn(
+        Command::new(env!("CARGO_BIN_EXE_ctxzip"))
+            .arg("lsp")
+            .env("CTXZIP_CACHE", common::test_cache())
+            .stderr(Stdio::null()),
+    )
+    .expect("ctxzip lsp starts");
+    let refused = lsp.request(
+        "initialize",
+        json!({
+            "processId": null,
+            "capabilities": {},
+            "initializationOptions": {"notAnOption": 1}
+        }),
+        WAIT,
+    );
+    known_keys(&refused)
+}
+
 #[test]
-fn every_surface_offers_every_user_option_with_the_same_default_budget() {
+fn every_surface_offers_every_request_field_with_the_same_default_budget() {
     let dir = workspace();
     let root = std::fs::canonicalize(dir.path()).unwrap();
     let mut missing = Vec::new();
+    let options = request_options();
+    assert!(options.len() >= 9, "{options:?}");
 
     // The CLI: its flags, and the budget of a call that gives none.
     let help = ctxzip(&["compress", "--help"], &root);
     let help = String::from_utf8_lossy(&help.stdout).into_owned();
     let flags = long_flags(&help);
-    for name in USER_OPTIONS {
+    for name in &options {
         if !flags.contains(&cli_flag(name)) {
             missing.push(format!("ctxzip compress {}", cli_flag(name)));
         }
@@ -121,57 +161,37 @@ fn every_surface_offers_every_user_option_with_the_same_default_budget() {
         "CLI default budget"
     );
 
-    // The LSP: the keys `ctxzip/compress` accepts (serde names them when it refuses an
-    // unknown one), and the budget of a request that gives none.
-    let mut lsp = LspClient::spawn(
-        Command::new(env!("CARGO_BIN_EXE_ctxzip"))
-            .arg("lsp")
-            .env("CTXZIP_CACHE", common::test_cache())
-            .stderr(Stdio::null()),
-    )
-    .expect("ctxzip lsp starts");
-    let root_uri = format!("file://{}", root.display());
-    let init = lsp.request(
-        "initialize",
-        json!({
-            "processId": null,
-            "rootUri": root_uri,
-            "workspaceFolders": [{"uri": root_uri, "name": "ws"}],
-            "capabilities": {},
-            "initializationOptions": {"model": MODEL, "offline": true}
-        }),
+    // The LSP: the keys `ctxzip/compress` accepts (named when it refuses an unknown one),
+    // and the budget of a request that gives none.
+    let mut lsp = common::lsp::start(
+        &root,
+        json!({"model": MODEL, "offline": true}),
+        &common::test_cache(),
         WAIT,
     );
-    assert!(init["result"].is_object(), "{init}");
-    lsp.notify("initialized", json!({})).unwrap();
     let refused = lsp.request(
         "ctxzip/compress",
         json!({"query": "backoff", "notAnOption": 1}),
         WAIT,
     );
-    let message = refused["error"]["message"].as_str().unwrap_or_default();
-    let (_, accepted) = message
-        .split_once("expected one of")
-        .unwrap_or_else(|| panic!("no list of known keys: {refused}"));
-    let keys: BTreeSet<&str> = accepted.split('`').skip(1).step_by(2).collect();
-    for name in USER_OPTIONS {
-        if !keys.contains(lsp_key(name).as_str()) {
-            missing.push(format!("LSP ctxzip/compress {:?}", lsp_key(name)));
+    let keys = known_keys(&refused);
+    for name in &options {
+        if !keys.contains(&camel_case(name)) {
+            missing.push(format!("LSP ctxzip/compress {:?}", camel_case(name)));
         }
     }
-    // The index fills in the background: ask until it holds the file.
-    let deadline = std::time::Instant::now() + WAIT;
-    let answer = loop {
-        let answer = lsp.request(
-            "ctxzip/compress",
-            json!({"query": "backoff delay", "ranker": "bm25"}),
-            WAIT,
-        );
-        if answer["result"].is_object() || std::time::Instant::now() > deadline {
-            break answer;
+    // Its settings: every field but the query is the default of requests that leave it out.
+    let option_keys = lsp_option_keys();
+    for name in options.iter().filter(|n| *n != "query" && *n != FOCUS) {
+        if !option_keys.contains(&camel_case(name)) {
+            missing.push(format!("LSP initializationOptions {:?}", camel_case(name)));
         }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    }
+    let answer = common::lsp::compress_when_indexed(
+        &mut lsp,
+        json!({"query": "backoff delay", "ranker": "bm25"}),
+        WAIT,
+    );
     assert_eq!(
         answer["result"]["stats"]["budget_tokens"], DEFAULT_BUDGET_TOKENS,
         "LSP default budget: {answer}"
@@ -188,12 +208,18 @@ fn every_surface_offers_every_user_option_with_the_same_default_budget() {
         .iter()
         .find(|t| t["name"] == "compress_context")
         .unwrap();
-    for name in USER_OPTIONS {
-        if compress["inputSchema"]["properties"]
-            .get(mcp_property(name))
-            .is_none()
-        {
+    let properties = &compress["inputSchema"]["properties"];
+    for name in &options {
+        if properties.get(mcp_property(name)).is_none() {
             missing.push(format!("MCP compress_context {:?}", mcp_property(name)));
+        }
+    }
+    // One name per option: a renamed field is offered under its MCP name only.
+    for (name, _) in MCP_RENAMES {
+        if properties.get(*name).is_some() {
+            missing.push(format!(
+                "MCP compress_context offers {name:?} besides its MCP name"
+            ));
         }
     }
     let result = mcp.call(
@@ -207,7 +233,7 @@ fn every_surface_offers_every_user_option_with_the_same_default_budget() {
 
     assert!(
         missing.is_empty(),
-        "options of CompressOptions a surface does not offer:\n{}",
+        "fields of CompressRequest a surface does not offer:\n{}",
         missing.join("\n")
     );
 }
@@ -222,36 +248,15 @@ fn every_surface_offers_every_scorer_setting() {
     for command in ["compress", "mcp", "lsp"] {
         let help = ctxzip(&[command, "--help"], &root);
         let flags = long_flags(&String::from_utf8_lossy(&help.stdout));
-        for name in SCORER_OPTIONS {
+        for name in SCORER_OPTIONS.iter().chain(EDITOR_MODEL_SETTINGS) {
             if !flags.contains(&cli_flag(name)) {
                 missing.push(format!("ctxzip {command} {}", cli_flag(name)));
             }
         }
     }
 
-    // The LSP's initializationOptions: serde names the known keys when it refuses one.
-    let mut lsp = LspClient::spawn(
-        Command::new(env!("CARGO_BIN_EXE_ctxzip"))
-            .arg("lsp")
-            .env("CTXZIP_CACHE", common::test_cache())
-            .stderr(Stdio::null()),
-    )
-    .expect("ctxzip lsp starts");
-    let refused = lsp.request(
-        "initialize",
-        json!({
-            "processId": null,
-            "capabilities": {},
-            "initializationOptions": {"notAnOption": 1}
-        }),
-        WAIT,
-    );
-    let message = refused["error"]["message"].as_str().unwrap_or_default();
-    let (_, accepted) = message
-        .split_once("expected one of")
-        .unwrap_or_else(|| panic!("no list of known keys: {refused}"));
-    let keys: BTreeSet<&str> = accepted.split('`').skip(1).step_by(2).collect();
-    drop(lsp);
+    // The LSP's initializationOptions.
+    let keys = lsp_option_keys();
 
     // The editor clients' settings, as their sources spell them.
     let clients = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients");
@@ -259,13 +264,12 @@ fn every_surface_offers_every_scorer_setting() {
     let package_json: Value = serde_json::from_str(&read("vscode/package.json")).unwrap();
     let vscode_settings = &package_json["contributes"]["configuration"]["properties"];
     let core_ts = read("vscode/src/core.ts");
-    let extension_ts = read("vscode/src/extension.ts");
     let init_lua = read("nvim/lua/ctxzip/init.lua");
+    let nvim_readme = read("nvim/README.md");
 
-    // config.toml: each key is read (a wrong type is refused by its name).
-    for name in SCORER_OPTIONS {
-        let key = lsp_key(name);
-        if !keys.contains(key.as_str()) {
+    for name in SCORER_OPTIONS.iter().chain(EDITOR_MODEL_SETTINGS) {
+        let key = camel_case(name);
+        if !keys.contains(&key) {
             missing.push(format!("LSP initializationOptions {key:?}"));
         }
         if vscode_settings.get(format!("ctxzip.{key}")).is_none() {
@@ -274,13 +278,17 @@ fn every_surface_offers_every_scorer_setting() {
         if !core_ts.contains(&format!("options.{key} =")) {
             missing.push(format!("VS Code core.ts sends {key}"));
         }
-        if !extension_ts.contains(&format!("(\"{key}\")")) {
-            missing.push(format!("VS Code extension.ts reads {key}"));
-        }
         if !init_lua.contains(&format!("{name} = nil"))
             || !init_lua.contains(&format!("opts.{key}"))
         {
             missing.push(format!("Neovim option {name} (init.lua)"));
+        }
+        if !nvim_readme.contains(*name) {
+            missing.push(format!("Neovim option {name} (README.md)"));
+        }
+        // config.toml: each scorer key is read (a wrong type is refused by its name).
+        if !SCORER_OPTIONS.contains(name) {
+            continue;
         }
         let mut table = toml::Table::new();
         table.insert("scorer_url".into(), "http://gpu-box:8000/v1".into());
@@ -294,7 +302,7 @@ fn every_surface_offers_every_scorer_setting() {
 
     assert!(
         missing.is_empty(),
-        "scorer settings a surface does not offer:\n{}",
+        "model settings a surface does not offer:\n{}",
         missing.join("\n")
     );
 }

@@ -12,7 +12,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::mcp_client::{Client as McpClient, text_of};
-use ctxzip_lsp::client::LspClient;
 use serde_json::{Value, json};
 use servers::{SERVED_MODEL, Server};
 
@@ -118,50 +117,23 @@ fn the_lsp_server_stays_up_when_its_scoring_server_fails() {
     let dir = workspace();
     let root = std::fs::canonicalize(dir.path()).unwrap();
     let scratch = tempfile::tempdir().unwrap();
-    let mut lsp = LspClient::spawn(
-        Command::new(env!("CARGO_BIN_EXE_ctxzip"))
-            .arg("lsp")
-            .env("CTXZIP_CACHE", scratch.path().join("cache.sqlite"))
-            .stderr(Stdio::null()),
-    )
-    .expect("ctxzip lsp starts");
-    let root_uri = format!("file://{}", root.display());
-    let init = lsp.request(
-        "initialize",
+    let mut lsp = common::lsp::start(
+        &root,
         json!({
-            "processId": null,
-            "rootUri": root_uri,
-            "workspaceFolders": [{"uri": root_uri, "name": "ws"}],
-            "capabilities": {},
-            "initializationOptions": {
-                "model": MODEL,
-                "scorerUrl": scoring.base_url,
-                "scorerModel": SERVED_MODEL,
-            }
+            "model": MODEL,
+            "scorerUrl": scoring.base_url,
+            "scorerModel": SERVED_MODEL,
         }),
+        &scratch.path().join("cache.sqlite"),
         WAIT,
     );
-    assert!(init["result"].is_object(), "{init}");
-    lsp.notify("initialized", json!({})).unwrap();
-    let deadline = std::time::Instant::now() + WAIT;
     // A budget below the workspace's size, so the model must score.
     let request = json!({
         "query": "how long does the client wait before it retries?",
         "ranker": "model",
         "budget": 100,
     });
-    let answer = loop {
-        let answer = lsp.request("ctxzip/compress", request.clone(), WAIT);
-        let message = answer["error"]["message"].as_str().unwrap_or_default();
-        // Until the index holds the files, the answer is an empty workspace.
-        if answer["result"].is_object()
-            || message.contains("HTTP")
-            || std::time::Instant::now() > deadline
-        {
-            break answer;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let answer = common::lsp::compress_when_indexed(&mut lsp, request, WAIT);
     let message = answer["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("HTTP 500"), "{answer}");
     assert!(message.contains("server's log"), "{answer}");

@@ -10,14 +10,11 @@ use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::time::Duration;
 
 use ctxzip_chunker::Lang;
 use ctxzip_chunker::confine;
 use ctxzip_chunker::workspace::WalkOptions;
-use ctxzip_scoring::compress::{
-    self, Budget, CompressError, CompressOptions, Document, Focus, Format,
-};
+use ctxzip_scoring::compress::{self, CompressError, CompressOptions, Document, Focus};
 use ctxzip_scoring::remote::RemoteFlags;
 use ctxzip_scoring::{CancelFlag, Error as ScoringError, SharedModel};
 use futures::FutureExt;
@@ -30,7 +27,7 @@ use tower_lsp_server::{Client, LanguageServer};
 use crate::index::{self, FileSnapshot, Index, PositionEncoding, TextChange, TextPosition};
 use crate::indexer::{Event, Indexer, Job};
 use crate::model::{ModelSettings, ModelSlot};
-use crate::protocol::{ChunkResult, CompressParams, CompressResult, Options};
+use crate::protocol::{self, ChunkResult, CompressParams, CompressResult, Options};
 
 pub const COMPRESS_COMMAND: &str = "ctxzip.compress";
 /// A compress whose query equals this variable's value panics (for tests only).
@@ -475,6 +472,28 @@ impl Server {
             .map_err(|e| e.to_string())
     }
 
+    /// The index key of a URI a request names. A path outside the workspace folders is the
+    /// core's `PathOutsideRoot` (its own code and data), worded by the index's one message
+    /// that tells nothing about what lies outside.
+    fn request_key(&self, uri: &Uri) -> jsonrpc::Result<PathBuf> {
+        self.key_of(uri).map_err(|message| {
+            let outside = uri.to_file_path().is_some_and(|path| {
+                matches!(
+                    self.shared.index.resolve(&path),
+                    Err(index::IndexError::OutsideRoots { .. })
+                )
+            });
+            if outside {
+                let error = CompressError::PathOutsideRoot {
+                    path: uri.as_str().to_owned(),
+                };
+                refused(&error, message)
+            } else {
+                invalid_params(message)
+            }
+        })
+    }
+
     async fn warn(&self, message: String) {
         self.shared
             .client
@@ -635,7 +654,7 @@ impl Server {
                 "{COMPRESS_COMMAND} needs one argument: {{\"query\": ..., \"budget\": ...}}"
             ))
         })?;
-        let compress_params: CompressParams = serde_json::from_value(argument)
+        let compress_params = CompressParams::from_value(argument)
             .map_err(|e| invalid_params(format!("{COMPRESS_COMMAND} argument: {e}")))?;
         let result = self.compress(compress_params).await?;
         Ok(Some(serde_json::to_value(result).map_err(internal)?))
@@ -666,64 +685,45 @@ impl Server {
         // This request needs the model now.
         self.stop_refining();
         let options = self.options();
-        let query = params.query.trim().to_owned();
-        if query.is_empty() {
-            return Err(invalid_params(
-                "`query` is empty: say what the context is for, e.g. \"where are retries handled?\"",
-            ));
-        }
-        let budget = match (params.budget, params.rate) {
-            (Some(_), Some(_)) => {
-                return Err(invalid_params("give `budget` or `rate`, not both"));
-            }
-            (Some(n), None) if n <= 0 => {
-                return Err(invalid_params(CompressError::BadBudget(n).to_string()));
-            }
-            (Some(n), None) => Budget::Tokens(n as usize),
-            (None, Some(r)) if !(r > 0.0 && r <= 1.0) => {
-                return Err(invalid_params(CompressError::BadRate(r).to_string()));
-            }
-            (None, Some(r)) => Budget::Rate(r),
-            (None, None) => {
-                Budget::Tokens(options.budget.unwrap_or(compress::DEFAULT_BUDGET_TOKENS))
-            }
-        };
-        let format: Format = match params.format.as_deref() {
-            Some(f) => f.parse().map_err(invalid_params)?,
-            None => Format::Text,
-        };
-        let ranker = match params.ranker.as_deref() {
-            Some(r) => r.parse().map_err(invalid_params)?,
-            None => CompressOptions::default().ranker,
-        };
+        // The request's own values over the server's settings, checked before any work.
+        let request = params.request.or_defaults(&options.request_defaults());
+        request.resolve(None).map_err(|e| compress_error(&e))?;
+        let query = request.query.trim().to_owned();
         let under = match &params.paths {
             Some(uris) => {
                 let mut keys = Vec::new();
                 for uri in uris {
-                    keys.push(self.key_of(uri).map_err(invalid_params)?);
+                    keys.push(self.request_key(uri)?);
                 }
                 Some(keys)
             }
             None => None,
         };
         let focus_key = match &params.focus {
-            Some(focus) => Some(self.key_of(&focus.uri).map_err(invalid_params)?),
+            Some(focus) => Some(self.request_key(&focus.uri)?),
             None => None,
         };
 
         let partial = self.indexer().is_indexing();
         let files = self.shared.index.snapshot(under.as_deref());
         if files.iter().all(|f| f.chunks.is_empty()) {
-            return Err(invalid_params(if self.shared.index.roots().is_empty() {
-                "no workspace folder: open a folder (initialize with workspaceFolders or rootUri)"
-                    .to_owned()
+            let state = self.indexer().state();
+            return Err(if self.shared.index.roots().is_empty() {
+                refused(
+                    &CompressError::EmptyWorkspace,
+                    "no workspace folder: open a folder (initialize with workspaceFolders or rootUri)",
+                )
             } else if partial {
-                "nothing indexed yet: the workspace is still being indexed; retry in a moment"
-                    .to_owned()
+                compress_error(&CompressError::IndexNotReady {
+                    files_done: state.done_files,
+                    files_total: state.total_files,
+                })
             } else {
-                "nothing to compress: no readable source files under the workspace folders (or the given paths)"
-                    .to_owned()
-            }));
+                refused(
+                    &CompressError::EmptyWorkspace,
+                    "nothing to compress: no readable source files under the workspace folders (or the given paths)",
+                )
+            });
         }
         let multi_root = self.shared.index.roots().len() > 1;
         let display: Vec<String> = files.iter().map(|f| display_path(f, multi_root)).collect();
@@ -734,17 +734,24 @@ impl Server {
                 let Some((file, path)) =
                     files.iter().zip(&display).find(|(f, _)| &f.abs_path == key)
                 else {
-                    return Err(invalid_params(if partial {
-                        format!(
-                            "focus {}: not indexed yet (the workspace is still being indexed); retry in a moment",
-                            focus.uri.as_str()
-                        )
-                    } else {
-                        format!(
-                            "focus {}: not an indexed file of the workspace (or outside the given paths); give a source file the index holds (see ctxzip/status)",
-                            focus.uri.as_str()
-                        )
-                    }));
+                    if partial {
+                        let state = self.indexer().state();
+                        let not_ready = CompressError::IndexNotReady {
+                            files_done: state.done_files,
+                            files_total: state.total_files,
+                        };
+                        return Err(refused(
+                            &not_ready,
+                            format!(
+                                "focus {}: not indexed yet (the workspace is still being indexed); retry in a moment",
+                                focus.uri.as_str()
+                            ),
+                        ));
+                    }
+                    return Err(invalid_params(format!(
+                        "focus {}: not an indexed file of the workspace (or outside the given paths); give a source file the index holds (see ctxzip/status)",
+                        focus.uri.as_str()
+                    )));
                 };
                 let line = focus.position.map(|p| p.line + 1);
                 if let Some(line) = line {
@@ -759,23 +766,7 @@ impl Server {
             }
             _ => None,
         };
-        let compress_options = CompressOptions {
-            budget,
-            format,
-            focus,
-            fine: !params.no_fine.unwrap_or(false),
-            ranker,
-            max_candidates: params
-                .candidates
-                .or(options.candidates)
-                .unwrap_or(CompressOptions::default().max_candidates)
-                .max(1),
-            deadline: params
-                .deadline_ms
-                .or(options.deadline_ms)
-                .map(Duration::from_millis),
-            ..CompressOptions::default()
-        };
+        let compress_options = request.resolve(focus).map_err(|e| compress_error(&e))?;
 
         let scorer = self
             .shared
@@ -806,11 +797,7 @@ impl Server {
         .await;
         let compressed = match outcome {
             Ok(Ok(compressed)) => compressed,
-            Ok(Err(CompressError::Scoring(ScoringError::Cancelled))) => {
-                return Err(jsonrpc::Error::request_cancelled());
-            }
-            Ok(Err(CompressError::Scoring(err))) => return Err(internal(err)),
-            Ok(Err(err)) => return Err(invalid_params(err.to_string())),
+            Ok(Err(err)) => return Err(compress_error(&err)),
             Err(join) => return Err(panic_error("ctxzip/compress", join.into_panic_message())),
         };
         if compressed.stats.redacted > 0 {
@@ -1056,6 +1043,25 @@ fn panic_error(method: &str, message: String) -> jsonrpc::Error {
         )
         .into(),
         data: None,
+    }
+}
+
+/// A refused compress request: its own code, the fix in the LSP's terms, and the kind and
+/// fields as `data` for clients to switch on.
+fn compress_error(error: &CompressError) -> jsonrpc::Error {
+    match error {
+        CompressError::Scoring(ScoringError::Cancelled) => jsonrpc::Error::request_cancelled(),
+        CompressError::Scoring(err) => internal(err),
+        _ => refused(error, protocol::error_message(error)),
+    }
+}
+
+/// `error`'s code and data with a message of the shell's own.
+fn refused(error: &CompressError, message: impl Into<String>) -> jsonrpc::Error {
+    jsonrpc::Error {
+        code: ErrorCode::from(protocol::error_code(error)),
+        message: message.into().into(),
+        data: Some(error.data()),
     }
 }
 

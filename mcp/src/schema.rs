@@ -31,6 +31,18 @@ pub fn plain_optionals(schema: &mut Schema) {
     }
 }
 
+/// A `#[schemars(transform = ...)]` for the tool's arguments: the core request's `budget` is
+/// offered as `budget_tokens` (a name that carries its unit, which agents already send), so
+/// the schema names one of the two.
+pub fn budget_as_budget_tokens(schema: &mut Schema) {
+    if let Some(Value::Object(properties)) = schema
+        .as_object_mut()
+        .and_then(|object| object.get_mut("properties"))
+    {
+        properties.remove("budget");
+    }
+}
+
 /// The output schema of `T` (rmcp's, for what `Serialize` writes), portable: nullable fields
 /// as `anyOf`, no Rust number formats.
 pub fn output_schema<T: rmcp::schemars::JsonSchema + 'static>() -> Arc<JsonObject> {

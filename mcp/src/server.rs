@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ctxzip_chunker::workspace::{FileChunks, WalkOptions};
 use ctxzip_scoring::compress::{
-    self, Budget, CompressError, CompressOptions, Compressed, Document, Focus, Format, Ranker,
+    self, Budget, CompressError, CompressOptions, CompressRequest, Compressed, Document, Focus,
     SelectedChunk, Stats,
 };
 use ctxzip_scoring::{CancelFlag, SharedModel, models};
@@ -78,42 +78,20 @@ pub struct CtxzipServer {
     shared: Arc<Shared>,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum OutputFormat {
-    /// Each file under a `==> path <==` header; left-out code is marked by `...` comments.
-    Text,
-    /// Each file's path, then its code in a fenced block.
-    Markdown,
-    /// Each file in a `<file path="…">` element, XML-escaped.
-    Xml,
-}
-
-#[derive(Clone, Copy, Debug, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum RankerParam {
-    /// Conditional perplexity under the model (the default).
-    Model,
-    /// The model's ranking fused with keyword (BM25) ranking.
-    Fused,
-    /// Keyword (BM25) ranking alone: no model work, whole chunks.
-    Bm25,
-}
-
+/// The `compress_context` arguments: the core's `CompressRequest` (query, rate, format,
+/// no_fine, ranker, candidates, deadline_ms, ...) under its own snake_case names, and the
+/// arguments an agent gives in MCP's terms. The request's `budget` is `budget_tokens` here
+/// (the name carries the unit): the schema leaves `budget` out.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[schemars(transform = crate::schema::plain_optionals)]
+#[schemars(transform = crate::schema::budget_as_budget_tokens)]
 pub struct CompressParams {
-    /// What the context is for, in words: the task, question or bug, e.g. "where are
-    /// retries handled and how is the backoff computed?".
-    pub query: String,
+    #[serde(flatten)]
+    pub request: CompressRequest,
     /// Most tokens of context to return (default: the server's --default-budget-tokens;
     /// larger values are clamped to its --max-output-tokens).
     #[serde(default)]
     pub budget_tokens: Option<i64>,
-    /// Keep this fraction of the scope's tokens instead of budget_tokens (0 < rate <= 1);
-    /// the output cap still applies.
-    #[serde(default)]
-    pub rate: Option<f64>,
     /// Only these files or directories, relative to the workspace root (default: the whole
     /// workspace).
     #[serde(default)]
@@ -122,25 +100,6 @@ pub struct CompressParams {
     /// and the file's other chunks are favoured.
     #[serde(default)]
     pub focus_file: Option<String>,
-    /// Output format (default text).
-    #[serde(default)]
-    pub format: Option<OutputFormat>,
-    /// Keep whole functions: skip the stage that prunes kept functions to their relevant
-    /// blocks (default false).
-    #[serde(default)]
-    pub no_fine: Option<bool>,
-    /// How chunks are ranked (default model).
-    #[serde(default)]
-    pub ranker: Option<RankerParam>,
-    /// Chunks the model scores at most (default as `ctxzip compress --candidates`); more
-    /// finds more, at more model time.
-    #[serde(default)]
-    pub candidates: Option<u32>,
-    /// Answer within about this many milliseconds of model time (default: no limit). Chunks
-    /// the model did not reach by then are ranked by keyword match; the model's scores are
-    /// cached, so asking again with the same query refines the answer.
-    #[serde(default)]
-    pub deadline_ms: Option<u64>,
 }
 
 /// The files one call compresses, taken from the index after its refresh.
@@ -339,42 +298,27 @@ impl CtxzipServer {
         ctx: &RequestContext<RoleServer>,
     ) -> Result<CallToolResult, String> {
         let settings = &self.shared.settings;
-        let query = params.query.trim().to_string();
-        if query.is_empty() {
-            return Err(EMPTY_QUERY.into());
+        let mut request = params.request.clone();
+        if params.budget_tokens.is_some() {
+            request.budget = params.budget_tokens;
         }
+        let request = request.or_defaults(&CompressRequest {
+            budget: Some(i64::try_from(settings.default_budget_tokens).unwrap_or(i64::MAX)),
+            ..CompressRequest::default()
+        });
+        // Checked before the index and the model are waited for.
+        let mut options = request.resolve(None).map_err(compress_error)?;
+        let query = request.query.trim().to_string();
         let mut notes = Vec::new();
-        let params_deadline = params.deadline_ms;
-        let budget = match (params.budget_tokens, params.rate) {
-            (Some(_), Some(_)) => {
-                return Err("give budget_tokens or rate, not both".into());
-            }
-            (Some(n), None) if n <= 0 => return Err(bad_budget(n)),
-            (Some(n), None) => {
-                let requested = usize::try_from(n).unwrap_or(usize::MAX);
-                if requested > settings.max_output_tokens {
-                    notes.push(clamped_note(
-                        format!("budget_tokens {requested}"),
-                        settings.max_output_tokens,
-                    ));
-                    Budget::Tokens(settings.max_output_tokens)
-                } else {
-                    Budget::Tokens(requested)
-                }
-            }
-            (None, Some(r)) if !(r > 0.0 && r <= 1.0) => {
-                return Err(format!(
-                    "rate must be in (0, 1] (got {r}); e.g. 0.2 keeps a fifth of the scope's tokens"
-                ));
-            }
-            (None, Some(r)) => Budget::Rate(r),
-            (None, None) => Budget::Tokens(settings.default_budget_tokens),
-        };
-        let format = match params.format.unwrap_or(OutputFormat::Text) {
-            OutputFormat::Text => Format::Text,
-            OutputFormat::Markdown => Format::Markdown,
-            OutputFormat::Xml => Format::Xml,
-        };
+        if let Budget::Tokens(requested) = options.budget
+            && requested > settings.max_output_tokens
+        {
+            notes.push(clamped_note(
+                format!("budget_tokens {requested}"),
+                settings.max_output_tokens,
+            ));
+            options.budget = Budget::Tokens(settings.max_output_tokens);
+        }
 
         let mut progress = Progress::new(ctx);
         progress.report(0.0, "indexing the workspace").await;
@@ -413,23 +357,9 @@ impl CtxzipServer {
             .report(2.0, format!("scoring {n_chunks} chunks for the query"))
             .await;
 
-        let defaults = CompressOptions::default();
         let options = CompressOptions {
-            budget,
-            format,
             focus: view.focus.clone(),
-            fine: !params.no_fine.unwrap_or(!defaults.fine),
-            ranker: match params.ranker {
-                None => defaults.ranker,
-                Some(RankerParam::Model) => Ranker::Model,
-                Some(RankerParam::Fused) => Ranker::Fused,
-                Some(RankerParam::Bm25) => Ranker::Bm25,
-            },
-            max_candidates: params
-                .candidates
-                .map_or(defaults.max_candidates, |n| (n as usize).max(1)),
-            deadline: params_deadline.map(std::time::Duration::from_millis),
-            ..defaults
+            ..options
         };
         let max_output_tokens = settings.max_output_tokens;
         let cancel = CancelFlag::new();
@@ -468,7 +398,7 @@ impl CtxzipServer {
         let joined = progress.tick_while(2.0, "scoring", work).await;
         let compressed = match joined {
             Ok(Ok((compressed, clamped_from))) => {
-                if let (Some(requested), Some(rate)) = (clamped_from, params.rate) {
+                if let (Some(requested), Some(rate)) = (clamped_from, request.rate) {
                     notes.push(clamped_note(
                         format!("rate {rate} ({requested} tokens)"),
                         settings.max_output_tokens,
@@ -666,8 +596,6 @@ fn instructions(settings: &Settings) -> String {
     )
 }
 
-const EMPTY_QUERY: &str = "query is empty: say in words what the context is for, e.g. \"where are retries handled and how is the backoff computed?\"";
-
 /// `what`: "budget_tokens 50000" or "rate 0.5 (50000 tokens)".
 fn clamped_note(what: String, cap: usize) -> String {
     format!(
@@ -675,26 +603,32 @@ fn clamped_note(what: String, cap: usize) -> String {
     )
 }
 
-fn bad_budget(n: i64) -> String {
-    format!(
-        "budget_tokens must be a positive number of tokens (got {n}); e.g. 2000, or leave it out for the default"
-    )
-}
-
+/// A refused call's message, its fix in the tool's terms (its arguments, the server's flags).
 fn compress_error(e: CompressError) -> String {
     match e {
-        CompressError::EmptyQuery => EMPTY_QUERY.into(),
-        CompressError::BadBudget(n) => bad_budget(n),
+        CompressError::EmptyQuery => "query is empty: say in words what the context is for, e.g. \"where are retries handled and how is the backoff computed?\"".into(),
+        CompressError::BadBudget { budget } => format!(
+            "budget_tokens must be a positive number of tokens (got {budget}); e.g. 2000, or leave it out for the default"
+        ),
+        CompressError::BadRate { rate } => format!(
+            "rate must be in (0, 1] (got {rate}); e.g. 0.2 keeps a fifth of the scope's tokens"
+        ),
+        CompressError::BudgetAndRate => "give budget_tokens or rate, not both".into(),
         CompressError::BudgetTooSmall { budget, smallest } => format!(
             "budget_tokens {budget} is smaller than any chunk (the smallest needs {smallest} tokens with its file header); raise budget_tokens to at least {smallest}"
         ),
         CompressError::EmptyWorkspace => {
             "nothing to compress: no source files with content in scope; widen paths".into()
         }
+        CompressError::IndexNotReady { .. } => {
+            format!("{e}; the status tool shows the index's progress")
+        }
+        CompressError::PathOutsideRoot { path } => format!(
+            "{path:?} is not inside the workspace root; give paths relative to it (the status tool shows the root)"
+        ),
         CompressError::Scoring(e) => format!(
             "the model failed while scoring: {e}. Retry; if it fails again, call status and check the model"
         ),
-        other => other.to_string(),
     }
 }
 

@@ -2,6 +2,8 @@
 
 // Each test crate compiles this module and uses a part of it.
 #[allow(dead_code)]
+pub mod lsp;
+#[allow(dead_code)]
 pub mod mcp_client;
 
 /// A score cache of this test process's own (for `CTXZIP_CACHE`): results cached by earlier

@@ -20,6 +20,19 @@ export interface Settings {
   extraArgs?: string[];
 }
 
+/** The names of the `ctxzip.*` settings a package.json declares, without the prefix. */
+export function settingNames(manifest: unknown): string[] {
+  const properties = (manifest as any)?.contributes?.configuration?.properties ?? {};
+  return Object.keys(properties)
+    .filter((key) => key.startsWith("ctxzip."))
+    .map((key) => key.slice("ctxzip.".length));
+}
+
+/** Every declared setting's value, as `get` (VS Code's configuration) returns it. */
+export function readSettings(manifest: unknown, get: (name: string) => unknown): Settings {
+  return Object.fromEntries(settingNames(manifest).map((name) => [name, get(name)])) as Settings;
+}
+
 /** How to start the server: `command args...` with these initializationOptions. */
 export interface ServerLaunch {
   command: string;
@@ -128,12 +141,50 @@ export function focusParams(
 }
 
 /**
- * Whether `err` is the server's "nothing indexed yet" refusal (InvalidParams while no file
- * is indexed): worth retrying shortly rather than showing.
+ * The server's codes for a refused `ctxzip/compress` (lsp/README.md); the error's `data`
+ * holds the kind and its fields. The extension switches on these, never on the words.
  */
+export const ERROR_CODES = {
+  indexNotReady: -32050,
+  emptyQuery: -32051,
+  badBudget: -32052,
+  badRate: -32053,
+  budgetAndRate: -32054,
+  budgetTooSmall: -32055,
+  emptyWorkspace: -32056,
+} as const;
+
+interface RpcError {
+  code?: unknown;
+  message?: unknown;
+  data?: Record<string, unknown> | null;
+}
+
+/** Whether `err` is the server's "nothing indexed yet" refusal: worth retrying shortly. */
 export function stillIndexing(err: unknown): boolean {
-  const message = (err as { message?: unknown } | null)?.message;
-  return typeof message === "string" && message.includes("still being indexed");
+  return (err as RpcError | null)?.code === ERROR_CODES.indexNotReady;
+}
+
+/**
+ * A refused request in the extension's terms: the budget is the `ctxzip.budget` setting (0
+ * asks for one each time), not the server's request key.
+ */
+export function errorMessage(err: unknown): string {
+  const e = err as RpcError | null;
+  const data = e?.data ?? {};
+  switch (e?.code) {
+    case ERROR_CODES.budgetTooSmall:
+      return (
+        `a budget of ${data.budget} tokens is smaller than any chunk (the smallest needs ${data.smallest} with its file header): ` +
+        `set ctxzip.budget to at least ${data.smallest}, or to 0 to type a budget for each request`
+      );
+    case ERROR_CODES.badBudget:
+      return `a budget is a positive number of tokens (got ${data.budget}): set ctxzip.budget to e.g. 2000, or to 0 to type one for each request`;
+    case ERROR_CODES.emptyQuery:
+      return "the query is empty: type what the context is for, e.g. where are retries handled?";
+    default:
+      return String(e?.message ?? err);
+  }
 }
 
 /** The document shown to the user: a header with the numbers, then the context itself. */

@@ -14,10 +14,13 @@ let statusTimer: NodeJS.Timeout | undefined;
  * replaces the last one in its tab instead of opening another untitled tab.
  */
 const results = new Map<string, string>();
+// This extension's package.json, whose settings `settings()` reads.
+let manifest: unknown;
 // Made in activate(): nothing from `vscode` is constructed while the bundle loads.
 let resultChanged: vscode.EventEmitter<vscode.Uri>;
 
 export async function activate(context: vscode.ExtensionContext): Promise<void> {
+  manifest = context.extension.packageJSON;
   resultChanged = new vscode.EventEmitter<vscode.Uri>();
   statusItem = vscode.window.createStatusBarItem(vscode.StatusBarAlignment.Left, 0);
   statusItem.text = "$(sync~spin) ctxzip";
@@ -47,24 +50,13 @@ export async function deactivate(): Promise<void> {
   client = undefined;
 }
 
+/**
+ * Every `ctxzip.*` setting the manifest declares, read by name: a setting added to
+ * package.json reaches core.ts with no change here.
+ */
 function settings(): core.Settings {
   const c = vscode.workspace.getConfiguration("ctxzip");
-  return {
-    path: c.get<string>("path"),
-    model: c.get<string>("model"),
-    budget: c.get<number>("budget"),
-    threads: c.get<number>("threads"),
-    gpuLayers: c.get<number>("gpuLayers"),
-    scorerUrl: c.get<string>("scorerUrl"),
-    scorerModel: c.get<string>("scorerModel"),
-    scorerMaxInFlight: c.get<number>("scorerMaxInFlight"),
-    scorerTimeoutS: c.get<number>("scorerTimeoutS"),
-    candidates: c.get<number>("candidates"),
-    deadlineMs: c.get<number>("deadlineMs"),
-    ignore: c.get<string[]>("ignore"),
-    format: c.get<string>("format"),
-    extraArgs: c.get<string[]>("extraArgs"),
-  };
+  return core.readSettings(manifest, (name) => c.get(name));
 }
 
 async function start(): Promise<void> {
@@ -199,7 +191,7 @@ async function run(query: string, params: core.CompressParams): Promise<void> {
             continue;
           }
           log.appendLine(token.isCancellationRequested ? "ctxzip/compress cancelled" : core.errorLogLine(err));
-          if (!token.isCancellationRequested) void vscode.window.showErrorMessage(`ctxzip: ${err?.message ?? err}`);
+          if (!token.isCancellationRequested) void vscode.window.showErrorMessage(`ctxzip: ${core.errorMessage(err)}`);
           return undefined;
         }
       }

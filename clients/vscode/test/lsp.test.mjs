@@ -138,16 +138,35 @@ test("focus: the function at the cursor, with the selection as the query", async
   assert.ok(core.renderResult(params.query, result).includes("self.radius"));
 });
 
-test("a refused request is logged with its code and message", async () => {
+test("a refused request is logged with its code and message, and worded from its code and data", async () => {
   const refused = await connection.sendRequest(core.COMPRESS_REQUEST, { query: "anything", budget: -1 }).then(
     () => assert.fail("a budget of -1 was accepted"),
     (err) => err,
   );
-  assert.match(core.errorLogLine(refused), /ctxzip\/compress failed \(code -32602\): budget must be a positive number/);
+  assert.equal(refused.code, core.ERROR_CODES.badBudget);
+  assert.deepEqual(refused.data, { kind: "bad_budget", budget: -1 });
+  assert.match(core.errorLogLine(refused), /ctxzip\/compress failed \(code -32052\): `budget` must be a positive number/);
+  assert.match(core.errorMessage(refused), /got -1\): set ctxzip\.budget to e\.g\. 2000/);
+
+  // A budget below the smallest chunk: the fix names the setting and the smallest budget.
+  const small = await withTimeout(
+    connection.sendRequest(core.COMPRESS_REQUEST, core.queryParams("how are failed connections retried?", settings, 1)).then(
+      () => assert.fail("a budget of 1 was accepted"),
+      (err) => err,
+    ),
+    60_000,
+    "the refused request",
+  );
+  assert.equal(small.code, core.ERROR_CODES.budgetTooSmall);
+  assert.equal(small.data.kind, "budget_too_small");
+  assert.equal(small.data.budget, 1);
+  assert.ok(small.data.smallest > 1, JSON.stringify(small));
+  assert.ok(core.errorMessage(small).includes(`set ctxzip.budget to at least ${small.data.smallest}`), core.errorMessage(small));
+  assert.ok(!core.errorMessage(small).includes('"budget"'), core.errorMessage(small));
 });
 
-test("the server's 'still being indexed' refusal is recognised for a retry", () => {
-  assert.ok(core.stillIndexing({ code: -32602, message: "nothing indexed yet: the workspace is still being indexed; retry in a moment" }));
-  assert.ok(!core.stillIndexing({ code: -32602, message: "budget must be a positive number of tokens" }));
+test("the server's 'nothing indexed yet' refusal is recognised for a retry by its code", () => {
+  assert.ok(core.stillIndexing({ code: core.ERROR_CODES.indexNotReady, message: "anything", data: { kind: "index_not_ready" } }));
+  assert.ok(!core.stillIndexing({ code: -32602, message: "the workspace is still being indexed" }));
   assert.ok(!core.stillIndexing(undefined));
 });

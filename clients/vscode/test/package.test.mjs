@@ -54,6 +54,20 @@ test("vsce package builds a .vsix with the compiled extension and package.json",
   assert.ok(!/require\("vscode-languageclient/.test(bundled));
 });
 
+test("every declared setting is read by name, and only those", async () => {
+  const { createRequire } = await import("node:module");
+  const core = createRequire(import.meta.url)(join(dir, "out", "lib", "core.js"));
+  const manifest = JSON.parse(readFileSync(join(dir, "package.json"), "utf8"));
+  const names = core.settingNames(manifest);
+  for (const name of ["path", "budget", "gpuLayers", "scorerUrl", "scorerTimeoutS", "deadlineMs", "extraArgs"]) {
+    assert.ok(names.includes(name), `${name} not in ${names}`);
+  }
+  const read = core.readSettings(manifest, (name) => (name === "gpuLayers" ? 12 : undefined));
+  assert.deepEqual(Object.keys(read).sort(), [...names].sort());
+  assert.equal(read.gpuLayers, 12);
+  assert.equal(core.serverLaunch(read).initializationOptions.gpuLayers, 12);
+});
+
 test("the bundle loads with only `vscode` missing and exports activate/deactivate", async () => {
   const { createRequire, default: Module } = await import("node:module");
   // Any property, call or `new` on this stub gives the stub: enough for module load time,

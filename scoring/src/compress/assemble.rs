@@ -8,13 +8,34 @@ use ctxzip_chunker::Lang;
 use ctxzip_chunker::lines::LineIndex;
 
 /// How the context is laid out. JSON wraps the text layout with chunk lists and stats.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Format {
+    /// Each file under a `==> path <==` header; left-out code is marked by `...` comments.
     #[default]
+    #[serde(alias = "txt")]
     Text,
+    /// Each file's path, then its code in a fenced block.
+    #[serde(alias = "md")]
     Markdown,
+    /// The text layout; a JSON result wraps it with the kept chunks and the stats.
     Json,
+    /// Each file in a `<file path="…">` element, XML-escaped.
     Xml,
+}
+
+impl Format {
+    /// The format's name, as every surface spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Text => "text",
+            Format::Markdown => "markdown",
+            Format::Json => "json",
+            Format::Xml => "xml",
+        }
+    }
 }
 
 impl FromStr for Format {

@@ -13,6 +13,7 @@ pub mod assemble;
 pub mod bm25;
 mod copies;
 pub mod fine;
+mod request;
 pub mod roles;
 pub mod window;
 
@@ -23,12 +24,13 @@ use std::time::{Duration, Instant};
 use ctxzip_chunker::chunk::content_hash;
 use ctxzip_chunker::lines::LineIndex;
 use ctxzip_chunker::{Chunk, ChunkKind, FileRole, Lang};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use assemble::Format;
 use assemble::{FileRuns, assemble, merge_runs};
 use bm25::Bm25;
 use fine::LineStats;
+pub use request::{CompressError, CompressRequest};
 pub use window::QueryWeights;
 
 use crate::engine::{CancelFlag, ChunkInput, ScoreOptions};
@@ -75,19 +77,33 @@ pub enum Budget {
     Rate(f64),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Ranker {
     /// Conditional perplexity under the model (ctxzip).
     Model,
-    /// BM25 alone, whole chunks: the lexical baseline.
-    Bm25,
-    /// The model's ranking of the candidates fused with BM25's by reciprocal rank
-    /// (`1/(60 + rank)` summed): each signal corrects the other's outliers. The default: on
-    /// questions over whole repositories the model alone answered fewer than BM25 with file
-    /// roles (dev 54% vs 63% at 2000 tokens), fused as many on the dev set and more on the
-    /// held-out one (71% vs 58%), at the same model cost (BENCHMARKS.md, `## Questions and
-    /// instructions over whole repositories`).
+    /// The model's ranking fused with BM25's by reciprocal rank (the default).
+    // `1/(60 + rank)` summed: each signal corrects the other's outliers. The default: on
+    // questions over whole repositories the model alone answered fewer than BM25 with file
+    // roles (dev 54% vs 63% at 2000 tokens), fused as many on the dev set and more on the
+    // held-out one (71% vs 58%), at the same model cost (BENCHMARKS.md, `## Questions and
+    // instructions over whole repositories`).
     Fused,
+    /// BM25 alone, whole chunks: the lexical baseline, no model work.
+    Bm25,
+}
+
+impl Ranker {
+    /// The ranker's name, as every surface spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Ranker::Model => "model",
+            Ranker::Fused => "fused",
+            Ranker::Bm25 => "bm25",
+        }
+    }
 }
 
 impl std::str::FromStr for Ranker {
@@ -121,23 +137,6 @@ const SMALLEST_RENDERED: usize = 64;
 
 /// The budget of a request that names none, on every surface (CLI, LSP, MCP).
 pub const DEFAULT_BUDGET_TOKENS: usize = 2000;
-
-/// The options of [`CompressOptions`] a user sets, by one name each (snake case): every
-/// surface offers each of them, spelled by its own convention (`--no-fine` on the command
-/// line, `noFine` in the LSP, `no_fine` in MCP), with the defaults of
-/// [`CompressOptions::default`]. `budget` and `rate` are the two forms of
-/// [`CompressOptions::budget`]. The other fields are tuning for benchmarks. A test walks
-/// this list over the CLI's `--help`, the LSP's request keys and the MCP input schema.
-pub const USER_OPTIONS: &[&str] = &[
-    "budget",
-    "rate",
-    "format",
-    "focus",
-    "no_fine",
-    "ranker",
-    "candidates",
-    "deadline_ms",
-];
 
 #[derive(Clone, Debug)]
 pub struct Focus {
@@ -298,26 +297,6 @@ pub struct Compressed {
     pub stats: Stats,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum CompressError {
-    #[error(
-        "empty query: say what the context is for, e.g. --query \"where are retries handled?\""
-    )]
-    EmptyQuery,
-    #[error("budget must be a positive number of tokens (got {0}); e.g. --budget 2000")]
-    BadBudget(i64),
-    #[error("rate must be in (0, 1] (got {0}); e.g. --rate 0.2 keeps a fifth")]
-    BadRate(f64),
-    #[error("nothing to compress: no source files with content under the given paths")]
-    EmptyWorkspace,
-    #[error(
-        "budget of {budget} tokens is smaller than any chunk (the smallest needs {smallest} with its file header); raise --budget"
-    )]
-    BudgetTooSmall { budget: usize, smallest: usize },
-    #[error(transparent)]
-    Scoring(#[from] crate::Error),
-}
-
 /// A unit of selection: one chunk of one document.
 struct Unit {
     doc: usize,
@@ -350,8 +329,10 @@ pub fn compress(
         return Err(CompressError::EmptyQuery);
     }
     match options.budget {
-        Budget::Tokens(0) => return Err(CompressError::BadBudget(0)),
-        Budget::Rate(r) if !(r > 0.0 && r <= 1.0) => return Err(CompressError::BadRate(r)),
+        Budget::Tokens(0) => return Err(CompressError::BadBudget { budget: 0 }),
+        Budget::Rate(rate) if !(rate > 0.0 && rate <= 1.0) => {
+            return Err(CompressError::BadRate { rate });
+        }
         _ => {}
     }
 
@@ -1486,7 +1467,8 @@ mod tests {
     }
 
     /// A new field of `CompressOptions` does not compile here until it is sorted into the
-    /// options users set (then every surface must offer it: [`USER_OPTIONS`]) or tuning.
+    /// options users set (then it is a field of `CompressRequest`, resolved in
+    /// `CompressRequest::resolve`, and every surface offers it) or tuning.
     #[test]
     fn user_options_name_every_field_a_user_sets() {
         let CompressOptions {

@@ -13,6 +13,9 @@ local defaults = {
   model = nil,
   --- CPU threads for the model (nil: the server's default, cores - 1).
   threads = nil,
+  --- Layers of the model offloaded to a GPU (GPU builds of ctxzip; nil: `gpu_layers` in
+  --- ctxzip's config.toml, else 0).
+  gpu_layers = nil,
   --- Score on a server instead of in process: the OpenAI-compatible API base of vLLM or
   --- llama-cpp-python serving the same model, e.g. 'http://gpu-box:8000/v1' (nil: locally).
   --- The API key comes from CTXZIP_SCORER_API_KEY in the server's environment.
@@ -23,7 +26,7 @@ local defaults = {
   scorer_max_in_flight = nil,
   --- Seconds one request to the scoring server may take (nil: the server's default, 60).
   scorer_timeout_s = nil,
-  --- Any other initializationOptions (gpuLayers, candidates, deadlineMs, ignore, maxFileBytes, offline).
+  --- Any other initializationOptions (candidates, deadlineMs, ignore, maxFileBytes, offline, redact).
   init_options = {},
   --- Files or directories whose presence marks the workspace root.
   root_markers = { '.git', '.hg', '.jj', '.ctxzipignore' },
@@ -41,6 +44,14 @@ local defaults = {
 
 M.config = vim.deepcopy(defaults)
 
+--- A JSON value as Lua sees it: `null` decodes to vim.NIL, which is not nil.
+local function value(v)
+  if v == vim.NIL then
+    return nil
+  end
+  return v
+end
+
 --- The last result shown: { query, params, result, bufnr, text }.
 M.last = nil
 
@@ -53,6 +64,7 @@ local function init_options()
   opts.model = opts.model or c.model
   opts.budget = opts.budget or c.budget
   opts.threads = opts.threads or c.threads
+  opts.gpuLayers = opts.gpuLayers or c.gpu_layers
   opts.scorerUrl = opts.scorerUrl or c.scorer_url
   opts.scorerModel = opts.scorerModel or c.scorer_model
   opts.scorerMaxInFlight = opts.scorerMaxInFlight or c.scorer_max_in_flight
@@ -160,10 +172,42 @@ local function show(query, params, result)
   vim.api.nvim_exec_autocmds('User', { pattern = 'CtxZipResult', modeline = false })
 end
 
+--- The server's codes for a refused `ctxzip/compress` (lsp/README.md); `err.data` holds the
+--- kind and its fields. The plugin switches on these, never on the message's words.
+M.codes = {
+  index_not_ready = -32050,
+  empty_query = -32051,
+  bad_budget = -32052,
+  bad_rate = -32053,
+  budget_and_rate = -32054,
+  budget_too_small = -32055,
+  empty_workspace = -32056,
+}
+
 --- Whether `err` is the server's "nothing indexed yet" refusal, worth retrying shortly.
 function M.still_indexing(err)
-  return type(err) == 'table' and type(err.message) == 'string'
-    and err.message:find('still being indexed', 1, true) ~= nil
+  return type(err) == 'table' and err.code == M.codes.index_not_ready
+end
+
+--- A refused request in this plugin's terms: a budget here is a count (`:500CtxZip`) or
+--- `setup{budget = ...}`, not the server's request key.
+function M.error_message(err, query)
+  if type(err) ~= 'table' then
+    return tostring(err)
+  end
+  local data = type(err.data) == 'table' and err.data or {}
+  query = query and query:gsub('%s+', ' ') or '{query}'
+  if err.code == M.codes.budget_too_small and value(data.smallest) then
+    return ('a budget of %d tokens is smaller than any chunk (the smallest needs %d with its file header): '
+      .. 'give a count of at least %d, e.g. :%dCtxZip %s, or setup{budget = %d}')
+      :format(data.budget, data.smallest, data.smallest, data.smallest, query, data.smallest)
+  elseif err.code == M.codes.bad_budget then
+    return ('a budget is a positive number of tokens (got %s): give a count, e.g. :2000CtxZip %s, '
+      .. 'or setup{budget = 2000}'):format(tostring(value(data.budget)), query)
+  elseif err.code == M.codes.empty_query then
+    return 'the query is empty: say what the context is for, e.g. :CtxZip where are retries handled?'
+  end
+  return err.message or vim.inspect(err)
 end
 
 --- Sends `params` as `ctxzip/compress` and shows the result; `on_done(err, result)` is called after.
@@ -200,7 +244,7 @@ function M.compress(params, on_done)
         return vim.defer_fn(send, 250)
       end
       if err then
-        vim.notify('ctxzip: ' .. (err.message or vim.inspect(err)), vim.log.levels.ERROR)
+        vim.notify('ctxzip: ' .. M.error_message(err, params.query), vim.log.levels.ERROR)
       else
         show(params.query, params, result)
       end
@@ -255,14 +299,6 @@ function M.statusline()
     return 'ctxzip ✓'
   end
   return p.percentage and ('ctxzip %d%%%%'):format(p.percentage) or 'ctxzip …'
-end
-
---- A JSON value as Lua sees it: `null` decodes to vim.NIL, which is not nil.
-local function value(v)
-  if v == vim.NIL then
-    return nil
-  end
-  return v
 end
 
 local function percent(rate)
