@@ -854,3 +854,40 @@ fn a_definition_copied_in_bundles_and_stubs_is_shown_once() {
         assert_eq!(paths, expected, "keep_copies {keep_copies}");
     }
 }
+
+#[test]
+fn copies_of_a_definition_the_query_names_are_shown_once() {
+    // Naming a function pins every definition of that name; the bundles' copies of it are
+    // still one definition (three pinned copies once filled a budget before anything else).
+    let esm = "export function merge_shapes(a, b) {\n  const shape = { ...a.shape, ...b.shape };\n  return { shape, unknownKeys: b.unknownKeys, catchall: b.catchall };\n}\n";
+    let cjs = esm.replace("export function", "function") + "exports.merge_shapes = merge_shapes;\n";
+    let ws = Workspace::new(&[
+        ("index.mjs", Lang::JavaScript, esm),
+        ("index.cjs", Lang::JavaScript, &cjs),
+        (
+            "filler.js",
+            Lang::JavaScript,
+            &"// unrelated filler text for the budget\n".repeat(40),
+        ),
+    ]);
+    let model = OverlapModel::new();
+    let query = "why does merge_shapes drop the first object's catchall?";
+    for (keep_copies, expected) in [(false, 1), (true, 2)] {
+        let options = CompressOptions {
+            budget: Budget::Tokens(300),
+            keep_copies,
+            ..CompressOptions::default()
+        };
+        let result = run(&model, &ws, query, &options).unwrap();
+        let shown = names(&result)
+            .iter()
+            .filter(|n| n.as_str() == "merge_shapes")
+            .count();
+        assert_eq!(
+            shown,
+            expected,
+            "keep_copies {keep_copies}: {:?}",
+            names(&result)
+        );
+    }
+}

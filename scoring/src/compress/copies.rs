@@ -62,15 +62,15 @@ pub(super) fn mark_copies(units: &mut [Unit], docs: &[Document], texts: &[&str])
             .collect();
         let mut kept: Vec<usize> = Vec::new(); // positions in `group`
         for (pos, &i) in group.iter().enumerate() {
-            let twin = (!units[i].pinned).then(|| {
-                kept.iter().any(|&k| {
-                    let other = &units[group[k]];
-                    other.doc != units[i].doc
-                        && (is_stub(&units[i]) != is_stub(other)
-                            || jaccard(&terms[pos], &terms[k]) >= MIN_SHARED_TERMS)
-                })
+            // Pinned units sort first, so a pinned one stays; its pinned copies (three
+            // bundles of a function the query names) are copies like any other.
+            let twin = kept.iter().any(|&k| {
+                let other = &units[group[k]];
+                other.doc != units[i].doc
+                    && (is_stub(&units[i]) != is_stub(other)
+                        || jaccard(&terms[pos], &terms[k]) >= MIN_SHARED_TERMS)
             });
-            if twin == Some(true) {
+            if twin {
                 units[i].copy = true;
             } else {
                 kept.push(pos);
