@@ -132,6 +132,9 @@ const REFILL_MARKER_TOKENS: usize = 24;
 /// Markdown fence and the line breaks between files.
 const REFILL_FILE_TOKENS: usize = 8;
 
+/// Units near the budget the refill counts and finds too big before it stops trying.
+const REFILL_MAX_MISSES: usize = 32;
+
 /// Units rendered alone to find the smallest answer when none fits the budget.
 const SMALLEST_RENDERED: usize = 64;
 
@@ -567,12 +570,17 @@ pub fn compress(
     // the same units are taken as if each were counted.
     let bounded = matches!(options.format, Format::Text | Format::Markdown);
     let mut docs_kept: HashSet<usize> = result.kept.iter().map(|&i| units[i].doc).collect();
-    let mut pending = 0;
+    let mut header_memo: HashMap<usize, usize> = HashMap::new();
+    // `pending`: the worst-case cost of the units taken since the last count; `gained`: what
+    // they add at least (a unit's own tokens, less what joining a run can save).
+    let (mut pending, mut gained) = (0, 0);
+    let mut misses = 0;
     for &i in &order {
         // A cheap bound before rendering: a unit costs about its own tokens, but one next to
         // a kept run replaces that run's elision marker instead of adding its own, so it may
         // add a few tokens less; only the rendered count decides near the budget.
-        if tokens + units[i].tokens > budget + REFILL_JOIN_SLACK_TOKENS || result.kept.contains(&i)
+        if tokens + gained + units[i].tokens > budget + REFILL_JOIN_SLACK_TOKENS
+            || result.kept.contains(&i)
         {
             continue;
         }
@@ -582,25 +590,31 @@ pub fn compress(
             + if docs_kept.contains(&doc) {
                 0
             } else {
-                header_tokens(doc) + REFILL_FILE_TOKENS
+                *header_memo.entry(doc).or_insert_with(|| header_tokens(doc)) + REFILL_FILE_TOKENS
             };
         result.kept.push(i);
         if bounded && !result.runs.contains_key(&i) && tokens + pending + worst <= budget {
             pending += worst;
+            gained += units[i].tokens.saturating_sub(REFILL_JOIN_SLACK_TOKENS);
             docs_kept.insert(doc);
             continue;
         }
         let with = result.count();
         if with <= budget {
             tokens = with;
-            pending = 0;
             docs_kept.insert(doc);
         } else {
             result.kept.pop();
             if pending > 0 {
                 tokens = result.count();
-                pending = 0;
             }
+            misses += 1;
+        }
+        (pending, gained) = (0, 0);
+        // Each try near the budget renders and counts the whole output; past this many
+        // misses the few tokens left are not worth more of them.
+        if misses >= REFILL_MAX_MISSES {
+            break;
         }
     }
     if pending > 0 {
