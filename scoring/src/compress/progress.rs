@@ -147,9 +147,9 @@ impl Progress {
 pub type ProgressSink<'a> = &'a (dyn Fn(&Progress) + Sync);
 
 /// The time `remaining_tokens` still take at the speed measured so far (`decoded_tokens` in
-/// `elapsed`); `None` until the model has decoded something.
+/// `elapsed`); `None` until the model has decoded something, and when nothing is left.
 pub fn eta(decoded_tokens: usize, elapsed: Duration, remaining_tokens: usize) -> Option<Duration> {
-    if decoded_tokens == 0 || elapsed.is_zero() {
+    if decoded_tokens == 0 || elapsed.is_zero() || remaining_tokens == 0 {
         return None;
     }
     let tokens_per_s = decoded_tokens as f64 / elapsed.as_secs_f64();
@@ -215,6 +215,7 @@ mod tests {
     #[test]
     fn eta_divides_what_is_left_by_the_measured_speed() {
         assert_eq!(eta(0, Duration::from_secs(3), 100), None);
+        assert_eq!(eta(200, Duration::from_secs(2), 0), None);
         assert_eq!(
             eta(200, Duration::from_secs(2), 300),
             Some(Duration::from_secs(3))
