@@ -68,6 +68,12 @@ impl Progress {
         self.report(TOTAL, message).await;
     }
 
+    /// Awaits `work`, a stage with no events of its own (`current`), with ticks.
+    pub async fn wait<F: Future>(&mut self, current: compress::Progress, work: F) -> F::Output {
+        let (_, no_events) = mpsc::unbounded_channel();
+        self.follow(current, no_events, work).await
+    }
+
     /// Awaits `work`, reporting each event that arrives on `events` as it comes and, after
     /// [`TICK`] without one, that the last one's stage is still going on (`current` until
     /// an event comes: the stage the call is in, already reported or about to be).

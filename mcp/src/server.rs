@@ -359,11 +359,9 @@ impl CtxzipServer {
             )
             .await;
         // The model load has no events of its own: the ticks carry it.
-        let (no_events_tx, no_events) = mpsc::unbounded_channel();
-        drop(no_events_tx);
         let loading = CoreProgress::start(Stage::Load);
         progress.event(&loading).await;
-        let scorer = progress.follow(loading, no_events, self.scorer()).await?;
+        let scorer = progress.wait(loading, self.scorer()).await?;
 
         let options = CompressOptions {
             focus: view.focus.clone(),
