@@ -726,9 +726,11 @@ const SCORING_REPORTS: usize = 8;
 
 /// Scores the candidates; with a listener, in slices so that each slice's end can be
 /// reported (done/total, tokens, time left). Slicing changes no score: each candidate is
-/// scored on its own against the same query, cached results are served in every slice, and
-/// the query's own NLLs are cached after the first. A slice is at least as large as what
-/// the backend scores at once ([`ScoringModel::chunks_in_flight`]), so none runs emptier.
+/// scored on its own against the same query, and cached results are served in every slice.
+/// With the disk cache on, the query's own NLLs are decoded once (the first slice caches
+/// them); without it, each later slice decodes the query again (at most 7 × the query
+/// window, 64 tokens by default). A slice is at least as large as what the backend scores
+/// at once ([`ScoringModel::chunks_in_flight`]), so none runs emptier.
 fn score_candidates(
     scorer: &dyn ScoringModel,
     query: &str,
