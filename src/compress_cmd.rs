@@ -13,12 +13,15 @@ use clap::Args;
 use ctxzip_chunker::confine::{self, Kind};
 use ctxzip_chunker::workspace::{self, FileChunks};
 use ctxzip_scoring::backend::{self, BackendSettings};
-use ctxzip_scoring::compress::{self, CompressError, CompressRequest, Document, Focus, Format};
+use ctxzip_scoring::compress::{
+    self, CompressError, CompressRequest, Document, Focus, Format, Progress, ProgressSink, Stage,
+};
 use ctxzip_scoring::remote::RemoteFlags;
 use ctxzip_scoring::{CancelFlag, ScorerConfig, SharedModel};
 use serde_json::json;
 
 use crate::chunks_cmd::{WalkArgs, parse_langs};
+use crate::stage_line::StageLine;
 
 #[derive(Args)]
 pub struct CompressArgs {
@@ -41,6 +44,9 @@ pub struct CompressArgs {
     /// Only files of these languages.
     #[arg(long = "lang", value_delimiter = ',')]
     pub langs: Vec<String>,
+    /// Print no progress: the stage line shown on stderr while it is a terminal.
+    #[arg(long)]
+    pub quiet: bool,
     #[command(flatten)]
     pub model: ModelArgs,
     #[command(flatten)]
@@ -168,6 +174,8 @@ pub fn run(args: CompressArgs) -> Result<ExitCode> {
         args.paths.clone()
     };
     let options = args.walk.options(parse_langs(&args.langs)?);
+    let line = StageLine::for_stderr(args.quiet);
+    line.show(&Progress::start(Stage::Walk));
     let mut files: Vec<FileChunks> = Vec::new();
     let mut warnings = Vec::new();
     for path in &paths {
@@ -175,6 +183,7 @@ pub fn run(args: CompressArgs) -> Result<ExitCode> {
         warnings.extend(ws.warnings);
         files.extend(ws.files);
     }
+    line.clear();
     let warnings: Vec<_> = warnings.iter().collect();
     crate::chunks_cmd::write_warnings(&mut std::io::stderr().lock(), &warnings)
         .context("cannot write to stderr")?;
@@ -195,15 +204,25 @@ pub fn run(args: CompressArgs) -> Result<ExitCode> {
                 .join(", ")
         )));
     }
+    line.show(&Progress {
+        done: files.len(),
+        total: files.len(),
+        ..Progress::start(Stage::Walk)
+    });
+    line.show(&Progress::start(Stage::Load));
     let model = args.model.start_model()?;
-    let result = compress::compress(
+    let show = |event: &Progress| line.show(event);
+    let result = compress::compress_with_progress(
         &*model,
         &docs,
         &request.query,
         &compress_options,
         &CancelFlag::new(),
-    )
-    .map_err(|e| {
+        // Nobody watching: the plain call, the same work as without a terminal.
+        line.is_on().then_some(&show as ProgressSink),
+    );
+    line.clear();
+    let result = result.map_err(|e| {
         // The user can fix these: bad input, exit 2.
         if e.is_bad_input() {
             bad(cli_message(&e))

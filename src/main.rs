@@ -9,6 +9,7 @@ mod compress_cmd;
 mod lsp_cmd;
 mod model_cmd;
 mod registry;
+mod stage_line;
 
 use std::process::ExitCode;
 

@@ -480,3 +480,77 @@ fn gpu_layers_from_the_flag_or_config_toml_reach_the_scorer() {
         "{stderr}"
     );
 }
+
+/// Runs `ctxzip ARGS` under a pseudo-terminal (util-linux `script`), so that its stderr is a
+/// terminal; returns what the terminal received (stdout and stderr together).
+fn on_a_terminal(args: &[&str]) -> String {
+    let quoted: Vec<String> = std::iter::once(env!("CARGO_BIN_EXE_ctxzip"))
+        .chain(args.iter().copied())
+        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+        .collect();
+    let out = Command::new("script")
+        .args(["-qec", &quoted.join(" "), "/dev/null"])
+        .env("CTXZIP_CACHE", common::test_cache())
+        .output()
+        .expect("`script` (util-linux) runs: install util-linux");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    text
+}
+
+#[test]
+fn stages_show_on_a_terminal_and_nowhere_else() {
+    let dir = repo();
+    let root = dir.path().to_str().unwrap();
+    let args = [
+        "compress",
+        root,
+        "--query",
+        "retry the connection",
+        "--budget",
+        "60",
+        "--model",
+        MODEL,
+    ];
+    let shown = on_a_terminal(&args);
+    // Each stage in order, redrawn in place (carriage return, erase line), and erased before
+    // the context is printed.
+    let stages = [
+        "reading the workspace",
+        "loading the model",
+        "ranking chunks by keywords",
+        "scoring candidates with the model: 0/",
+        "candidates, ",
+        "assembling the context",
+    ];
+    let mut from = 0;
+    for stage in stages {
+        let at = shown[from..]
+            .find(stage)
+            .unwrap_or_else(|| panic!("{stage:?} after byte {from} of {shown:?}"));
+        from += at + stage.len();
+    }
+    let context_at = shown.find("==> ").expect("the context");
+    let last_erase = shown.rfind("\r\x1b[2K").expect("the line is erased");
+    assert!(last_erase < context_at, "{shown:?}");
+    assert!(shown.contains("ctxzip: "), "the summary: {shown:?}");
+
+    // --quiet: the same output without the line.
+    let quiet = on_a_terminal(&[&args[..], &["--quiet"]].concat());
+    assert!(!quiet.contains('\x1b'), "{quiet:?}");
+    assert!(
+        quiet.contains("==> ") && quiet.contains("ctxzip: "),
+        "{quiet:?}"
+    );
+
+    // stderr a pipe: only the summary.
+    let piped = ctxzip(&args);
+    assert!(piped.status.success());
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(
+        !stderr.contains('\x1b') && !stderr.contains('\r'),
+        "{stderr:?}"
+    );
+    assert!(!stderr.contains("scoring candidates"), "{stderr:?}");
+    assert!(stderr.starts_with("ctxzip: "), "{stderr:?}");
+}

@@ -1031,3 +1031,124 @@ fn secrets_are_redacted_on_disk_and_in_open_buffers_unless_turned_off() {
     assert_eq!(response["result"]["stats"]["redacted"], 0);
     assert!(s.shutdown().success());
 }
+
+/// The `$/progress` values sent on `token`, in order, up to its end (which may reach the
+/// client after the request's response: they are sent from different tasks).
+fn progress_on(client: &mut LspClient, token: &Value) -> Vec<Value> {
+    client.wait_for(
+        |m| {
+            m["method"] == "$/progress"
+                && &m["params"]["token"] == token
+                && m["params"]["value"]["kind"] == "end"
+        },
+        WAIT,
+    );
+    client
+        .seen
+        .iter()
+        .filter(|m| m["method"] == "$/progress" && &m["params"]["token"] == token)
+        .map(|m| m["params"]["value"].clone())
+        .collect()
+}
+
+/// Begin, reports whose percentage never goes back and whose messages name the stages in
+/// order (model scoring with done/total), end with the outcome.
+fn assert_compress_progress(values: &[Value], response: &Value) {
+    let kinds: Vec<&str> = values.iter().filter_map(|v| v["kind"].as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"begin"), "{values:?}");
+    assert_eq!(kinds.last(), Some(&"end"), "{values:?}");
+    assert!(
+        kinds[1..kinds.len() - 1].iter().all(|&k| k == "report"),
+        "{values:?}"
+    );
+    assert_eq!(values[0]["title"], "ctxzip compress", "{values:?}");
+    let percentages: Vec<u64> = values
+        .iter()
+        .filter_map(|v| v["percentage"].as_u64())
+        .collect();
+    assert!(
+        percentages.windows(2).all(|w| w[0] <= w[1]),
+        "{percentages:?}"
+    );
+    let messages: Vec<&str> = values
+        .iter()
+        .filter_map(|v| v["message"].as_str())
+        .collect();
+    let mut from = 0;
+    for stage in [
+        "loading the model",
+        "ranking chunks by keywords",
+        "scoring candidates with the model: 0/",
+        "candidates, ",
+        "assembling the context",
+    ] {
+        let at = messages[from..]
+            .iter()
+            .position(|m| m.contains(stage))
+            .unwrap_or_else(|| panic!("{stage:?} after message {from} of {messages:?}"));
+        from += at;
+    }
+    let kept = response["result"]["stats"]["compressed_tokens"].clone();
+    let end = messages.last().unwrap();
+    assert!(
+        end.starts_with(&format!("{kept} tokens from ")),
+        "{end} vs {response}"
+    );
+}
+
+#[test]
+fn a_compress_request_reports_its_stages_on_its_token_or_one_the_server_creates() {
+    let mut s = start(workspace(&[("src/lib.rs", LIB_RS), ("src/net.rs", NET_RS)]));
+    s.wait_ready();
+
+    // The request's own workDoneToken.
+    let token = json!("compress-1");
+    let response = s.compress(json!({
+        "query": "retry with backoff",
+        "budget": 60,
+        "workDoneToken": token,
+    }));
+    assert!(response["result"]["context"].is_string(), "{response}");
+    assert_compress_progress(&progress_on(&mut s.client, &token), &response);
+
+    // No token: the client supports work-done progress, so the server creates one.
+    let created_before = s.client.seen.len();
+    let response = s.compress(json!({"query": "delay between retries", "budget": 60}));
+    assert!(response["result"]["context"].is_string(), "{response}");
+    let create = s.client.seen[created_before..]
+        .iter()
+        .find(|m| m["method"] == "window/workDoneProgress/create")
+        .unwrap_or_else(|| panic!("a created token: {:?}", &s.client.seen[created_before..]))
+        .clone();
+    let token = &create["params"]["token"];
+    assert!(
+        token.as_str().unwrap().starts_with("ctxzip/compress/"),
+        "{create}"
+    );
+    assert_compress_progress(&progress_on(&mut s.client, token), &response);
+    assert!(s.shutdown().success());
+}
+
+#[test]
+fn a_client_without_work_done_progress_gets_no_compress_progress() {
+    let dir = workspace(&[("src/lib.rs", LIB_RS), ("src/net.rs", NET_RS)]);
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    let mut lsp = common::lsp::start(
+        &root,
+        json!({"model": MODEL, "offline": true}),
+        &common::test_cache(),
+        WAIT,
+    );
+    let response = common::lsp::compress_when_indexed(
+        &mut lsp,
+        json!({"query": "retry with backoff", "budget": 60}),
+        WAIT,
+    );
+    assert!(response["result"]["context"].is_string(), "{response}");
+    let progress: Vec<&Value> = lsp
+        .seen
+        .iter()
+        .filter(|m| m["method"] == "$/progress" || m["method"] == "window/workDoneProgress/create")
+        .collect();
+    assert!(progress.is_empty(), "{progress:?}");
+}

@@ -448,6 +448,37 @@ fn mcp_session_over_stdio() {
         .collect();
     assert!(progress.len() >= 3, "{:?}", client.notifications);
     assert!(progress.windows(2).all(|w| w[0] < w[1]), "{progress:?}");
+    // The core's stages, in order, out of 100; the model's scoring counted per candidate.
+    let messages: Vec<(f64, &str)> = client
+        .notifications
+        .iter()
+        .filter(|n| n["params"]["progressToken"] == "compress-1")
+        .map(|n| {
+            assert_eq!(n["params"]["total"], 100.0, "{n}");
+            let p = &n["params"];
+            (
+                p["progress"].as_f64().unwrap(),
+                p["message"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let mut from = 0;
+    for stage in [
+        "indexed ",
+        "loading the model",
+        "ranking chunks by keywords",
+        "scoring candidates with the model: 0/",
+        "candidates, ",
+        "assembling the context",
+        "done: ",
+    ] {
+        let at = messages[from..]
+            .iter()
+            .position(|(_, m)| m.contains(stage))
+            .unwrap_or_else(|| panic!("{stage:?} after message {from} of {messages:?}"));
+        from += at;
+    }
+    assert_eq!(messages.last().map(|m| m.0), Some(100.0), "{messages:?}");
 
     // Files written after startup are indexed by the next call.
     std::fs::write(

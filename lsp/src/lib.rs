@@ -5,7 +5,7 @@
 //!   No LSP types.
 //! - [`indexer`]: the background task that walks and reads the workspace, with progress.
 //! - `server`: the protocol shell (tower-lsp-server); `protocol`: ctxzip's own wire shapes;
-//!   `model`: the one scorer the server keeps.
+//!   `model`: the one scorer the server keeps; `progress`: a compress request's `$/progress`.
 //! - `transport`: the framing guard in front of tower-lsp (bounded, resynchronising, every
 //!   framing error answered; stdin's end cancels work in flight).
 //! - [`client`]: a small stdio JSON-RPC client that drives `ctxzip lsp` in tests and
@@ -15,6 +15,7 @@ pub mod client;
 pub mod index;
 pub mod indexer;
 mod model;
+mod progress;
 pub mod protocol;
 mod server;
 mod transport;

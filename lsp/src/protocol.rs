@@ -6,7 +6,7 @@
 use ctxzip_scoring::compress::{CompressError, CompressRequest};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
-use tower_lsp_server::ls_types::{Position, Range, Uri};
+use tower_lsp_server::ls_types::{Position, ProgressToken, Range, Uri};
 
 /// Options a client may set at initialize or later; every field optional. Beside the
 /// server's own (the model, the index), every field of a compress request but `query` is an
@@ -159,17 +159,20 @@ pub struct CompressParams {
     pub focus: Option<FocusParam>,
     /// Only files under these URIs (files or directories inside the workspace).
     pub paths: Option<Vec<Uri>>,
+    /// The client's token for this request's `$/progress` (LSP `WorkDoneProgressParams`).
+    pub work_done_token: Option<ProgressToken>,
 }
 
-/// The params' keys that are LSP-shaped (URIs, positions) rather than request fields.
+/// The params' keys that are LSP-shaped (URIs, positions, tokens) rather than request fields.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct LspShaped {
     focus: Option<FocusParam>,
     paths: Option<Vec<Uri>>,
+    work_done_token: Option<ProgressToken>,
 }
 
-const LSP_SHAPED: &[&str] = &["focus", "paths"];
+const LSP_SHAPED: &[&str] = &["focus", "paths", "workDoneToken"];
 
 impl CompressParams {
     /// Every key the params take, as a client spells it.
@@ -208,6 +211,7 @@ impl CompressParams {
             request,
             focus: shaped.focus,
             paths: shaped.paths,
+            work_done_token: shaped.work_done_token,
         })
     }
 }

@@ -14,7 +14,10 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use ctxzip_chunker::Lang;
 use ctxzip_chunker::confine;
 use ctxzip_chunker::workspace::WalkOptions;
-use ctxzip_scoring::compress::{self, CompressError, CompressOptions, Document, Focus};
+use ctxzip_scoring::compress::{
+    self, CompressError, CompressOptions, Compressed, Document, Focus, Progress, ProgressSink,
+    Stage,
+};
 use ctxzip_scoring::remote::RemoteFlags;
 use ctxzip_scoring::{CancelFlag, Error as ScoringError, SharedModel};
 use futures::FutureExt;
@@ -27,6 +30,7 @@ use tower_lsp_server::{Client, LanguageServer};
 use crate::index::{self, FileSnapshot, Index, PositionEncoding, TextChange, TextPosition};
 use crate::indexer::{Event, Indexer, Job};
 use crate::model::{ModelSettings, ModelSlot};
+use crate::progress::RequestProgress;
 use crate::protocol::{self, ChunkResult, CompressParams, CompressResult, Options};
 
 pub const COMPRESS_COMMAND: &str = "ctxzip.compress";
@@ -654,8 +658,12 @@ impl Server {
                 "{COMPRESS_COMMAND} needs one argument: {{\"query\": ..., \"budget\": ...}}"
             ))
         })?;
-        let compress_params = CompressParams::from_value(argument)
+        let mut compress_params = CompressParams::from_value(argument)
             .map_err(|e| invalid_params(format!("{COMPRESS_COMMAND} argument: {e}")))?;
+        // The command's own token stands for the request's when the argument has none.
+        if compress_params.work_done_token.is_none() {
+            compress_params.work_done_token = params.work_done_progress_params.work_done_token;
+        }
         let result = self.compress(compress_params).await?;
         Ok(Some(serde_json::to_value(result).map_err(internal)?))
     }
@@ -768,38 +776,37 @@ impl Server {
         };
         let compress_options = request.resolve(focus).map_err(|e| compress_error(&e))?;
 
-        let scorer = self
-            .shared
-            .model
-            .get(&self.model_settings())
-            .await
-            .map_err(internal)?;
-        let permit = Arc::clone(&self.shared.gate)
-            .acquire_owned()
-            .await
-            .map_err(internal)?;
-        if cancel.is_cancelled() {
-            return Err(jsonrpc::Error::request_cancelled());
-        }
-        let work_files = files.clone();
-        let work_display = display.clone();
-        let (work_scorer, work_query, work_options) =
-            (Arc::clone(&scorer), query.clone(), compress_options.clone());
-        let outcome = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            // Test hook: the end-to-end tests prove a panic here leaves the server up.
-            if std::env::var_os(PANIC_HOOK_ENV).is_some_and(|q| q == work_query.as_str()) {
-                panic!("{PANIC_HOOK_ENV} matched the query");
-            }
-            let docs = documents(&work_files, &work_display);
-            compress::compress(&*work_scorer, &docs, &work_query, &work_options, &cancel)
-        })
-        .await;
-        let compressed = match outcome {
-            Ok(Ok(compressed)) => compressed,
-            Ok(Err(err)) => return Err(compress_error(&err)),
-            Err(join) => return Err(panic_error("ctxzip/compress", join.into_panic_message())),
-        };
+        let progress = self.request_progress(params.work_done_token.clone()).await;
+        let n_files = files.len();
+        progress
+            .report(&Progress {
+                done: n_files,
+                total: n_files,
+                ..Progress::start(Stage::Walk)
+            })
+            .await;
+        progress.report(&Progress::start(Stage::Load)).await;
+        let outcome = self
+            .run_compress(
+                &files,
+                &display,
+                &query,
+                &compress_options,
+                cancel,
+                &progress,
+            )
+            .await;
+        progress
+            .end(match &outcome {
+                Ok((compressed, _)) => format!(
+                    "{} tokens from {} chunks",
+                    compressed.stats.compressed_tokens,
+                    compressed.chunks.len()
+                ),
+                Err(e) => format!("failed: {}", e.message),
+            })
+            .await;
+        let (compressed, scorer) = outcome?;
         if compressed.stats.redacted > 0 {
             self.warn(format!(
                 "{} secret(s) in the files read (API keys, private keys, passwords) were replaced with [REDACTED:<rule>]; set \"redact\": false in initializationOptions to show them",
@@ -853,6 +860,88 @@ impl Server {
             stats: serde_json::to_value(&compressed.stats).map_err(internal)?,
             partial,
         })
+    }
+
+    /// The model work of a compress request: waits for the model and the gate, then runs
+    /// the core on a blocking thread, its stage events forwarded to `progress` as they come.
+    async fn run_compress(
+        &self,
+        files: &[Arc<FileSnapshot>],
+        display: &[String],
+        query: &str,
+        options: &CompressOptions,
+        cancel: CancelFlag,
+        progress: &RequestProgress,
+    ) -> jsonrpc::Result<(Compressed, SharedModel)> {
+        let scorer = self
+            .shared
+            .model
+            .get(&self.model_settings())
+            .await
+            .map_err(internal)?;
+        let permit = Arc::clone(&self.shared.gate)
+            .acquire_owned()
+            .await
+            .map_err(internal)?;
+        if cancel.is_cancelled() {
+            return Err(jsonrpc::Error::request_cancelled());
+        }
+        let (work_files, work_display) = (files.to_vec(), display.to_vec());
+        let (work_scorer, work_query, work_options) =
+            (Arc::clone(&scorer), query.to_owned(), options.clone());
+        let listening = progress.is_on();
+        let (events_tx, mut events) = mpsc::unbounded_channel::<Progress>();
+        let job = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            // Test hook: the end-to-end tests prove a panic here leaves the server up.
+            if std::env::var_os(PANIC_HOOK_ENV).is_some_and(|q| q == work_query.as_str()) {
+                panic!("{PANIC_HOOK_ENV} matched the query");
+            }
+            let docs = documents(&work_files, &work_display);
+            // A closed channel (the request was dropped) only loses the event.
+            let send = |event: &Progress| drop(events_tx.send(event.clone()));
+            compress::compress_with_progress(
+                &*work_scorer,
+                &docs,
+                &work_query,
+                &work_options,
+                &cancel,
+                listening.then_some(&send as ProgressSink),
+            )
+        });
+        // The channel closes when the job ends (its sender goes with it), which ends this.
+        let forward = async {
+            while let Some(event) = events.recv().await {
+                progress.report(&event).await;
+            }
+        };
+        let (outcome, ()) = tokio::join!(job, forward);
+        match outcome {
+            Ok(Ok(compressed)) => Ok((compressed, scorer)),
+            Ok(Err(err)) => Err(compress_error(&err)),
+            Err(join) => Err(panic_error("ctxzip/compress", join.into_panic_message())),
+        }
+    }
+
+    /// A compress request's `$/progress`: on the client's `workDoneToken`, else on a token
+    /// the server creates when the client supports work-done progress.
+    async fn request_progress(&self, token: Option<ProgressToken>) -> RequestProgress {
+        let client = &self.shared.client;
+        let token = match token {
+            Some(token) => Some(token),
+            None if self.caps().work_done_progress => {
+                let n = self.shared.progress_tokens.fetch_add(1, Ordering::SeqCst);
+                let token = NumberOrString::String(format!("ctxzip/compress/{n}"));
+                // A client that refuses the token gets no progress; the request goes on.
+                client
+                    .create_work_done_progress(token.clone())
+                    .await
+                    .is_ok()
+                    .then_some(token)
+            }
+            None => None,
+        };
+        RequestProgress::begin(client, token).await
     }
 
     /// `ctxzip/status`.

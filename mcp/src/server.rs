@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ctxzip_chunker::workspace::{FileChunks, WalkOptions};
+use ctxzip_scoring::compress::Progress as CoreProgress;
 use ctxzip_scoring::compress::{
     self, Budget, CompressError, CompressOptions, CompressRequest, Compressed, Document, Focus,
-    SelectedChunk, Stats,
+    ProgressSink, SelectedChunk, Stage, Stats,
 };
 use ctxzip_scoring::{CancelFlag, SharedModel, models};
 use rmcp::handler::server::wrapper::Parameters;
@@ -19,7 +20,7 @@ use rmcp::service::{NotificationContext, Peer, RequestContext};
 use rmcp::{RoleServer, ServerHandler, schemars, tool, tool_handler, tool_router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::sync::{OnceCell, watch};
+use tokio::sync::{OnceCell, mpsc, watch};
 
 use crate::index::{Index, RefreshReport};
 use crate::paths::{self, InsidePath};
@@ -321,7 +322,7 @@ impl CtxzipServer {
         }
 
         let mut progress = Progress::new(ctx);
-        progress.report(0.0, "indexing the workspace").await;
+        progress.event(&CoreProgress::start(Stage::Walk)).await;
         let view = self
             .view(
                 &ctx.peer,
@@ -340,22 +341,27 @@ impl CtxzipServer {
                     .unwrap_or_default()
             ));
         }
+        let n_files = view.files.len();
+        let walked = CoreProgress {
+            done: n_files,
+            total: n_files,
+            ..CoreProgress::start(Stage::Walk)
+        };
         let n_chunks: usize = view.files.iter().map(|f| f.chunks.len()).sum();
+        // The walk's own words: what the index re-read this time.
         progress
             .report(
-                1.0,
+                f64::from(walked.percentage()),
                 format!(
                     "indexed {} files ({} re-chunked), {} chunks in scope",
                     view.report.files, view.report.rechunked, n_chunks
                 ),
             )
             .await;
-        let scorer = progress
-            .tick_while(1.0, "waiting for the model to load", self.scorer())
-            .await?;
-        progress
-            .report(2.0, format!("scoring {n_chunks} chunks for the query"))
-            .await;
+        // The model load has no events of its own: the ticks carry it.
+        let loading = CoreProgress::start(Stage::Load);
+        progress.event(&loading).await;
+        let scorer = progress.wait(loading, self.scorer()).await?;
 
         let options = CompressOptions {
             focus: view.focus.clone(),
@@ -366,10 +372,20 @@ impl CtxzipServer {
         let worker_cancel = cancel.clone();
         let files = view.files.clone();
         let worker_query = query.clone();
+        let listening = progress.is_on();
+        let (events_tx, events) = mpsc::unbounded_channel::<CoreProgress>();
         let mut job = tokio::task::spawn_blocking(move || {
             let docs: Vec<Document> = files.iter().map(|f| Document::from(&**f)).collect();
-            let compressed =
-                compress::compress(&*scorer, &docs, &worker_query, &options, &worker_cancel)?;
+            // A closed channel (the call is over) only loses the event.
+            let send = |event: &CoreProgress| drop(events_tx.send(event.clone()));
+            let compressed = compress::compress_with_progress(
+                &*scorer,
+                &docs,
+                &worker_query,
+                &options,
+                &worker_cancel,
+                listening.then_some(&send as ProgressSink),
+            )?;
             // A rate is a share of a scope only the core counts; past the output cap, the
             // same call under the cap (the model's scores are cached: assembly only).
             if matches!(options.budget, Budget::Rate(_))
@@ -395,7 +411,10 @@ impl CtxzipServer {
                 }
             }
         };
-        let joined = progress.tick_while(2.0, "scoring", work).await;
+        // The core reports its first stage as soon as it starts.
+        let joined = progress
+            .follow(CoreProgress::start(Stage::Candidates), events, work)
+            .await;
         let compressed = match joined {
             Ok(Ok((compressed, clamped_from))) => {
                 if let (Some(requested), Some(rate)) = (clamped_from, request.rate) {
@@ -425,14 +444,11 @@ impl CtxzipServer {
             ));
         }
         progress
-            .report(
-                3.0,
-                format!(
-                    "done: {} tokens from {} chunks",
-                    compressed.stats.compressed_tokens,
-                    compressed.chunks.len()
-                ),
-            )
+            .done(format!(
+                "done: {} tokens from {} chunks",
+                compressed.stats.compressed_tokens,
+                compressed.chunks.len()
+            ))
             .await;
         Ok(compress_result(&view.root, compressed, notes))
     }

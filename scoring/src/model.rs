@@ -74,6 +74,12 @@ pub trait ScoringModel: Send + Sync {
     /// [`TokenCountMemo`]): meant for texts that come back on every query.
     fn count_tokens_batch(&self, texts: &[&str]) -> Vec<usize>;
 
+    /// How many chunks the backend scores at once: a caller that splits a call (to report
+    /// progress between the parts) keeps each part at least this large.
+    fn chunks_in_flight(&self) -> usize {
+        self.default_options().max_packed_seqs.max(1)
+    }
+
     /// Scores every chunk against `query`: the query's tokens with their NLL given an empty
     /// chunk ([`ScoreOutput::query_tokens`]) and, per chunk, each query token's NLL given
     /// the chunk ([`crate::ChunkScore::query_nlls`]). Chunks the deadline did not let through

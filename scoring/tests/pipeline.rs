@@ -5,7 +5,8 @@
 //! no chunk fits alone; pinned chunks come first; callees follow their callers; a deadline
 //! reaches the candidates in their order; the fine stage's knapsack is optimal; code outranks
 //! tests and docs; skeletons are never printed alone; a definition's copies (bundles, stubs)
-//! are shown once; a long query costs a bounded window.
+//! are shown once; a long query costs a bounded window; progress reports change no answer
+//! and come in stage order.
 //! What the real model ranks is tested end to end in the workspace's `tests/cli_compress.rs`.
 
 use std::time::Duration;
@@ -14,8 +15,8 @@ use ctxzip_chunker::{Chunk, Lang, chunk_source};
 use ctxzip_scoring::compress::assemble::{FileRuns, assemble, merge_runs};
 use ctxzip_scoring::compress::fine::knapsack;
 use ctxzip_scoring::compress::{
-    Budget, CompressError, CompressOptions, Compressed, Document, Format, Ranker, candidate_chunks,
-    compress, is_skeleton,
+    Budget, CompressError, CompressOptions, Compressed, Document, Format, Progress, Ranker, Stage,
+    candidate_chunks, compress, compress_with_progress, is_skeleton,
 };
 use ctxzip_scoring::overlap::OverlapModel;
 use ctxzip_scoring::{CancelFlag, ScoringModel};
@@ -890,4 +891,107 @@ fn copies_of_a_definition_the_query_names_are_shown_once() {
             names(&result)
         );
     }
+}
+
+#[test]
+fn progress_reports_change_no_answer_and_come_in_stage_order() {
+    // The overlap model's deadline lets a number of tokens through per call, which a sliced
+    // call would multiply; the real engines' deadline is a point in time. So no deadline here.
+    let (mut scored, mut fined) = (0, 0);
+    for seed in 0..60u64 {
+        let mut rng = Rng::new(seed);
+        let ws = random_workspace(&mut rng);
+        let model = OverlapModel::new();
+        let total: usize = ws.files.iter().map(|f| model.count_tokens(&f.2)).sum();
+        let query: Vec<&str> = (0..rng.range(1, 6)).map(|_| *rng.pick(WORDS)).collect();
+        let query = query.join(" ");
+        let options = CompressOptions {
+            budget: Budget::Tokens(rng.range(total / 4 + 1, total / 2 + 2)),
+            max_candidates: rng.range(1, 30),
+            fine_rate: 0.3,
+            ..CompressOptions::default()
+        };
+        let case = format!("seed {seed}, {options:?}");
+        let plain = run(&model, &ws, &query, &options);
+        let events = std::sync::Mutex::new(Vec::<Progress>::new());
+        let sink = |p: &Progress| events.lock().unwrap().push(p.clone());
+        let reported = compress_with_progress(
+            &model,
+            &ws.docs(),
+            &query,
+            &options,
+            &CancelFlag::new(),
+            Some(&sink),
+        );
+        let events = events.into_inner().unwrap();
+        let (plain, reported) = match (plain, reported) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(a), Err(b)) => {
+                assert_eq!(a.to_string(), b.to_string(), "{case}");
+                continue;
+            }
+            (a, b) => panic!("{case}: {a:?} vs {b:?}"),
+        };
+        assert_eq!(plain.context, reported.context, "{case}");
+        assert_eq!(names(&plain), names(&reported), "{case}");
+
+        // Stages in order, the bar never going back, ending in assembly.
+        assert_eq!(
+            events.first().map(|e| e.stage),
+            Some(Stage::Candidates),
+            "{case}"
+        );
+        assert_eq!(
+            events.last().map(|e| e.stage),
+            Some(Stage::Assembly),
+            "{case}"
+        );
+        for pair in events.windows(2) {
+            assert!(pair[0].stage <= pair[1].stage, "{case}: {events:?}");
+            assert!(
+                pair[0].percentage() <= pair[1].percentage(),
+                "{case}: {events:?}"
+            );
+            assert!(
+                pair[0].model_tokens <= pair[1].model_tokens,
+                "{case}: {events:?}"
+            );
+        }
+        // Scoring counts up to the candidates the result says were scored, a few at a time.
+        let scoring: Vec<&Progress> = events
+            .iter()
+            .filter(|e| e.stage == Stage::Scoring)
+            .collect();
+        if reported.stats.candidates > 0 {
+            scored += 1;
+            let n = reported.stats.candidates;
+            assert_eq!(scoring.first().map(|e| e.done), Some(0), "{case}");
+            assert_eq!(
+                scoring.last().map(|e| (e.done, e.total)),
+                Some((n, n)),
+                "{case}"
+            );
+            assert!(scoring.len() <= 1 + 8, "{case}: {scoring:?}");
+            assert!(scoring.len() >= 2, "{case}: {scoring:?}");
+            // Between the first and the last slice there is a time left to show; at the end
+            // there is none.
+            for e in &scoring {
+                let between = e.done > 0 && e.done < n;
+                assert_eq!(e.eta.is_some(), between, "{case}: {scoring:?}");
+            }
+        } else {
+            assert!(scoring.is_empty(), "{case}: {scoring:?}");
+        }
+        let fine: Vec<usize> = events
+            .iter()
+            .filter(|e| e.stage == Stage::Fine)
+            .map(|e| e.done)
+            .collect();
+        if !fine.is_empty() {
+            fined += 1;
+            assert_eq!(fine, [0, 1, 2], "{case}");
+        }
+    }
+    assert!(scored > 30, "{scored} cases scored candidates");
+    assert!(fined > 5, "{fined} cases ran the fine stage");
 }

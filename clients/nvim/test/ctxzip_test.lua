@@ -60,9 +60,14 @@ def parse_color(text):
 vim.cmd.cd(ws)
 
 local progress = {}
+-- `$/progress` values by token.
+local by_token = {}
 vim.api.nvim_create_autocmd('LspProgress', {
   callback = function(args)
-    table.insert(progress, args.data.params.value)
+    local params = args.data.params
+    table.insert(progress, params.value)
+    by_token[params.token] = by_token[params.token] or {}
+    table.insert(by_token[params.token], params.value)
   end,
 })
 
@@ -83,7 +88,8 @@ end, 'indexing to end')
 log('indexed: ' .. ctxzip.progress_state.message)
 check(progress[1].kind == 'begin', 'first progress event is not begin: ' .. vim.inspect(progress[1]))
 check(ctxzip.progress_state.message:match('indexed 2 files'), ctxzip.progress_state.message)
-check(ctxzip.statusline() == 'ctxzip ✓', ctxzip.statusline())
+-- The request runs now: the statusline shows its progress, not the finished indexing.
+check(ctxzip.statusline() ~= 'ctxzip ✓', ctxzip.statusline())
 wait(120000, function()
   return ctxzip.last ~= nil
 end, ':CtxZip result (the first request loads the model)')
@@ -103,6 +109,31 @@ local names = vim.tbl_map(function(c)
   return c.name
 end, last.result.chunks)
 check(vim.tbl_contains(names, 'retry_with_backoff'), vim.inspect(names))
+-- The request's stages arrived on its own token, in order, the percentage never going back,
+-- and ended with what was kept.
+local token = last.params.workDoneToken
+check(token and token:match('^ctxzip/nvim/%d+$'), vim.inspect(last.params))
+wait(10000, function()
+  return ctxzip.request_progress.kind == 'end'
+end, "the request's progress to end")
+local stages = by_token[token] or {}
+check(#stages > 0 and stages[1].kind == 'begin' and stages[#stages].kind == 'end', vim.inspect(stages))
+local from, high = 1, 0
+for _, stage in ipairs({ 'loading the model', 'ranking chunks by keywords', 'assembling the context' }) do
+  while from <= #stages and not (stages[from].message or ''):find(stage, 1, true) do
+    from = from + 1
+  end
+  check(from <= #stages, ('stage %q not reported in order: %s'):format(stage, vim.inspect(stages)))
+end
+for _, v in ipairs(stages) do
+  check((v.percentage or high) >= high, 'the percentage went back: ' .. vim.inspect(stages))
+  high = v.percentage or high
+end
+local kept = ('%d tokens from %d chunks'):format(last.result.stats.compressed_tokens, #last.result.chunks)
+check(stages[#stages].message == kept, vim.inspect(stages[#stages]) .. ' vs ' .. kept)
+check(ctxzip.request_progress.message == kept, vim.inspect(ctxzip.request_progress))
+log(('request progress: %d events on %s'):format(#stages, token))
+check(ctxzip.statusline() == 'ctxzip ✓', ctxzip.statusline())
 local reg = vim.fn.getreg('"')
 check(reg == last.text, 'register " holds: ' .. reg)
 check(reg:find('def retry_with_backoff(', 1, true) and not reg:find('<!--', 1, true), reg)

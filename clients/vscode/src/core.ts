@@ -57,6 +57,8 @@ export interface CompressParams {
   format?: string;
   focus?: { uri: string; position: Position };
   paths?: string[];
+  /** The token the server reports this request's stages on (`$/progress`). */
+  workDoneToken?: string;
 }
 
 export interface ChunkResult {
@@ -255,6 +257,31 @@ export function progressText(value: { kind: string; message?: string; percentage
   if (value.kind === "end") return `$(check) ctxzip`;
   const pct = value.percentage !== undefined ? ` ${value.percentage}%` : "";
   return `$(sync~spin) ctxzip indexing${pct}`;
+}
+
+/** One `$/progress` value of a compress request's own token. */
+export interface ProgressValue {
+  kind: string;
+  message?: string;
+  percentage?: number;
+}
+
+/**
+ * A compress request's `$/progress` value → what its notification reports: the stage in words
+ * (e.g. "scoring candidates with the model: 8/24 candidates, 2048 model tokens, about 40 s
+ * left") and the increment since `lastPercentage`, since VS Code's progress adds increments.
+ * The end fills the bar. A value with no percentage changes only the message.
+ */
+export function compressProgressStep(
+  value: ProgressValue,
+  lastPercentage: number,
+): { message?: string; increment: number; percentage: number } {
+  const percentage = value.kind === "end" ? 100 : Math.min(100, value.percentage ?? lastPercentage);
+  return {
+    message: value.message,
+    increment: Math.max(0, percentage - lastPercentage),
+    percentage: Math.max(percentage, lastPercentage),
+  };
 }
 
 /** `ctxzip/status` → status bar text and tooltip. */

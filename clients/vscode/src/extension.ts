@@ -2,7 +2,7 @@
 // item current and registers the two compress commands. Everything that is not VS Code API
 // lives in core.ts.
 import * as vscode from "vscode";
-import { LanguageClient, LanguageClientOptions, ServerOptions, State } from "vscode-languageclient/node";
+import { LanguageClient, LanguageClientOptions, ServerOptions, State, WorkDoneProgress } from "vscode-languageclient/node";
 import * as core from "./core";
 
 let client: LanguageClient | undefined;
@@ -167,6 +167,9 @@ async function compressFocus(): Promise<void> {
   await run(params.query, params);
 }
 
+/** Compress requests sent so far: each gets its own progress token. */
+let requests = 0;
+
 async function run(query: string, params: core.CompressParams): Promise<void> {
   if (!client || client.state !== State.Running) {
     void vscode.window.showErrorMessage("ctxzip: the language server is not running (see the ctxzip output channel)");
@@ -179,21 +182,38 @@ async function run(query: string, params: core.CompressParams): Promise<void> {
   log.appendLine(core.requestLogLine(params));
   const result = await vscode.window.withProgress(
     { location: vscode.ProgressLocation.Notification, title: `ctxzip: ${query}`, cancellable: true },
-    async (_progress, token) => {
+    async (progress, token) => {
+      // The server reports the request's stages on its own token: the notification shows
+      // the stage and the percentage (rather than a second, window-level progress).
+      const workDoneToken = `ctxzip/vscode/${++requests}`;
+      let last = 0;
+      const stages = c.onProgress(WorkDoneProgress.type, workDoneToken, (value) => {
+        const step = core.compressProgressStep(value, last);
+        last = step.percentage;
+        progress.report({ message: step.message, increment: step.increment });
+      });
       // Right after startup the server refuses requests until the first files are indexed.
       const deadline = Date.now() + 120_000;
-      for (;;) {
-        try {
-          return await c.sendRequest<core.CompressResult>(core.COMPRESS_REQUEST, params, token);
-        } catch (err: any) {
-          if (core.stillIndexing(err) && !token.isCancellationRequested && Date.now() < deadline) {
-            await new Promise((resolve) => setTimeout(resolve, 500));
-            continue;
+      try {
+        for (;;) {
+          try {
+            return await c.sendRequest<core.CompressResult>(
+              core.COMPRESS_REQUEST,
+              { ...params, workDoneToken },
+              token,
+            );
+          } catch (err: any) {
+            if (core.stillIndexing(err) && !token.isCancellationRequested && Date.now() < deadline) {
+              await new Promise((resolve) => setTimeout(resolve, 500));
+              continue;
+            }
+            log.appendLine(token.isCancellationRequested ? "ctxzip/compress cancelled" : core.errorLogLine(err));
+            if (!token.isCancellationRequested) void vscode.window.showErrorMessage(`ctxzip: ${core.errorMessage(err)}`);
+            return undefined;
           }
-          log.appendLine(token.isCancellationRequested ? "ctxzip/compress cancelled" : core.errorLogLine(err));
-          if (!token.isCancellationRequested) void vscode.window.showErrorMessage(`ctxzip: ${core.errorMessage(err)}`);
-          return undefined;
         }
+      } finally {
+        stages.dispose();
       }
     },
   );

@@ -28,7 +28,10 @@ let indexed;
 const indexedPromise = new Promise((r) => (indexed = r));
 connection.onRequest("window/workDoneProgress/create", () => null);
 connection.onRequest("client/registerCapability", () => null);
+// Every `$/progress` with its token.
+const progressMessages = [];
 connection.onNotification("$/progress", (p) => {
+  progressMessages.push(p);
   progress.push(p.value);
   if (p.value.kind === "end") indexed(p.value);
 });
@@ -121,6 +124,42 @@ test("initialize, index with $/progress, compress a query, render it", async () 
   // Each new result goes to the one result document of its format.
   assert.equal(core.resultPath("markdown"), core.resultPath(undefined));
   assert.notEqual(core.resultPath("text"), core.resultPath("markdown"));
+});
+
+test("a compress request's $/progress on its workDoneToken becomes the notification's stage and percentage", async () => {
+  await withTimeout(indexedPromise, 60_000, "indexing");
+  const workDoneToken = "ctxzip/vscode/test-1";
+  // A query of its own and a small budget: the model scores candidates (no cached answer).
+  const params = { ...core.queryParams("which socket options are set when opening?", settings), budget: 60, workDoneToken };
+  const result = await withTimeout(connection.sendRequest(core.COMPRESS_REQUEST, params), 120_000, "ctxzip/compress");
+  assert.ok(result.context.length > 0);
+  // The end may arrive just after the response.
+  const ended = () => progressMessages.some((p) => p.token === workDoneToken && p.value.kind === "end");
+  for (let i = 0; i < 100 && !ended(); i++) await new Promise((r) => setTimeout(r, 50));
+  const values = progressMessages.filter((p) => p.token === workDoneToken).map((p) => p.value);
+  assert.equal(values[0].kind, "begin");
+  assert.equal(values.at(-1).kind, "end");
+
+  // What the notification would show, step by step, as extension.ts reports it.
+  let last = 0;
+  let filled = 0;
+  const shown = [];
+  for (const value of values) {
+    const step = core.compressProgressStep(value, last);
+    assert.ok(step.increment >= 0, JSON.stringify(values));
+    last = step.percentage;
+    filled += step.increment;
+    if (step.message) shown.push(step.message);
+  }
+  assert.equal(filled, 100, JSON.stringify(values));
+  const stages = ["loading the model", "ranking chunks by keywords", "scoring candidates with the model: 0/", "candidates, ", "assembling the context"];
+  let from = 0;
+  for (const stage of stages) {
+    const at = shown.slice(from).findIndex((m) => m.includes(stage));
+    assert.ok(at >= 0, `${stage} after ${from} of ${JSON.stringify(shown)}`);
+    from += at;
+  }
+  assert.equal(shown.at(-1), `${result.stats.compressed_tokens} tokens from ${result.chunks.length} chunks`);
 });
 
 test("focus: the function at the cursor, with the selection as the query", async () => {

@@ -13,6 +13,7 @@ pub mod assemble;
 pub mod bm25;
 mod copies;
 pub mod fine;
+pub mod progress;
 mod request;
 pub mod roles;
 pub mod window;
@@ -30,10 +31,11 @@ pub use assemble::Format;
 use assemble::{FileRuns, assemble, merge_runs};
 use bm25::Bm25;
 use fine::LineStats;
+pub use progress::{Progress, ProgressSink, Stage};
 pub use request::{CompressError, CompressRequest};
 pub use window::QueryWeights;
 
-use crate::engine::{CancelFlag, ChunkInput, ScoreOptions};
+use crate::engine::{CancelFlag, ChunkInput, ScoreOptions, ScoreOutput};
 use crate::model::ScoringModel;
 
 /// LongCodeZip as published: one sequence at a time, nothing reused or cached.
@@ -324,9 +326,27 @@ pub fn compress(
     options: &CompressOptions,
     cancel: &CancelFlag,
 ) -> Result<Compressed, CompressError> {
+    compress_with_progress(scorer, docs, query, options, cancel, None)
+}
+
+/// [`compress`], reporting each stage to `progress` as it goes ([`progress`]); the same
+/// answer, and with `None` the same work.
+pub fn compress_with_progress(
+    scorer: &dyn ScoringModel,
+    docs: &[Document],
+    query: &str,
+    options: &CompressOptions,
+    cancel: &CancelFlag,
+    progress: Option<ProgressSink>,
+) -> Result<Compressed, CompressError> {
     let started = Instant::now();
     let deadline = options.deadline.map(|d| started + d);
     let decoded_before = scorer.stats().tokens_decoded;
+    let reporter = Reporter {
+        sink: progress,
+        scorer,
+        decoded_before,
+    };
     let query = query.trim();
     if query.is_empty() {
         return Err(CompressError::EmptyQuery);
@@ -339,6 +359,7 @@ pub fn compress(
         _ => {}
     }
 
+    reporter.report(|_| Progress::start(Stage::Candidates));
     let (mut units, texts, index) = lexical_units(scorer, docs, query, options)?;
     // LongCodeZip as published reads the whole query.
     let max_query_tokens = if options.faithful {
@@ -408,7 +429,14 @@ pub fn compress(
                     ..scorer.default_options()
                 }
             };
-            let output = scorer.score_chunks_with(model_query, &inputs, score_options, cancel)?;
+            let output = score_candidates(
+                scorer,
+                model_query,
+                &inputs,
+                score_options,
+                cancel,
+                &reporter,
+            )?;
             // Candidates the deadline skipped keep score −∞: they follow the scored ones
             // in BM25 order, still ahead of the units that were never candidates.
             let mut weights = window::token_weights(
@@ -534,6 +562,7 @@ pub fn compress(
             options,
             deadline,
             cancel,
+            &reporter,
         )?;
         skipped += pruned;
         runs
@@ -541,6 +570,10 @@ pub fn compress(
         KeptRows::new()
     };
 
+    reporter.report(|model_tokens| Progress {
+        model_tokens,
+        ..Progress::start(Stage::Assembly)
+    });
     // Refill what the fine stage freed with more whole units, then make the budget exact.
     let mut result = Selection {
         scorer,
@@ -672,6 +705,102 @@ pub fn compress(
         },
         chunks,
     })
+}
+
+/// Hands a request's events to its sink, if it has one; without one nothing is computed.
+struct Reporter<'a> {
+    sink: Option<ProgressSink<'a>>,
+    scorer: &'a dyn ScoringModel,
+    decoded_before: u64,
+}
+
+impl Reporter<'_> {
+    fn listening(&self) -> bool {
+        self.sink.is_some()
+    }
+
+    /// Tokens the model decoded since the request began.
+    fn model_tokens(&self) -> usize {
+        self.scorer
+            .stats()
+            .tokens_decoded
+            .saturating_sub(self.decoded_before) as usize
+    }
+
+    /// Sends the event `event` builds from the model tokens so far.
+    fn report(&self, event: impl FnOnce(usize) -> Progress) {
+        if let Some(sink) = self.sink {
+            sink(&event(self.model_tokens()));
+        }
+    }
+}
+
+/// Reports while the model scores: about this many reports per request.
+const SCORING_REPORTS: usize = 8;
+
+/// Scores the candidates; with a listener, in slices so that each slice's end can be
+/// reported (done/total, tokens, time left). Slicing changes no score: each candidate is
+/// scored on its own against the same query, and cached results are served in every slice.
+/// With the disk cache on, the query's own NLLs are decoded once (the first slice caches
+/// them); without it, each later slice decodes the query again (at most 7 × the query
+/// window, 64 tokens by default). A slice is at least as large as what the backend scores
+/// at once ([`ScoringModel::chunks_in_flight`]), so none runs emptier.
+fn score_candidates(
+    scorer: &dyn ScoringModel,
+    query: &str,
+    inputs: &[ChunkInput],
+    options: ScoreOptions,
+    cancel: &CancelFlag,
+    reporter: &Reporter,
+) -> Result<ScoreOutput, CompressError> {
+    if !reporter.listening() || inputs.is_empty() {
+        return Ok(scorer.score_chunks_with(query, inputs, options, cancel)?);
+    }
+    let total = inputs.len();
+    let slice = total
+        .div_ceil(SCORING_REPORTS)
+        .max(scorer.chunks_in_flight())
+        .max(1);
+    // What is left to decode, roughly: each remaining candidate and the query after it.
+    let n_query_tokens = scorer.count_tokens(query);
+    let texts: Vec<&str> = inputs.iter().map(|c| c.text.as_str()).collect();
+    let costs: Vec<usize> = scorer
+        .count_tokens_batch(&texts)
+        .into_iter()
+        .map(|n| n + n_query_tokens)
+        .collect();
+    let started = Instant::now();
+    let decoded_before = reporter.model_tokens();
+    reporter.report(|model_tokens| Progress {
+        total,
+        model_tokens,
+        ..Progress::start(Stage::Scoring)
+    });
+    let report = |done: usize| {
+        reporter.report(|model_tokens| Progress {
+            stage: Stage::Scoring,
+            done,
+            total,
+            model_tokens,
+            eta: progress::eta(
+                model_tokens.saturating_sub(decoded_before),
+                started.elapsed(),
+                costs[done..].iter().sum(),
+            ),
+        })
+    };
+    let (first, rest) = inputs.split_at(slice.min(total));
+    let mut all = scorer.score_chunks_with(query, first, options, cancel)?;
+    let mut done = first.len();
+    report(done);
+    for part in rest.chunks(slice) {
+        let output = scorer.score_chunks_with(query, part, options, cancel)?;
+        all.scores.extend(output.scores);
+        all.model_tokens += output.model_tokens;
+        done += part.len();
+        report(done);
+    }
+    Ok(all)
 }
 
 /// A name defined more often than this (`new`, `get`, `__init__`) says too little.
@@ -1102,6 +1231,7 @@ fn fine_stage(
     options: &CompressOptions,
     deadline: Option<Instant>,
     cancel: &CancelFlag,
+    reporter: &Reporter,
 ) -> Result<(KeptRows, usize), CompressError> {
     // Kept functions of 5+ lines, best first, until `fine_tokens` is read; the rest stay whole.
     let mut eligible: Vec<usize> = Vec::new();
@@ -1118,6 +1248,24 @@ fn fine_stage(
         return Ok((runs, 0));
     }
     let fn_texts: Vec<&str> = eligible.iter().map(|&i| texts[i]).collect();
+    // Two passes over the functions: without the query, then with it.
+    let fine_started = Instant::now();
+    let decoded_before = reporter.model_tokens();
+    let pass_tokens: usize = eligible.iter().map(|&i| units[i].tokens).sum();
+    let report_pass = |done: usize| {
+        reporter.report(|model_tokens| Progress {
+            stage: Stage::Fine,
+            done,
+            total: 2,
+            model_tokens,
+            eta: progress::eta(
+                model_tokens.saturating_sub(decoded_before),
+                fine_started.elapsed(),
+                pass_tokens * (2 - done),
+            ),
+        })
+    };
+    report_pass(0);
     let (unconditional, cond_options) = if options.faithful {
         // One pass per line, as LongCodeZip computes line perplexity.
         let mut per_line = Vec::new();
@@ -1151,12 +1299,14 @@ fn fine_stage(
         let uncond = scorer.token_nlls_batch_with(None, &fn_texts, with_deadline, cancel)?;
         (uncond, with_deadline)
     };
+    report_pass(1);
     let conditional = scorer.token_nlls_batch_with(
         Some(&format!("{query}\n\n")),
         &fn_texts,
         cond_options,
         cancel,
     )?;
+    report_pass(2);
 
     // Kept units the model did not score (callees, BM25's tail) count as the weakest.
     let floor = eligible

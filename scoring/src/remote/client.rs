@@ -283,6 +283,10 @@ impl ScoringModel for RemoteModel {
         self.model_id.as_deref()
     }
 
+    fn chunks_in_flight(&self) -> usize {
+        self.wire.settings.max_in_flight.max(1)
+    }
+
     fn description(&self) -> ModelDescription {
         let s = &self.wire.settings;
         let form = match self.wire.form {

@@ -38,7 +38,7 @@ local defaults = {
   open = 'botright split',
   --- Key for :CtxZipFunction in normal and visual mode (nil: no mapping; `<Plug>(ctxzip-function)` always exists).
   function_key = nil,
-  --- Show indexing progress in the message area.
+  --- Show indexing progress and the stages of a running request in the message area.
   progress = true,
 }
 
@@ -57,6 +57,13 @@ M.last = nil
 
 --- Indexing state from the server's `$/progress`: { kind, title, message, percentage }.
 M.progress_state = nil
+
+--- The stages of the last request, from `$/progress` on its own `workDoneToken`:
+--- { token, kind, message, percentage } (kind `end` once it is answered).
+M.request_progress = nil
+
+--- Requests sent so far: each gets its own progress token.
+local requests = 0
 
 local function init_options()
   local c = M.config
@@ -224,6 +231,12 @@ function M.compress(params, on_done)
   end
   params.format = params.format or M.config.format
   params.budget = params.budget or M.config.budget
+  -- The server reports this request's stages on its token (`$/progress`, so LspProgress and
+  -- vim.lsp.status() see them): model load, keyword ranking, model scoring with done/total
+  -- and the time left, pruning, assembly.
+  requests = requests + 1
+  params.workDoneToken = ('ctxzip/nvim/%d'):format(requests)
+  M.request_progress = { token = params.workDoneToken, kind = 'begin' }
   -- A request sent before the initialize answer would be refused; wait for it (30 s at most),
   -- and for the first indexed files (2 minutes at most).
   local waited_ms = 0
@@ -291,7 +304,8 @@ end
 
 --- For a statusline: "ctxzip 40%", "ctxzip ✓" or "".
 function M.statusline()
-  local p = M.progress_state
+  local r = M.request_progress
+  local p = (r and r.kind ~= 'end') and r or M.progress_state
   if not p then
     return ''
   end
@@ -340,14 +354,33 @@ local function on_progress(args)
     return
   end
   local value = args.data.params.value
-  M.progress_state = {
-    kind = value.kind,
-    title = value.title or (M.progress_state and M.progress_state.title),
-    message = value.message,
-    percentage = value.percentage,
-  }
+  local request = M.request_progress
+  if request and args.data.params.token == request.token then
+    request.kind = value.kind
+    request.message = value.message or request.message
+    request.percentage = value.percentage or request.percentage
+    if value.kind == 'end' then
+      -- The answer (or the refusal, in this plugin's words) is announced by the request's own
+      -- callback; the stage line only goes away.
+      if M.config.progress then
+        vim.api.nvim_echo({ { '' } }, false, {})
+      end
+      vim.cmd.redrawstatus({ bang = true, mods = { emsg_silent = true } })
+      return
+    end
+  else
+    M.progress_state = {
+      kind = value.kind,
+      title = value.title or (M.progress_state and M.progress_state.title),
+      message = value.message,
+      percentage = value.percentage,
+    }
+  end
   if M.config.progress then
     local msg = ('ctxzip: %s'):format(value.message or value.title or value.kind)
+    if value.kind ~= 'end' and value.percentage then
+      msg = ('%s (%d%%)'):format(msg, value.percentage)
+    end
     vim.api.nvim_echo({ { msg } }, value.kind == 'end', {})
   end
   vim.cmd.redrawstatus({ bang = true, mods = { emsg_silent = true } })
