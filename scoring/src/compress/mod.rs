@@ -1053,80 +1053,20 @@ pub fn candidate_chunks(
     })
 }
 
-/// The names `query` writes as code, each with whether it is distinctive: a word with a
-/// capital or an underscore (`ClassBuilder`, `load_dotenv`) is, wherever it stands; a plain
-/// word (`add`, `tz`, `asdict`) counts only where the query writes it as code: called
-/// (`add(1, 'month')`), reached through a dot (`dayjs.tz`, `result.output`) or alone in
-/// backticks (`` `asdict` ``). Prose words (`set`, `output`) are not mentions.
-fn code_mentions(query: &str) -> HashMap<&str, bool> {
-    let mut mentions: HashMap<&str, bool> = HashMap::new();
-    fn is_ident(w: &str) -> bool {
-        w.len() >= 2
-            && w.starts_with(|c: char| c.is_alphabetic() || c == '_' || c == '$')
-            && w.chars()
-                .all(|c| c.is_alphanumeric() || c == '_' || c == '$')
-    }
-    for word in query.split(|c: char| !(c.is_alphanumeric() || c == '_')) {
-        if word.len() >= 3 && word.chars().any(|c| c.is_uppercase() || c == '_') {
-            mentions.insert(word, true);
-        }
-    }
-    let mut plain: Vec<&str> = called_names(query);
-    // `a.b` where `a` is a name (not `1.5` or `README.md`'s sentence end): `b` is reached
-    // through it; a backticked path names its last segment.
-    for (i, _) in query.match_indices('.') {
-        let before = query[..i]
-            .rsplit(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
-            .next()
-            .unwrap_or("");
-        let after = query[i + 1..]
-            .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
-            .next()
-            .unwrap_or("");
-        if is_ident(before) {
-            plain.push(after);
-        }
-    }
-    for span in query.split('`').skip(1).step_by(2) {
-        let span = span.trim().trim_end_matches("()");
-        if let Some(last) = span.rsplit(['.', ':']).next()
-            && span
-                .split(['.', ':'])
-                .all(|segment| segment.is_empty() || is_ident(segment))
-        {
-            plain.push(last);
-        }
-    }
-    for word in plain {
-        if is_ident(word) {
-            mentions.entry(word).or_insert(false);
-        }
-    }
-    mentions
-}
-
 /// Pins the chunk at the focus position and chunks defining an identifier the query names.
 fn pin_structural(units: &mut [Unit], docs: &[Document], query: &str, focus: Option<&Focus>) {
-    let mentions = code_mentions(query);
-    // How often each mentioned name is defined: a plain word (`add`, `next`) pins only when
-    // it names few definitions, as a callee does.
-    let mut definitions: HashMap<&str, usize> = HashMap::new();
-    for unit in units.iter() {
-        let chunk = &docs[unit.doc].chunks[unit.chunk];
-        if (chunk.kind.is_callable() || chunk.kind.is_container())
-            && let Some(name) = chunk.name.as_deref()
-            && mentions.contains_key(name)
-        {
-            *definitions.entry(name).or_default() += 1;
-        }
-    }
+    let named: HashSet<&str> = query
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| w.len() >= 3 && w.chars().any(|c| c.is_uppercase() || c == '_'))
+        .collect();
     for unit in units.iter_mut() {
         let doc = &docs[unit.doc];
         let chunk = &doc.chunks[unit.chunk];
         if (chunk.kind.is_callable() || chunk.kind.is_container())
-            && let Some(name) = chunk.name.as_deref()
-            && let Some(&distinctive) = mentions.get(name)
-            && (distinctive || definitions[name] <= MAX_DEFINITIONS_PER_NAME)
+            && chunk
+                .name
+                .as_deref()
+                .is_some_and(|name| named.contains(name))
         {
             unit.pinned = true;
         }
@@ -1488,9 +1428,7 @@ impl Selection<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{
-        CompressOptions, Document, Ranker, Unit, called_names, code_mentions, with_callees,
-    };
+    use super::{CompressOptions, Document, Ranker, Unit, called_names, with_callees};
     use ctxzip_chunker::{Lang, chunk_source};
 
     #[test]
@@ -1604,30 +1542,6 @@ mod tests {
         assert_eq!(called_names(js), ["Layer", "route2"]);
         let turbofish = "let e = e.cast::<ErrorImpl<E>>().by_ref(); parse::<u8>(s); x::<T>;";
         assert_eq!(called_names(turbofish), ["cast", "by_ref", "parse"]);
-    }
-
-    #[test]
-    fn code_mentions_are_names_written_as_code_not_prose() {
-        let query = "After `attrs.asdict(s)` the output differs: dayjs.tz('x').add(1.5) and \
-                     `astuple` too; load_dotenv and ClassBuilder. Set the output in utils.py, \
-                     v1.5 e.g. here. `a b`";
-        let mentions = code_mentions(query);
-        let mut names: Vec<(&str, bool)> = mentions.into_iter().collect();
-        names.sort();
-        assert_eq!(
-            names,
-            [
-                ("After", true),
-                ("ClassBuilder", true),
-                ("Set", true),
-                ("add", false),
-                ("asdict", false),
-                ("astuple", false),
-                ("load_dotenv", true),
-                ("py", false),
-                ("tz", false),
-            ]
-        );
     }
 
     /// A new field of `CompressOptions` does not compile here until it is sorted into the
