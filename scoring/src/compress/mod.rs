@@ -12,6 +12,7 @@
 pub mod assemble;
 pub mod bm25;
 mod copies;
+mod counts;
 pub mod fine;
 pub mod roles;
 pub mod window;
@@ -28,6 +29,7 @@ use serde::Serialize;
 pub use assemble::Format;
 use assemble::{FileRuns, assemble, merge_runs};
 use bm25::Bm25;
+use counts::TokenCounts;
 use fine::LineStats;
 pub use window::QueryWeights;
 
@@ -309,7 +311,6 @@ pub enum CompressError {
 struct Unit {
     doc: usize,
     chunk: usize,
-    tokens: usize,
     bm25: f32,
     score: f32,
     pinned: bool,
@@ -329,6 +330,27 @@ pub fn compress(
     options: &CompressOptions,
     cancel: &CancelFlag,
 ) -> Result<Compressed, CompressError> {
+    compress_counting(scorer, docs, query, options, cancel, Counting::Lazy)
+}
+
+/// When the units' tokens are counted ([`TokenCounts`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Counting {
+    /// Only where a stage needs a count its floor cannot settle.
+    Lazy,
+    /// Every unit first: what the lazy way must match.
+    #[cfg_attr(not(test), allow(dead_code))]
+    All,
+}
+
+fn compress_counting(
+    scorer: &dyn ScoringModel,
+    docs: &[Document],
+    query: &str,
+    options: &CompressOptions,
+    cancel: &CancelFlag,
+    counting: Counting,
+) -> Result<Compressed, CompressError> {
     let started = Instant::now();
     let deadline = options.deadline.map(|d| started + d);
     let decoded_before = scorer.stats().tokens_decoded;
@@ -342,7 +364,7 @@ pub fn compress(
         _ => {}
     }
 
-    let (mut units, texts, index) = lexical_units(scorer, docs, query, options)?;
+    let (mut units, texts, index) = lexical_units(docs, query, options)?;
     // LongCodeZip as published reads the whole query.
     let max_query_tokens = if options.faithful {
         0
@@ -359,15 +381,23 @@ pub fn compress(
         model_query.into_owned()
     };
     let model_query: &str = &model_query;
-    let original_tokens: usize = units.iter().map(|u| u.tokens).sum();
-    let budget = match options.budget {
-        Budget::Tokens(n) => n,
-        Budget::Rate(r) => ((original_tokens as f64 * r).floor() as usize).max(1),
-    };
-
-    // A workspace that fits the budget whole needs no ranking and no pruning.
+    let counts = TokenCounts::new(scorer, &texts);
+    // A workspace that fits the budget whole needs no ranking and no pruning. Each unit is at
+    // least one token: when even that does not fit, the workspace is not counted whole here
+    // (a rate is a share of the whole, so it is).
     let n_docs = units.iter().map(|u| u.doc).collect::<HashSet<_>>().len();
-    let everything_fits = original_tokens + units.len() * 3 + n_docs * 16 <= budget;
+    let might_fit_whole =
+        matches!(options.budget, Budget::Tokens(n) if units.len() * 4 + n_docs * 16 <= n);
+    let exact_total =
+        (counting == Counting::All || might_fit_whole || matches!(options.budget, Budget::Rate(_)))
+            .then(|| counts.count_all());
+    let budget = match (options.budget, exact_total) {
+        (Budget::Tokens(n), _) => n,
+        (Budget::Rate(r), Some(total)) => ((total as f64 * r).floor() as usize).max(1),
+        (Budget::Rate(_), None) => unreachable!("a rate counts the whole workspace"),
+    };
+    let everything_fits = might_fit_whole
+        && exact_total.is_some_and(|total| total + units.len() * 3 + n_docs * 16 <= budget);
     let ranker = if everything_fits {
         Ranker::Bm25
     } else {
@@ -390,7 +420,7 @@ pub fn compress(
                     let text = if options.faithful {
                         text
                     } else {
-                        head_for_tokens(text, units[i].tokens, options.max_chunk_tokens)
+                        head_for_tokens(text, counts.get(i), options.max_chunk_tokens)
                     };
                     let text: Cow<str> = if framed {
                         Cow::Owned(format!("{}\n{text}", docs[units[i].doc].path))
@@ -487,8 +517,16 @@ pub fn compress(
 
     // Coarse: whole units, in order, within the coarse budget.
     let fine = options.fine && ranker != Ranker::Bm25;
-    let header_tokens =
-        |doc: usize| scorer.count_tokens(&format!("==> {} <==\n", docs[doc].path)) + 3;
+    let header_memo: Vec<std::cell::OnceCell<usize>> =
+        docs.iter().map(|_| std::cell::OnceCell::new()).collect();
+    let header_tokens = |doc: usize| {
+        *header_memo[doc]
+            .get_or_init(|| scorer.count_tokens(&format!("==> {} <==\n", docs[doc].path)) + 3)
+    };
+    let path_memo: Vec<std::cell::OnceCell<usize>> =
+        docs.iter().map(|_| std::cell::OnceCell::new()).collect();
+    let path_tokens =
+        |doc: usize| *path_memo[doc].get_or_init(|| scorer.count_tokens(docs[doc].path));
     // The fine stage reads the top functions, up to `fine_tokens`, and keeps about
     // `fine_rate` of them; the coarse stage may over-select by what that saves.
     let rate = options.fine_rate.clamp(0.05, 1.0);
@@ -502,14 +540,23 @@ pub fn compress(
     let mut files_seen: HashSet<usize> = HashSet::new();
     let mut used = 0;
     for &i in &order {
+        // A unit costs at least one token and 3 of framing: once that does not fit, nothing
+        // does. A unit whose floor does not fit is not counted.
+        if used + 4 > coarse_budget {
+            break;
+        }
+        if used + counts.floor(i) + 3 > coarse_budget {
+            continue;
+        }
         let unit = &units[i];
         let overhead = if files_seen.contains(&unit.doc) {
             3
         } else {
             header_tokens(unit.doc)
         };
-        if used + unit.tokens + overhead <= coarse_budget {
-            used += unit.tokens + overhead;
+        let tokens = counts.get(i);
+        if used + tokens + overhead <= coarse_budget {
+            used += tokens + overhead;
             files_seen.insert(unit.doc);
             kept.push(i);
         }
@@ -523,7 +570,7 @@ pub fn compress(
             docs,
             &units,
             &kept,
-            &texts,
+            &counts,
             model_query,
             fine_tokens,
             options,
@@ -563,7 +610,22 @@ pub fn compress(
         // A cheap bound before rendering: a unit costs about its own tokens, but one next to
         // a kept run replaces that run's elision marker instead of adding its own, so it may
         // add a few tokens less; only the rendered count decides near the budget.
-        if tokens + units[i].tokens > budget + REFILL_JOIN_SLACK_TOKENS || result.kept.contains(&i)
+        if tokens + counts.floor(i) > budget + REFILL_JOIN_SLACK_TOKENS
+            || result.kept.contains(&i)
+            || tokens + counts.get(i) > budget + REFILL_JOIN_SLACK_TOKENS
+        {
+            continue;
+        }
+        // A unit of a file not shown yet brings its file's frame, path included: its path's
+        // tokens, then its section rendered alone, are bounds as cheap to count as the unit
+        // (sections are concatenated, and a seam between two moves a token or two, well
+        // within the slack). On a big tree most units that pass the bound above are
+        // one-liners of files not shown.
+        if counting == Counting::Lazy
+            && !result.kept.iter().any(|&k| units[k].doc == units[i].doc)
+            && (tokens + counts.get(i) + path_tokens(units[i].doc)
+                > budget + REFILL_JOIN_SLACK_TOKENS
+                || tokens + result.count_alone(i) > budget + REFILL_JOIN_SLACK_TOKENS)
         {
             continue;
         }
@@ -579,9 +641,7 @@ pub fn compress(
         // The smallest answer there is: one whole unit (skeletons are never printed alone)
         // rendered in the requested format. The estimate ranks the candidates; the few
         // smallest are rendered, since headers differ by format and path.
-        let mut candidates: Vec<usize> = (0..units.len()).filter(|&i| !units[i].skeleton).collect();
-        candidates.sort_by_key(|&i| units[i].tokens + header_tokens(units[i].doc));
-        candidates.truncate(SMALLEST_RENDERED);
+        let candidates = smallest_units(&units, &counts, header_tokens);
         result.runs = KeptRows::new();
         let smallest = candidates
             .into_iter()
@@ -596,6 +656,14 @@ pub fn compress(
 
     let context = result.render();
     let compressed_tokens = scorer.count_tokens(&context);
+    // Exact for a workspace small enough to count whole in well under a second.
+    let original_tokens = exact_total.unwrap_or_else(|| {
+        if counts.total_bytes() <= counts::EXACT_TOTAL_BYTES {
+            counts.count_all()
+        } else {
+            counts.estimate_total()
+        }
+    });
     debug_assert!(compressed_tokens <= budget);
     let chunks = result.selected(&rank);
     let n_files = chunks.iter().map(|c| &c.path).collect::<HashSet<_>>().len();
@@ -617,6 +685,32 @@ pub fn compress(
         },
         chunks,
     })
+}
+
+/// The [`SMALLEST_RENDERED`] units (skeletons aside) costing the fewest tokens with their
+/// file's header, fewest first, ties in unit order: what a stable sort of every unit by that
+/// cost puts first, counting only the units whose floor could be among them.
+fn smallest_units(
+    units: &[Unit],
+    counts: &TokenCounts,
+    header_tokens: impl Fn(usize) -> usize,
+) -> Vec<usize> {
+    let mut by_floor: Vec<(usize, usize)> = (0..units.len())
+        .filter(|&i| !units[i].skeleton)
+        .map(|i| (counts.floor(i) + header_tokens(units[i].doc), i))
+        .collect();
+    by_floor.sort_unstable();
+    // (cost, unit), sorted.
+    let mut best: Vec<(usize, usize)> = Vec::with_capacity(SMALLEST_RENDERED + 1);
+    for (floor, i) in by_floor {
+        if best.len() == SMALLEST_RENDERED && best.last().is_some_and(|&(cost, _)| floor > cost) {
+            break;
+        }
+        let entry = (counts.get(i) + header_tokens(units[i].doc), i);
+        best.insert(best.partition_point(|&e| e < entry), entry);
+        best.truncate(SMALLEST_RENDERED);
+    }
+    best.into_iter().map(|(_, i)| i).collect()
 }
 
 /// A name defined more often than this (`new`, `get`, `__init__`) says too little.
@@ -754,10 +848,9 @@ fn fuse_with_bm25(units: &mut [Unit], candidates: &[usize]) {
     }
 }
 
-/// Every chunk with content as a unit, with its token count, BM25 score and structural pin;
-/// their texts; and the BM25 index over them.
+/// Every chunk with content as a unit, with its BM25 score and structural pin; their texts;
+/// and the BM25 index over them. Tokens are counted later, where needed ([`TokenCounts`]).
 fn lexical_units<'d>(
-    scorer: &dyn ScoringModel,
     docs: &[Document<'d>],
     query: &str,
     options: &CompressOptions,
@@ -775,7 +868,6 @@ fn lexical_units<'d>(
             units.push(Unit {
                 doc: d,
                 chunk: c,
-                tokens: 0,
                 bm25: 0.0,
                 score: f32::NEG_INFINITY,
                 pinned: false,
@@ -787,9 +879,6 @@ fn lexical_units<'d>(
     }
     if units.is_empty() {
         return Err(CompressError::EmptyWorkspace);
-    }
-    for (unit, n) in units.iter_mut().zip(scorer.count_tokens_batch(&texts)) {
-        unit.tokens = n;
     }
     // Candidates: BM25 over text, names and paths, plus structure.
     let index = Bm25::new(units.iter().zip(&texts).map(|(u, text)| {
@@ -837,7 +926,7 @@ impl CandidateOrder {
 
 /// The candidate stage alone for `query`; see [`CandidateOrder`].
 pub fn candidate_chunks(
-    scorer: &dyn ScoringModel,
+    _scorer: &dyn ScoringModel,
     docs: &[Document],
     query: &str,
     options: &CompressOptions,
@@ -846,7 +935,7 @@ pub fn candidate_chunks(
     if query.is_empty() {
         return Err(CompressError::EmptyQuery);
     }
-    let (units, _, _) = lexical_units(scorer, docs, query, options)?;
+    let (units, _, _) = lexical_units(docs, query, options)?;
     Ok(CandidateOrder {
         chunks: candidate_order(&units, options.code_first)
             .into_iter()
@@ -968,7 +1057,7 @@ fn fine_stage(
     docs: &[Document],
     units: &[Unit],
     kept: &[usize],
-    texts: &[&str],
+    counts: &TokenCounts,
     query: &str,
     fine_tokens: usize,
     options: &CompressOptions,
@@ -981,7 +1070,7 @@ fn fine_stage(
     for &i in kept {
         let chunk = &docs[units[i].doc].chunks[units[i].chunk];
         if chunk.kind.is_callable() && chunk.n_lines() >= 5 && read < fine_tokens {
-            read += units[i].tokens;
+            read += counts.get(i);
             eligible.push(i);
         }
     }
@@ -989,7 +1078,7 @@ fn fine_stage(
     if eligible.is_empty() {
         return Ok((runs, 0));
     }
-    let fn_texts: Vec<&str> = eligible.iter().map(|&i| texts[i]).collect();
+    let fn_texts: Vec<&str> = eligible.iter().map(|&i| counts.text(i)).collect();
     let (unconditional, cond_options) = if options.faithful {
         // One pass per line, as LongCodeZip computes line perplexity.
         let mut per_line = Vec::new();
@@ -1098,7 +1187,7 @@ fn fine_stage(
             .collect();
         let block_value = fine::min_max(&gains);
         let rate = fine::function_rate(options.fine_rate, options.beta, normalized[j]);
-        let capacity = (units[i].tokens as f32 * rate) as usize;
+        let capacity = (counts.get(i) as f32 * rate) as usize;
         // The signature block is always kept; the knapsack fills the rest.
         let signature = if first_body > 0 { 1 } else { 0 };
         let sig_tokens: usize = block_tokens[..signature].iter().sum();
@@ -1172,6 +1261,18 @@ impl Selection<'_> {
         self.scorer.count_tokens(&self.render())
     }
 
+    /// Tokens of unit `i`'s file section with nothing else of the file.
+    fn count_alone(&self, i: usize) -> usize {
+        let doc = &self.docs[self.units[i].doc];
+        let alone = FileRuns {
+            path: doc.path,
+            lang: doc.lang,
+            text: doc.text,
+            runs: self.unit_rows(i),
+        };
+        self.scorer.count_tokens(&assemble(self.format, &[alone]))
+    }
+
     fn selected(&self, rank: &[usize]) -> Vec<SelectedChunk> {
         let mut kept = self.kept.clone();
         kept.sort_by_key(|&i| rank[i]);
@@ -1242,7 +1343,6 @@ mod tests {
                 units.push(Unit {
                     doc: d,
                     chunk: c,
-                    tokens: 1,
                     bm25: 0.0,
                     score: 0.0,
                     pinned: false,
