@@ -218,7 +218,7 @@ pub fn run(args: CompressArgs) -> Result<ExitCode> {
     } else {
         args.paths.clone()
     };
-    let options = args.walk.options(parse_langs(&args.langs)?);
+    let options = args.walk.options(parse_langs(&args.langs)?)?;
     let mut files: Vec<FileChunks> = Vec::new();
     let mut warnings = Vec::new();
     for path in &paths {

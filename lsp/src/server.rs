@@ -1099,9 +1099,12 @@ fn walk_options(options: &Options) -> WalkOptions {
     if let Some(max) = options.max_file_bytes {
         walk.max_file_bytes = max;
     }
-    if let Some(redact) = options.redact {
-        walk.redact = redact;
-    }
+    // The editor's setting, else config.toml's `redact` (the rule every surface shares),
+    // else on. A config file that cannot say leaves redaction on.
+    walk.redact = ctxzip_scoring::models::redact(options.redact).unwrap_or_else(|e| {
+        eprintln!("ctxzip lsp: {e}; secrets stay redacted");
+        true
+    });
     walk
 }
 

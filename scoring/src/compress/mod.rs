@@ -263,6 +263,8 @@ pub struct SelectedChunk {
 #[derive(Clone, Debug, Default, Serialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct Stats {
+    /// Tokens of every chunk: exact up to 1 MiB of chunk text and for a rate budget; beyond,
+    /// the chunks no stage counted are estimated from their bytes (`compress/counts.rs`).
     pub original_tokens: usize,
     pub compressed_tokens: usize,
     pub ratio: f64,
