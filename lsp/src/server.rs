@@ -27,7 +27,7 @@ use tower_lsp_server::jsonrpc::{self, ErrorCode};
 use tower_lsp_server::ls_types::*;
 use tower_lsp_server::{Client, LanguageServer};
 
-use crate::index::{self, FileSnapshot, Index, PositionEncoding, TextChange, TextPosition};
+use crate::index::{FileSnapshot, Index, PositionEncoding, TextChange, TextPosition};
 use crate::indexer::{Event, Indexer, Job};
 use crate::model::{ModelSettings, ModelSlot};
 use crate::protocol::{ChunkResult, CompressParams, CompressResult, Options};
@@ -849,7 +849,7 @@ impl Server {
                         start: Position::new(c.start_line.saturating_sub(1), 0),
                         end: Position::new(
                             end_row as u32,
-                            index::line_length(&file.text, end_row, encoding),
+                            file.user_line_length(end_row, encoding),
                         ),
                     },
                     path: c.path.clone(),
