@@ -37,20 +37,20 @@ pub struct WalkArgs {
     #[arg(long = "ignore")]
     pub ignore_globs: Vec<String>,
     /// Show secrets found in file text (API keys, private keys, passwords) instead of
-    /// replacing them with `[REDACTED:<rule>]`.
+    /// replacing them with `[REDACTED:<rule>]` (default: `redact` in config.toml, else on).
     #[arg(long)]
     pub no_redact: bool,
 }
 
 impl WalkArgs {
-    pub fn options(&self, langs: Option<Vec<Lang>>) -> WalkOptions {
-        WalkOptions {
+    pub fn options(&self, langs: Option<Vec<Lang>>) -> Result<WalkOptions> {
+        Ok(WalkOptions {
             max_file_bytes: self.max_file_size,
             hidden: self.hidden,
             ignore_globs: self.ignore_globs.clone(),
             langs,
-            redact: !self.no_redact,
-        }
+            redact: ctxzip_scoring::models::redact(self.no_redact.then_some(false))?,
+        })
     }
 }
 
@@ -114,7 +114,7 @@ struct JsonOutput<'a> {
 }
 
 pub fn run(args: ChunksArgs) -> Result<ExitCode> {
-    let options = args.walk.options(parse_langs(&args.langs)?);
+    let options = args.walk.options(parse_langs(&args.langs)?)?;
     let paths = if args.paths.is_empty() {
         vec![PathBuf::from(".")]
     } else {

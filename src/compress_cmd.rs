@@ -173,7 +173,7 @@ pub fn run(args: CompressArgs) -> Result<ExitCode> {
     } else {
         args.paths.clone()
     };
-    let options = args.walk.options(parse_langs(&args.langs)?);
+    let options = args.walk.options(parse_langs(&args.langs)?)?;
     let line = StageLine::for_stderr(args.quiet);
     line.show(&Progress::start(Stage::Walk));
     let mut files: Vec<FileChunks> = Vec::new();

@@ -55,8 +55,9 @@ fn main() -> ExitCode {
         Command::Compress(args) => compress_cmd::run(args),
         Command::Chunks(args) => chunks_cmd::run(args),
         Command::Lsp(args) => lsp_cmd::run(args),
-        Command::Mcp { mcp, model, walk } => mcp
-            .settings(walk.options(None))
+        Command::Mcp { mcp, model, walk } => walk
+            .options(None)
+            .and_then(|walk| mcp.settings(walk))
             .and_then(|settings| ctxzip_mcp::run(settings, move || model.start_model())),
         Command::Bench(command) => bench_cmd::run(command).map(|()| ExitCode::SUCCESS),
         Command::Model(command) => model_cmd::run(command).map(|()| ExitCode::SUCCESS),

@@ -1152,3 +1152,75 @@ fn a_client_without_work_done_progress_gets_no_compress_progress() {
         .collect();
     assert!(progress.is_empty(), "{progress:?}");
 }
+
+/// A redacted secret changes its line's length (`[REDACTED:aws-access-key]` is 25 characters,
+/// the key 20; a private key block keeps its lines but not their text), not the number of
+/// lines: a chunk's range ends where its last line ends in the user's text, in an unsaved
+/// buffer as in a file on disk, in the client's position encoding.
+#[test]
+fn ranges_after_a_redaction_point_into_the_users_text() {
+    // Each secret on its chunk's last line (the file's last), `ünï` before the key: UTF-16
+    // units and bytes differ on the key's line too.
+    let access_py = "\
+def aws_region():
+    return 'eu-west-1'
+
+
+def access_key_ünï():
+    return {\"ünï\": \"AKIAIOSFODNN7EXAMPLE\"}
+";
+    let signing_py = "\
+def signing_key():
+    return \"\"\"-----BEGIN PRIVATE KEY-----
+MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj
+-----END PRIVATE KEY-----\"\"\"
+";
+    let files = [
+        ("open_access.py", access_py),
+        ("open_signing.py", signing_py),
+        ("disk_access.py", access_py),
+        ("disk_signing.py", signing_py),
+    ];
+    // On disk, the buffers' files hold something else: what counts is the unsaved text.
+    let mut s = start(workspace(&[
+        ("open_access.py", "X = 1\n"),
+        ("open_signing.py", "Y = 2\n"),
+        files[2],
+        files[3],
+    ]));
+    s.wait_ready();
+    for (name, text) in &files[..2] {
+        s.client
+            .notify(
+                "textDocument/didOpen",
+                json!({"textDocument": {"uri": uri(&s.path(name)), "languageId": "python", "version": 1, "text": text}}),
+            )
+            .unwrap();
+    }
+    let response =
+        s.compress(json!({"query": "access key, signing key and aws region", "budget": 2000}));
+    let result = &response["result"];
+    let chunks = result["chunks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{response}"));
+    // The server speaks UTF-16 unless the client offers UTF-8 (this one offers nothing).
+    let width = |line: &str| line.encode_utf16().count() as u64;
+    let mut on_secrets = 0;
+    for (path, text) in files {
+        let lines: Vec<&str> = text.lines().collect();
+        for chunk in chunks.iter().filter(|c| c["path"] == path) {
+            let end = &chunk["range"]["end"];
+            let row = end["line"].as_u64().unwrap() as usize;
+            assert_eq!(
+                end["character"].as_u64(),
+                Some(width(lines[row])),
+                "{path}: {chunk} should end at the end of {:?}",
+                lines[row]
+            );
+            on_secrets += usize::from(lines[row].contains("AKIA") || lines[row].contains("END"));
+        }
+    }
+    assert_eq!(on_secrets, 4, "{result}");
+    assert_eq!(result["stats"]["redacted"], 4, "{result}");
+    assert!(s.shutdown().success());
+}

@@ -311,6 +311,7 @@ fn mcp_session_over_stdio() {
                       "type": "integer"
                     },
                     "original_tokens": {
+                      "description": "Tokens of every chunk: exact up to 1 MiB of chunk text and for a rate budget; beyond,\nthe chunks no stage counted are estimated from their bytes (`compress/counts.rs`).",
                       "minimum": 0,
                       "type": "integer"
                     },

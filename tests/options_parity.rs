@@ -306,3 +306,119 @@ fn every_surface_offers_every_scorer_setting() {
         missing.join("\n")
     );
 }
+
+/// AWS's documented example key id: never a real key.
+const KEYED_PY: &str = "import os\n\nAWS_ACCESS_KEY_ID = \"AKIAIOSFODNN7EXAMPLE\"\n\n\ndef aws_region():\n    return os.environ.get(\"AWS_REGION\", \"eu-west-1\")\n";
+
+/// `redact = false` in config.toml is the default of every surface (the CLI's `compress`
+/// and `chunks`, the LSP, MCP), as `gpu_layers` is; a surface's own setting still wins, and a
+/// `redact` that is not a boolean is refused by its name.
+#[test]
+fn redact_in_config_toml_is_the_default_of_every_surface() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    std::fs::write(root.join("config.py"), KEYED_PY).unwrap();
+    let config = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(config.path().join("ctxzip")).unwrap();
+    let config_toml = config.path().join("ctxzip/config.toml");
+    std::fs::write(&config_toml, "redact = false\n").unwrap();
+    let env = [("XDG_CONFIG_HOME", config.path())];
+    let root_arg = root.to_str().unwrap();
+    let key = "AKIAIOSFODNN7EXAMPLE";
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ctxzip"))
+            .args(args)
+            .env("CTXZIP_CACHE", common::test_cache())
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let compress = [
+        "compress",
+        root_arg,
+        "--query",
+        "aws key",
+        "--format",
+        "json",
+        "--ranker",
+        "bm25",
+        "--model",
+        MODEL,
+        "--offline",
+    ];
+
+    // The CLI.
+    let out = cli(&compress);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(json["context"].as_str().unwrap().contains(key), "{json}");
+    assert_eq!(json["stats"]["redacted"], 0, "{json}");
+    let out = cli(&["chunks", root_arg, "--format", "json"]);
+    let chunks: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(chunks["redacted"], 0, "{chunks}");
+
+    // MCP.
+    let mut mcp = McpClient::start_with_env(&[root_arg], &root, Stdio::null(), &env);
+    mcp.initialize(json!({}));
+    let result = mcp.call("compress_context", json!({"query": "aws key"}));
+    assert!(
+        common::mcp_client::text_of(&result).contains(key),
+        "{result}"
+    );
+    drop(mcp);
+
+    // The LSP: the config's default, then the editor's own setting over it.
+    for (init, shown) in [(json!({}), true), (json!({"redact": true}), false)] {
+        let mut lsp = LspClient::spawn(
+            Command::new(env!("CARGO_BIN_EXE_ctxzip"))
+                .arg("lsp")
+                .env("CTXZIP_CACHE", common::test_cache())
+                .envs(env.iter().copied())
+                .stderr(Stdio::null()),
+        )
+        .expect("ctxzip lsp starts");
+        let root_uri = format!("file://{}", root.display());
+        let mut options = json!({"model": MODEL, "offline": true});
+        options
+            .as_object_mut()
+            .unwrap()
+            .extend(init.as_object().unwrap().clone());
+        let response = lsp.request(
+            "initialize",
+            json!({"processId": null, "rootUri": root_uri, "capabilities": {},
+                   "initializationOptions": options}),
+            WAIT,
+        );
+        assert!(response["result"].is_object(), "{response}");
+        lsp.notify("initialized", json!({})).unwrap();
+        // The index fills in the background: ask until it holds the file.
+        let deadline = std::time::Instant::now() + WAIT;
+        let context = loop {
+            let answer = lsp.request(
+                "ctxzip/compress",
+                json!({"query": "aws key", "ranker": "bm25"}),
+                WAIT,
+            );
+            let context = answer["result"]["context"].as_str().unwrap_or_default();
+            if context.contains("AWS_ACCESS_KEY_ID") || std::time::Instant::now() > deadline {
+                break context.to_string();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(context.contains(key), shown, "{init}: {context}");
+    }
+
+    // A value that is not a boolean is refused by its name.
+    std::fs::write(&config_toml, "redact = \"no\"\n").unwrap();
+    let out = cli(&compress);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("`redact` must be true or false"),
+        "{stderr}"
+    );
+}

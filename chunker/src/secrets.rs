@@ -145,6 +145,36 @@ static COMPILED: LazyLock<Vec<(&'static Rule, Regex)>> = LazyLock::new(|| {
 pub struct Redaction {
     pub rule: &'static str,
     pub line: u32,
+    /// The widths the lines the secret touched had before it was replaced, from `line` on:
+    /// the replacement keeps every line in place but not its length, and an editor's
+    /// positions on those lines are positions in the text the user sees.
+    #[serde(skip)]
+    pub original_widths: Vec<LineWidth>,
+}
+
+/// A line's length without its line break, in the two units editors count positions in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LineWidth {
+    pub utf8: u32,
+    pub utf16: u32,
+}
+
+impl LineWidth {
+    pub fn of(line: &str) -> LineWidth {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        LineWidth {
+            utf8: u32::try_from(line.len()).unwrap_or(u32::MAX),
+            utf16: u32::try_from(line.encode_utf16().count()).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+impl Redaction {
+    /// The original width of 0-based `row`, when this secret touched it.
+    pub fn original_width(&self, row: usize) -> Option<LineWidth> {
+        let first = (self.line as usize).checked_sub(1)?;
+        self.original_widths.get(row.checked_sub(first)?).copied()
+    }
 }
 
 /// The ids of every rule, in precedence order (for docs and tests).
@@ -205,7 +235,18 @@ pub fn redact(text: String) -> (String, Vec<Redaction>) {
         for _ in 0..newlines {
             out.push('\n');
         }
-        redactions.push(Redaction { rule, line });
+        let row_start = text[..range.start].rfind('\n').map_or(0, |i| i + 1);
+        let row_end = text[range.end..]
+            .find('\n')
+            .map_or(text.len(), |i| range.end + i);
+        redactions.push(Redaction {
+            rule,
+            line,
+            original_widths: text[row_start..row_end]
+                .split('\n')
+                .map(LineWidth::of)
+                .collect(),
+        });
         line += newlines as u32;
         at = range.end;
     }
@@ -346,19 +387,18 @@ mod tests {
         );
         let (out, found) = redact(text.clone());
         assert_eq!(out.lines().count(), text.lines().count());
+        let found_at: Vec<(&str, u32)> = found.iter().map(|r| (r.rule, r.line)).collect();
+        assert_eq!(found_at, [("private-key", 2), ("aws-access-key", 6)]);
+        // The widths the touched lines had: the key block's four, then the key id's line.
+        let widths =
+            |r: &Redaction| -> Vec<u32> { r.original_widths.iter().map(|w| w.utf8).collect() };
+        assert_eq!(widths(&found[0]), [36, 64, 64, 28]);
+        assert_eq!(widths(&found[1]), [27]);
         assert_eq!(
-            found,
-            vec![
-                Redaction {
-                    rule: "private-key",
-                    line: 2
-                },
-                Redaction {
-                    rule: "aws-access-key",
-                    line: 6
-                },
-            ]
+            found[1].original_width(5),
+            Some(LineWidth::of("id = \"AKIAIOSFODNN7EXAMPLE\""))
         );
+        assert_eq!(found[1].original_width(6), None);
         assert_eq!(
             out.lines().nth(5),
             Some("id = \"[REDACTED:aws-access-key]\"")

@@ -34,6 +34,20 @@ pub struct FileSnapshot {
     pub redactions: Vec<Redaction>,
 }
 
+impl FileSnapshot {
+    /// The length of 0-based `row` in the text the user sees (the buffer or the file): a
+    /// redacted secret changed the length of the lines it touched in `text`.
+    pub fn user_line_length(&self, row: usize, encoding: PositionEncoding) -> u32 {
+        match self.redactions.iter().find_map(|r| r.original_width(row)) {
+            Some(width) => match encoding {
+                PositionEncoding::Utf8 => width.utf8,
+                PositionEncoding::Utf16 => width.utf16,
+            },
+            None => line_length(&self.text, row, encoding),
+        }
+    }
+}
+
 /// A workspace root: a canonical directory and a short name for multi-root paths.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Root {

@@ -28,7 +28,8 @@ pub struct Options {
     pub ignore: Option<Vec<String>>,
     /// Files larger than this are not indexed.
     pub max_file_bytes: Option<u64>,
-    /// Replace secrets found in file text with `[REDACTED:<rule>]` (default true).
+    /// Replace secrets found in file text with `[REDACTED:<rule>]` (default: `redact` in
+    /// config.toml, else true).
     pub redact: Option<bool>,
     /// Score on this OpenAI-compatible server (vLLM, llama-cpp-python) instead of in process.
     pub scorer_url: Option<String>,

@@ -843,7 +843,7 @@ impl Server {
                         start: Position::new(c.start_line.saturating_sub(1), 0),
                         end: Position::new(
                             end_row as u32,
-                            index::line_length(&file.text, end_row, encoding),
+                            file.user_line_length(end_row, encoding),
                         ),
                     },
                     path: c.path.clone(),
@@ -1194,9 +1194,12 @@ fn walk_options(options: &Options) -> WalkOptions {
     if let Some(max) = options.max_file_bytes {
         walk.max_file_bytes = max;
     }
-    if let Some(redact) = options.redact {
-        walk.redact = redact;
-    }
+    // The editor's setting, else config.toml's `redact` (the rule every surface shares),
+    // else on. A config file that cannot say leaves redaction on.
+    walk.redact = ctxzip_scoring::models::redact(options.redact).unwrap_or_else(|e| {
+        eprintln!("ctxzip lsp: {e}; secrets stay redacted");
+        true
+    });
     walk
 }
 

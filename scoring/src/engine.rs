@@ -60,7 +60,7 @@ use tokio::sync::oneshot;
 use crate::cache::{DiskCache, ScoreCache};
 use crate::error::{Error, Result};
 use crate::gguf;
-use crate::model::{ModelDescription, ScoringModel, TokenCountMemo};
+use crate::model::{ModelDescription, ScoringModel, TokenCountMemo, TokenFloor};
 use crate::models::ResolvedModel;
 
 /// The text between a chunk and the query.
@@ -457,6 +457,8 @@ struct Inner {
     /// Token counts of chunk texts by content hash: a workspace's chunks are counted once,
     /// not on every query.
     counts: TokenCountMemo,
+    /// What the vocabulary says about the fewest tokens of a text.
+    floor: Option<TokenFloor>,
 }
 
 enum Job {
@@ -566,6 +568,7 @@ impl Scorer {
             })
             .map_err(|e| Error::io("cannot start the scoring thread", e))?;
         ready_rx.recv().map_err(|_| Error::WorkerGone)??;
+        let floor = token_floor(&model);
         Ok(Scorer {
             inner: Arc::new(Inner {
                 model,
@@ -579,6 +582,7 @@ impl Scorer {
                 disk,
                 adds_bos,
                 counts: TokenCountMemo::new(),
+                floor,
             }),
         })
     }
@@ -828,6 +832,10 @@ impl ScoringModel for Scorer {
         Scorer::count_tokens_batch(self, texts)
     }
 
+    fn min_tokens(&self, text: &str) -> usize {
+        self.inner.floor.map_or(0, |floor| floor.min_tokens(text))
+    }
+
     fn score_chunks_with(
         &self,
         query: &str,
@@ -862,6 +870,28 @@ pub(crate) fn load_tokenizer(path: &std::path::Path, verbose: bool) -> Result<Ll
         path: path.to_path_buf(),
         arch: architecture,
     })
+}
+
+/// The [`TokenFloor`] of a vocabulary whose pieces concatenate to the text they tokenize
+/// (byte-level BPE, SentencePiece), checked on a probe text; `None` for the others
+/// (WordPiece lower-cases and marks its pieces), which then get no floor.
+pub(crate) fn token_floor(model: &LlamaModel) -> Option<TokenFloor> {
+    const PROBE: &str = "fn Résumé_x2(a: &[u8]) -> ÆON {\n\tif a == b:  return [1, 22]; // ok\n}";
+    let vocab = model.vocab();
+    let piece = |token: LlamaToken| {
+        let mut piece = Vec::new();
+        // special = false: as tokenizing with parse_special = false, control tokens render
+        // empty; user-defined ones render (and can be produced).
+        vocab.token_to_piece_into(token, &mut piece, false, None);
+        piece
+    };
+    let rendered: Vec<u8> = tokenize(model, PROBE).into_iter().flat_map(piece).collect();
+    let with_space = [b" ".as_slice(), PROBE.as_bytes()].concat();
+    if rendered != PROBE.as_bytes() && rendered != with_space {
+        return None;
+    }
+    let pieces: Vec<Vec<u8>> = vocab.tokens().map(piece).collect();
+    Some(TokenFloor::from_pieces(pieces.iter().map(Vec::as_slice)))
 }
 
 pub(crate) fn tokenize(model: &LlamaModel, text: &str) -> Vec<LlamaToken> {

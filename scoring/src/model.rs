@@ -80,6 +80,11 @@ pub trait ScoringModel: Send + Sync {
         self.default_options().max_packed_seqs.max(1)
     }
 
+    /// A lower bound on [`ScoringModel::count_tokens`] of `text`, without tokenizing (a scan
+    /// of its bytes): the pipeline counts a chunk only when this floor says it could still
+    /// fit ([`TokenFloor`]). 0 is always sound.
+    fn min_tokens(&self, text: &str) -> usize;
+
     /// Scores every chunk against `query`: the query's tokens with their NLL given an empty
     /// chunk ([`ScoreOutput::query_tokens`]) and, per chunk, each query token's NLL given
     /// the chunk ([`crate::ChunkScore::query_nlls`]). Chunks the deadline did not let through
@@ -138,5 +143,110 @@ impl TokenCountMemo {
                 n
             })
             .collect()
+    }
+}
+
+/// A cheap, sound lower bound on a tokenizer's count of a text, from two facts about its
+/// vocabulary: the longest piece any token renders to (so a text of `n` bytes needs at least
+/// `n / max_piece_bytes` tokens), and the most runs of letters and digits one piece holds
+/// (BPE pre-tokenizers split words from punctuation, so a piece almost always holds one run:
+/// `foo(bar)` needs a token for `foo` and another for `bar`).
+///
+/// Sound because a tokenizer's pieces, concatenated, are the text (a SentencePiece tokenizer
+/// may add a leading space, which only adds bytes): a token whose piece holds at most `r`
+/// runs touches at most `r` runs of the text, so a text of `R` runs needs `R / r` tokens.
+/// Bytes that are not whole UTF-8 characters inside a piece count as letters, which can only
+/// raise `r`. Tokens that tokenizing never produces (control tokens render empty) count for
+/// nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenFloor {
+    /// The longest piece in bytes (at least 1).
+    pub max_piece_bytes: usize,
+    /// The most runs of letters and digits in one piece (at least 1).
+    pub max_word_runs: usize,
+}
+
+impl TokenFloor {
+    /// The floor of a vocabulary given each token's rendered piece.
+    pub fn from_pieces<'a>(pieces: impl IntoIterator<Item = &'a [u8]>) -> TokenFloor {
+        let mut floor = TokenFloor {
+            max_piece_bytes: 1,
+            max_word_runs: 1,
+        };
+        for piece in pieces {
+            floor.max_piece_bytes = floor.max_piece_bytes.max(piece.len());
+            floor.max_word_runs = floor.max_word_runs.max(word_runs_of_bytes(piece));
+        }
+        floor
+    }
+
+    /// At least this many tokens make up `text`.
+    pub fn min_tokens(&self, text: &str) -> usize {
+        if text.is_empty() {
+            return 0;
+        }
+        let by_bytes = text.len().div_ceil(self.max_piece_bytes);
+        let by_words = word_runs(text).div_ceil(self.max_word_runs);
+        by_bytes.max(by_words).max(1)
+    }
+}
+
+/// Maximal runs of alphanumeric characters in `text`.
+pub fn word_runs(text: &str) -> usize {
+    let mut runs = 0;
+    let mut in_run = false;
+    for c in text.chars() {
+        let word = c.is_alphanumeric();
+        runs += usize::from(word && !in_run);
+        in_run = word;
+    }
+    runs
+}
+
+/// [`word_runs`] of a token's piece, which may end or begin inside a UTF-8 character: such
+/// bytes count as alphanumeric (the most runs the piece could touch).
+fn word_runs_of_bytes(piece: &[u8]) -> usize {
+    let mut runs = 0;
+    let mut in_run = false;
+    for chunk in piece.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            let word = c.is_alphanumeric();
+            runs += usize::from(word && !in_run);
+            in_run = word;
+        }
+        if !chunk.invalid().is_empty() {
+            runs += usize::from(!in_run);
+            in_run = true;
+        }
+    }
+    runs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{TokenFloor, word_runs};
+
+    #[test]
+    fn the_floor_counts_word_runs_per_piece_and_bytes_per_longest_piece() {
+        let floor = TokenFloor::from_pieces([b"foo".as_slice(), b" bar", b"(", b"========"]);
+        assert_eq!(floor.max_piece_bytes, 8);
+        assert_eq!(floor.max_word_runs, 1);
+        // foo, bar, baz: three runs, each its own token at least.
+        assert_eq!(floor.min_tokens("foo(bar.baz)"), 3);
+        assert_eq!(floor.min_tokens(&"=".repeat(20)), 3);
+        assert_eq!(floor.min_tokens("  "), 1);
+        assert_eq!(floor.min_tokens(""), 0);
+        // A piece joining two words halves what runs can prove.
+        let joined = TokenFloor::from_pieces([b"<tool_call>".as_slice()]);
+        assert_eq!(joined.max_word_runs, 2);
+        assert_eq!(joined.min_tokens("foo(bar.baz)"), 2);
+    }
+
+    #[test]
+    fn a_piece_cut_inside_a_character_counts_the_cut_bytes_as_a_word() {
+        // "é b" cut after the first byte of é: the tail byte could end a word.
+        let floor = TokenFloor::from_pieces(["é b".as_bytes()[1..].as_ref()]);
+        assert_eq!(floor.max_word_runs, 2);
+        assert_eq!(word_runs("Ñiño façade, 東京!"), 3);
     }
 }

@@ -532,6 +532,26 @@ pub fn gpu_layers(setting: Option<u32>) -> Result<u32> {
     })
 }
 
+/// Whether secrets found in file text are replaced with `[REDACTED:<rule>]`: `setting` (a
+/// flag, an editor setting or an MCP server's flag) when given, else `redact` from the config
+/// file, else on. One rule for every shell, as [`gpu_layers`].
+pub fn redact(setting: Option<bool>) -> Result<bool> {
+    if let Some(on) = setting {
+        return Ok(on);
+    }
+    let Some(table) = config_table()? else {
+        return Ok(true);
+    };
+    match table.get("redact") {
+        None => Ok(true),
+        Some(toml::Value::Boolean(on)) => Ok(*on),
+        Some(other) => Err(Error::Config {
+            path: config_path()?,
+            detail: format!("`redact` must be true or false, e.g. `redact = false`, not {other}"),
+        }),
+    }
+}
+
 /// The sha256 of a user-supplied model, memoised in `<cache>/model-sha256.json` by
 /// (canonical path, size, mtime): hashing 500 MB takes seconds and the hash is the cache key.
 fn memoised_sha256(path: &Path) -> Result<String> {

@@ -189,6 +189,12 @@ impl ScoringModel for OverlapModel {
         self.counts.counts(texts, |t| tokens(t).len())
     }
 
+    /// Half the count, loose on purpose: the pipeline's tests then meet both chunks the floor
+    /// rules out and chunks it cannot, which must be counted.
+    fn min_tokens(&self, text: &str) -> usize {
+        tokens(text).len() / 2
+    }
+
     fn score_chunks_with(
         &self,
         query: &str,

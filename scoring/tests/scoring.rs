@@ -356,3 +356,52 @@ async fn async_calls_work_from_a_runtime() {
         .unwrap();
     assert_eq!(out.scores.len(), 4);
 }
+
+/// The floor the pipeline rules chunks out by ([`ScoringModel::min_tokens`]) is never above
+/// the real count, on real code (this repository's sources, whole and cut into lines and
+/// runs of lines) and on texts made of the vocabulary's longest pieces; and it is a floor
+/// worth having (a good share of the count), or the pipeline would count everything.
+#[test]
+fn the_token_floor_is_at_most_the_count_and_near_it_on_code() {
+    use ctxzip_scoring::ScoringModel;
+    let scorer = scorer();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut texts: Vec<String> = Vec::new();
+    for dir in [
+        "chunker/src",
+        "scoring/src",
+        "scoring/src/compress",
+        "chunker/queries/rust",
+    ] {
+        for entry in std::fs::read_dir(root.join(dir)).expect("source dir") {
+            let path = entry.expect("dir entry").path();
+            if !path.is_file() {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("source file");
+            let lines: Vec<&str> = text.split_inclusive('\n').collect();
+            texts.extend(lines.iter().map(|l| l.to_string()));
+            texts.extend(lines.chunks(7).map(|run| run.concat()));
+            texts.push(text);
+        }
+    }
+    for extreme in [
+        " ".repeat(300),
+        format!("\n{}", " ".repeat(200)),
+        "#".repeat(500),
+        "-".repeat(333) + "\n" + &"=".repeat(77),
+        "<tool_call></tool_call><|im_start|>".into(),
+        "Ñiño façade Québec 東京 日本語 ünïcödé_idént".into(),
+        "a.b.c.d.e.f.g.h 1 2 3 44 555 6666 x_y_z".into(),
+    ] {
+        texts.push(extreme);
+    }
+    let (mut floors, mut counts) = (0, 0);
+    for text in &texts {
+        let (floor, count) = (scorer.min_tokens(text), scorer.count_tokens(text));
+        assert!(floor <= count, "floor {floor} > count {count} of {text:?}");
+        floors += floor;
+        counts += count;
+    }
+    assert!(floors * 3 > counts, "floors {floors} of {counts} tokens");
+}

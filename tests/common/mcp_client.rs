@@ -31,9 +31,20 @@ impl Client {
     }
 
     pub fn start_with_stderr(args: &[&str], cwd: &Path, stderr: Stdio) -> Client {
+        Client::start_with_env(args, cwd, stderr, &[])
+    }
+
+    /// [`Client::start_with_stderr`] with extra environment variables (a config dir).
+    pub fn start_with_env(
+        args: &[&str],
+        cwd: &Path,
+        stderr: Stdio,
+        env: &[(&str, &Path)],
+    ) -> Client {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ctxzip"))
             .arg("mcp")
             .env("CTXZIP_CACHE", super::test_cache())
+            .envs(env.iter().copied())
             // Not --offline: on a fresh machine the first call waits while the model is pulled.
             .args(["--model", "smollm2-135m"])
             .args(args)

@@ -2,6 +2,7 @@
 //! text, names and paths.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 /// Words too common in code or queries to say anything about relevance.
 const STOP_WORDS: &[&str] = &[
@@ -14,30 +15,60 @@ const STOP_WORDS: &[&str] = &[
     "string", "bool", "void", "import", "end", "class", "impl", "type", "value",
 ];
 
+/// [`STOP_WORDS`] sorted, for a binary search per term.
+static SORTED_STOP_WORDS: LazyLock<Vec<&str>> = LazyLock::new(|| {
+    let mut words = STOP_WORDS.to_vec();
+    words.sort_unstable();
+    words
+});
+
 /// Splits text into lowercase terms: identifiers are split at `_`, `-` and camelCase
 /// boundaries, and kept whole as well.
 pub fn terms(text: &str) -> Vec<String> {
     let mut out = Vec::new();
+    for_each_term(text, |term| out.push(term.to_owned()));
+    out
+}
+
+/// The terms of [`terms`], in its order, each passed to `f` without a string of its own:
+/// indexing a big tree's chunks meets tens of millions of them.
+pub fn for_each_term(text: &str, mut f: impl FnMut(&str)) {
+    let mut lower = String::new();
+    let mut parts: Vec<(usize, usize)> = Vec::new();
     for word in text.split(|c: char| !(c.is_alphanumeric() || c == '_')) {
         if word.is_empty() || word.len() > 64 {
             continue;
         }
-        let parts = split_identifier(word);
+        split_identifier(word, &mut parts);
         if parts.len() > 1 {
-            push_term(&mut out, &word.to_lowercase());
+            lowercase_into(word, &mut lower);
+            emit_term(&lower, &mut f);
         }
-        for part in parts {
-            push_term(&mut out, &part);
+        for &(start, end) in &parts {
+            lowercase_into(&word[start..end], &mut lower);
+            emit_term(&lower, &mut f);
         }
     }
-    out
 }
 
-fn push_term(out: &mut Vec<String>, term: &str) {
-    if term.len() < 2 || term.chars().all(|c| c.is_ascii_digit()) || STOP_WORDS.contains(&term) {
+fn lowercase_into(text: &str, out: &mut String) {
+    out.clear();
+    if text.is_ascii() {
+        out.push_str(text);
+        out.make_ascii_lowercase();
+    } else {
+        out.push_str(&text.to_lowercase());
+    }
+}
+
+fn emit_term(term: &str, f: &mut impl FnMut(&str)) {
+    if term.len() < 2
+        || term.chars().all(|c| c.is_ascii_digit())
+        || SORTED_STOP_WORDS.binary_search(&term).is_ok()
+    {
         return;
     }
-    out.push(stem(term).to_owned());
+    f(stem(term));
 }
 
 /// A light stemmer: plural and verb suffixes, then a final `e`, so that `parses`, `parsed`,
@@ -56,32 +87,38 @@ fn stem(term: &str) -> &str {
     }
 }
 
-fn split_identifier(word: &str) -> Vec<String> {
-    let mut parts = Vec::new();
-    for piece in word.split('_').filter(|p| !p.is_empty()) {
-        let chars: Vec<char> = piece.chars().collect();
-        let mut current = String::new();
-        for (i, &c) in chars.iter().enumerate() {
+/// Byte ranges in `word` of its parts (split at `_` and camelCase boundaries), into `parts`.
+fn split_identifier(word: &str, parts: &mut Vec<(usize, usize)>) {
+    parts.clear();
+    let mut offset = 0;
+    for piece in word.split('_') {
+        let base = offset;
+        offset += piece.len() + 1;
+        if piece.is_empty() {
+            continue;
+        }
+        let chars: Vec<(usize, char)> = piece.char_indices().collect();
+        let mut start = 0;
+        for (i, &(at, c)) in chars.iter().enumerate() {
             let boundary = i > 0
                 && c.is_uppercase()
-                && (chars[i - 1].is_lowercase()
-                    || chars[i - 1].is_ascii_digit()
-                    || chars.get(i + 1).is_some_and(|n| n.is_lowercase()));
-            if boundary && !current.is_empty() {
-                parts.push(std::mem::take(&mut current).to_lowercase());
+                && (chars[i - 1].1.is_lowercase()
+                    || chars[i - 1].1.is_ascii_digit()
+                    || chars.get(i + 1).is_some_and(|n| n.1.is_lowercase()));
+            if boundary && at > start {
+                parts.push((base + start, base + at));
+                start = at;
             }
-            current.push(c);
         }
-        if !current.is_empty() {
-            parts.push(current.to_lowercase());
-        }
+        parts.push((base + start, base + piece.len()));
     }
-    parts
 }
 
 /// A BM25 index over a fixed set of documents.
 pub struct Bm25 {
-    docs: Vec<HashMap<u32, f32>>,
+    /// Each document's (term id, weighted frequency), sorted by id: a map per document cost
+    /// several times the memory on a tree of 450k chunks.
+    docs: Vec<Box<[(u32, f32)]>>,
     doc_len: Vec<f32>,
     avg_len: f32,
     vocab: HashMap<String, u32>,
@@ -105,24 +142,38 @@ impl Bm25 {
         let mut doc_freq: Vec<u32> = Vec::new();
         let mut out_docs = Vec::new();
         let mut doc_len = Vec::new();
+        let mut occurrences: Vec<(u32, f32)> = Vec::new();
         for fields in docs {
-            let mut counts: HashMap<u32, f32> = HashMap::new();
+            occurrences.clear();
             let mut len = 0.0;
             for (text, weight) in fields {
-                for term in terms(text) {
-                    let next = vocab.len() as u32;
-                    let id = *vocab.entry(term).or_insert(next);
-                    if id as usize == doc_freq.len() {
-                        doc_freq.push(0);
-                    }
-                    *counts.entry(id).or_default() += weight;
+                for_each_term(text, |term| {
+                    let id = match vocab.get(term) {
+                        Some(&id) => id,
+                        None => {
+                            let id = vocab.len() as u32;
+                            vocab.insert(term.to_owned(), id);
+                            doc_freq.push(0);
+                            id
+                        }
+                    };
+                    occurrences.push((id, weight));
                     len += weight;
+                });
+            }
+            // A stable sort: each term's weights are summed in the order they occurred.
+            occurrences.sort_by_key(|&(id, _)| id);
+            let mut counts: Vec<(u32, f32)> = Vec::new();
+            for &(id, weight) in &occurrences {
+                match counts.last_mut() {
+                    Some(last) if last.0 == id => last.1 += weight,
+                    _ => counts.push((id, weight)),
                 }
             }
-            for id in counts.keys() {
-                doc_freq[*id as usize] += 1;
+            for &(id, _) in &counts {
+                doc_freq[id as usize] += 1;
             }
-            out_docs.push(counts);
+            out_docs.push(counts.into_boxed_slice());
             doc_len.push(len);
         }
         let avg_len = doc_len.iter().sum::<f32>() / doc_len.len().max(1) as f32;
@@ -162,7 +213,9 @@ impl Bm25 {
             .map(|(doc, &len)| {
                 idf.iter()
                     .map(|&(id, idf)| {
-                        let tf = doc.get(&id).copied().unwrap_or(0.0);
+                        let tf = doc
+                            .binary_search_by_key(&id, |&(term, _)| term)
+                            .map_or(0.0, |at| doc[at].1);
                         idf * tf * (k1 + 1.0) / (tf + k1 * (1.0 - B + B * len / self.avg_len))
                     })
                     .sum()

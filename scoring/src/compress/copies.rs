@@ -37,6 +37,9 @@ pub(super) fn mark_copies(units: &mut [Unit], docs: &[Document], texts: &[&str])
         }
     }
     let is_stub = |u: &Unit| FileRole::of(docs[u.doc].path, docs[u.doc].lang) == FileRole::Stub;
+    // Terms as ids, each text's a sorted set: a big tree has groups of thousands (`new`,
+    // `fmt`) whose texts are compared pairwise.
+    let mut term_ids: HashMap<String, u32> = HashMap::new();
     for mut group in by_name.into_values() {
         let n_docs = group
             .iter()
@@ -56,9 +59,9 @@ pub(super) fn mark_copies(units: &mut [Unit], docs: &[Document], texts: &[&str])
                 i,
             )
         });
-        let terms: Vec<HashSet<String>> = group
+        let terms: Vec<Vec<u32>> = group
             .iter()
-            .map(|&i| bm25::terms(texts[i]).into_iter().collect())
+            .map(|&i| term_set(texts[i], &mut term_ids))
             .collect();
         let mut kept: Vec<usize> = Vec::new(); // positions in `group`
         for (pos, &i) in group.iter().enumerate() {
@@ -79,12 +82,44 @@ pub(super) fn mark_copies(units: &mut [Unit], docs: &[Document], texts: &[&str])
     }
 }
 
-fn jaccard(a: &HashSet<String>, b: &HashSet<String>) -> f32 {
-    let union = a.union(b).count();
+/// The distinct terms of `text` as sorted ids (`ids` assigns them).
+fn term_set(text: &str, ids: &mut HashMap<String, u32>) -> Vec<u32> {
+    let mut set = Vec::new();
+    bm25::for_each_term(text, |term| {
+        let id = match ids.get(term) {
+            Some(&id) => id,
+            None => {
+                let id = ids.len() as u32;
+                ids.insert(term.to_owned(), id);
+                id
+            }
+        };
+        set.push(id);
+    });
+    set.sort_unstable();
+    set.dedup();
+    set
+}
+
+/// |a ∩ b| / |a ∪ b| of two sorted sets; 1 when both are empty.
+fn jaccard(a: &[u32], b: &[u32]) -> f32 {
+    let (mut i, mut j, mut common) = (0, 0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                common += 1;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    let union = a.len() + b.len() - common;
     if union == 0 {
         return 1.0;
     }
-    a.intersection(b).count() as f32 / union as f32
+    common as f32 / union as f32
 }
 
 /// An `f32` ordered by `total_cmp`, for sort keys.

@@ -12,6 +12,7 @@
 pub mod assemble;
 pub mod bm25;
 mod copies;
+mod counts;
 pub mod fine;
 pub mod progress;
 mod request;
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 pub use assemble::Format;
 use assemble::{FileRuns, assemble, merge_runs};
 use bm25::Bm25;
+use counts::TokenCounts;
 use fine::LineStats;
 pub use progress::{Progress, ProgressSink, Stage};
 pub use request::{CompressError, CompressRequest};
@@ -125,17 +127,6 @@ impl std::str::FromStr for Ranker {
 /// What joining a kept run can save at most, in tokens (an elision marker and its line
 /// breaks): the refill renders any unit within this of fitting rather than ruling it out.
 const REFILL_JOIN_SLACK_TOKENS: usize = 16;
-
-/// What one unit taken by the refill can add beyond its own tokens, at most: two elision
-/// markers (it may split an elided run in two) and the line joins around them.
-const REFILL_MARKER_TOKENS: usize = 24;
-
-/// What a unit in a file with nothing else kept adds beyond the file's header line: a
-/// Markdown fence and the line breaks between files.
-const REFILL_FILE_TOKENS: usize = 8;
-
-/// Units near the budget the refill counts and finds too big before it stops trying.
-const REFILL_MAX_MISSES: usize = 32;
 
 /// Units rendered alone to find the smallest answer when none fits the budget.
 const SMALLEST_RENDERED: usize = 64;
@@ -278,6 +269,8 @@ pub struct SelectedChunk {
 #[derive(Clone, Debug, Default, Serialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct Stats {
+    /// Tokens of every chunk: exact up to 1 MiB of chunk text and for a rate budget; beyond,
+    /// the chunks no stage counted are estimated from their bytes (`compress/counts.rs`).
     pub original_tokens: usize,
     pub compressed_tokens: usize,
     pub ratio: f64,
@@ -306,7 +299,6 @@ pub struct Compressed {
 struct Unit {
     doc: usize,
     chunk: usize,
-    tokens: usize,
     bm25: f32,
     score: f32,
     pinned: bool,
@@ -339,6 +331,36 @@ pub fn compress_with_progress(
     cancel: &CancelFlag,
     progress: Option<ProgressSink>,
 ) -> Result<Compressed, CompressError> {
+    compress_counting(
+        scorer,
+        docs,
+        query,
+        options,
+        cancel,
+        progress,
+        Counting::Lazy,
+    )
+}
+
+/// When the units' tokens are counted ([`TokenCounts`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Counting {
+    /// Only where a stage needs a count its floor cannot settle.
+    Lazy,
+    /// Every unit first: what the lazy way must match.
+    #[cfg_attr(not(test), allow(dead_code))]
+    All,
+}
+
+fn compress_counting(
+    scorer: &dyn ScoringModel,
+    docs: &[Document],
+    query: &str,
+    options: &CompressOptions,
+    cancel: &CancelFlag,
+    progress: Option<ProgressSink>,
+    counting: Counting,
+) -> Result<Compressed, CompressError> {
     let started = Instant::now();
     let deadline = options.deadline.map(|d| started + d);
     let decoded_before = scorer.stats().tokens_decoded;
@@ -360,7 +382,7 @@ pub fn compress_with_progress(
     }
 
     reporter.report(|_| Progress::start(Stage::Candidates));
-    let (mut units, texts, index) = lexical_units(scorer, docs, query, options)?;
+    let (mut units, texts, index) = lexical_units(docs, query, options)?;
     // LongCodeZip as published reads the whole query.
     let max_query_tokens = if options.faithful {
         0
@@ -377,15 +399,23 @@ pub fn compress_with_progress(
         model_query.into_owned()
     };
     let model_query: &str = &model_query;
-    let original_tokens: usize = units.iter().map(|u| u.tokens).sum();
-    let budget = match options.budget {
-        Budget::Tokens(n) => n,
-        Budget::Rate(r) => ((original_tokens as f64 * r).floor() as usize).max(1),
-    };
-
-    // A workspace that fits the budget whole needs no ranking and no pruning.
+    let counts = TokenCounts::new(scorer, &texts);
+    // A workspace that fits the budget whole needs no ranking and no pruning. Each unit is at
+    // least one token: when even that does not fit, the workspace is not counted whole here
+    // (a rate is a share of the whole, so it is).
     let n_docs = units.iter().map(|u| u.doc).collect::<HashSet<_>>().len();
-    let everything_fits = original_tokens + units.len() * 3 + n_docs * 16 <= budget;
+    let might_fit_whole =
+        matches!(options.budget, Budget::Tokens(n) if units.len() * 4 + n_docs * 16 <= n);
+    let exact_total =
+        (counting == Counting::All || might_fit_whole || matches!(options.budget, Budget::Rate(_)))
+            .then(|| counts.count_all());
+    let budget = match (options.budget, exact_total) {
+        (Budget::Tokens(n), _) => n,
+        (Budget::Rate(r), Some(total)) => ((total as f64 * r).floor() as usize).max(1),
+        (Budget::Rate(_), None) => unreachable!("a rate counts the whole workspace"),
+    };
+    let everything_fits = might_fit_whole
+        && exact_total.is_some_and(|total| total + units.len() * 3 + n_docs * 16 <= budget);
     let ranker = if everything_fits {
         Ranker::Bm25
     } else {
@@ -408,7 +438,7 @@ pub fn compress_with_progress(
                     let text = if options.faithful {
                         text
                     } else {
-                        head_for_tokens(text, units[i].tokens, options.max_chunk_tokens)
+                        head_for_tokens(text, counts.get(i), options.max_chunk_tokens)
                     };
                     let text: Cow<str> = if framed {
                         Cow::Owned(format!("{}\n{text}", docs[units[i].doc].path))
@@ -520,8 +550,16 @@ pub fn compress_with_progress(
 
     // Coarse: whole units, in order, within the coarse budget.
     let fine = options.fine && ranker != Ranker::Bm25;
-    let header_tokens =
-        |doc: usize| scorer.count_tokens(&format!("==> {} <==\n", docs[doc].path)) + 3;
+    let header_memo: Vec<std::cell::OnceCell<usize>> =
+        docs.iter().map(|_| std::cell::OnceCell::new()).collect();
+    let header_tokens = |doc: usize| {
+        *header_memo[doc]
+            .get_or_init(|| scorer.count_tokens(&format!("==> {} <==\n", docs[doc].path)) + 3)
+    };
+    let path_memo: Vec<std::cell::OnceCell<usize>> =
+        docs.iter().map(|_| std::cell::OnceCell::new()).collect();
+    let path_tokens =
+        |doc: usize| *path_memo[doc].get_or_init(|| scorer.count_tokens(docs[doc].path));
     // The fine stage reads the top functions, up to `fine_tokens`, and keeps about
     // `fine_rate` of them; the coarse stage may over-select by what that saves.
     let rate = options.fine_rate.clamp(0.05, 1.0);
@@ -535,14 +573,23 @@ pub fn compress_with_progress(
     let mut files_seen: HashSet<usize> = HashSet::new();
     let mut used = 0;
     for &i in &order {
+        // A unit costs at least one token and 3 of framing: once that does not fit, nothing
+        // does. A unit whose floor does not fit is not counted.
+        if used + 4 > coarse_budget {
+            break;
+        }
+        if used + counts.floor(i) + 3 > coarse_budget {
+            continue;
+        }
         let unit = &units[i];
         let overhead = if files_seen.contains(&unit.doc) {
             3
         } else {
             header_tokens(unit.doc)
         };
-        if used + unit.tokens + overhead <= coarse_budget {
-            used += unit.tokens + overhead;
+        let tokens = counts.get(i);
+        if used + tokens + overhead <= coarse_budget {
+            used += tokens + overhead;
             files_seen.insert(unit.doc);
             kept.push(i);
         }
@@ -556,7 +603,7 @@ pub fn compress_with_progress(
             docs,
             &units,
             &kept,
-            &texts,
+            &counts,
             model_query,
             fine_tokens,
             options,
@@ -597,79 +644,42 @@ pub fn compress_with_progress(
         result.kept.remove(worst);
         tokens = result.count();
     }
-    // Rendering and counting the whole output per unit tried costs seconds on a big tree, so
-    // a unit whose worst case still fits is taken on that bound (`pending` sums the bounds
-    // taken since the last count), and only the units near the budget are counted exactly:
-    // the same units are taken as if each were counted.
-    let bounded = matches!(options.format, Format::Text | Format::Markdown);
-    let mut docs_kept: HashSet<usize> = result.kept.iter().map(|&i| units[i].doc).collect();
-    let mut header_memo: HashMap<usize, usize> = HashMap::new();
-    // `pending`: the worst-case cost of the units taken since the last count; `gained`: what
-    // they add at least (a unit's own tokens, less what joining a run can save).
-    let (mut pending, mut gained) = (0, 0);
-    let mut misses = 0;
     for &i in &order {
         // A cheap bound before rendering: a unit costs about its own tokens, but one next to
         // a kept run replaces that run's elision marker instead of adding its own, so it may
         // add a few tokens less; only the rendered count decides near the budget.
-        if tokens + gained + units[i].tokens > budget + REFILL_JOIN_SLACK_TOKENS
+        if tokens + counts.floor(i) > budget + REFILL_JOIN_SLACK_TOKENS
             || result.kept.contains(&i)
+            || tokens + counts.get(i) > budget + REFILL_JOIN_SLACK_TOKENS
         {
             continue;
         }
-        let doc = units[i].doc;
-        let worst = units[i].tokens
-            + REFILL_MARKER_TOKENS
-            + if docs_kept.contains(&doc) {
-                0
-            } else {
-                *header_memo.entry(doc).or_insert_with(|| header_tokens(doc)) + REFILL_FILE_TOKENS
-            };
-        result.kept.push(i);
-        if bounded && !result.runs.contains_key(&i) && tokens + pending + worst <= budget {
-            pending += worst;
-            gained += units[i].tokens.saturating_sub(REFILL_JOIN_SLACK_TOKENS);
-            docs_kept.insert(doc);
+        // A unit of a file not shown yet brings its file's frame, path included: its path's
+        // tokens, then its section rendered alone, are bounds as cheap to count as the unit
+        // (sections are concatenated, and a seam between two moves a token or two, well
+        // within the slack). On a big tree most units that pass the bound above are
+        // one-liners of files not shown.
+        if counting == Counting::Lazy
+            && !result.kept.iter().any(|&k| units[k].doc == units[i].doc)
+            && (tokens + counts.get(i) + path_tokens(units[i].doc)
+                > budget + REFILL_JOIN_SLACK_TOKENS
+                || tokens + result.count_alone(i) > budget + REFILL_JOIN_SLACK_TOKENS)
+        {
             continue;
         }
+        result.kept.push(i);
         let with = result.count();
         if with <= budget {
             tokens = with;
-            docs_kept.insert(doc);
         } else {
             result.kept.pop();
-            if pending > 0 {
-                tokens = result.count();
-            }
-            misses += 1;
-        }
-        (pending, gained) = (0, 0);
-        // Each try near the budget renders and counts the whole output; past this many
-        // misses the few tokens left are not worth more of them.
-        if misses >= REFILL_MAX_MISSES {
-            break;
-        }
-    }
-    if pending > 0 {
-        tokens = result.count();
-        // The bounds hold for every format they are used with; a miss would show here in
-        // the tests, and is dropped like any overflow in a release build.
-        debug_assert!(
-            tokens <= budget,
-            "a refill bound was exceeded: {tokens} > {budget}"
-        );
-        while tokens > budget && !result.kept.is_empty() {
-            result.kept.pop();
-            tokens = result.count();
         }
     }
     if result.kept.is_empty() {
         // The smallest answer there is: one whole unit (skeletons are never printed alone)
         // rendered in the requested format. The estimate ranks the candidates; the few
         // smallest are rendered, since headers differ by format and path.
-        let mut candidates: Vec<usize> = (0..units.len()).filter(|&i| !units[i].skeleton).collect();
-        candidates.sort_by_key(|&i| units[i].tokens + header_tokens(units[i].doc));
-        candidates.truncate(SMALLEST_RENDERED);
+        let candidates = smallest_units(&units, &counts, header_tokens);
         result.runs = KeptRows::new();
         let smallest = candidates
             .into_iter()
@@ -684,6 +694,14 @@ pub fn compress_with_progress(
 
     let context = result.render();
     let compressed_tokens = scorer.count_tokens(&context);
+    // Exact for a workspace small enough to count whole in well under a second.
+    let original_tokens = exact_total.unwrap_or_else(|| {
+        if counts.total_bytes() <= counts::EXACT_TOTAL_BYTES {
+            counts.count_all()
+        } else {
+            counts.estimate_total()
+        }
+    });
     debug_assert!(compressed_tokens <= budget);
     let chunks = result.selected(&rank);
     let n_files = chunks.iter().map(|c| &c.path).collect::<HashSet<_>>().len();
@@ -801,6 +819,32 @@ fn score_candidates(
         report(done);
     }
     Ok(all)
+}
+
+/// The [`SMALLEST_RENDERED`] units (skeletons aside) costing the fewest tokens with their
+/// file's header, fewest first, ties in unit order: what a stable sort of every unit by that
+/// cost puts first, counting only the units whose floor could be among them.
+fn smallest_units(
+    units: &[Unit],
+    counts: &TokenCounts,
+    header_tokens: impl Fn(usize) -> usize,
+) -> Vec<usize> {
+    let mut by_floor: Vec<(usize, usize)> = (0..units.len())
+        .filter(|&i| !units[i].skeleton)
+        .map(|i| (counts.floor(i) + header_tokens(units[i].doc), i))
+        .collect();
+    by_floor.sort_unstable();
+    // (cost, unit), sorted.
+    let mut best: Vec<(usize, usize)> = Vec::with_capacity(SMALLEST_RENDERED + 1);
+    for (floor, i) in by_floor {
+        if best.len() == SMALLEST_RENDERED && best.last().is_some_and(|&(cost, _)| floor > cost) {
+            break;
+        }
+        let entry = (counts.get(i) + header_tokens(units[i].doc), i);
+        best.insert(best.partition_point(|&e| e < entry), entry);
+        best.truncate(SMALLEST_RENDERED);
+    }
+    best.into_iter().map(|(_, i)| i).collect()
 }
 
 /// A name defined more often than this (`new`, `get`, `__init__`) says too little.
@@ -951,10 +995,9 @@ fn fuse_with_bm25(units: &mut [Unit], candidates: &[usize]) {
     }
 }
 
-/// Every chunk with content as a unit, with its token count, BM25 score and structural pin;
-/// their texts; and the BM25 index over them.
+/// Every chunk with content as a unit, with its BM25 score and structural pin; their texts;
+/// and the BM25 index over them. Tokens are counted later, where needed ([`TokenCounts`]).
 fn lexical_units<'d>(
-    scorer: &dyn ScoringModel,
     docs: &[Document<'d>],
     query: &str,
     options: &CompressOptions,
@@ -972,7 +1015,6 @@ fn lexical_units<'d>(
             units.push(Unit {
                 doc: d,
                 chunk: c,
-                tokens: 0,
                 bm25: 0.0,
                 score: f32::NEG_INFINITY,
                 pinned: false,
@@ -984,9 +1026,6 @@ fn lexical_units<'d>(
     }
     if units.is_empty() {
         return Err(CompressError::EmptyWorkspace);
-    }
-    for (unit, n) in units.iter_mut().zip(scorer.count_tokens_batch(&texts)) {
-        unit.tokens = n;
     }
     // Candidates: BM25 over text, names and paths, plus structure.
     let index = Bm25::new(units.iter().zip(&texts).map(|(u, text)| {
@@ -1034,7 +1073,7 @@ impl CandidateOrder {
 
 /// The candidate stage alone for `query`; see [`CandidateOrder`].
 pub fn candidate_chunks(
-    scorer: &dyn ScoringModel,
+    _scorer: &dyn ScoringModel,
     docs: &[Document],
     query: &str,
     options: &CompressOptions,
@@ -1043,7 +1082,7 @@ pub fn candidate_chunks(
     if query.is_empty() {
         return Err(CompressError::EmptyQuery);
     }
-    let (units, _, _) = lexical_units(scorer, docs, query, options)?;
+    let (units, _, _) = lexical_units(docs, query, options)?;
     Ok(CandidateOrder {
         chunks: candidate_order(&units, options.code_first)
             .into_iter()
@@ -1165,7 +1204,7 @@ fn fine_stage(
     docs: &[Document],
     units: &[Unit],
     kept: &[usize],
-    texts: &[&str],
+    counts: &TokenCounts,
     query: &str,
     fine_tokens: usize,
     options: &CompressOptions,
@@ -1179,7 +1218,7 @@ fn fine_stage(
     for &i in kept {
         let chunk = &docs[units[i].doc].chunks[units[i].chunk];
         if chunk.kind.is_callable() && chunk.n_lines() >= 5 && read < fine_tokens {
-            read += units[i].tokens;
+            read += counts.get(i);
             eligible.push(i);
         }
     }
@@ -1187,11 +1226,11 @@ fn fine_stage(
     if eligible.is_empty() {
         return Ok((runs, 0));
     }
-    let fn_texts: Vec<&str> = eligible.iter().map(|&i| texts[i]).collect();
+    let fn_texts: Vec<&str> = eligible.iter().map(|&i| counts.text(i)).collect();
     // Two passes over the functions: without the query, then with it.
     let fine_started = Instant::now();
     let decoded_before = reporter.model_tokens();
-    let pass_tokens: usize = eligible.iter().map(|&i| units[i].tokens).sum();
+    let pass_tokens: usize = eligible.iter().map(|&i| counts.get(i)).sum();
     let report_pass = |done: usize| {
         reporter.report(|model_tokens| Progress {
             stage: Stage::Fine,
@@ -1316,7 +1355,7 @@ fn fine_stage(
             .collect();
         let block_value = fine::min_max(&gains);
         let rate = fine::function_rate(options.fine_rate, options.beta, normalized[j]);
-        let capacity = (units[i].tokens as f32 * rate) as usize;
+        let capacity = (counts.get(i) as f32 * rate) as usize;
         // The signature block is always kept; the knapsack fills the rest.
         let signature = if first_body > 0 { 1 } else { 0 };
         let sig_tokens: usize = block_tokens[..signature].iter().sum();
@@ -1390,6 +1429,18 @@ impl Selection<'_> {
         self.scorer.count_tokens(&self.render())
     }
 
+    /// Tokens of unit `i`'s file section with nothing else of the file.
+    fn count_alone(&self, i: usize) -> usize {
+        let doc = &self.docs[self.units[i].doc];
+        let alone = FileRuns {
+            path: doc.path,
+            lang: doc.lang,
+            text: doc.text,
+            runs: self.unit_rows(i),
+        };
+        self.scorer.count_tokens(&assemble(self.format, &[alone]))
+    }
+
     fn selected(&self, rank: &[usize]) -> Vec<SelectedChunk> {
         let mut kept = self.kept.clone();
         kept.sort_by_key(|&i| rank[i]);
@@ -1460,7 +1511,6 @@ mod tests {
                 units.push(Unit {
                     doc: d,
                     chunk: c,
-                    tokens: 1,
                     bm25: 0.0,
                     score: 0.0,
                     pinned: false,

@@ -52,7 +52,7 @@ use crate::engine::{
 };
 use crate::engine::{assemble, mean};
 use crate::error::{Error, Result};
-use crate::model::{ModelDescription, ScoringModel, TokenCountMemo};
+use crate::model::{ModelDescription, ScoringModel, TokenCountMemo, TokenFloor};
 use crate::models::ResolvedModel;
 
 /// Tries of one request before its error is returned (the first and three retries).
@@ -127,6 +127,8 @@ pub struct RemoteModel {
     model_id: Option<String>,
     cache: Option<ScoreCache>,
     counts: TokenCountMemo,
+    /// What the tokenizer's vocabulary says about the fewest tokens of a text.
+    floor: Option<TokenFloor>,
 }
 
 /// What the request tasks share.
@@ -159,6 +161,7 @@ impl RemoteModel {
         let vocab = tokenizer.vocab();
         let bos = vocab.should_add_bos().then(|| vocab.bos());
         let sep = engine::tokenize(&tokenizer, SEPARATOR);
+        let floor = engine::token_floor(&tokenizer);
         let settings = config.settings.clone();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -213,6 +216,7 @@ impl RemoteModel {
             model_id,
             cache,
             counts: TokenCountMemo::new(),
+            floor,
         })
     }
 
@@ -338,6 +342,10 @@ impl ScoringModel for RemoteModel {
 
     fn count_tokens_batch(&self, texts: &[&str]) -> Vec<usize> {
         self.counts.counts(texts, |text| self.count_tokens(text))
+    }
+
+    fn min_tokens(&self, text: &str) -> usize {
+        self.floor.map_or(0, |floor| floor.min_tokens(text))
     }
 
     fn score_chunks_with(
