@@ -3,8 +3,8 @@
 //! a definition copied into several files shown once: `copies.rs`), the coarse
 //! conditional-perplexity ranking on a bounded window of the query ([`window`]), the callees
 //! of the best-ranked chunks (found by name, no model cost) ahead of the lexical tail, a token
-//! budget that is never exceeded, the fine block-level pruning of kept functions, and assembly
-//! in file order.
+//! budget that is never exceeded (counted in the request's tokenizer: [`BudgetCounter`]), the
+//! fine block-level pruning of kept functions, and assembly in file order.
 //!
 //! Model work per query is bounded: only candidates are scored, each truncated to
 //! `max_chunk_tokens`; the scorer reuses KV states and caches across calls.
@@ -16,6 +16,7 @@ pub mod fine;
 pub mod progress;
 mod request;
 pub mod roles;
+mod tokenizer;
 pub mod window;
 
 use std::borrow::Cow;
@@ -33,6 +34,7 @@ use bm25::Bm25;
 use fine::LineStats;
 pub use progress::{Progress, ProgressSink, Stage};
 pub use request::{CompressError, CompressRequest};
+pub use tokenizer::{BudgetCounter, BudgetTokenizer};
 pub use window::QueryWeights;
 
 use crate::engine::{CancelFlag, ChunkInput, ScoreOptions, ScoreOutput};
@@ -73,7 +75,7 @@ impl<'a> From<&'a ctxzip_chunker::FileChunks> for Document<'a> {
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Budget {
-    /// At most this many tokens, in the model's tokenizer.
+    /// At most this many tokens, in [`CompressOptions::tokenizer`].
     Tokens(usize),
     /// This fraction of the workspace's tokens (0 < r ≤ 1).
     Rate(f64),
@@ -153,6 +155,9 @@ pub struct Focus {
 #[derive(Clone, Debug)]
 pub struct CompressOptions {
     pub budget: Budget,
+    /// What the budget (and the reported token counts) count in; the model's own work
+    /// counts in the model's tokenizer whatever this is.
+    pub tokenizer: BudgetTokenizer,
     pub format: Format,
     pub focus: Option<Focus>,
     /// Prune kept functions to blocks.
@@ -232,6 +237,7 @@ impl Default for CompressOptions {
     fn default() -> Self {
         CompressOptions {
             budget: Budget::Tokens(DEFAULT_BUDGET_TOKENS),
+            tokenizer: BudgetTokenizer::Model,
             format: Format::Text,
             focus: None,
             fine: true,
@@ -360,7 +366,9 @@ pub fn compress_with_progress(
     }
 
     reporter.report(|_| Progress::start(Stage::Candidates));
-    let (mut units, texts, index) = lexical_units(scorer, docs, query, options)?;
+    // Everything the budget counts (units, headers, the output) counts here.
+    let counter = BudgetCounter::new(scorer, options.tokenizer);
+    let (mut units, texts, index) = lexical_units(counter, docs, query, options)?;
     // LongCodeZip as published reads the whole query.
     let max_query_tokens = if options.faithful {
         0
@@ -401,14 +409,23 @@ pub fn compress_with_progress(
         }
         Ranker::Model | Ranker::Fused => {
             let candidates = pick_candidates(&units, options);
+            // Heads are cut in the model's tokens: a budget in another tokenizer counts
+            // the candidates again (remembered, like the budget's counts).
+            let model_tokens: Vec<usize> = if counter.is_model() {
+                candidates.iter().map(|&i| units[i].tokens).collect()
+            } else {
+                let candidate_texts: Vec<&str> = candidates.iter().map(|&i| texts[i]).collect();
+                scorer.count_tokens_batch(&candidate_texts)
+            };
             let inputs: Vec<ChunkInput> = candidates
                 .iter()
-                .map(|&i| {
+                .zip(&model_tokens)
+                .map(|(&i, &n_model_tokens)| {
                     let text = texts[i];
                     let text = if options.faithful {
                         text
                     } else {
-                        head_for_tokens(text, units[i].tokens, options.max_chunk_tokens)
+                        head_for_tokens(text, n_model_tokens, options.max_chunk_tokens)
                     };
                     let text: Cow<str> = if framed {
                         Cow::Owned(format!("{}\n{text}", docs[units[i].doc].path))
@@ -520,8 +537,7 @@ pub fn compress_with_progress(
 
     // Coarse: whole units, in order, within the coarse budget.
     let fine = options.fine && ranker != Ranker::Bm25;
-    let header_tokens =
-        |doc: usize| scorer.count_tokens(&format!("==> {} <==\n", docs[doc].path)) + 3;
+    let header_tokens = |doc: usize| counter.count(&format!("==> {} <==\n", docs[doc].path)) + 3;
     // The fine stage reads the top functions, up to `fine_tokens`, and keeps about
     // `fine_rate` of them; the coarse stage may over-select by what that saves.
     let rate = options.fine_rate.clamp(0.05, 1.0);
@@ -553,6 +569,7 @@ pub fn compress_with_progress(
     let runs = if fine && used > budget {
         let (runs, pruned) = fine_stage(
             scorer,
+            counter,
             docs,
             &units,
             &kept,
@@ -576,7 +593,7 @@ pub fn compress_with_progress(
     });
     // Refill what the fine stage freed with more whole units, then make the budget exact.
     let mut result = Selection {
-        scorer,
+        counter,
         docs,
         units: &units,
         format: options.format,
@@ -683,7 +700,7 @@ pub fn compress_with_progress(
     }
 
     let context = result.render();
-    let compressed_tokens = scorer.count_tokens(&context);
+    let compressed_tokens = counter.count(&context);
     debug_assert!(compressed_tokens <= budget);
     let chunks = result.selected(&rank);
     let n_files = chunks.iter().map(|c| &c.path).collect::<HashSet<_>>().len();
@@ -954,7 +971,7 @@ fn fuse_with_bm25(units: &mut [Unit], candidates: &[usize]) {
 /// Every chunk with content as a unit, with its token count, BM25 score and structural pin;
 /// their texts; and the BM25 index over them.
 fn lexical_units<'d>(
-    scorer: &dyn ScoringModel,
+    counter: BudgetCounter,
     docs: &[Document<'d>],
     query: &str,
     options: &CompressOptions,
@@ -985,7 +1002,7 @@ fn lexical_units<'d>(
     if units.is_empty() {
         return Err(CompressError::EmptyWorkspace);
     }
-    for (unit, n) in units.iter_mut().zip(scorer.count_tokens_batch(&texts)) {
+    for (unit, n) in units.iter_mut().zip(counter.count_batch(&texts)) {
         unit.tokens = n;
     }
     // Candidates: BM25 over text, names and paths, plus structure.
@@ -1043,7 +1060,8 @@ pub fn candidate_chunks(
     if query.is_empty() {
         return Err(CompressError::EmptyQuery);
     }
-    let (units, _, _) = lexical_units(scorer, docs, query, options)?;
+    let counter = BudgetCounter::new(scorer, options.tokenizer);
+    let (units, _, _) = lexical_units(counter, docs, query, options)?;
     Ok(CandidateOrder {
         chunks: candidate_order(&units, options.code_first)
             .into_iter()
@@ -1162,6 +1180,7 @@ type KeptRows = HashMap<usize, Vec<(usize, usize)>>;
 #[allow(clippy::too_many_arguments)]
 fn fine_stage(
     scorer: &dyn ScoringModel,
+    counter: BudgetCounter,
     docs: &[Document],
     units: &[Unit],
     kept: &[usize],
@@ -1306,7 +1325,8 @@ fn fine_stage(
             .iter()
             .map(|&(a, b)| index.rows_text(text, a, b))
             .collect();
-        let block_tokens = scorer.count_tokens_batch(&block_texts);
+        // The knapsack's capacity is a share of the unit's budget tokens: blocks weigh the same.
+        let block_tokens = counter.count_batch(&block_texts);
         let gains: Vec<f32> = blocks
             .iter()
             .map(|&(a, b)| {
@@ -1345,7 +1365,7 @@ fn fine_stage(
 
 /// The kept units and their pruned rows, rendered and counted on demand.
 struct Selection<'a> {
-    scorer: &'a dyn ScoringModel,
+    counter: BudgetCounter<'a>,
     docs: &'a [Document<'a>],
     units: &'a [Unit],
     format: Format,
@@ -1387,7 +1407,7 @@ impl Selection<'_> {
     }
 
     fn count(&self) -> usize {
-        self.scorer.count_tokens(&self.render())
+        self.counter.count(&self.render())
     }
 
     fn selected(&self, rank: &[usize]) -> Vec<SelectedChunk> {
@@ -1415,7 +1435,7 @@ impl Selection<'_> {
                     } else {
                         unit.bm25
                     },
-                    tokens: self.scorer.count_tokens(&kept_text),
+                    tokens: self.counter.count(&kept_text),
                     kept_lines: rows
                         .iter()
                         .map(|&(a, b)| [a as u32 + 1, b as u32 + 1])
@@ -1551,6 +1571,7 @@ mod tests {
     fn user_options_name_every_field_a_user_sets() {
         let CompressOptions {
             budget: _,         // "budget" and "rate"
+            tokenizer: _,      // "tokenizer"
             format: _,         // "format"
             focus: _,          // "focus"
             fine: _,           // "no_fine"
