@@ -190,6 +190,55 @@ fn output_formats_and_rate() {
     assert!(text.contains("<file path=\"net.py\">"), "{text}");
 }
 
+/// `--tokenizer o200k|cl100k`: the output, as printed, never exceeds the budget counted by
+/// tiktoken itself, on every format, and the reported counts are in that tokenizer.
+#[test]
+fn a_budget_in_a_named_tokenizer_holds_on_every_format() {
+    let dir = repo();
+    let root = dir.path().to_str().unwrap();
+    let encodings = [
+        ("o200k", tiktoken_rs::o200k_base_singleton()),
+        ("cl100k", tiktoken_rs::cl100k_base_singleton()),
+    ];
+    for (name, bpe) in encodings {
+        for budget in [70usize, 150, 400] {
+            let b = budget.to_string();
+            let common = [
+                "--tokenizer",
+                name,
+                "--ranker",
+                "bm25",
+                "--budget",
+                &b,
+                "--model",
+                MODEL,
+            ];
+            let query = "how is the tax added to the invoice subtotal?";
+            for format in ["text", "markdown", "xml"] {
+                let mut args = vec!["compress", root, "-q", query, "--format", format];
+                args.extend(common);
+                let out = ctxzip(&args);
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                assert!(out.status.success(), "{name} {format} {budget}: {stderr}");
+                let printed = String::from_utf8(out.stdout).unwrap();
+                let n = bpe.count_ordinary(&printed);
+                assert!(n <= budget, "{name} {format}: {n} > {budget}:\n{printed}");
+                assert!(n > 0, "{name} {format} {budget}: nothing printed");
+            }
+            let (json, _) =
+                json_compress(root, query, &b, &["--tokenizer", name, "--ranker", "bm25"]);
+            let context = json["context"].as_str().unwrap();
+            let n = bpe.count_ordinary(context);
+            assert!(n <= budget, "{name} json: {n} > {budget}:\n{context}");
+            assert_eq!(
+                json["stats"]["compressed_tokens"], n,
+                "{name} json {budget}"
+            );
+            assert_eq!(json["stats"]["budget_tokens"], budget);
+        }
+    }
+}
+
 #[test]
 fn a_deadline_answers_without_the_model_and_a_repeat_completes_from_the_cache() {
     let dir = repo();
@@ -281,6 +330,10 @@ fn bad_input_is_reported_with_exit_code_2() {
         (
             vec!["compress", root, "-q", "tax", "-b", "3"],
             "raise --budget to at least",
+        ),
+        (
+            vec!["compress", root, "-q", "tax", "--tokenizer", "gpt2"],
+            "[possible values: model, o200k, cl100k]",
         ),
     ];
     for (mut args, expected) in cases {

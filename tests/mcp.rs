@@ -112,6 +112,26 @@ fn mcp_session_over_stdio() {
             "description": "Get the source code of this workspace that matters for a task, compressed into a token budget: whole functions, types and blocks ranked by how much they help explain the query, under their file paths, followed by a list of the kept chunks as path:start-end. Call it before reading files one by one when you need to understand, change or debug code; narrow with paths or focus_file.",
             "inputSchema": {
               "$defs": {
+                "BudgetTokenizer": {
+                  "description": "The tokenizer a budget is counted in.",
+                  "oneOf": [
+                    {
+                      "const": "model",
+                      "description": "The scoring model's own tokenizer (the default).",
+                      "type": "string"
+                    },
+                    {
+                      "const": "o200k",
+                      "description": "OpenAI's o200k_base (GPT-4o and later).",
+                      "type": "string"
+                    },
+                    {
+                      "const": "cl100k",
+                      "description": "OpenAI's cl100k_base (GPT-4, GPT-3.5).",
+                      "type": "string"
+                    }
+                  ]
+                },
                 "Format": {
                   "description": "How the context is laid out. JSON wraps the text layout with chunk lists and stats.",
                   "oneOf": [
@@ -160,7 +180,7 @@ fn mcp_session_over_stdio() {
               "$schema": "https://json-schema.org/draft/2020-12/schema",
               "properties": {
                 "budget_tokens": {
-                  "description": "Most tokens of context to return (default: the server's --default-budget-tokens;\nlarger values are clamped to its --max-output-tokens).",
+                  "description": "Most tokens of context to return, counted in `tokenizer` (default: the server's\n--default-budget-tokens; larger values are clamped to its --max-output-tokens).",
                   "type": "integer"
                 },
                 "candidates": {
@@ -204,6 +224,10 @@ fn mcp_session_over_stdio() {
                 "rate": {
                   "description": "Keep this fraction of the workspace's tokens instead of a budget (0 < rate <= 1).",
                   "type": "number"
+                },
+                "tokenizer": {
+                  "$ref": "#/$defs/BudgetTokenizer",
+                  "description": "What the budget and the reported token counts count in: the scoring model's own\ntokenizer, or an agent's (o200k: GPT-4o and later; cl100k: GPT-4). The model's own\nwork counts in its tokenizer whatever this is."
                 }
               },
               "required": [
@@ -627,6 +651,24 @@ fn mcp_session_over_stdio() {
         stats["compressed_tokens"].as_u64().unwrap() <= 120,
         "{stats}"
     );
+    assert!(text.contains("clamped to 120 tokens"), "{text}");
+
+    // The cap counts in the call's tokenizer: the context holds at most 120 o200k tokens,
+    // counted here by tiktoken itself.
+    let result = client.call(
+        "compress_context",
+        json!({"query": "invoice total with tax", "budget_tokens": 100000, "ranker": "bm25",
+               "tokenizer": "o200k"}),
+    );
+    let text = text_of(&result);
+    assert_ne!(result["isError"], json!(true), "{text}");
+    let content = &result["structuredContent"];
+    let context = content["context"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{content}"));
+    let n = tiktoken_rs::o200k_base_singleton().count_ordinary(context);
+    assert!(n <= 120, "{n} o200k tokens:\n{context}");
+    assert_eq!(content["stats"]["compressed_tokens"], n, "{content}");
     assert!(text.contains("clamped to 120 tokens"), "{text}");
 }
 

@@ -89,8 +89,8 @@ pub struct CtxzipServer {
 pub struct CompressParams {
     #[serde(flatten)]
     pub request: CompressRequest,
-    /// Most tokens of context to return (default: the server's --default-budget-tokens;
-    /// larger values are clamped to its --max-output-tokens).
+    /// Most tokens of context to return, counted in `tokenizer` (default: the server's
+    /// --default-budget-tokens; larger values are clamped to its --max-output-tokens).
     #[serde(default)]
     pub budget_tokens: Option<i64>,
     /// Only these files or directories, relative to the workspace root (default: the whole

@@ -6,7 +6,7 @@
 //! reaches the candidates in their order; the fine stage's knapsack is optimal; code outranks
 //! tests and docs; skeletons are never printed alone; a definition's copies (bundles, stubs)
 //! are shown once; a long query costs a bounded window; progress reports change no answer
-//! and come in stage order.
+//! and come in stage order; a budget in a named tokenizer holds in that tokenizer.
 //! What the real model ranks is tested end to end in the workspace's `tests/cli_compress.rs`.
 
 use std::time::Duration;
@@ -15,8 +15,8 @@ use ctxzip_chunker::{Chunk, Lang, chunk_source};
 use ctxzip_scoring::compress::assemble::{FileRuns, assemble, merge_runs};
 use ctxzip_scoring::compress::fine::knapsack;
 use ctxzip_scoring::compress::{
-    Budget, CompressError, CompressOptions, Compressed, Document, Format, Progress, Ranker, Stage,
-    candidate_chunks, compress, compress_with_progress, is_skeleton,
+    Budget, BudgetTokenizer, CompressError, CompressOptions, Compressed, Document, Format,
+    Progress, Ranker, Stage, candidate_chunks, compress, compress_with_progress, is_skeleton,
 };
 use ctxzip_scoring::overlap::OverlapModel;
 use ctxzip_scoring::{CancelFlag, ScoringModel};
@@ -255,7 +255,7 @@ fn assert_context_is_the_kept_lines(ws: &Workspace, result: &Compressed, case: &
 /// What a refusal for a budget too small promises: no chunk the pipeline may print alone
 /// (skeletons are never printed alone) fits the budget with its file's frame in `format`.
 fn assert_no_chunk_fits_alone(
-    model: &dyn ScoringModel,
+    count: &dyn Fn(&str) -> usize,
     ws: &Workspace,
     format: Format,
     budget: usize,
@@ -277,7 +277,7 @@ fn assert_no_chunk_fits_alone(
                     runs: vec![(chunk.start_line as usize - 1, chunk.end_line as usize - 1)],
                 }],
             );
-            let n = model.count_tokens(&alone);
+            let n = count(&alone);
             assert!(
                 n > budget,
                 "{case}: refused, but this fits in {n} tokens:\n{alone}"
@@ -292,7 +292,7 @@ fn assert_no_chunk_fits_alone(
 /// what was selected, next to a kept run (where it replaces a marker) or not. Checked by
 /// rendering the selection with each left-out chunk added.
 fn assert_nothing_left_out_fits(
-    model: &dyn ScoringModel,
+    count: &dyn Fn(&str) -> usize,
     ws: &Workspace,
     result: &Compressed,
     format: Format,
@@ -336,7 +336,7 @@ fn assert_nothing_left_out_fits(
                     })
                 })
                 .collect();
-            let n = model.count_tokens(&assemble(format, &with));
+            let n = count(&assemble(format, &with));
             assert!(
                 n > budget,
                 "{case}: {path}:{} was left out but fits ({n} of {budget} tokens)",
@@ -411,11 +411,13 @@ fn the_budget_is_never_exceeded_over_random_workspaces_budgets_and_formats() {
                 if matches!(options.format, Format::Text | Format::Json) {
                     assert_context_is_the_kept_lines(&ws, &result, &case);
                 }
-                assert_nothing_left_out_fits(&model, &ws, &result, options.format, limit, &case);
+                let count = |t: &str| model.count_tokens(t);
+                assert_nothing_left_out_fits(&count, &ws, &result, options.format, limit, &case);
             }
             Err(CompressError::BudgetTooSmall { budget, smallest }) => {
                 too_small += 1;
-                let alone = assert_no_chunk_fits_alone(&model, &ws, options.format, budget, &case);
+                let count = |t: &str| model.count_tokens(t);
+                let alone = assert_no_chunk_fits_alone(&count, &ws, options.format, budget, &case);
                 // The error's figure is what the smallest chunk costs alone, in this format.
                 assert_eq!(smallest, alone, "{case}: the smallest answer");
             }
@@ -426,6 +428,61 @@ fn the_budget_is_never_exceeded_over_random_workspaces_budgets_and_formats() {
     assert!(answered > 300, "{answered} answered");
     assert!(too_small > 0, "no budget was too small");
     assert!(pruned > 10, "{pruned} answers pruned a function");
+}
+
+/// A budget in an agent's tokenizer (o200k, cl100k) holds in that tokenizer, counted here by
+/// tiktoken itself, on every format: the model's counts (a word-like split) differ from it,
+/// so a pipeline that counted any part of the budget in the model's tokens would overflow.
+#[test]
+fn a_budget_in_a_named_tokenizer_holds_in_that_tokenizer_on_every_format() {
+    let formats = [Format::Text, Format::Markdown, Format::Json, Format::Xml];
+    let tokenizers = [
+        (BudgetTokenizer::O200k, tiktoken_rs::o200k_base_singleton()),
+        (
+            BudgetTokenizer::Cl100k,
+            tiktoken_rs::cl100k_base_singleton(),
+        ),
+    ];
+    let model = OverlapModel::new();
+    let (mut answered, mut too_small, mut differs) = (0, 0, 0);
+    for seed in 0..160u64 {
+        let mut rng = Rng::new(seed);
+        let ws = random_workspace(&mut rng);
+        let (tokenizer, bpe) = *rng.pick(&tokenizers);
+        let count = |t: &str| bpe.count_ordinary(t);
+        let total: usize = ws.files.iter().map(|f| count(&f.2)).sum::<usize>().max(1);
+        let limit = rng.range(1, total + total / 4);
+        let query: Vec<&str> = (0..rng.range(1, 6)).map(|_| *rng.pick(WORDS)).collect();
+        let options = CompressOptions {
+            budget: Budget::Tokens(limit),
+            tokenizer,
+            format: formats[seed as usize % formats.len()],
+            fine: rng.chance(70),
+            ranker: *rng.pick(&[Ranker::Model, Ranker::Bm25, Ranker::Fused]),
+            ..CompressOptions::default()
+        };
+        let case = format!("seed {seed}, {options:?}");
+        match run(&model, &ws, &query.join(" "), &options) {
+            Ok(result) => {
+                answered += 1;
+                let n = count(&result.context);
+                assert_eq!(result.stats.compressed_tokens, n, "{case}");
+                assert!(n <= limit, "{case}: {n} > {limit} tokens");
+                differs += usize::from(model.count_tokens(&result.context) != n);
+                assert_nothing_left_out_fits(&count, &ws, &result, options.format, limit, &case);
+            }
+            Err(CompressError::BudgetTooSmall { budget, smallest }) => {
+                too_small += 1;
+                let alone = assert_no_chunk_fits_alone(&count, &ws, options.format, budget, &case);
+                assert_eq!(smallest, alone, "{case}: the smallest answer");
+            }
+            Err(e) => panic!("{case}: {e}"),
+        }
+    }
+    assert!(answered > 100, "{answered} answered");
+    assert!(too_small > 0, "no budget was too small");
+    // The model's counts are not the tokenizer's: the test can tell the two apart.
+    assert!(differs > answered / 2, "{differs} of {answered} differ");
 }
 
 #[test]

@@ -11,7 +11,7 @@
 
 use std::cell::OnceCell;
 
-use crate::model::ScoringModel;
+use super::tokenizer::BudgetCounter;
 
 /// Workspaces with at most this many bytes of chunk text are counted whole once the
 /// selection is made, so that [`super::Stats::original_tokens`] is exact for them (about
@@ -25,15 +25,15 @@ pub const ESTIMATE_BYTES_PER_TOKEN: f64 = 2.6;
 
 /// Token counts of `texts` (one per unit), each counted at most once.
 pub struct TokenCounts<'a> {
-    scorer: &'a dyn ScoringModel,
+    counter: BudgetCounter<'a>,
     texts: &'a [&'a str],
     counts: Vec<OnceCell<usize>>,
 }
 
 impl<'a> TokenCounts<'a> {
-    pub fn new(scorer: &'a dyn ScoringModel, texts: &'a [&'a str]) -> Self {
+    pub fn new(counter: BudgetCounter<'a>, texts: &'a [&'a str]) -> Self {
         TokenCounts {
-            scorer,
+            counter,
             texts,
             counts: (0..texts.len()).map(|_| OnceCell::new()).collect(),
         }
@@ -46,7 +46,7 @@ impl<'a> TokenCounts<'a> {
 
     /// The tokens of unit `i`, counted now if no stage has yet.
     pub fn get(&self, i: usize) -> usize {
-        *self.counts[i].get_or_init(|| self.scorer.count_tokens_batch(&[self.texts[i]])[0])
+        *self.counts[i].get_or_init(|| self.counter.count_batch(&[self.texts[i]])[0])
     }
 
     /// At most the tokens of unit `i`, without counting: its count when known, else its
@@ -54,7 +54,7 @@ impl<'a> TokenCounts<'a> {
     pub fn floor(&self, i: usize) -> usize {
         match self.counts[i].get() {
             Some(&n) => n,
-            None => self.scorer.min_tokens(self.texts[i]).max(1),
+            None => self.counter.min_tokens(self.texts[i]).max(1),
         }
     }
 
@@ -65,7 +65,7 @@ impl<'a> TokenCounts<'a> {
             .filter(|&i| self.counts[i].get().is_none())
             .collect();
         let texts: Vec<&str> = todo.iter().map(|&i| self.texts[i]).collect();
-        for (i, n) in todo.into_iter().zip(self.scorer.count_tokens_batch(&texts)) {
+        for (i, n) in todo.into_iter().zip(self.counter.count_batch(&texts)) {
             let _ = self.counts[i].set(n);
         }
         self.counts.iter().filter_map(OnceCell::get).sum()

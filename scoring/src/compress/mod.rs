@@ -3,8 +3,8 @@
 //! a definition copied into several files shown once: `copies.rs`), the coarse
 //! conditional-perplexity ranking on a bounded window of the query ([`window`]), the callees
 //! of the best-ranked chunks (found by name, no model cost) ahead of the lexical tail, a token
-//! budget that is never exceeded, the fine block-level pruning of kept functions, and assembly
-//! in file order.
+//! budget that is never exceeded (counted in the request's tokenizer: [`BudgetCounter`]), the
+//! fine block-level pruning of kept functions, and assembly in file order.
 //!
 //! Model work per query is bounded: only candidates are scored, each truncated to
 //! `max_chunk_tokens`; the scorer reuses KV states and caches across calls.
@@ -17,6 +17,7 @@ pub mod fine;
 pub mod progress;
 mod request;
 pub mod roles;
+mod tokenizer;
 pub mod window;
 
 use std::borrow::Cow;
@@ -35,6 +36,7 @@ use counts::TokenCounts;
 use fine::LineStats;
 pub use progress::{Progress, ProgressSink, Stage};
 pub use request::{CompressError, CompressRequest};
+pub use tokenizer::{BudgetCounter, BudgetTokenizer};
 pub use window::QueryWeights;
 
 use crate::engine::{CancelFlag, ChunkInput, ScoreOptions, ScoreOutput};
@@ -75,7 +77,7 @@ impl<'a> From<&'a ctxzip_chunker::FileChunks> for Document<'a> {
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Budget {
-    /// At most this many tokens, in the model's tokenizer.
+    /// At most this many tokens, in [`CompressOptions::tokenizer`].
     Tokens(usize),
     /// This fraction of the workspace's tokens (0 < r ≤ 1).
     Rate(f64),
@@ -144,6 +146,9 @@ pub struct Focus {
 #[derive(Clone, Debug)]
 pub struct CompressOptions {
     pub budget: Budget,
+    /// What the budget (and the reported token counts) count in; the model's own work
+    /// counts in the model's tokenizer whatever this is.
+    pub tokenizer: BudgetTokenizer,
     pub format: Format,
     pub focus: Option<Focus>,
     /// Prune kept functions to blocks.
@@ -223,6 +228,7 @@ impl Default for CompressOptions {
     fn default() -> Self {
         CompressOptions {
             budget: Budget::Tokens(DEFAULT_BUDGET_TOKENS),
+            tokenizer: BudgetTokenizer::Model,
             format: Format::Text,
             focus: None,
             fine: true,
@@ -382,6 +388,8 @@ fn compress_counting(
     }
 
     reporter.report(|_| Progress::start(Stage::Candidates));
+    // Everything the budget counts (units, headers, the output) counts here.
+    let counter = BudgetCounter::new(scorer, options.tokenizer);
     let (mut units, texts, index) = lexical_units(docs, query, options)?;
     // LongCodeZip as published reads the whole query.
     let max_query_tokens = if options.faithful {
@@ -399,7 +407,7 @@ fn compress_counting(
         model_query.into_owned()
     };
     let model_query: &str = &model_query;
-    let counts = TokenCounts::new(scorer, &texts);
+    let counts = TokenCounts::new(counter, &texts);
     // A workspace that fits the budget whole needs no ranking and no pruning. Each unit is at
     // least one token: when even that does not fit, the workspace is not counted whole here
     // (a rate is a share of the whole, so it is).
@@ -431,14 +439,23 @@ fn compress_counting(
         }
         Ranker::Model | Ranker::Fused => {
             let candidates = pick_candidates(&units, options);
+            // Heads are cut in the model's tokens: a budget in another tokenizer counts
+            // the candidates again (remembered, like the budget's counts).
+            let model_tokens: Vec<usize> = if counter.is_model() {
+                candidates.iter().map(|&i| counts.get(i)).collect()
+            } else {
+                let candidate_texts: Vec<&str> = candidates.iter().map(|&i| texts[i]).collect();
+                scorer.count_tokens_batch(&candidate_texts)
+            };
             let inputs: Vec<ChunkInput> = candidates
                 .iter()
-                .map(|&i| {
+                .zip(&model_tokens)
+                .map(|(&i, &n_model_tokens)| {
                     let text = texts[i];
                     let text = if options.faithful {
                         text
                     } else {
-                        head_for_tokens(text, counts.get(i), options.max_chunk_tokens)
+                        head_for_tokens(text, n_model_tokens, options.max_chunk_tokens)
                     };
                     let text: Cow<str> = if framed {
                         Cow::Owned(format!("{}\n{text}", docs[units[i].doc].path))
@@ -554,12 +571,11 @@ fn compress_counting(
         docs.iter().map(|_| std::cell::OnceCell::new()).collect();
     let header_tokens = |doc: usize| {
         *header_memo[doc]
-            .get_or_init(|| scorer.count_tokens(&format!("==> {} <==\n", docs[doc].path)) + 3)
+            .get_or_init(|| counter.count(&format!("==> {} <==\n", docs[doc].path)) + 3)
     };
     let path_memo: Vec<std::cell::OnceCell<usize>> =
         docs.iter().map(|_| std::cell::OnceCell::new()).collect();
-    let path_tokens =
-        |doc: usize| *path_memo[doc].get_or_init(|| scorer.count_tokens(docs[doc].path));
+    let path_tokens = |doc: usize| *path_memo[doc].get_or_init(|| counter.count(docs[doc].path));
     // The fine stage reads the top functions, up to `fine_tokens`, and keeps about
     // `fine_rate` of them; the coarse stage may over-select by what that saves.
     let rate = options.fine_rate.clamp(0.05, 1.0);
@@ -600,6 +616,7 @@ fn compress_counting(
     let runs = if fine && used > budget {
         let (runs, pruned) = fine_stage(
             scorer,
+            counter,
             docs,
             &units,
             &kept,
@@ -623,7 +640,7 @@ fn compress_counting(
     });
     // Refill what the fine stage freed with more whole units, then make the budget exact.
     let mut result = Selection {
-        scorer,
+        counter,
         docs,
         units: &units,
         format: options.format,
@@ -693,7 +710,7 @@ fn compress_counting(
     }
 
     let context = result.render();
-    let compressed_tokens = scorer.count_tokens(&context);
+    let compressed_tokens = counter.count(&context);
     // Exact for a workspace small enough to count whole in well under a second.
     let original_tokens = exact_total.unwrap_or_else(|| {
         if counts.total_bytes() <= counts::EXACT_TOTAL_BYTES {
@@ -1201,6 +1218,7 @@ type KeptRows = HashMap<usize, Vec<(usize, usize)>>;
 #[allow(clippy::too_many_arguments)]
 fn fine_stage(
     scorer: &dyn ScoringModel,
+    counter: BudgetCounter,
     docs: &[Document],
     units: &[Unit],
     kept: &[usize],
@@ -1345,7 +1363,8 @@ fn fine_stage(
             .iter()
             .map(|&(a, b)| index.rows_text(text, a, b))
             .collect();
-        let block_tokens = scorer.count_tokens_batch(&block_texts);
+        // The knapsack's capacity is a share of the unit's budget tokens: blocks weigh the same.
+        let block_tokens = counter.count_batch(&block_texts);
         let gains: Vec<f32> = blocks
             .iter()
             .map(|&(a, b)| {
@@ -1384,7 +1403,7 @@ fn fine_stage(
 
 /// The kept units and their pruned rows, rendered and counted on demand.
 struct Selection<'a> {
-    scorer: &'a dyn ScoringModel,
+    counter: BudgetCounter<'a>,
     docs: &'a [Document<'a>],
     units: &'a [Unit],
     format: Format,
@@ -1426,7 +1445,7 @@ impl Selection<'_> {
     }
 
     fn count(&self) -> usize {
-        self.scorer.count_tokens(&self.render())
+        self.counter.count(&self.render())
     }
 
     /// Tokens of unit `i`'s file section with nothing else of the file.
@@ -1438,7 +1457,7 @@ impl Selection<'_> {
             text: doc.text,
             runs: self.unit_rows(i),
         };
-        self.scorer.count_tokens(&assemble(self.format, &[alone]))
+        self.counter.count(&assemble(self.format, &[alone]))
     }
 
     fn selected(&self, rank: &[usize]) -> Vec<SelectedChunk> {
@@ -1466,7 +1485,7 @@ impl Selection<'_> {
                     } else {
                         unit.bm25
                     },
-                    tokens: self.scorer.count_tokens(&kept_text),
+                    tokens: self.counter.count(&kept_text),
                     kept_lines: rows
                         .iter()
                         .map(|&(a, b)| [a as u32 + 1, b as u32 + 1])
@@ -1601,6 +1620,7 @@ mod tests {
     fn user_options_name_every_field_a_user_sets() {
         let CompressOptions {
             budget: _,         // "budget" and "rate"
+            tokenizer: _,      // "tokenizer"
             format: _,         // "format"
             focus: _,          // "focus"
             fine: _,           // "no_fine"

@@ -16,7 +16,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::{Budget, CompressOptions, DEFAULT_BUDGET_TOKENS, Focus, Format, Ranker};
+use super::{
+    Budget, BudgetTokenizer, CompressOptions, DEFAULT_BUDGET_TOKENS, Focus, Format, Ranker,
+};
 
 /// What a user asks for. Every field but `query` may be left out: [`CompressRequest::resolve`]
 /// fills it from the surface's settings, else from [`CompressOptions::default`].
@@ -31,7 +33,7 @@ pub struct CompressRequest {
     /// retries handled and how is the backoff computed?".
     #[cfg_attr(feature = "clap", arg(skip))]
     pub query: String,
-    /// Output budget in the model's tokens; never exceeded.
+    /// Output budget in tokens of `tokenizer`; never exceeded.
     #[serde(default)]
     #[cfg_attr(feature = "clap", arg(long, short = 'b', allow_hyphen_values = true,
         conflicts_with = "rate", value_name = "TOKENS",
@@ -41,6 +43,13 @@ pub struct CompressRequest {
     #[serde(default)]
     #[cfg_attr(feature = "clap", arg(long, value_name = "R"))]
     pub rate: Option<f64>,
+    /// What the budget and the reported token counts count in: the scoring model's own
+    /// tokenizer, or an agent's (o200k: GPT-4o and later; cl100k: GPT-4). The model's own
+    /// work counts in its tokenizer whatever this is.
+    #[serde(default)]
+    #[cfg_attr(feature = "clap", arg(long, value_enum,
+        default_value = CompressOptions::default().tokenizer.name()))]
+    pub tokenizer: Option<BudgetTokenizer>,
     /// Layout of the context: text, markdown, json or xml.
     #[serde(default)]
     #[cfg_attr(feature = "clap", arg(long, value_enum,
@@ -127,6 +136,7 @@ impl CompressRequest {
         let defaults = CompressOptions::default();
         Ok(CompressOptions {
             budget,
+            tokenizer: self.tokenizer.unwrap_or(defaults.tokenizer),
             format: self.format.unwrap_or(defaults.format),
             focus,
             fine: !self.no_fine,
@@ -247,6 +257,7 @@ mod tests {
         let defaults = CompressOptions::default();
         assert_eq!(options.budget, Budget::Tokens(DEFAULT_BUDGET_TOKENS));
         assert_eq!(options.format, defaults.format);
+        assert_eq!(options.tokenizer, BudgetTokenizer::Model);
         assert_eq!(options.ranker, defaults.ranker);
         assert_eq!(options.max_candidates, defaults.max_candidates);
         assert_eq!(options.fine, defaults.fine);
@@ -304,7 +315,14 @@ mod tests {
     #[test]
     fn field_names_walk_the_struct() {
         let names = CompressRequest::field_names();
-        for name in ["query", "budget", "rate", "no_fine", "deadline_ms"] {
+        for name in [
+            "query",
+            "budget",
+            "rate",
+            "tokenizer",
+            "no_fine",
+            "deadline_ms",
+        ] {
             assert!(names.iter().any(|n| n == name), "{names:?}");
         }
     }
@@ -312,10 +330,13 @@ mod tests {
     #[test]
     fn json_names_and_values_deserialize() {
         let r: CompressRequest = serde_json::from_value(json!({
-            "query": "q", "format": "md", "ranker": "bm25", "no_fine": true, "candidates": 4
+            "query": "q", "format": "md", "ranker": "bm25", "no_fine": true, "candidates": 4,
+            "tokenizer": "o200k"
         }))
         .unwrap();
         assert_eq!(r.format, Some(Format::Markdown));
+        assert_eq!(r.tokenizer, Some(BudgetTokenizer::O200k));
+        assert_eq!(r.resolve(None).unwrap().tokenizer, BudgetTokenizer::O200k);
         assert_eq!(r.ranker, Some(Ranker::Bm25));
         assert!(r.no_fine);
         assert!(serde_json::from_value::<CompressRequest>(json!({"budget": 1})).is_err());
