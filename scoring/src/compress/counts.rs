@@ -159,6 +159,20 @@ mod tests {
         }
     }
 
+    /// The generated files as the pipeline's documents.
+    fn documents(files: &[(String, String, Vec<Chunk>)]) -> Vec<Document<'_>> {
+        files
+            .iter()
+            .map(|(path, text, chunks)| Document {
+                path,
+                lang: Lang::Python,
+                text,
+                chunks,
+                redacted: 0,
+            })
+            .collect()
+    }
+
     /// xorshift64*: the same cases on every run, a failing one named by its seed.
     struct Rng(u64);
 
@@ -222,16 +236,7 @@ mod tests {
         for seed in 1..=120u64 {
             let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
             let files = workspace(&mut rng);
-            let docs: Vec<Document> = files
-                .iter()
-                .map(|(path, text, chunks)| Document {
-                    path,
-                    lang: Lang::Python,
-                    text,
-                    chunks,
-                    redacted: 0,
-                })
-                .collect();
+            let docs = documents(&files);
             let options = CompressOptions {
                 budget: if rng.range(0, 9) == 0 {
                     Budget::Rate(rng.range(1, 100) as f64 / 100.0)
@@ -286,16 +291,7 @@ mod tests {
                     .map(|(f, (_, text, chunks))| (format!("pkg/m{}.py", n + f), text, chunks)),
             );
         }
-        let docs: Vec<Document> = files
-            .iter()
-            .map(|(path, text, chunks)| Document {
-                path,
-                lang: Lang::Python,
-                text,
-                chunks,
-                redacted: 0,
-            })
-            .collect();
+        let docs = documents(&files);
         let n_units: usize = files.iter().map(|f| f.2.len()).sum();
         let options = CompressOptions {
             ranker: Ranker::Bm25,
