@@ -20,7 +20,7 @@ use clap::Args;
 use ctxzip_chunker::workspace::{self, FileChunks, WalkOptions};
 use ctxzip_chunker::{Chunk, ChunkKind, Lang, chunk_source};
 use ctxzip_scoring::compress::{
-    self, Budget, CompressOptions, Compressed, Document, QueryWeights, Ranker,
+    self, Budget, CompressOptions, Compressed, Conditioning, Document, QueryWeights, Ranker,
 };
 use ctxzip_scoring::{CancelFlag, ScoringModel};
 use serde::Deserialize;
@@ -113,6 +113,15 @@ pub struct QualityArgs {
     /// (`CompressOptions::callees_follow`).
     #[arg(long)]
     pub callees_follow: Option<usize>,
+    /// What the coarse stage conditions on what: query-given-chunk (LongCodeZip's),
+    /// chunk-given-query (the query decoded once, as a shared prefix), by-length (the second
+    /// for queries longer than the window) (default: compress's default).
+    #[arg(long, value_enum)]
+    pub conditioning: Option<Conditioning>,
+    /// The fine stage prunes kept units of every kind, not only functions
+    /// (`CompressOptions::fine_every_kind`; default: compress's default).
+    #[arg(long)]
+    pub fine_every_kind: Option<bool>,
     /// Run only the tasks with these numbers (as listed on stderr; default: all).
     #[arg(long, value_delimiter = ',')]
     pub task_ids: Vec<usize>,
@@ -361,6 +370,8 @@ pub fn run(args: QualityArgs) -> Result<()> {
         query_weights: args.query_weights.unwrap_or(defaults.query_weights),
         framed: args.framed.unwrap_or(defaults.framed),
         callees_follow: args.callees_follow.unwrap_or(defaults.callees_follow),
+        conditioning: args.conditioning.unwrap_or(defaults.conditioning),
+        fine_every_kind: args.fine_every_kind.unwrap_or(defaults.fine_every_kind),
         ..defaults.clone()
     };
     print_candidate_recall(&*scorer, &tasks, &base)?;
@@ -483,7 +494,7 @@ pub fn run(args: QualityArgs) -> Result<()> {
         .map(|(kind, n)| format!("{n} {}", format!("{kind:?}").to_lowercase()))
         .collect();
     let header = format!(
-        "Model: {} ({}); {} tasks ({}); {} candidates of up to {} tokens; the fine stage keeps up to {} tokens; the model reads up to {} query tokens; other kinds of files weigh {} (code first: {}); query tokens weigh {:?}; framed prompt: {}; callees follow the best {}.",
+        "Model: {} ({}); {} tasks ({}); {} candidates of up to {} tokens; the fine stage keeps up to {} tokens; the model reads up to {} query tokens; other kinds of files weigh {} (code first: {}); query tokens weigh {:?}; framed prompt: {}; callees follow the best {}; conditioning {:?}; the fine stage prunes every kind: {}.",
         args.model
             .model
             .as_deref()
@@ -503,6 +514,8 @@ pub fn run(args: QualityArgs) -> Result<()> {
         base.query_weights,
         base.framed,
         base.callees_follow,
+        base.conditioning,
+        base.fine_every_kind,
     );
     print_report(&header, &budgets, &rows, &(tallies, faithful_pair));
     Ok(())

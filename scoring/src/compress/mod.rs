@@ -211,6 +211,11 @@ pub struct CompressOptions {
     /// ahead of the rest of the ranking: an instruction's answer is often a function and the
     /// helpers it calls.
     pub callees_follow: usize,
+    /// The fine stage prunes kept units of every kind (types, docs, top-level code), not only
+    /// functions.
+    pub fine_every_kind: bool,
+    /// Which text the coarse stage conditions on which ([`Conditioning`]).
+    pub conditioning: Conditioning,
     /// LongCodeZip as published: every chunk scored whole, no reuse, one pass per line in
     /// the fine stage. For benchmarks.
     pub faithful: bool,
@@ -220,6 +225,28 @@ pub struct CompressOptions {
     /// used whatever the time, so asking again refines the answer.
     pub deadline: Option<Duration>,
 }
+
+/// How the coarse stage asks the model whether a candidate bears on the query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum Conditioning {
+    /// LongCodeZip's coarse score: how much the candidate lowers the query's NLL, on a window
+    /// of at most [`CompressOptions::max_query_tokens`] of the query, decoded after every
+    /// candidate.
+    QueryGivenChunk,
+    /// How much the query lowers the candidate's NLL (mean per candidate token): the query,
+    /// up to [`MAX_PREFIX_QUERY_TOKENS`] of it, is decoded once as a prefix the candidates
+    /// share; each candidate's NLL without it does not depend on the query and is cached
+    /// across queries.
+    ChunkGivenQuery,
+    /// [`Conditioning::ChunkGivenQuery`] for a query longer than the window
+    /// ([`CompressOptions::max_query_tokens`]), else [`Conditioning::QueryGivenChunk`].
+    ByLength,
+}
+
+/// The most of a query the model reads as the candidates' shared prefix
+/// ([`Conditioning::ChunkGivenQuery`]).
+pub const MAX_PREFIX_QUERY_TOKENS: usize = 1024;
 
 /// What leads the query when the model reads it framed ([`CompressOptions::framed`]).
 pub const QUESTION_FRAME: &str = "A question about the code above: ";
@@ -249,6 +276,8 @@ impl Default for CompressOptions {
             keep_copies: false,
             callers: usize::MAX,
             callees_follow: 0,
+            conditioning: Conditioning::QueryGivenChunk,
+            fine_every_kind: false,
             faithful: false,
             deadline: None,
         }
@@ -397,9 +426,23 @@ fn compress_counting(
     } else {
         options.max_query_tokens
     };
-    let model_query = window::query_window(query, max_query_tokens, &index, |texts| {
-        scorer.count_tokens_batch(texts)
-    });
+    let count_batch = |texts: &[&str]| scorer.count_tokens_batch(texts);
+    let conditioning = match options.conditioning {
+        _ if options.faithful => Conditioning::QueryGivenChunk,
+        Conditioning::ByLength
+            if max_query_tokens > 0 && count_batch(&[query])[0] > max_query_tokens =>
+        {
+            Conditioning::ChunkGivenQuery
+        }
+        Conditioning::ByLength => Conditioning::QueryGivenChunk,
+        other => other,
+    };
+    let model_query = match conditioning {
+        Conditioning::ChunkGivenQuery => {
+            window::query_window(query, MAX_PREFIX_QUERY_TOKENS, &index, count_batch)
+        }
+        _ => window::query_window(query, max_query_tokens, &index, count_batch),
+    };
     let framed = options.framed && !options.faithful;
     let model_query: String = if framed {
         format!("{QUESTION_FRAME}{model_query}")
@@ -476,45 +519,64 @@ fn compress_counting(
                     ..scorer.default_options()
                 }
             };
-            let output = score_candidates(
-                scorer,
-                model_query,
-                &inputs,
-                score_options,
-                cancel,
-                &reporter,
-            )?;
-            // Candidates the deadline skipped keep score −∞: they follow the scored ones
-            // in BM25 order, still ahead of the units that were never candidates.
-            let mut weights = window::token_weights(
-                model_query,
-                &output.query_tokens,
-                &index,
-                if options.faithful {
-                    QueryWeights::Uniform
-                } else {
-                    options.query_weights
-                },
-            );
-            if framed {
-                for (w, t) in weights.iter_mut().zip(&output.query_tokens) {
-                    if t.end <= QUESTION_FRAME.len() {
-                        *w = 0.0;
+            if conditioning == Conditioning::ChunkGivenQuery {
+                let scores = score_given_query(
+                    scorer,
+                    model_query,
+                    &inputs,
+                    score_options,
+                    cancel,
+                    &reporter,
+                )?;
+                for (&i, score) in candidates.iter().zip(scores) {
+                    units[i].score = score.unwrap_or(f32::NEG_INFINITY);
+                    skipped += usize::from(score.is_none());
+                }
+                if ranker == Ranker::Fused {
+                    fuse_with_bm25(&mut units, &candidates);
+                }
+                candidates
+            } else {
+                let output = score_candidates(
+                    scorer,
+                    model_query,
+                    &inputs,
+                    score_options,
+                    cancel,
+                    &reporter,
+                )?;
+                // Candidates the deadline skipped keep score −∞: they follow the scored ones
+                // in BM25 order, still ahead of the units that were never candidates.
+                let mut weights = window::token_weights(
+                    model_query,
+                    &output.query_tokens,
+                    &index,
+                    if options.faithful {
+                        QueryWeights::Uniform
+                    } else {
+                        options.query_weights
+                    },
+                );
+                if framed {
+                    for (w, t) in weights.iter_mut().zip(&output.query_tokens) {
+                        if t.end <= QUESTION_FRAME.len() {
+                            *w = 0.0;
+                        }
                     }
                 }
+                for (&i, score) in candidates.iter().zip(&output.scores) {
+                    units[i].score = if score.skipped {
+                        score.score
+                    } else {
+                        window::weighted_gain(&output.query_tokens, &score.query_nlls, &weights)
+                    };
+                    skipped += usize::from(score.skipped);
+                }
+                if ranker == Ranker::Fused {
+                    fuse_with_bm25(&mut units, &candidates);
+                }
+                candidates
             }
-            for (&i, score) in candidates.iter().zip(&output.scores) {
-                units[i].score = if score.skipped {
-                    score.score
-                } else {
-                    window::weighted_gain(&output.query_tokens, &score.query_nlls, &weights)
-                };
-                skipped += usize::from(score.skipped);
-            }
-            if ranker == Ranker::Fused {
-                fuse_with_bm25(&mut units, &candidates);
-            }
-            candidates
         }
     };
 
@@ -836,6 +898,57 @@ fn score_candidates(
         report(done);
     }
     Ok(all)
+}
+
+/// [`Conditioning::ChunkGivenQuery`]: each candidate's mean gain per token, NLL without the
+/// query minus NLL after it (`query` decoded once, as the prefix every candidate shares);
+/// `None` for a candidate the deadline skipped. A candidate's first token is left out: without
+/// a prefix nothing may predict it.
+fn score_given_query(
+    scorer: &dyn ScoringModel,
+    query: &str,
+    inputs: &[ChunkInput],
+    options: ScoreOptions,
+    cancel: &CancelFlag,
+    reporter: &Reporter,
+) -> Result<Vec<Option<f32>>, CompressError> {
+    let texts: Vec<&str> = inputs.iter().map(|c| c.text.as_str()).collect();
+    let total = 2;
+    reporter.report(|model_tokens| Progress {
+        total,
+        model_tokens,
+        ..Progress::start(Stage::Scoring)
+    });
+    let alone = scorer.token_nlls_batch_with(None, &texts, options, cancel)?;
+    reporter.report(|model_tokens| Progress {
+        done: 1,
+        total,
+        model_tokens,
+        ..Progress::start(Stage::Scoring)
+    });
+    let given =
+        scorer.token_nlls_batch_with(Some(&format!("{query}\n\n")), &texts, options, cancel)?;
+    reporter.report(|model_tokens| Progress {
+        done: total,
+        total,
+        model_tokens,
+        ..Progress::start(Stage::Scoring)
+    });
+    Ok(alone
+        .iter()
+        .zip(&given)
+        .map(|(a, g)| {
+            if a.skipped || g.skipped {
+                return None;
+            }
+            let n = a.tokens.len().min(g.tokens.len());
+            if n < 2 {
+                return Some(0.0);
+            }
+            let gain: f32 = (1..n).map(|t| a.tokens[t].nll - g.tokens[t].nll).sum();
+            Some(gain / (n - 1) as f32)
+        })
+        .collect())
 }
 
 /// The [`SMALLEST_RENDERED`] units (skeletons aside) costing the fewest tokens with their
@@ -1235,7 +1348,10 @@ fn fine_stage(
     let mut read = 0;
     for &i in kept {
         let chunk = &docs[units[i].doc].chunks[units[i].chunk];
-        if chunk.kind.is_callable() && chunk.n_lines() >= 5 && read < fine_tokens {
+        if (chunk.kind.is_callable() || options.fine_every_kind)
+            && chunk.n_lines() >= 5
+            && read < fine_tokens
+        {
             read += counts.get(i);
             eligible.push(i);
         }
@@ -1642,6 +1758,8 @@ mod tests {
             code_first: _,
             callers: _,
             callees_follow: _,
+            conditioning: _,
+            fine_every_kind: _,
             faithful: _,
         } = CompressOptions::default();
         for name in ["model", "fused", "bm25"] {
