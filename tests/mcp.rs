@@ -603,6 +603,11 @@ fn mcp_session_over_stdio() {
             json!({"query": "retry", "budget_tokens": 1, "ranker": "bm25"}),
             "raise budget_tokens to at least",
         ),
+        // A tokenizer that is no name and no file: the file tried and the choices.
+        (
+            json!({"query": "retry", "tokenizer": "/no/such/tokenizer.json"}),
+            "tokenizer: tokenizer not found: /no/such/tokenizer.json (give model, o200k, cl100k or the path",
+        ),
     ];
     for (arguments, message) in failures {
         let result = client.call("compress_context", arguments.clone());
@@ -670,6 +675,27 @@ fn mcp_session_over_stdio() {
     assert!(n <= 120, "{n} o200k tokens:\n{context}");
     assert_eq!(content["stats"]["compressed_tokens"], n, "{content}");
     assert!(text.contains("clamped to 120 tokens"), "{text}");
+
+    // And in a tokenizer.json's (one trained here on the workspace's files, outside it).
+    let texts: Vec<String> = ["net/retry.py", "billing/invoice.py"]
+        .iter()
+        .filter_map(|rel| std::fs::read_to_string(root.join(rel)).ok())
+        .collect();
+    assert!(!texts.is_empty(), "the fixture's files moved");
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let tokenizer = common::trained_tokenizer_json(dir.path(), &texts, 300);
+    let result = client.call(
+        "compress_context",
+        json!({"query": "invoice total with tax", "budget_tokens": 100000, "ranker": "bm25",
+               "tokenizer": tokenizer.to_str().unwrap()}),
+    );
+    let text = text_of(&result);
+    assert_ne!(result["isError"], json!(true), "{text}");
+    let content = &result["structuredContent"];
+    let context = content["context"].as_str().unwrap();
+    let n = common::count_in_tokenizer_json(&tokenizer, context);
+    assert!(n <= 120, "{n} tokens of the tokenizer.json:\n{context}");
+    assert_eq!(content["stats"]["compressed_tokens"], n, "{content}");
 }
 
 /// Every `"type": [..]` array under `schema`, by its JSON path.

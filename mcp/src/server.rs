@@ -642,6 +642,9 @@ fn compress_error(e: CompressError) -> String {
         CompressError::PathOutsideRoot { path } => format!(
             "{path:?} is not inside the workspace root; give paths relative to it (the status tool shows the root)"
         ),
+        CompressError::TokenizerFile(e) => format!(
+            "tokenizer: {e}; a relative path is read from the server's working directory"
+        ),
         CompressError::Scoring(e) => format!(
             "the model failed while scoring: {e}. Retry; if it fails again, call status and check the model"
         ),
