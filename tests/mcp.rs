@@ -112,26 +112,6 @@ fn mcp_session_over_stdio() {
             "description": "Get the source code of this workspace that matters for a task, compressed into a token budget: whole functions, types and blocks ranked by how much they help explain the query, under their file paths, followed by a list of the kept chunks as path:start-end. Call it before reading files one by one when you need to understand, change or debug code; narrow with paths or focus_file.",
             "inputSchema": {
               "$defs": {
-                "BudgetTokenizer": {
-                  "description": "The tokenizer a budget is counted in.",
-                  "oneOf": [
-                    {
-                      "const": "model",
-                      "description": "The scoring model's own tokenizer (the default).",
-                      "type": "string"
-                    },
-                    {
-                      "const": "o200k",
-                      "description": "OpenAI's o200k_base (GPT-4o and later).",
-                      "type": "string"
-                    },
-                    {
-                      "const": "cl100k",
-                      "description": "OpenAI's cl100k_base (GPT-4, GPT-3.5).",
-                      "type": "string"
-                    }
-                  ]
-                },
                 "Format": {
                   "description": "How the context is laid out. JSON wraps the text layout with chunk lists and stats.",
                   "oneOf": [
@@ -175,6 +155,16 @@ fn mcp_session_over_stdio() {
                       "type": "string"
                     }
                   ]
+                },
+                "TokenizerSpec": {
+                  "description": "model (the scoring model's own tokenizer, the default), o200k (GPT-4o and later), cl100k (GPT-4, GPT-3.5), or the path of a Hugging Face tokenizer.json.",
+                  "examples": [
+                    "model",
+                    "o200k",
+                    "cl100k",
+                    "/models/Qwen2.5-Coder-7B/tokenizer.json"
+                  ],
+                  "type": "string"
                 }
               },
               "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -226,8 +216,8 @@ fn mcp_session_over_stdio() {
                   "type": "number"
                 },
                 "tokenizer": {
-                  "$ref": "#/$defs/BudgetTokenizer",
-                  "description": "What the budget and the reported token counts count in: the scoring model's own\ntokenizer, or an agent's (o200k: GPT-4o and later; cl100k: GPT-4). The model's own\nwork counts in its tokenizer whatever this is."
+                  "$ref": "#/$defs/TokenizerSpec",
+                  "description": "What the budget and the reported token counts count in: the scoring model's own\ntokenizer, an agent's (o200k: GPT-4o and later; cl100k: GPT-4), or the one a\nHugging Face tokenizer.json describes (its path). The model's own work counts in its\ntokenizer whatever this is."
                 }
               },
               "required": [
