@@ -261,8 +261,20 @@ fn a_budget_in_a_tokenizer_json_holds_on_every_format() {
         let b = budget.to_string();
         for format in ["text", "markdown", "xml"] {
             let args = [
-                "compress", root, "-q", query, "--format", format, "--tokenizer", path,
-                "--ranker", "bm25", "--budget", &b, "--model", MODEL,
+                "compress",
+                root,
+                "-q",
+                query,
+                "--format",
+                format,
+                "--tokenizer",
+                path,
+                "--ranker",
+                "bm25",
+                "--budget",
+                &b,
+                "--model",
+                MODEL,
             ];
             let out = ctxzip(&args);
             let stderr = String::from_utf8_lossy(&out.stderr);
@@ -280,12 +292,22 @@ fn a_budget_in_a_tokenizer_json_holds_on_every_format() {
     }
     // The workspace's size in this tokenizer, not the model's; a model's directory names
     // its tokenizer.json.
-    let (by_file, _) = json_compress(root, query, "400", &["--tokenizer", path, "--ranker", "bm25"]);
+    let (by_file, _) = json_compress(
+        root,
+        query,
+        "400",
+        &["--tokenizer", path, "--ranker", "bm25"],
+    );
     let (by_dir, _) = json_compress(
         root,
         query,
         "400",
-        &["--tokenizer", tokenizer_dir.path().to_str().unwrap(), "--ranker", "bm25"],
+        &[
+            "--tokenizer",
+            tokenizer_dir.path().to_str().unwrap(),
+            "--ranker",
+            "bm25",
+        ],
     );
     let (by_model, _) = json_compress(root, query, "400", &["--ranker", "bm25"]);
     let original = |json: &Value| json["stats"]["original_tokens"].as_u64().unwrap();
@@ -396,7 +418,14 @@ fn bad_input_is_reported_with_exit_code_2() {
             "give model, o200k, cl100k or the path of a Hugging Face tokenizer.json",
         ),
         (
-            vec!["compress", root, "-q", "tax", "--tokenizer", billing.as_str()],
+            vec![
+                "compress",
+                root,
+                "-q",
+                "tax",
+                "--tokenizer",
+                billing.as_str(),
+            ],
             "is not a Hugging Face tokenizer.json",
         ),
     ];

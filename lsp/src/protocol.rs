@@ -300,9 +300,9 @@ pub fn error_message(error: &CompressError) -> String {
         CompressError::BudgetTooSmall { budget, smallest } => format!(
             "a budget of {budget} tokens is smaller than any chunk (the smallest needs {smallest} with its file header); send \"budget\": {smallest} or more, or raise the `budget` setting"
         ),
-        CompressError::TokenizerFile(e) => format!(
-            "`tokenizer`: {e}; a relative path is read from the server's working directory"
-        ),
+        CompressError::TokenizerFile(e) => {
+            format!("`tokenizer`: {e}; a relative path is read from the server's working directory")
+        }
         CompressError::EmptyWorkspace
         | CompressError::IndexNotReady { .. }
         | CompressError::PathOutsideRoot { .. }

@@ -193,8 +193,7 @@ type FileKey = (PathBuf, Option<SystemTime>, u64);
 
 impl TokenizerFile {
     fn load(path: &Path) -> Result<&'static TokenizerFile, TokenizerFileError> {
-        static LOADED: OnceLock<Mutex<HashMap<FileKey, &'static TokenizerFile>>> =
-            OnceLock::new();
+        static LOADED: OnceLock<Mutex<HashMap<FileKey, &'static TokenizerFile>>> = OnceLock::new();
         let mut path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let shown = |path: &Path| path.display().to_string();
         let unreadable = |path: &Path, e: std::io::Error| match e.kind() {
@@ -214,7 +213,9 @@ impl TokenizerFile {
         let key = (canonical, meta.modified().ok(), meta.len());
         let loaded = LOADED.get_or_init(Mutex::default);
         // Held while a file loads, so that two requests naming it load it once.
-        let mut loaded = loaded.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut loaded = loaded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(&file) = loaded.get(&key) {
             return Ok(file);
         }
@@ -365,8 +366,8 @@ mod tests {
             serde_json::from_value::<TokenizerSpec>("O200K".into()).unwrap(),
             TokenizerSpec::Named(BudgetTokenizer::O200k)
         );
-        let spec = serde_json::from_value::<TokenizerSpec>("models/qwen/tokenizer.json".into())
-            .unwrap();
+        let spec =
+            serde_json::from_value::<TokenizerSpec>("models/qwen/tokenizer.json".into()).unwrap();
         assert_eq!(
             spec,
             TokenizerSpec::File(PathBuf::from("models/qwen/tokenizer.json"))
@@ -409,7 +410,9 @@ mod tests {
         assert_eq!(counter.count_batch(&["hello world", "fn"]), vec![2, 1]);
         assert_eq!(counter.min_tokens("hello world"), 0);
         // The same file, by its directory and again by its path: one load.
-        let again = TokenizerSpec::File(dir.path().to_path_buf()).load().unwrap();
+        let again = TokenizerSpec::File(dir.path().to_path_buf())
+            .load()
+            .unwrap();
         assert_eq!(again, tokenizer);
         assert_eq!(tokenizer.name(), path.display().to_string());
     }
