@@ -196,7 +196,7 @@ local missing = vim.fn.tempname() .. '/tokenizer.json'
 err, shown = refused({ query = 'retries', tokenizer = missing })
 check(err and err.code == ctxzip.codes.tokenizer_file, vim.inspect(err))
 check(err.data.kind == 'tokenizer_file' and err.data.path == missing and err.data.problem == 'not_found', vim.inspect(err))
-check(shown == ('the tokenizer file %s does not exist: set setup{init_options = {tokenizer = ...}} to model, o200k, '
+check(shown == ('ctxzip: the tokenizer file %s does not exist: set setup{init_options = {tokenizer = ...}} to model, o200k, '
   .. 'cl100k or the absolute path of a tokenizer.json'):format(missing), tostring(shown))
 vim.notify = notify_errors
 -- "Still indexing" is the code, whatever the words.
