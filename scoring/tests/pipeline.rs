@@ -476,10 +476,13 @@ fn a_budget_in_a_tokenizer_json_holds_in_that_tokenizer_on_every_format() {
     assert_a_budget_holds_in(&[(tokenizer, &count)]);
 }
 
+/// Counts tokens of a text in one tokenizer.
+type Counter<'a> = dyn Fn(&str) -> usize + 'a;
+
 /// Random workspaces, budgets, formats and rankers, each in one of `tokenizers` (picked per
 /// case) whose tokens `count` counts: every answer holds in it and nothing left out fits;
 /// every refusal means no chunk fits alone.
-fn assert_a_budget_holds_in(tokenizers: &[(BudgetTokenizer, &dyn Fn(&str) -> usize)]) {
+fn assert_a_budget_holds_in(tokenizers: &[(BudgetTokenizer, &Counter)]) {
     let formats = [Format::Text, Format::Markdown, Format::Json, Format::Xml];
     let model = OverlapModel::new();
     let (mut answered, mut too_small, mut differs) = (0, 0, 0);
