@@ -557,6 +557,12 @@ fn mcp_session_over_stdio() {
     assert_eq!(stats["model_tokens"], 0, "bm25 runs no model: {stats}");
     assert!(text.contains("invoice_total"), "{text}");
     // Failures are results an agent can read and act on.
+    // A JSON file outside the root whose value a parser's message would quote.
+    std::fs::write(
+        dir.path().join("outside/tokenizer.json"),
+        r#"{"version": "1.0", "model": {"type": "BPE", "vocab": "hunter2-outside"}}"#,
+    )
+    .unwrap();
     let failures = [
         (json!({"query": "   "}), "query is empty"),
         (
@@ -596,7 +602,13 @@ fn mcp_session_over_stdio() {
         // A tokenizer that is no name and no file: the file tried and the choices.
         (
             json!({"query": "retry", "tokenizer": "/no/such/tokenizer.json"}),
-            "tokenizer: tokenizer not found: /no/such/tokenizer.json (give model, o200k, cl100k or the path",
+            "tokenizer: /no/such/tokenizer.json does not exist; give model, o200k, cl100k or the path",
+        ),
+        // A file that is no tokenizer: said without quoting the file (it may lie outside the
+        // root): no failure's text holds the file's value.
+        (
+            json!({"query": "retry", "tokenizer": dir.path().join("outside/tokenizer.json")}),
+            "is not a Hugging Face tokenizer.json; give model",
         ),
     ];
     for (arguments, message) in failures {
@@ -604,6 +616,7 @@ fn mcp_session_over_stdio() {
         assert_eq!(result["isError"], json!(true), "{arguments}: {result}");
         let text = text_of(&result);
         assert!(text.contains(message), "{arguments}: {text}");
+        assert!(!text.contains("hunter2"), "{arguments}: {text}");
     }
 
     let status = client.call("status", json!({}));
