@@ -303,6 +303,7 @@ fn cli_message(e: &CompressError) -> String {
         CompressError::BudgetTooSmall { budget, smallest } => format!(
             "budget of {budget} tokens is smaller than any chunk (the smallest needs {smallest} with its file header); raise --budget to at least {smallest}"
         ),
+        CompressError::TokenizerFile(e) => format!("--tokenizer: {e}"),
         CompressError::EmptyWorkspace
         | CompressError::IndexNotReady { .. }
         | CompressError::PathOutsideRoot { .. }

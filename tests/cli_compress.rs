@@ -239,6 +239,82 @@ fn a_budget_in_a_named_tokenizer_holds_on_every_format() {
     }
 }
 
+/// `--tokenizer PATH`: a budget in the tokenizer a Hugging Face tokenizer.json describes (one
+/// trained here on the workspace's own files). The output, as printed, never exceeds the
+/// budget counted by the `tokenizers` crate in this test, on every format; the reported
+/// counts are in that tokenizer, not the model's; the directory holding the file names it too.
+#[test]
+fn a_budget_in_a_tokenizer_json_holds_on_every_format() {
+    let dir = repo();
+    let root = dir.path().to_str().unwrap();
+    let texts: Vec<String> = ["billing.py", "shapes.py"]
+        .iter()
+        .map(|name| fs::read_to_string(dir.path().join(name)).unwrap())
+        .collect();
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let tokenizer_dir = tempfile::tempdir().unwrap();
+    let tokenizer = common::trained_tokenizer_json(tokenizer_dir.path(), &texts, 300);
+    let path = tokenizer.to_str().unwrap();
+    let count = |text: &str| common::count_in_tokenizer_json(&tokenizer, text);
+    let query = "how is the tax added to the invoice subtotal?";
+    for budget in [70usize, 150, 400] {
+        let b = budget.to_string();
+        for format in ["text", "markdown", "xml"] {
+            let args = [
+                "compress",
+                root,
+                "-q",
+                query,
+                "--format",
+                format,
+                "--tokenizer",
+                path,
+                "--ranker",
+                "bm25",
+                "--budget",
+                &b,
+                "--model",
+                MODEL,
+            ];
+            let out = ctxzip(&args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{format} {budget}: {stderr}");
+            let printed = String::from_utf8(out.stdout).unwrap();
+            let n = count(&printed);
+            assert!(n <= budget, "{format}: {n} > {budget}:\n{printed}");
+            assert!(n > 0, "{format} {budget}: nothing printed");
+        }
+        let (json, _) = json_compress(root, query, &b, &["--tokenizer", path, "--ranker", "bm25"]);
+        let context = json["context"].as_str().unwrap();
+        let n = count(context);
+        assert!(n <= budget, "json: {n} > {budget}:\n{context}");
+        assert_eq!(json["stats"]["compressed_tokens"], n, "json {budget}");
+    }
+    // The workspace's size in this tokenizer, not the model's; a model's directory names
+    // its tokenizer.json.
+    let (by_file, _) = json_compress(
+        root,
+        query,
+        "400",
+        &["--tokenizer", path, "--ranker", "bm25"],
+    );
+    let (by_dir, _) = json_compress(
+        root,
+        query,
+        "400",
+        &[
+            "--tokenizer",
+            tokenizer_dir.path().to_str().unwrap(),
+            "--ranker",
+            "bm25",
+        ],
+    );
+    let (by_model, _) = json_compress(root, query, "400", &["--ranker", "bm25"]);
+    let original = |json: &Value| json["stats"]["original_tokens"].as_u64().unwrap();
+    assert_eq!(original(&by_file), original(&by_dir));
+    assert_ne!(original(&by_file), original(&by_model));
+}
+
 #[test]
 fn a_deadline_answers_without_the_model_and_a_repeat_completes_from_the_cache() {
     let dir = repo();
@@ -297,6 +373,7 @@ fn deterministic_output() {
 fn bad_input_is_reported_with_exit_code_2() {
     let dir = repo();
     let root = dir.path().to_str().unwrap();
+    let billing = dir.path().join("billing.py").display().to_string();
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["compress", root, "-q", "   ", "-b", "100"],
@@ -331,9 +408,25 @@ fn bad_input_is_reported_with_exit_code_2() {
             vec!["compress", root, "-q", "tax", "-b", "3"],
             "raise --budget to at least",
         ),
+        // Not a name, so a path: not found, with the choices.
         (
             vec!["compress", root, "-q", "tax", "--tokenizer", "gpt2"],
-            "[possible values: model, o200k, cl100k]",
+            "--tokenizer: tokenizer not found: ",
+        ),
+        (
+            vec!["compress", root, "-q", "tax", "--tokenizer", "gpt2"],
+            "give model, o200k, cl100k or the path of a Hugging Face tokenizer.json",
+        ),
+        (
+            vec![
+                "compress",
+                root,
+                "-q",
+                "tax",
+                "--tokenizer",
+                billing.as_str(),
+            ],
+            "is not a Hugging Face tokenizer.json",
         ),
     ];
     for (mut args, expected) in cases {

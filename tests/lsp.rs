@@ -554,6 +554,29 @@ fn bad_requests_get_errors_and_the_server_keeps_answering() {
     let response = s.compress(json!({"query": "x", "format": "yaml"}));
     assert_eq!(error_code(&response), -32602, "{response}");
 
+    // A tokenizer file that is missing or is no tokenizer: its own code, the file and the
+    // problem as data, the request's key in the message.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let missing = elsewhere.path().join("no-such-tokenizer.json");
+    let not_a_tokenizer = elsewhere.path().join("package.json");
+    std::fs::write(&not_a_tokenizer, "{\"name\": \"app\"}").unwrap();
+    for (path, problem) in [(&missing, "not_found"), (&not_a_tokenizer, "invalid")] {
+        let response = s.compress(
+            json!({"query": "retry delay", "ranker": "bm25", "tokenizer": path.to_str().unwrap()}),
+        );
+        assert_eq!(error_code(&response), codes::TOKENIZER_FILE, "{response}");
+        assert_eq!(
+            response["error"]["data"],
+            json!({"kind": "tokenizer_file", "problem": problem, "path": path.to_str().unwrap()}),
+            "{response}"
+        );
+        let message = response["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("`tokenizer`") && message.contains("tokenizer.json"),
+            "{response}"
+        );
+    }
+
     // Not JSON, and JSON that is not JSON-RPC: error replies, and the session goes on.
     s.client
         .send_raw("{\"jsonrpc\": \"2.0\", \"id\": 77, \"method\": ")

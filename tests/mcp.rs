@@ -112,26 +112,6 @@ fn mcp_session_over_stdio() {
             "description": "Get the source code of this workspace that matters for a task, compressed into a token budget: whole functions, types and blocks ranked by how much they help explain the query, under their file paths, followed by a list of the kept chunks as path:start-end. Call it before reading files one by one when you need to understand, change or debug code; narrow with paths or focus_file.",
             "inputSchema": {
               "$defs": {
-                "BudgetTokenizer": {
-                  "description": "The tokenizer a budget is counted in.",
-                  "oneOf": [
-                    {
-                      "const": "model",
-                      "description": "The scoring model's own tokenizer (the default).",
-                      "type": "string"
-                    },
-                    {
-                      "const": "o200k",
-                      "description": "OpenAI's o200k_base (GPT-4o and later).",
-                      "type": "string"
-                    },
-                    {
-                      "const": "cl100k",
-                      "description": "OpenAI's cl100k_base (GPT-4, GPT-3.5).",
-                      "type": "string"
-                    }
-                  ]
-                },
                 "Format": {
                   "description": "How the context is laid out. JSON wraps the text layout with chunk lists and stats.",
                   "oneOf": [
@@ -175,6 +155,16 @@ fn mcp_session_over_stdio() {
                       "type": "string"
                     }
                   ]
+                },
+                "TokenizerSpec": {
+                  "description": "model (the scoring model's own tokenizer, the default), o200k (GPT-4o and later), cl100k (GPT-4, GPT-3.5), or the path of a Hugging Face tokenizer.json.",
+                  "examples": [
+                    "model",
+                    "o200k",
+                    "cl100k",
+                    "/models/Qwen2.5-Coder-7B/tokenizer.json"
+                  ],
+                  "type": "string"
                 }
               },
               "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -226,8 +216,8 @@ fn mcp_session_over_stdio() {
                   "type": "number"
                 },
                 "tokenizer": {
-                  "$ref": "#/$defs/BudgetTokenizer",
-                  "description": "What the budget and the reported token counts count in: the scoring model's own\ntokenizer, or an agent's (o200k: GPT-4o and later; cl100k: GPT-4). The model's own\nwork counts in its tokenizer whatever this is."
+                  "$ref": "#/$defs/TokenizerSpec",
+                  "description": "What the budget and the reported token counts count in: the scoring model's own\ntokenizer, an agent's (o200k: GPT-4o and later; cl100k: GPT-4), or the one a\nHugging Face tokenizer.json describes (its path). The model's own work counts in its\ntokenizer whatever this is."
                 }
               },
               "required": [
@@ -567,6 +557,12 @@ fn mcp_session_over_stdio() {
     assert_eq!(stats["model_tokens"], 0, "bm25 runs no model: {stats}");
     assert!(text.contains("invoice_total"), "{text}");
     // Failures are results an agent can read and act on.
+    // A JSON file outside the root whose value a parser's message would quote.
+    std::fs::write(
+        dir.path().join("outside/tokenizer.json"),
+        r#"{"version": "1.0", "model": {"type": "BPE", "vocab": "hunter2-outside"}}"#,
+    )
+    .unwrap();
     let failures = [
         (json!({"query": "   "}), "query is empty"),
         (
@@ -603,12 +599,24 @@ fn mcp_session_over_stdio() {
             json!({"query": "retry", "budget_tokens": 1, "ranker": "bm25"}),
             "raise budget_tokens to at least",
         ),
+        // A tokenizer that is no name and no file: the file tried and the choices.
+        (
+            json!({"query": "retry", "tokenizer": "/no/such/tokenizer.json"}),
+            "tokenizer: /no/such/tokenizer.json does not exist; give model, o200k, cl100k or the path",
+        ),
+        // A file that is no tokenizer: said without quoting the file (it may lie outside the
+        // root): no failure's text holds the file's value.
+        (
+            json!({"query": "retry", "tokenizer": dir.path().join("outside/tokenizer.json")}),
+            "is not a Hugging Face tokenizer.json; give model",
+        ),
     ];
     for (arguments, message) in failures {
         let result = client.call("compress_context", arguments.clone());
         assert_eq!(result["isError"], json!(true), "{arguments}: {result}");
         let text = text_of(&result);
         assert!(text.contains(message), "{arguments}: {text}");
+        assert!(!text.contains("hunter2"), "{arguments}: {text}");
     }
 
     let status = client.call("status", json!({}));
@@ -670,6 +678,27 @@ fn mcp_session_over_stdio() {
     assert!(n <= 120, "{n} o200k tokens:\n{context}");
     assert_eq!(content["stats"]["compressed_tokens"], n, "{content}");
     assert!(text.contains("clamped to 120 tokens"), "{text}");
+
+    // And in a tokenizer.json's (one trained here on the workspace's files, outside it).
+    let texts: Vec<String> = ["net/retry.py", "billing/invoice.py"]
+        .iter()
+        .filter_map(|rel| std::fs::read_to_string(root.join(rel)).ok())
+        .collect();
+    assert!(!texts.is_empty(), "the fixture's files moved");
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let tokenizer = common::trained_tokenizer_json(dir.path(), &texts, 300);
+    let result = client.call(
+        "compress_context",
+        json!({"query": "invoice total with tax", "budget_tokens": 100000, "ranker": "bm25",
+               "tokenizer": tokenizer.to_str().unwrap()}),
+    );
+    let text = text_of(&result);
+    assert_ne!(result["isError"], json!(true), "{text}");
+    let content = &result["structuredContent"];
+    let context = content["context"].as_str().unwrap();
+    let n = common::count_in_tokenizer_json(&tokenizer, context);
+    assert!(n <= 120, "{n} tokens of the tokenizer.json:\n{context}");
+    assert_eq!(content["stats"]["compressed_tokens"], n, "{content}");
 }
 
 /// Every `"type": [..]` array under `schema`, by its JSON path.

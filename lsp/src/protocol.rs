@@ -261,6 +261,7 @@ pub mod codes {
     pub const BUDGET_TOO_SMALL: i64 = -32055;
     pub const EMPTY_WORKSPACE: i64 = -32056;
     pub const PATH_OUTSIDE_ROOT: i64 = -32057;
+    pub const TOKENIZER_FILE: i64 = -32058;
     /// The model failed (not the request): JSON-RPC's internal error.
     pub const INTERNAL: i64 = -32603;
 }
@@ -276,6 +277,7 @@ pub fn error_code(error: &CompressError) -> i64 {
         CompressError::BudgetTooSmall { .. } => codes::BUDGET_TOO_SMALL,
         CompressError::EmptyWorkspace => codes::EMPTY_WORKSPACE,
         CompressError::PathOutsideRoot { .. } => codes::PATH_OUTSIDE_ROOT,
+        CompressError::TokenizerFile(_) => codes::TOKENIZER_FILE,
         CompressError::Scoring(_) => codes::INTERNAL,
     }
 }
@@ -298,6 +300,9 @@ pub fn error_message(error: &CompressError) -> String {
         CompressError::BudgetTooSmall { budget, smallest } => format!(
             "a budget of {budget} tokens is smaller than any chunk (the smallest needs {smallest} with its file header); send \"budget\": {smallest} or more, or raise the `budget` setting"
         ),
+        CompressError::TokenizerFile(e) => {
+            format!("`tokenizer`: {e}; a relative path is read from the server's working directory")
+        }
         CompressError::EmptyWorkspace
         | CompressError::IndexNotReady { .. }
         | CompressError::PathOutsideRoot { .. }

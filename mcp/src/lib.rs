@@ -42,7 +42,7 @@ pub struct McpArgs {
     #[arg(long)]
     pub root: Option<PathBuf>,
     /// Largest context a call returns, in tokens of the call's `tokenizer` (the model's unless
-    /// the call names o200k or cl100k); larger budgets are clamped.
+    /// the call names o200k, cl100k or a tokenizer.json); larger budgets are clamped.
     #[arg(long, default_value_t = DEFAULT_MAX_OUTPUT_TOKENS)]
     pub max_output_tokens: usize,
     /// Budget of a call that gives none, in tokens.

@@ -642,6 +642,19 @@ fn compress_error(e: CompressError) -> String {
         CompressError::PathOutsideRoot { path } => format!(
             "{path:?} is not inside the workspace root; give paths relative to it (the status tool shows the root)"
         ),
+        // Not the parser's words: they can quote the file's values, and a call may name any
+        // file (tokenizers live outside workspaces), so only the file and the problem are said.
+        CompressError::TokenizerFile(e) => {
+            let problem = match e.problem() {
+                "not_found" => "does not exist",
+                "unreadable" => "cannot be read",
+                _ => "is not a Hugging Face tokenizer.json",
+            };
+            format!(
+                "tokenizer: {} {problem}; give model, o200k, cl100k or the path of a tokenizer.json (a relative path is read from the server's working directory)",
+                e.path()
+            )
+        }
         CompressError::Scoring(e) => format!(
             "the model failed while scoring: {e}. Retry; if it fails again, call status and check the model"
         ),

@@ -6,7 +6,7 @@
 //! reaches the candidates in their order; the fine stage's knapsack is optimal; code outranks
 //! tests and docs; skeletons are never printed alone; a definition's copies (bundles, stubs)
 //! are shown once; a long query costs a bounded window; progress reports change no answer
-//! and come in stage order; a budget in a named tokenizer holds in that tokenizer.
+//! and come in stage order; a budget in a named tokenizer or a tokenizer.json holds in it.
 //! What the real model ranks is tested end to end in the workspace's `tests/cli_compress.rs`.
 
 use std::time::Duration;
@@ -15,8 +15,9 @@ use ctxzip_chunker::{Chunk, Lang, chunk_source};
 use ctxzip_scoring::compress::assemble::{FileRuns, assemble, merge_runs};
 use ctxzip_scoring::compress::fine::knapsack;
 use ctxzip_scoring::compress::{
-    Budget, BudgetTokenizer, CompressError, CompressOptions, Compressed, Document, Format,
-    Progress, Ranker, Stage, candidate_chunks, compress, compress_with_progress, is_skeleton,
+    Budget, BudgetTokenizer, CompressError, CompressOptions, CompressRequest, Compressed, Document,
+    Format, Progress, Ranker, Stage, candidate_chunks, compress, compress_with_progress,
+    is_skeleton,
 };
 use ctxzip_scoring::overlap::OverlapModel;
 use ctxzip_scoring::{CancelFlag, ScoringModel};
@@ -435,21 +436,60 @@ fn the_budget_is_never_exceeded_over_random_workspaces_budgets_and_formats() {
 /// so a pipeline that counted any part of the budget in the model's tokens would overflow.
 #[test]
 fn a_budget_in_a_named_tokenizer_holds_in_that_tokenizer_on_every_format() {
+    let o200k = |t: &str| tiktoken_rs::o200k_base_singleton().count_ordinary(t);
+    let cl100k = |t: &str| tiktoken_rs::cl100k_base_singleton().count_ordinary(t);
+    assert_a_budget_holds_in(&[
+        (BudgetTokenizer::O200k, &o200k),
+        (BudgetTokenizer::Cl100k, &cl100k),
+    ]);
+}
+
+/// The same for a Hugging Face tokenizer.json (a byte-level BPE trained here on random
+/// workspaces with the `tokenizers` crate, written to a file), named in a request by its path
+/// as every surface names it, counted here by the crate itself.
+#[test]
+fn a_budget_in_a_tokenizer_json_holds_in_that_tokenizer_on_every_format() {
+    use tokenizers::models::TrainerWrapper;
+    use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    let corpus: Vec<String> = (1000..1008u64)
+        .flat_map(|seed| random_workspace(&mut Rng::new(seed)).files)
+        .map(|file| file.2)
+        .collect();
+    let mut trained = tokenizers::Tokenizer::new(BPE::default());
+    trained.with_pre_tokenizer(Some(ByteLevel::default()));
+    let mut trainer: TrainerWrapper = BpeTrainerBuilder::new()
+        .vocab_size(400)
+        .show_progress(false)
+        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+        .build()
+        .into();
+    trained.train(&mut trainer, corpus.iter()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokenizer.json");
+    trained.save(&path, false).unwrap();
+    let request: CompressRequest =
+        serde_json::from_value(serde_json::json!({"query": "q", "tokenizer": path})).unwrap();
+    let tokenizer = request.resolve(None).unwrap().tokenizer;
+    let reader = tokenizers::Tokenizer::from_file(&path).unwrap();
+    let count = |t: &str| reader.encode_fast(t, false).unwrap().len();
+    assert_a_budget_holds_in(&[(tokenizer, &count)]);
+}
+
+/// Counts tokens of a text in one tokenizer.
+type Counter<'a> = dyn Fn(&str) -> usize + 'a;
+
+/// Random workspaces, budgets, formats and rankers, each in one of `tokenizers` (picked per
+/// case) whose tokens `count` counts: every answer holds in it and nothing left out fits;
+/// every refusal means no chunk fits alone.
+fn assert_a_budget_holds_in(tokenizers: &[(BudgetTokenizer, &Counter)]) {
     let formats = [Format::Text, Format::Markdown, Format::Json, Format::Xml];
-    let tokenizers = [
-        (BudgetTokenizer::O200k, tiktoken_rs::o200k_base_singleton()),
-        (
-            BudgetTokenizer::Cl100k,
-            tiktoken_rs::cl100k_base_singleton(),
-        ),
-    ];
     let model = OverlapModel::new();
     let (mut answered, mut too_small, mut differs) = (0, 0, 0);
     for seed in 0..160u64 {
         let mut rng = Rng::new(seed);
         let ws = random_workspace(&mut rng);
-        let (tokenizer, bpe) = *rng.pick(&tokenizers);
-        let count = |t: &str| bpe.count_ordinary(t);
+        let (tokenizer, count) = *rng.pick(tokenizers);
         let total: usize = ws.files.iter().map(|f| count(&f.2)).sum::<usize>().max(1);
         let limit = rng.range(1, total + total / 4);
         let query: Vec<&str> = (0..rng.range(1, 6)).map(|_| *rng.pick(WORDS)).collect();
@@ -469,11 +509,11 @@ fn a_budget_in_a_named_tokenizer_holds_in_that_tokenizer_on_every_format() {
                 assert_eq!(result.stats.compressed_tokens, n, "{case}");
                 assert!(n <= limit, "{case}: {n} > {limit} tokens");
                 differs += usize::from(model.count_tokens(&result.context) != n);
-                assert_nothing_left_out_fits(&count, &ws, &result, options.format, limit, &case);
+                assert_nothing_left_out_fits(count, &ws, &result, options.format, limit, &case);
             }
             Err(CompressError::BudgetTooSmall { budget, smallest }) => {
                 too_small += 1;
-                let alone = assert_no_chunk_fits_alone(&count, &ws, options.format, budget, &case);
+                let alone = assert_no_chunk_fits_alone(count, &ws, options.format, budget, &case);
                 assert_eq!(smallest, alone, "{case}: the smallest answer");
             }
             Err(e) => panic!("{case}: {e}"),

@@ -192,6 +192,12 @@ check(err.data.kind == 'budget_too_small' and err.data.budget == 1 and smallest 
 check(shown and shown:find((':%dCtxZip how are failed connections retried?'):format(smallest), 1, true)
   and shown:find(('setup{budget = %d}'):format(smallest), 1, true), tostring(shown))
 log('refused → ' .. shown)
+local missing = vim.fn.tempname() .. '/tokenizer.json'
+err, shown = refused({ query = 'retries', tokenizer = missing })
+check(err and err.code == ctxzip.codes.tokenizer_file, vim.inspect(err))
+check(err.data.kind == 'tokenizer_file' and err.data.path == missing and err.data.problem == 'not_found', vim.inspect(err))
+check(shown == ('ctxzip: the tokenizer file %s does not exist: set setup{init_options = {tokenizer = ...}} to model, o200k, '
+  .. 'cl100k or the absolute path of a tokenizer.json'):format(missing), tostring(shown))
 vim.notify = notify_errors
 -- "Still indexing" is the code, whatever the words.
 check(ctxzip.still_indexing({ code = ctxzip.codes.index_not_ready, message = 'anything' }), 'index_not_ready code')

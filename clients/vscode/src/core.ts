@@ -15,6 +15,7 @@ export interface Settings {
   scorerTimeoutS?: number;
   candidates?: number;
   deadlineMs?: number;
+  tokenizer?: string;
   ignore?: string[];
   format?: string;
   extraArgs?: string[];
@@ -96,6 +97,7 @@ export function serverLaunch(settings: Settings): ServerLaunch {
   if (positive(settings.scorerTimeoutS)) options.scorerTimeoutS = settings.scorerTimeoutS;
   if (positive(settings.candidates)) options.candidates = settings.candidates;
   if (positive(settings.deadlineMs)) options.deadlineMs = settings.deadlineMs;
+  if (settings.tokenizer && settings.tokenizer.trim() !== "") options.tokenizer = settings.tokenizer.trim();
   if (settings.ignore && settings.ignore.length > 0) options.ignore = [...settings.ignore];
   return {
     command: settings.path && settings.path.trim() !== "" ? settings.path : "ctxzip",
@@ -154,6 +156,8 @@ export const ERROR_CODES = {
   budgetAndRate: -32054,
   budgetTooSmall: -32055,
   emptyWorkspace: -32056,
+  pathOutsideRoot: -32057,
+  tokenizerFile: -32058,
 } as const;
 
 interface RpcError {
@@ -184,6 +188,10 @@ export function errorMessage(err: unknown): string {
       return `a budget is a positive number of tokens (got ${data.budget}): set ctxzip.budget to e.g. 2000, or to 0 to type one for each request`;
     case ERROR_CODES.emptyQuery:
       return "the query is empty: type what the context is for, e.g. where are retries handled?";
+    case ERROR_CODES.tokenizerFile: {
+      const problem = data.problem === "invalid" ? "is not a Hugging Face tokenizer.json" : data.problem === "unreadable" ? "cannot be read" : "does not exist";
+      return `the tokenizer file ${data.path} ${problem}: set ctxzip.tokenizer to model, o200k, cl100k or the absolute path of a tokenizer.json`;
+    }
     default:
       return String(e?.message ?? err);
   }

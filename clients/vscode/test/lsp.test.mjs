@@ -66,6 +66,8 @@ test("launch: settings become the command line and initializationOptions", () =>
   assert.deepEqual(launch.initializationOptions, { model: "smollm2-135m", budget: 300, threads: 1 });
   assert.deepEqual(core.serverLaunch({}).command, "ctxzip");
   assert.deepEqual(core.serverLaunch({ deadlineMs: 2000, candidates: 0 }).initializationOptions, { deadlineMs: 2000 });
+  assert.deepEqual(core.serverLaunch({ tokenizer: " o200k ", format: "" }).initializationOptions, { tokenizer: "o200k" });
+  assert.deepEqual(core.serverLaunch({ tokenizer: "" }).initializationOptions, {});
   assert.deepEqual(core.serverLaunch({ budget: 0, ignore: ["*.min.js"], extraArgs: ["--offline"] }), {
     command: "ctxzip",
     args: ["lsp", "--offline"],
@@ -202,6 +204,19 @@ test("a refused request is logged with its code and message, and worded from its
   assert.ok(small.data.smallest > 1, JSON.stringify(small));
   assert.ok(core.errorMessage(small).includes(`set ctxzip.budget to at least ${small.data.smallest}`), core.errorMessage(small));
   assert.ok(!core.errorMessage(small).includes('"budget"'), core.errorMessage(small));
+
+  // A tokenizer file that does not exist: its code, the file as data, the fix as the setting.
+  const missing = join(root, "no-such-tokenizer.json");
+  const noTokenizer = await connection.sendRequest(core.COMPRESS_REQUEST, { query: "retries", tokenizer: missing }).then(
+    () => assert.fail("a missing tokenizer file was accepted"),
+    (err) => err,
+  );
+  assert.equal(noTokenizer.code, core.ERROR_CODES.tokenizerFile);
+  assert.deepEqual(noTokenizer.data, { kind: "tokenizer_file", path: missing, problem: "not_found" });
+  assert.equal(
+    core.errorMessage(noTokenizer),
+    `the tokenizer file ${missing} does not exist: set ctxzip.tokenizer to model, o200k, cl100k or the absolute path of a tokenizer.json`,
+  );
 });
 
 test("the server's 'nothing indexed yet' refusal is recognised for a retry by its code", () => {

@@ -16,9 +16,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::{
-    Budget, BudgetTokenizer, CompressOptions, DEFAULT_BUDGET_TOKENS, Focus, Format, Ranker,
-};
+use super::tokenizer::{TokenizerFileError, TokenizerSpec};
+use super::{Budget, CompressOptions, DEFAULT_BUDGET_TOKENS, Focus, Format, Ranker};
 
 /// What a user asks for. Every field but `query` may be left out: [`CompressRequest::resolve`]
 /// fills it from the surface's settings, else from [`CompressOptions::default`].
@@ -44,12 +43,13 @@ pub struct CompressRequest {
     #[cfg_attr(feature = "clap", arg(long, value_name = "R"))]
     pub rate: Option<f64>,
     /// What the budget and the reported token counts count in: the scoring model's own
-    /// tokenizer, or an agent's (o200k: GPT-4o and later; cl100k: GPT-4). The model's own
-    /// work counts in its tokenizer whatever this is.
+    /// tokenizer, an agent's (o200k: GPT-4o and later; cl100k: GPT-4), or the one a
+    /// Hugging Face tokenizer.json describes (its path). The model's own work counts in its
+    /// tokenizer whatever this is.
     #[serde(default)]
-    #[cfg_attr(feature = "clap", arg(long, value_enum,
+    #[cfg_attr(feature = "clap", arg(long, value_name = "model|o200k|cl100k|PATH",
         default_value = CompressOptions::default().tokenizer.name()))]
-    pub tokenizer: Option<BudgetTokenizer>,
+    pub tokenizer: Option<TokenizerSpec>,
     /// Layout of the context: text, markdown, json or xml.
     #[serde(default)]
     #[cfg_attr(feature = "clap", arg(long, value_enum,
@@ -136,7 +136,10 @@ impl CompressRequest {
         let defaults = CompressOptions::default();
         Ok(CompressOptions {
             budget,
-            tokenizer: self.tokenizer.unwrap_or(defaults.tokenizer),
+            tokenizer: match &self.tokenizer {
+                Some(spec) => spec.load()?,
+                None => defaults.tokenizer,
+            },
             format: self.format.unwrap_or(defaults.format),
             focus,
             fine: !self.no_fine,
@@ -180,6 +183,9 @@ pub enum CompressError {
     /// `path` is the path as the request gave it, never where it leads.
     #[error("{path}: only files under the workspace root can be read")]
     PathOutsideRoot { path: String },
+    /// The request's `tokenizer` names a file that is missing, unreadable or no tokenizer.
+    #[error(transparent)]
+    TokenizerFile(#[from] TokenizerFileError),
     #[error(transparent)]
     Scoring(#[from] crate::Error),
 }
@@ -196,6 +202,7 @@ impl CompressError {
             CompressError::BudgetTooSmall { .. } => "budget_too_small",
             CompressError::IndexNotReady { .. } => "index_not_ready",
             CompressError::PathOutsideRoot { .. } => "path_outside_root",
+            CompressError::TokenizerFile(_) => "tokenizer_file",
             CompressError::Scoring(_) => "scoring",
         }
     }
@@ -214,6 +221,7 @@ impl CompressError {
                 files_total,
             } => json!({ "files_done": files_done, "files_total": files_total }),
             CompressError::PathOutsideRoot { path } => json!({ "path": path }),
+            CompressError::TokenizerFile(e) => json!({ "path": e.path(), "problem": e.problem() }),
             CompressError::Scoring(e) => json!({ "message": e.to_string() }),
             CompressError::EmptyQuery
             | CompressError::BudgetAndRate
@@ -257,7 +265,7 @@ mod tests {
         let defaults = CompressOptions::default();
         assert_eq!(options.budget, Budget::Tokens(DEFAULT_BUDGET_TOKENS));
         assert_eq!(options.format, defaults.format);
-        assert_eq!(options.tokenizer, BudgetTokenizer::Model);
+        assert_eq!(options.tokenizer, defaults.tokenizer);
         assert_eq!(options.ranker, defaults.ranker);
         assert_eq!(options.max_candidates, defaults.max_candidates);
         assert_eq!(options.fine, defaults.fine);
@@ -284,8 +292,15 @@ mod tests {
             r.rate = Some(0.5)
         });
         assert_eq!(e.kind(), "budget_and_rate");
+        // A tokenizer file that is not there: the file, as data.
+        let missing = with(|r| r.tokenizer = Some("no/such/tokenizer.json".parse().unwrap()));
+        assert_eq!(missing.kind(), "tokenizer_file");
+        assert_eq!(missing.data()["problem"], "not_found");
+        let path = missing.data()["path"].as_str().unwrap().to_string();
+        assert!(path.ends_with("no/such/tokenizer.json"), "{missing}");
+        assert!(missing.is_bad_input());
         // The core's words name no surface's flag or key.
-        for e in [e, with(|r| r.budget = Some(0))] {
+        for e in [e, missing, with(|r| r.budget = Some(0))] {
             assert!(!e.to_string().contains("--"), "{e}");
         }
     }
@@ -335,8 +350,11 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(r.format, Some(Format::Markdown));
-        assert_eq!(r.tokenizer, Some(BudgetTokenizer::O200k));
-        assert_eq!(r.resolve(None).unwrap().tokenizer, BudgetTokenizer::O200k);
+        assert_eq!(r.tokenizer, Some("o200k".parse().unwrap()));
+        assert_eq!(
+            r.resolve(None).unwrap().tokenizer,
+            crate::compress::BudgetTokenizer::O200k
+        );
         assert_eq!(r.ranker, Some(Ranker::Bm25));
         assert!(r.no_fine);
         assert!(serde_json::from_value::<CompressRequest>(json!({"budget": 1})).is_err());

@@ -189,6 +189,8 @@ M.codes = {
   budget_and_rate = -32054,
   budget_too_small = -32055,
   empty_workspace = -32056,
+  path_outside_root = -32057,
+  tokenizer_file = -32058,
 }
 
 --- Whether `err` is the server's "nothing indexed yet" refusal, worth retrying shortly.
@@ -213,6 +215,11 @@ function M.error_message(err, query)
       .. 'or setup{budget = 2000}'):format(tostring(value(data.budget)), query)
   elseif err.code == M.codes.empty_query then
     return 'the query is empty: say what the context is for, e.g. :CtxZip where are retries handled?'
+  elseif err.code == M.codes.tokenizer_file and value(data.path) then
+    local problem = ({ invalid = 'is not a Hugging Face tokenizer.json', unreadable = 'cannot be read' })[data.problem]
+      or 'does not exist'
+    return ('the tokenizer file %s %s: set setup{init_options = {tokenizer = ...}} to model, o200k, cl100k '
+      .. 'or the absolute path of a tokenizer.json'):format(data.path, problem)
   end
   return err.message or vim.inspect(err)
 end
