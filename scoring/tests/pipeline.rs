@@ -5,7 +5,7 @@
 //! no chunk fits alone; pinned chunks come first; callees follow their callers; a deadline
 //! reaches the candidates in their order; the fine stage's knapsack is optimal; code outranks
 //! tests and docs; skeletons are never printed alone; a definition's copies (bundles, stubs)
-//! are shown once; a long query costs a bounded window; progress reports change no answer
+//! are shown once; a long query costs a bounded window (or a bounded prefix); progress reports change no answer
 //! and come in stage order; a budget in a named tokenizer or a tokenizer.json holds in it.
 //! What the real model ranks is tested end to end in the workspace's `tests/cli_compress.rs`.
 
@@ -15,7 +15,7 @@ use ctxzip_chunker::{Chunk, Lang, chunk_source};
 use ctxzip_scoring::compress::assemble::{FileRuns, assemble, merge_runs};
 use ctxzip_scoring::compress::fine::knapsack;
 use ctxzip_scoring::compress::{
-    Budget, BudgetTokenizer, CompressError, CompressOptions, CompressRequest, Compressed, Document,
+    Budget, BudgetTokenizer, CompressError, Conditioning, MAX_PREFIX_QUERY_TOKENS, CompressOptions, CompressRequest, Compressed, Document,
     Format, Progress, Ranker, Stage, candidate_chunks, compress, compress_with_progress,
     is_skeleton,
 };
@@ -862,6 +862,60 @@ fn a_long_instruction_costs_a_bounded_window_of_model_work() {
         long_tokens <= 3 * short_tokens,
         "long query {long_tokens} model tokens vs short {short_tokens}"
     );
+}
+
+/// With the chunks conditioned on the query instead, the query is read once, as the prefix
+/// every candidate shares, cut to its most informative [`MAX_PREFIX_QUERY_TOKENS`]: a 100 KB
+/// instruction costs at most that many tokens more than a question.
+#[test]
+fn a_long_instruction_read_once_as_a_prefix_costs_a_bounded_prefix() {
+    let ws = Workspace::new(&[
+        ("billing.py", Lang::Python, BILLING),
+        ("rounding.py", Lang::Python, ROUNDING),
+    ]);
+    let options = CompressOptions {
+        budget: Budget::Tokens(60),
+        conditioning: Conditioning::ChunkGivenQuery,
+        ..CompressOptions::default()
+    };
+    let question = "where does an invoice total get its tax?";
+    let short = run(&OverlapModel::new(), &ws, question, &options).unwrap();
+    let filler = "Our team relies on this service every day and we are grateful for it. ";
+    let long = format!(
+        "Invoice totals are wrong when a tax rate is given.\n{}\nThe tax must be added to the invoice subtotal.\n",
+        filler.repeat(1500)
+    );
+    for conditioning in [Conditioning::ChunkGivenQuery, Conditioning::ByLength] {
+        let options = CompressOptions {
+            conditioning,
+            ..options.clone()
+        };
+        let result = run(&OverlapModel::new(), &ws, &long, &options).unwrap();
+        assert!(
+            result.context.contains("def compute_invoice_total"),
+            "{conditioning:?}: {}",
+            result.context
+        );
+        let (long_tokens, short_tokens) = (result.stats.model_tokens, short.stats.model_tokens);
+        assert!(short_tokens > 0);
+        assert!(
+            long_tokens <= short_tokens + MAX_PREFIX_QUERY_TOKENS,
+            "{conditioning:?}: long query {long_tokens} model tokens vs short {short_tokens}"
+        );
+    }
+    // By length, a question that fits the window is read after each candidate, as by default.
+    let by_length = CompressOptions {
+        conditioning: Conditioning::ByLength,
+        ..options.clone()
+    };
+    let default = CompressOptions {
+        budget: Budget::Tokens(60),
+        ..CompressOptions::default()
+    };
+    let a = run(&OverlapModel::new(), &ws, question, &by_length).unwrap();
+    let b = run(&OverlapModel::new(), &ws, question, &default).unwrap();
+    assert_eq!(a.context, b.context);
+    assert_eq!(a.stats.model_tokens, b.stats.model_tokens);
 }
 
 const MERGE_ESM: &str = "export class ZodObject {\n  merge(merging) {\n    const merged = new ZodObject({\n      unknownKeys: merging._def.unknownKeys,\n      catchall: merging._def.catchall,\n      shape: () => ({ ...this._def.shape(), ...merging._def.shape() }),\n      typeName: ZodFirstPartyTypeKind.ZodObject,\n    });\n    return merged;\n  }\n}\n";

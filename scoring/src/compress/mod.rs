@@ -36,7 +36,7 @@ use counts::TokenCounts;
 use fine::LineStats;
 pub use progress::{Progress, ProgressSink, Stage};
 pub use request::{CompressError, CompressRequest};
-pub use tokenizer::{BudgetCounter, BudgetTokenizer};
+pub use tokenizer::{BudgetCounter, BudgetTokenizer, TokenizerFileError, TokenizerSpec};
 pub use window::QueryWeights;
 
 use crate::engine::{CancelFlag, ChunkInput, ScoreOptions, ScoreOutput};
