@@ -1,20 +1,69 @@
-//! The live workspace index: the files the workspace walk keeps, read from disk, with open
-//! editor buffers (kept current by incremental reparse) shadowing their disk text. Plain
-//! paths, byte offsets and line/column positions: no LSP types live here.
+//! The one live workspace index of the LSP and MCP servers: the files the workspace walk
+//! keeps under one or more roots, each read through [`crate::confine`], chunked, and stamped
+//! (modification time, size, inode) when read, so that a file changed on disk is read again
+//! at the next query whether or not an event said so; and an optional overlay of open editor
+//! buffers (kept current by incremental reparse) that shadow their disk text. Plain paths,
+//! byte offsets and line/column positions: no protocol types live here; each server turns
+//! its own events (watcher, `didChange`, a tool call) into calls of this one index.
 //!
-//! Which files may be read is decided here too, by the chunker's one confinement rule
-//! (`ctxzip_chunker::confine`): only files under a workspace root, reached without leaving
-//! it by `..` or a symlink; every read is confined to the root's directory.
+//! Which files may be read is decided by the one confinement rule ([`crate::confine`]): only
+//! files under a root, reached without leaving it by `..` or a symlink; every read is
+//! confined to the root's directory.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
-use ctxzip_chunker::confine::{self, RootDir};
-use ctxzip_chunker::secrets::{self, Redaction};
-use ctxzip_chunker::workspace::{self, WalkError, WalkOptions};
-use ctxzip_chunker::{Chunk, EditError, Lang, Skipped, SourceFile};
 use dashmap::DashMap;
 use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::confine::{self, Kind, PathError, RootDir};
+use crate::secrets::{self, Redaction};
+use crate::workspace::{self, Skipped, WalkError, WalkOptions};
+use crate::{Chunk, EditError, Lang, SourceFile};
+
+/// A modification time this close to the read is not trusted: a write within the file
+/// system's timestamp resolution (a coarse clock tick; 2 s on FAT) after the read would leave
+/// the same time and size. Such a file is read again at every query until its time is older
+/// (git's "racy clean" rule).
+const RACY_WINDOW: Duration = Duration::from_secs(2);
+
+/// What a file on disk looked like when it was read: when any part differs, its text may
+/// have changed. Taken before the read, so a write that races the read leaves a stamp older
+/// than the text and the file is read again at the next query (never the reverse).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    /// An editor that saves by renaming a new file over the old one changes the inode even
+    /// when the size and the time (at the file system's resolution) do not.
+    #[cfg(unix)]
+    inode: u64,
+}
+
+impl Stamp {
+    /// The stamp of the file at `path` now (following symlinks, as the read does), or `None`
+    /// when nothing is there.
+    pub fn of(path: &Path) -> Option<Stamp> {
+        let meta = std::fs::metadata(path).ok()?;
+        Some(Stamp {
+            modified: meta.modified().ok(),
+            len: meta.len(),
+            #[cfg(unix)]
+            inode: std::os::unix::fs::MetadataExt::ino(&meta),
+        })
+    }
+
+    /// Whether the stamp can vouch for the text read at `now` (see [`RACY_WINDOW`]).
+    fn settled(&self, now: SystemTime) -> bool {
+        self.modified.is_none_or(|modified| {
+            now.duration_since(modified)
+                .is_ok_and(|age| age >= RACY_WINDOW)
+        })
+    }
+}
 
 /// One file as a query sees it: disk text, or the unsaved buffer when the file is open.
 #[derive(Debug)]
@@ -32,6 +81,9 @@ pub struct FileSnapshot {
     pub from_buffer: bool,
     /// Secrets replaced in `text` (empty when redaction is off).
     pub redactions: Vec<Redaction>,
+    /// The disk file's stamp when it was read; `None` when it could not be taken or was too
+    /// recent to trust, and the file is read again at the next query.
+    pub stamp: Option<Stamp>,
 }
 
 impl FileSnapshot {
@@ -80,12 +132,16 @@ pub struct TextChange {
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
     /// Every path outside the roots, however it gets there (`..`, a symlink) and whether or
-    /// not anything is there: one message, so it tells nothing about outside files.
+    /// not anything is there: one message, so it tells nothing about outside files. Each
+    /// shell words it in its own terms (the LSP's workspace folders, MCP's root).
     #[error(
         "{}: only files under the workspace folders can be read (open the folder that holds it as a workspace folder)",
         path.display()
     )]
     OutsideRoots { path: PathBuf },
+    /// An empty path or one with a NUL byte.
+    #[error(transparent)]
+    Path(PathError),
     #[error("{}: the path must be absolute", path.display())]
     Relative { path: PathBuf },
     #[error("{}: no open buffer (send textDocument/didOpen first)", path.display())]
@@ -120,12 +176,27 @@ pub struct LoadCounts {
     pub skipped: usize,
 }
 
+/// What one [`Index::refresh`] of a root did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RefreshReport {
+    /// Files indexed under the root afterwards.
+    pub files: usize,
+    pub chunks: usize,
+    /// Files read and chunked by this refresh (new, or changed since their stamp).
+    pub rechunked: usize,
+    pub removed: usize,
+    pub skipped: usize,
+    pub elapsed_ms: f64,
+}
+
 #[derive(Default)]
 pub struct Index {
     roots: RwLock<Vec<Root>>,
     files: DashMap<PathBuf, Arc<FileSnapshot>>,
     buffers: DashMap<PathBuf, Buffer>,
     walk: RwLock<WalkOptions>,
+    /// Per root: what its last walk, and the reads since, left out and why.
+    skipped: DashMap<PathBuf, Vec<Skipped>>,
 }
 
 impl Index {
@@ -175,12 +246,14 @@ impl Index {
         roots.retain(|r| r.path != path);
         let remaining: Vec<PathBuf> = roots.iter().map(|r| r.path.clone()).collect();
         drop(roots);
+        self.skipped.remove(&path);
         self.files.retain(|key, _| {
             !key.starts_with(&path) || remaining.iter().any(|r| key.starts_with(r))
         });
     }
 
-    /// The root holding `path` and the canonical key of `path`, or why it may not be read.
+    /// The root holding the absolute `path` and the canonical key of `path`, or why it may
+    /// not be read.
     ///
     /// A path that does not exist (a deleted file, an unsaved buffer) is resolved through
     /// its nearest existing ancestor.
@@ -193,12 +266,7 @@ impl Index {
         let raw = path.to_string_lossy();
         let roots = read(&self.roots);
         for root in roots.iter() {
-            if let Ok(found) = confine::resolve(&root.path, &raw) {
-                let key = if found.rel.is_empty() {
-                    root.path.clone()
-                } else {
-                    root.path.join(&found.rel)
-                };
+            if let Ok((key, _)) = resolve_in(root, &raw) {
                 return Ok((key, root.clone()));
             }
         }
@@ -207,77 +275,155 @@ impl Index {
         })
     }
 
-    /// The files the walk keeps under `root` (no reading).
-    pub fn discover(&self, root: &Root) -> Result<(Vec<PathBuf>, Vec<Skipped>), IndexError> {
-        Ok(workspace::discover(&root.path, &self.walk_options())?)
+    /// The files the walk keeps under `root` (no reading); what it leaves out is kept for
+    /// [`Index::skip_reason`].
+    pub fn discover(&self, root: &Root) -> Result<Vec<PathBuf>, IndexError> {
+        let (paths, skipped) = workspace::discover(&root.path, &self.walk_options())?;
+        self.skipped.insert(root.path.clone(), skipped);
+        Ok(paths)
     }
 
-    /// Reads and chunks `paths` (under `root`) in parallel and puts them in the index.
+    /// Reads and chunks `paths` (under `root`) in parallel and puts them in the index. A
+    /// path that cannot be read (any more) leaves the index, its reason kept.
     pub fn load(&self, root: &Root, paths: &[PathBuf]) -> LoadCounts {
         let options = self.walk_options();
         let Ok(root_dir) = RootDir::open(&root.path) else {
             // The root itself is gone: nothing under it can be read.
+            for path in paths {
+                self.files.remove(&canonicalize_lenient(path));
+            }
             return LoadCounts {
                 loaded: 0,
                 skipped: paths.len(),
             };
         };
-        let results: Vec<Option<FileSnapshot>> = paths
+        let results: Vec<(PathBuf, Result<FileSnapshot, Skipped>)> = paths
             .par_iter()
             .map(|path| load_one(root, &root_dir, path, &options))
             .collect();
         let mut counts = LoadCounts::default();
-        for file in results {
-            match file {
-                Some(file) => {
+        let mut skips = Vec::new();
+        for (key, result) in results {
+            match result {
+                Ok(file) => {
                     counts.loaded += 1;
-                    self.files.insert(file.abs_path.clone(), Arc::new(file));
+                    self.files.insert(key, Arc::new(file));
                 }
-                None => counts.skipped += 1,
+                Err(skip) => {
+                    counts.skipped += 1;
+                    self.files.remove(&key);
+                    skips.push(skip);
+                }
             }
+        }
+        if !skips.is_empty() {
+            let mut known = self.skipped.entry(root.path.clone()).or_default();
+            known.retain(|old| !skips.iter().any(|new| new.path == old.path));
+            known.extend(skips);
         }
         counts
     }
 
-    /// Walks `root` again: loads files that appeared, drops files that are gone. Returns
-    /// (added, removed).
-    pub fn rescan(&self, root: &Root) -> Result<(usize, usize), IndexError> {
-        let (paths, _) = self.discover(root)?;
-        let keys: std::collections::HashSet<PathBuf> =
-            paths.iter().map(|p| canonicalize_lenient(p)).collect();
-        let new: Vec<PathBuf> = paths
-            .into_iter()
-            .filter(|p| !self.files.contains_key(&canonicalize_lenient(p)))
-            .collect();
+    /// Brings one root up to date by walk and stamps: walks it again, reads the files that
+    /// are new or whose stamp changed, and drops the files that are gone. What a server
+    /// without events (MCP) does before every call, and the LSP on a file-created event.
+    pub fn refresh(&self, root: &Root) -> Result<RefreshReport, IndexError> {
+        let started = Instant::now();
+        let paths = self.discover(root)?;
+        let mut keys = HashSet::with_capacity(paths.len());
+        let mut stale = Vec::new();
+        for path in paths {
+            let key = canonicalize_lenient(&path);
+            if !keys.insert(key.clone()) {
+                continue; // a symlink inside the root to a file already seen
+            }
+            let fresh = self
+                .files
+                .get(&key)
+                .is_some_and(|file| file.stamp.is_some() && file.stamp == Stamp::of(&key));
+            if !fresh {
+                stale.push(path);
+            }
+        }
         let before = self.files.len();
         self.files
             .retain(|key, file| file.root != root.path || keys.contains(key));
         let removed = before - self.files.len();
-        let added = self.load(root, &new).loaded;
-        Ok((added, removed))
+        let rechunked = stale.len();
+        self.load(root, &stale);
+        let (files, chunks) = self
+            .files
+            .iter()
+            .filter(|file| file.root == root.path)
+            .fold((0, 0), |(n, c), file| (n + 1, c + file.chunks.len()));
+        Ok(RefreshReport {
+            files,
+            chunks,
+            rechunked,
+            removed,
+            skipped: self.skipped.get(&root.path).map_or(0, |s| s.len()),
+            elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
+        })
     }
 
-    /// Reads an indexed file again from disk (after a save or an outside change).
-    /// Returns false when the file is not indexed (the walk left it out).
-    pub fn reload(&self, key: &Path) -> bool {
-        let Some(root) = self.files.get(key).map(|f| f.root.clone()) else {
-            return false;
-        };
-        let Some(root) = self.roots().into_iter().find(|r| r.path == root) else {
-            return false;
-        };
-        let file = RootDir::open(&root.path)
-            .ok()
-            .and_then(|dir| load_one(&root, &dir, key, &self.walk_options()));
-        match file {
-            Some(file) => {
-                self.files.insert(key.to_path_buf(), Arc::new(file));
-            }
-            None => {
-                self.files.remove(key);
+    /// Reads again every indexed file (under one of `under`, if given) whose stamp changed
+    /// since it was read: edited, replaced or deleted outside the editor with no event to
+    /// say so. A stat per file; a read only for the changed ones. Returns how many changed.
+    pub fn reload_changed(&self, under: Option<&[PathBuf]>) -> usize {
+        let indexed: Vec<(PathBuf, Option<Stamp>)> = self
+            .files
+            .iter()
+            .filter(|entry| {
+                under.is_none_or(|dirs| dirs.iter().any(|d| entry.key().starts_with(d)))
+            })
+            .map(|entry| (entry.key().clone(), entry.stamp))
+            .collect();
+        let changed: Vec<PathBuf> = indexed
+            .into_par_iter()
+            .filter(|(key, stamp)| stamp.is_none() || Stamp::of(key) != *stamp)
+            .map(|(key, _)| key)
+            .collect();
+        if !changed.is_empty() {
+            self.reload(&changed);
+        }
+        changed.len()
+    }
+
+    /// Reads indexed files again from disk (after a save, a watcher event or a changed
+    /// stamp); one that can no longer be read leaves the index. Keys the index does not
+    /// hold are ignored: the walk left them out.
+    pub fn reload(&self, keys: &[PathBuf]) -> LoadCounts {
+        let mut by_root: HashMap<PathBuf, Vec<PathBuf>> = HashMap::new();
+        for key in keys {
+            if let Some(file) = self.files.get(key) {
+                by_root
+                    .entry(file.root.clone())
+                    .or_default()
+                    .push(key.clone());
             }
         }
-        true
+        let mut counts = LoadCounts::default();
+        for root in self.roots() {
+            if let Some(keys) = by_root.remove(&root.path) {
+                let done = self.load(&root, &keys);
+                counts.loaded += done.loaded;
+                counts.skipped += done.skipped;
+            }
+        }
+        // Files of a root removed meanwhile.
+        for key in by_root.into_values().flatten() {
+            self.files.remove(&key);
+        }
+        counts
+    }
+
+    /// Why the walk or a read left out `rel` (relative to `root`), if it saw it.
+    pub fn skip_reason(&self, root: &Path, rel: &str) -> Option<String> {
+        self.skipped
+            .get(root)?
+            .iter()
+            .find(|s| s.path == rel)
+            .map(|s| s.reason.clone())
     }
 
     /// Drops every indexed file of one root (before indexing it again).
@@ -423,6 +569,24 @@ impl Index {
     }
 }
 
+/// `raw` (relative to `root`, absolute under it, or a `file://` URI) by the one rule of
+/// every surface ([`confine::resolve`]): the index key it names and what lies there. Every
+/// way out of the root is [`IndexError::OutsideRoots`], whatever is there.
+pub fn resolve_in(root: &Root, raw: &str) -> Result<(PathBuf, Kind), IndexError> {
+    let found = confine::resolve(&root.path, raw).map_err(|e| match e {
+        PathError::Outside { .. } => IndexError::OutsideRoots {
+            path: PathBuf::from(raw),
+        },
+        other => IndexError::Path(other),
+    })?;
+    let key = if found.rel.is_empty() {
+        root.path.clone()
+    } else {
+        root.path.join(&found.rel)
+    };
+    Ok((key, found.kind))
+}
+
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(|e| e.into_inner())
 }
@@ -444,7 +608,7 @@ fn buffer_snapshot(
     let chunks = if redactions.is_empty() {
         source.chunks().to_vec()
     } else {
-        ctxzip_chunker::chunk_source(lang, &text)
+        crate::chunk_source(lang, &text)
     };
     FileSnapshot {
         abs_path: disk.abs_path.clone(),
@@ -455,25 +619,32 @@ fn buffer_snapshot(
         chunks,
         from_buffer: true,
         redactions,
+        stamp: disk.stamp,
     }
 }
 
+/// Reads one file of `root` (confined to it) and chunks it: its index key, and the file or
+/// why it is left out.
 fn load_one(
     root: &Root,
     root_dir: &RootDir,
     path: &Path,
     options: &WalkOptions,
-) -> Option<FileSnapshot> {
+) -> (PathBuf, Result<FileSnapshot, Skipped>) {
     let abs_path = canonicalize_lenient(path);
     // A symlink inside the workspace may still point out of it.
     if !abs_path.starts_with(&root.path) {
-        return None;
+        let skip = Skipped {
+            path: workspace::relative(&root.path, path),
+            reason: "symlink to outside the workspace (or dangling): not followed".into(),
+        };
+        return (abs_path, Err(skip));
     }
     let rel = workspace::relative(&root.path, &abs_path);
+    let stamp = Stamp::of(&abs_path).filter(|stamp| stamp.settled(SystemTime::now()));
     // The read itself is confined too: the check above cannot see a swap that follows it.
-    let file = workspace::load_file(root_dir, path, rel, options).ok()?;
-    Some(FileSnapshot {
-        abs_path,
+    let file = workspace::load_file(root_dir, path, rel, options).map(|file| FileSnapshot {
+        abs_path: abs_path.clone(),
         root: root.path.clone(),
         rel_path: file.path,
         lang: file.lang,
@@ -481,7 +652,9 @@ fn load_one(
         chunks: file.chunks,
         from_buffer: false,
         redactions: file.redactions,
-    })
+        stamp,
+    });
+    (abs_path, file)
 }
 
 /// `canonicalize`, or for a path that does not exist, its nearest existing ancestor's
@@ -516,7 +689,7 @@ pub fn byte_offset(
 ) -> Option<usize> {
     match encoding {
         PositionEncoding::Utf16 => {
-            ctxzip_chunker::lines::utf16_position_to_byte(text, position.line, position.character)
+            crate::lines::utf16_position_to_byte(text, position.line, position.character)
         }
         PositionEncoding::Utf8 => {
             let mut line_start = 0;
@@ -559,7 +732,7 @@ mod tests {
         std::fs::write(&file, "fn alpha() {}\n").unwrap();
         let index = Index::new(WalkOptions::default());
         let root = index.add_root(dir.path()).unwrap();
-        let (paths, _) = index.discover(&root).unwrap();
+        let paths = index.discover(&root).unwrap();
         assert_eq!(index.load(&root, &paths).loaded, 1);
         let (key, _) = index.resolve(&file).unwrap();
         index.open(&key, Some(Lang::Rust), 1, "// é😀\nfn alpha() {}\n".into());
@@ -617,6 +790,149 @@ mod tests {
         }
         // A file that does not exist yet, inside the root, resolves.
         assert!(index.resolve(&root_dir.join("new/file.rs")).is_ok());
+    }
+
+    /// Sets a file's modification time `secs_ago` seconds back: stamps compare times, and a
+    /// test must not depend on the file system's timestamp resolution.
+    fn age(path: &Path, secs_ago: u64) {
+        let when = SystemTime::now() - std::time::Duration::from_secs(secs_ago);
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+    }
+
+    fn write_aged(path: &Path, text: &str, secs_ago: u64) {
+        std::fs::write(path, text).unwrap();
+        age(path, secs_ago);
+    }
+
+    fn indexed(dir: &Path) -> (Index, Root) {
+        let index = Index::new(WalkOptions::default());
+        let root = index.add_root(dir).unwrap();
+        let paths = index.discover(&root).unwrap();
+        index.load(&root, &paths);
+        (index, root)
+    }
+
+    fn text_of(index: &Index, key: &Path) -> Option<String> {
+        index
+            .snapshot(None)
+            .iter()
+            .find(|f| f.abs_path == key)
+            .map(|f| f.text.clone())
+    }
+
+    #[test]
+    fn refresh_rechunks_only_new_and_changed_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(dir.path()).unwrap();
+        write_aged(&base.join("a.py"), "def a():\n    return 1\n", 3600);
+        write_aged(&base.join("b.py"), "def b():\n    return 2\n", 3600);
+        let index = Index::new(WalkOptions::default());
+        let root = index.add_root(&base).unwrap();
+        let first = index.refresh(&root).unwrap();
+        assert_eq!((first.files, first.rechunked), (2, 2));
+        let again = index.refresh(&root).unwrap();
+        assert_eq!((again.files, again.rechunked, again.removed), (2, 0, 0));
+        write_aged(
+            &base.join("b.py"),
+            "def b():\n    return 2\n\ndef c():\n    return 3\n",
+            1800,
+        );
+        std::fs::remove_file(base.join("a.py")).unwrap();
+        write_aged(&base.join("n.py"), "def n():\n    return 4\n", 1800);
+        let changed = index.refresh(&root).unwrap();
+        assert_eq!(
+            (changed.files, changed.rechunked, changed.removed),
+            (2, 2, 1)
+        );
+        let files = index.snapshot(None);
+        assert_eq!(files[0].rel_path, "b.py");
+        assert!(files[0].text.contains("def c"));
+        assert_eq!(files[1].rel_path, "n.py");
+    }
+
+    #[test]
+    fn a_file_changed_on_disk_is_read_again_at_the_next_query() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(dir.path()).unwrap();
+        let (a, b) = (base.join("a.py"), base.join("b.py"));
+        write_aged(&a, "def alpha():\n    return 1\n", 3600);
+        write_aged(&b, "def bravo():\n    return 2\n", 3600);
+        let (index, _) = indexed(&base);
+        // Nothing changed: one stat per file, no read.
+        assert_eq!(index.reload_changed(None), 0);
+        // The same length, new text, and no event: only the stamp tells.
+        write_aged(&a, "def omega():\n    return 1\n", 1800);
+        assert_eq!(index.reload_changed(None), 1);
+        assert!(text_of(&index, &a).unwrap().contains("omega"));
+        // Only the files under `under` are looked at.
+        write_aged(&a, "def gamma():\n    return 1\n", 900);
+        assert_eq!(index.reload_changed(Some(std::slice::from_ref(&b))), 0);
+        assert_eq!(index.reload_changed(Some(std::slice::from_ref(&a))), 1);
+        // Written just now, twice, at the same length: a time within the file system's
+        // resolution of the read is not trusted, so each version is read.
+        std::fs::write(&b, "def delta():\n    return 2\n").unwrap();
+        index.reload_changed(None);
+        assert!(text_of(&index, &b).unwrap().contains("delta"));
+        std::fs::write(&b, "def kappa():\n    return 2\n").unwrap();
+        index.reload_changed(None);
+        assert!(text_of(&index, &b).unwrap().contains("kappa"));
+        // Deleted outside the editor: it leaves the index.
+        std::fs::remove_file(&a).unwrap();
+        index.reload_changed(None);
+        assert_eq!(text_of(&index, &a), None);
+        assert_eq!(index.counts().0, 1);
+    }
+
+    #[test]
+    fn scopes_skips_and_outside_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(dir.path()).unwrap();
+        let root_dir = base.join("ws");
+        std::fs::create_dir_all(root_dir.join("src/net")).unwrap();
+        std::fs::write(
+            root_dir.join("src/net/retry.py"),
+            "def retry():\n    pass\n",
+        )
+        .unwrap();
+        std::fs::write(
+            root_dir.join("src/network.py"),
+            "def connect():\n    pass\n",
+        )
+        .unwrap();
+        std::fs::write(root_dir.join("deploy.pem"), "TOKEN = 1\n").unwrap();
+        std::fs::write(base.join("secret.py"), "def s():\n    pass\n").unwrap();
+        let (index, root) = indexed(&root_dir);
+        // A scope is a directory by whole components: src/net holds no src/network.py.
+        let (net, kind) = resolve_in(&root, "src/net").unwrap();
+        assert_eq!(kind, Kind::Dir);
+        let scoped = index.snapshot(Some(std::slice::from_ref(&net)));
+        let names: Vec<&str> = scoped.iter().map(|f| f.rel_path.as_str()).collect();
+        assert_eq!(names, ["src/net/retry.py"]);
+        // What the walk left out, with its reason.
+        let why = index.skip_reason(&root.path, "deploy.pem").unwrap();
+        assert!(why.contains("secrets"), "{why}");
+        // Outside, existing or not, through `..` or an absolute path: one error.
+        for raw in [
+            "../secret.py",
+            "../nope.py",
+            base.join("secret.py").to_str().unwrap(),
+        ] {
+            let err = resolve_in(&root, raw).unwrap_err();
+            assert!(
+                matches!(err, IndexError::OutsideRoots { .. }),
+                "{raw}: {err}"
+            );
+        }
+        assert!(matches!(
+            resolve_in(&root, "a\0b"),
+            Err(IndexError::Path(PathError::Nul { .. }))
+        ));
+        assert_eq!(resolve_in(&root, "src/new.py").unwrap().1, Kind::Missing);
     }
 
     #[test]
