@@ -195,8 +195,17 @@ pub struct Index {
     files: DashMap<PathBuf, Arc<FileSnapshot>>,
     buffers: DashMap<PathBuf, Buffer>,
     walk: RwLock<WalkOptions>,
-    /// Per root: what its last walk, and the reads since, left out and why.
+    /// Per root: what its last walk left out, and why.
     skipped: DashMap<PathBuf, Vec<Skipped>>,
+    /// Files the walk keeps but a read refused (binary, minified, too large, gone), by key,
+    /// with the stamp they had: an unchanged one is not read again by every refresh.
+    unread: DashMap<PathBuf, Unread>,
+}
+
+struct Unread {
+    root: PathBuf,
+    stamp: Option<Stamp>,
+    skip: Skipped,
 }
 
 impl Index {
@@ -247,6 +256,7 @@ impl Index {
         let remaining: Vec<PathBuf> = roots.iter().map(|r| r.path.clone()).collect();
         drop(roots);
         self.skipped.remove(&path);
+        self.unread.retain(|_, unread| unread.root != path);
         self.files.retain(|key, _| {
             !key.starts_with(&path) || remaining.iter().any(|r| key.starts_with(r))
         });
@@ -297,29 +307,25 @@ impl Index {
                 skipped: paths.len(),
             };
         };
-        let results: Vec<(PathBuf, Result<FileSnapshot, Skipped>)> = paths
+        let results: Vec<(PathBuf, Option<Stamp>, Result<FileSnapshot, Skipped>)> = paths
             .par_iter()
             .map(|path| load_one(root, &root_dir, path, &options))
             .collect();
         let mut counts = LoadCounts::default();
-        let mut skips = Vec::new();
-        for (key, result) in results {
+        for (key, stamp, result) in results {
             match result {
                 Ok(file) => {
                     counts.loaded += 1;
+                    self.unread.remove(&key);
                     self.files.insert(key, Arc::new(file));
                 }
                 Err(skip) => {
                     counts.skipped += 1;
                     self.files.remove(&key);
-                    skips.push(skip);
+                    let root = root.path.clone();
+                    self.unread.insert(key, Unread { root, stamp, skip });
                 }
             }
-        }
-        if !skips.is_empty() {
-            let mut known = self.skipped.entry(root.path.clone()).or_default();
-            known.retain(|old| !skips.iter().any(|new| new.path == old.path));
-            known.extend(skips);
         }
         counts
     }
@@ -337,10 +343,10 @@ impl Index {
             if !keys.insert(key.clone()) {
                 continue; // a symlink inside the root to a file already seen
             }
-            let fresh = self
-                .files
-                .get(&key)
-                .is_some_and(|file| file.stamp.is_some() && file.stamp == Stamp::of(&key));
+            let now = Stamp::of(&key);
+            let fresh = now.is_some()
+                && (self.files.get(&key).is_some_and(|file| file.stamp == now)
+                    || self.unread.get(&key).is_some_and(|u| u.stamp == now));
             if !fresh {
                 stale.push(path);
             }
@@ -349,6 +355,8 @@ impl Index {
         self.files
             .retain(|key, file| file.root != root.path || keys.contains(key));
         let removed = before - self.files.len();
+        self.unread
+            .retain(|key, unread| unread.root != root.path || keys.contains(key));
         let rechunked = stale.len();
         self.load(root, &stale);
         let (files, chunks) = self
@@ -361,7 +369,8 @@ impl Index {
             chunks,
             rechunked,
             removed,
-            skipped: self.skipped.get(&root.path).map_or(0, |s| s.len()),
+            skipped: self.skipped.get(&root.path).map_or(0, |s| s.len())
+                + self.unread.iter().filter(|u| u.root == root.path).count(),
             elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
         })
     }
@@ -419,20 +428,28 @@ impl Index {
 
     /// Why the walk or a read left out `rel` (relative to `root`), if it saw it.
     pub fn skip_reason(&self, root: &Path, rel: &str) -> Option<String> {
-        self.skipped
-            .get(root)?
-            .iter()
-            .find(|s| s.path == rel)
-            .map(|s| s.reason.clone())
+        let walked = self
+            .skipped
+            .get(root)
+            .and_then(|skipped| skipped.iter().find(|s| s.path == rel).cloned());
+        let read = || {
+            self.unread
+                .iter()
+                .find(|u| u.root == root && u.skip.path == rel)
+                .map(|u| u.skip.clone())
+        };
+        walked.or_else(read).map(|s| s.reason)
     }
 
     /// Drops every indexed file of one root (before indexing it again).
     pub fn remove_root_files(&self, root: &Path) {
         self.files.retain(|_, file| file.root != root);
+        self.unread.retain(|_, unread| unread.root != root);
     }
 
     /// Drops `key` and, when it was a directory, everything under it.
     pub fn remove(&self, key: &Path) -> usize {
+        self.unread.retain(|k, _| !k.starts_with(key));
         let before = self.files.len();
         self.files.retain(|k, _| !k.starts_with(key));
         before - self.files.len()
@@ -623,14 +640,14 @@ fn buffer_snapshot(
     }
 }
 
-/// Reads one file of `root` (confined to it) and chunks it: its index key, and the file or
-/// why it is left out.
+/// Reads one file of `root` (confined to it) and chunks it: its index key, its stamp before
+/// the read, and the file or why it is left out.
 fn load_one(
     root: &Root,
     root_dir: &RootDir,
     path: &Path,
     options: &WalkOptions,
-) -> (PathBuf, Result<FileSnapshot, Skipped>) {
+) -> (PathBuf, Option<Stamp>, Result<FileSnapshot, Skipped>) {
     let abs_path = canonicalize_lenient(path);
     // A symlink inside the workspace may still point out of it.
     if !abs_path.starts_with(&root.path) {
@@ -638,7 +655,7 @@ fn load_one(
             path: workspace::relative(&root.path, path),
             reason: "symlink to outside the workspace (or dangling): not followed".into(),
         };
-        return (abs_path, Err(skip));
+        return (abs_path, None, Err(skip));
     }
     let rel = workspace::relative(&root.path, &abs_path);
     let stamp = Stamp::of(&abs_path).filter(|stamp| stamp.settled(SystemTime::now()));
@@ -654,7 +671,7 @@ fn load_one(
         redactions: file.redactions,
         stamp,
     });
-    (abs_path, file)
+    (abs_path, stamp, file)
 }
 
 /// `canonicalize`, or for a path that does not exist, its nearest existing ancestor's
@@ -853,6 +870,23 @@ mod tests {
         assert_eq!(files[0].rel_path, "b.py");
         assert!(files[0].text.contains("def c"));
         assert_eq!(files[1].rel_path, "n.py");
+
+        // A file the walk keeps but the read refuses is not read again while unchanged,
+        // and keeps its reason.
+        let blob = base.join("blob.py");
+        std::fs::write(&blob, b"def x():\0\0\0\n").unwrap();
+        age(&blob, 1800);
+        assert_eq!(index.refresh(&root).unwrap().rechunked, 1);
+        let unchanged = index.refresh(&root).unwrap();
+        assert_eq!((unchanged.rechunked, unchanged.files), (0, 2));
+        assert_eq!(
+            index.skip_reason(&root.path, "blob.py").as_deref(),
+            Some("binary file")
+        );
+        write_aged(&blob, "def x():\n    return 0\n", 900);
+        let readable = index.refresh(&root).unwrap();
+        assert_eq!((readable.rechunked, readable.files), (1, 3));
+        assert_eq!(index.skip_reason(&root.path, "blob.py"), None);
     }
 
     #[test]
