@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use ctxzip_chunker::index::Index;
-use ctxzip_chunker::workspace::WalkOptions;
+use ctxzip_chunker::workspace::{self, WalkOptions};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -66,5 +66,9 @@ fn main() {
     });
     run("MCP: walk + stamps (`refresh`), nothing changed", &|| {
         index.refresh(&root).map_or(0, |r| r.rechunked)
+    });
+    // What the walk alone costs, for comparison: the rest of `refresh` is its stamps.
+    run("the walk alone (`workspace::discover`)", &|| {
+        workspace::discover(&root.path, &WalkOptions::default()).map_or(0, |_| 0)
     });
 }

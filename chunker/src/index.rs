@@ -337,20 +337,33 @@ impl Index {
         let started = Instant::now();
         let paths = self.discover(root)?;
         let mut keys = HashSet::with_capacity(paths.len());
-        let mut stale = Vec::new();
+        let mut walked = Vec::with_capacity(paths.len());
         for path in paths {
-            let key = canonicalize_lenient(&path);
-            if !keys.insert(key.clone()) {
-                continue; // a symlink inside the root to a file already seen
-            }
-            let now = Stamp::of(&key);
-            let fresh = now.is_some()
-                && (self.files.get(&key).is_some_and(|file| file.stamp == now)
-                    || self.unread.get(&key).is_some_and(|u| u.stamp == now));
-            if !fresh {
-                stale.push(path);
+            // A walk path under the canonical root is its own key unless it passes through a
+            // symlink: one the index knows is used as it is, and only the others (new files,
+            // paths through a symlink) pay for `canonicalize`, a syscall per component.
+            let known = self.files.contains_key(&path) || self.unread.contains_key(&path);
+            let key = if known {
+                path.clone()
+            } else {
+                canonicalize_lenient(&path)
+            };
+            // A second path to a file already seen is a symlink inside the root.
+            if keys.insert(key.clone()) {
+                walked.push((path, key));
             }
         }
+        let stale: Vec<PathBuf> = walked
+            .into_par_iter()
+            .filter(|(_, key)| {
+                let now = Stamp::of(key);
+                let fresh = now.is_some()
+                    && (self.files.get(key).is_some_and(|file| file.stamp == now)
+                        || self.unread.get(key).is_some_and(|u| u.stamp == now));
+                !fresh
+            })
+            .map(|(path, _)| path)
+            .collect();
         let before = self.files.len();
         self.files
             .retain(|key, file| file.root != root.path || keys.contains(key));
