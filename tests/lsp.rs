@@ -1247,3 +1247,50 @@ MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj
     assert_eq!(result["stats"]["redacted"], 4, "{result}");
     assert!(s.shutdown().success());
 }
+
+/// Sets `path`'s modification time an hour back: a stamp taken now is then settled (not
+/// within the file system's timestamp resolution of the read), so what finds a later edit is
+/// the stamp's comparison, not the rule that re-reads files too fresh to trust.
+fn age(path: &Path) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
+}
+
+/// Another program edits a file (a formatter, `git checkout`, an agent) and nothing tells
+/// the server: no didChange, no didSave, no watcher event. The next compress reads it anyway,
+/// by the stamp the shared index keeps of every file; a deletion likewise.
+#[test]
+fn an_edit_on_disk_with_no_event_is_seen_by_the_next_compress() {
+    let dir = workspace(&[("src/lib.rs", LIB_RS), ("src/net.rs", NET_RS)]);
+    age(&dir.path().join("src/lib.rs"));
+    age(&dir.path().join("src/net.rs"));
+    let mut s = start(dir);
+    s.wait_ready();
+    let ask = |s: &mut Session| {
+        let response =
+            s.compress(json!({"query": "retry with backoff", "budget": 400, "ranker": "bm25"}));
+        response["result"]["context"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{response}"))
+            .to_owned()
+    };
+    let before = ask(&mut s);
+    assert!(before.contains("fn retry_with_backoff"), "{before}");
+    // The same length: the size alone would not tell.
+    let edited = NET_RS.replace("retry_with_backoff", "retry_with_jitters");
+    assert_eq!(edited.len(), NET_RS.len());
+    std::fs::write(s.path("src/net.rs"), &edited).unwrap();
+    let after = ask(&mut s);
+    assert!(after.contains("fn retry_with_jitters"), "{after}");
+    assert!(!after.contains("retry_with_backoff"), "{after}");
+    // Deleted with no event: gone from the answer and the index.
+    std::fs::remove_file(s.path("src/net.rs")).unwrap();
+    let gone = ask(&mut s);
+    assert!(!gone.contains("retry_with_jitters"), "{gone}");
+    assert_eq!(s.status()["files"], 1);
+    assert!(s.shutdown().success());
+}

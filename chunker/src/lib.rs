@@ -2,18 +2,22 @@
 //!
 //! - [`confine`]: reading under a workspace root so no symlink or race leads outside it, and
 //!   the one rule for user- and agent-given paths (outside: one error, whatever is there).
+//! - [`index`]: the one live workspace index of the LSP and MCP servers: the walk, files
+//!   stamped when read (a change on disk is read at the next query), open buffers over them.
 //! - [`lang`]: the language table (extensions, LSP ids, grammar, chunk query per language).
 //! - [`role`]: what a file is for (code, tests, docs, stubs, ...), from its path.
 //! - [`secrets`]: secrets by content (provider key formats, private-key blocks, generated
 //!   passwords), redacted in place as every file is read.
 //! - [`source`]: one file's text → chunks, with incremental reparse under edits. No IO.
-//! - [`workspace`]: with `confine`, the only module that touches the disk: walks a workspace (ignore files,
-//!   secrets, binaries, size caps, symlinks) and chunks its files in parallel.
+//! - [`workspace`]: walks a workspace (ignore files, secrets, binaries, size caps, symlinks)
+//!   and chunks its files in parallel. With `confine` and `index`, the only modules that touch
+//!   the disk.
 //!
 //! Invariant: the chunks of a file are in file order and cover every line exactly once.
 
 pub mod chunk;
 pub mod confine;
+pub mod index;
 pub mod lang;
 pub mod lines;
 mod pieces;

@@ -16,9 +16,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ctxzip_chunker::Lang;
+use ctxzip_chunker::index::{Index, PositionEncoding, TextChange, TextPosition};
 use ctxzip_chunker::workspace::WalkOptions;
 use ctxzip_lsp::client::LspClient;
-use ctxzip_lsp::index::{Index, PositionEncoding, TextChange, TextPosition};
 use serde_json::{Value, json};
 
 struct Args {

@@ -1,5 +1,5 @@
-//! The background indexer: one task that applies disk-side jobs (index a root, rescan,
-//! reload, remove) to the [`Index`] in order, off the protocol loop, and reports progress
+//! The background indexer: one task that applies disk-side jobs (index a root, refresh,
+//! reload, remove) to the one workspace [`Index`] in order, off the protocol loop, and reports progress
 //! as plain events for the shell to forward.
 
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use crate::index::{Index, Root};
+use ctxzip_chunker::index::{Index, Root};
 
 /// Files read per batch: one progress report each.
 const BATCH_FILES: usize = 256;
@@ -18,7 +18,8 @@ const BATCH_FILES: usize = 256;
 pub enum Job {
     /// Walk and read a whole root (the initial index, or a new workspace folder).
     IndexRoot(PathBuf),
-    /// Walk a root again for files that appeared or vanished (file-created events).
+    /// Walk a root again for files that appeared, vanished or changed (file-created events,
+    /// a save of a file the index does not hold).
     Rescan(PathBuf),
     /// Read these indexed files again (saved or changed on disk).
     Reload(Vec<PathBuf>),
@@ -140,7 +141,7 @@ async fn run_job(
             let index = Arc::clone(index);
             let result = tokio::task::spawn_blocking(move || {
                 let root = index.roots().into_iter().find(|r| r.path == dir)?;
-                Some(index.rescan(&root))
+                Some(index.refresh(&root))
             })
             .await;
             if let Ok(Some(Err(err))) = result {
@@ -149,12 +150,7 @@ async fn run_job(
         }
         Job::Reload(keys) => {
             let index = Arc::clone(index);
-            let _ = tokio::task::spawn_blocking(move || {
-                for key in keys {
-                    index.reload(&key);
-                }
-            })
-            .await;
+            let _ = tokio::task::spawn_blocking(move || index.reload(&keys)).await;
         }
         Job::Remove(keys) => {
             for key in keys {
@@ -176,8 +172,7 @@ async fn index_root(
     });
     let walk_index = Arc::clone(index);
     let walk_root = root.clone();
-    let discovered =
-        tokio::task::spawn_blocking(move || walk_index.discover(&walk_root).map(|(p, _)| p)).await;
+    let discovered = tokio::task::spawn_blocking(move || walk_index.discover(&walk_root)).await;
     let paths = match discovered {
         Ok(Ok(paths)) => paths,
         Ok(Err(err)) => {

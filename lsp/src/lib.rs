@@ -1,9 +1,8 @@
 //! ctxzip's language server: a live index of the workspace, kept current as the user types,
 //! answering `ctxzip/compress` with the context a code model needs inside a token budget.
 //!
-//! - [`index`]: files and open buffers (dashmap), incremental edits, which paths may be read.
-//!   No LSP types.
-//! - [`indexer`]: the background task that walks and reads the workspace, with progress.
+//! - [`indexer`]: the background task that walks and reads the workspace into the one
+//!   workspace index (`ctxzip_chunker::index`, shared with MCP), with progress.
 //! - `server`: the protocol shell (tower-lsp-server); `protocol`: ctxzip's own wire shapes;
 //!   `model`: the one scorer the server keeps; `progress`: a compress request's `$/progress`.
 //! - `transport`: the framing guard in front of tower-lsp (bounded, resynchronising, every
@@ -12,7 +11,6 @@
 //!   benchmarks.
 
 pub mod client;
-pub mod index;
 pub mod indexer;
 mod model;
 mod progress;

@@ -27,11 +27,13 @@ use tower_lsp_server::jsonrpc::{self, ErrorCode};
 use tower_lsp_server::ls_types::*;
 use tower_lsp_server::{Client, LanguageServer};
 
-use crate::index::{self, FileSnapshot, Index, PositionEncoding, TextChange, TextPosition};
 use crate::indexer::{Event, Indexer, Job};
 use crate::model::{ModelSettings, ModelSlot};
 use crate::progress::RequestProgress;
 use crate::protocol::{self, ChunkResult, CompressParams, CompressResult, Options};
+use ctxzip_chunker::index::{
+    self, FileSnapshot, Index, PositionEncoding, TextChange, TextPosition,
+};
 
 pub const COMPRESS_COMMAND: &str = "ctxzip.compress";
 /// A compress whose query equals this variable's value panics (for tests only).
@@ -712,6 +714,11 @@ impl Server {
             None => None,
         };
 
+        // A file edited, replaced or deleted outside the editor with no event for it (no
+        // watcher, no save) is read again now: its stamp on disk tells.
+        let index = Arc::clone(&self.shared.index);
+        let scope = under.clone();
+        let _ = tokio::task::spawn_blocking(move || index.reload_changed(scope.as_deref())).await;
         let partial = self.indexer().is_indexing();
         let files = self.shared.index.snapshot(under.as_deref());
         if files.iter().all(|f| f.chunks.is_empty()) {

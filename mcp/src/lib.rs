@@ -1,18 +1,14 @@
 //! `ctxzip mcp`: the MCP server that gives coding agents the part of a workspace that matters
 //! for a task, over stdio with the official Rust SDK (`rmcp`). This crate owns the MCP shell
-//! only: the tools' schemas and results, the workspace root and its boundary, the live index
-//! of changed files, progress notifications and the output cap. Chunking and compression live
-//! in `ctxzip-chunker` and `ctxzip-scoring`.
+//! only: the tools' schemas and results, the workspace root, progress notifications and the
+//! output cap. Chunking, the workspace index (walk, stamps, confinement: shared with the LSP)
+//! and compression live in `ctxzip-chunker` and `ctxzip-scoring`.
 //!
 //! - [`server`]: the handler and its `compress_context` and `status` tools.
-//! - [`index`]: the workspace index, re-chunking only files whose mtime or size changed.
-//! - [`paths`]: resolving an agent's paths inside the canonical root.
 //! - [`progress`]: `notifications/progress` for calls that ask for it.
 //! - `transport`: the framing guard in front of rmcp (bounded lines, every bad line
 //!   answered).
 
-pub mod index;
-pub mod paths;
 pub mod progress;
 pub mod schema;
 pub mod server;

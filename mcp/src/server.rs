@@ -1,5 +1,5 @@
-//! The MCP handler: the `compress_context` and `status` tools, the workspace root, the live
-//! index and the one scorer they share. Tool failures an agent can fix come back as results
+//! The MCP handler: the `compress_context` and `status` tools, the workspace root, the one
+//! workspace index (`ctxzip_chunker::index`, the LSP's too) and the one scorer they share. Tool failures an agent can fix come back as results
 //! with `isError: true`, never as protocol errors.
 
 use std::fmt::Write;
@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ctxzip_chunker::workspace::{FileChunks, WalkOptions};
+use ctxzip_chunker::confine::{self, Kind};
+use ctxzip_chunker::index::{self, FileSnapshot, Index, IndexError, RefreshReport};
+use ctxzip_chunker::workspace::WalkOptions;
 use ctxzip_scoring::compress::Progress as CoreProgress;
 use ctxzip_scoring::compress::{
     self, Budget, CompressError, CompressOptions, CompressRequest, Compressed, Document, Focus,
@@ -22,10 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::{OnceCell, mpsc, watch};
 
-use crate::index::{Index, RefreshReport};
-use crate::paths::{self, InsidePath};
 use crate::progress::Progress;
-use ctxzip_chunker::confine;
 
 /// How long the server waits for the client to answer `roots/list`.
 const ROOTS_TIMEOUT: Duration = Duration::from_secs(10);
@@ -68,7 +67,10 @@ struct IndexState {
 struct Shared {
     settings: Settings,
     root: OnceCell<Result<Root, String>>,
-    index: tokio::sync::Mutex<Option<Index>>,
+    /// The one workspace index, holding the root once it is known.
+    index: Arc<Index>,
+    /// One refresh at a time: a call waits for the one in flight, then finds little to do.
+    refreshing: tokio::sync::Mutex<()>,
     index_state: Mutex<IndexState>,
     model: watch::Receiver<ModelState>,
 }
@@ -106,7 +108,7 @@ pub struct CompressParams {
 /// The files one call compresses, taken from the index after its refresh.
 struct View {
     root: PathBuf,
-    files: Vec<Arc<FileChunks>>,
+    files: Vec<Arc<FileSnapshot>>,
     focus: Option<Focus>,
     report: RefreshReport,
 }
@@ -120,11 +122,13 @@ impl CtxzipServer {
             }))),
             None => OnceCell::new(),
         };
+        let index = Arc::new(Index::new(settings.walk.clone()));
         CtxzipServer {
             shared: Arc::new(Shared {
                 settings,
                 root,
-                index: tokio::sync::Mutex::new(None),
+                index,
+                refreshing: tokio::sync::Mutex::new(()),
                 index_state: Mutex::new(IndexState::default()),
                 model,
             }),
@@ -151,30 +155,26 @@ impl CtxzipServer {
             .clone()
     }
 
-    /// Brings the index up to date: a walk, and re-chunking of new and changed files only.
-    async fn refresh(&self, root: &Path) -> Result<RefreshReport, String> {
-        let mut guard = self.shared.index.lock().await;
-        let index = guard
-            .take()
-            .unwrap_or_else(|| Index::new(root.to_path_buf(), self.shared.settings.walk.clone()));
+    /// Brings the index up to date by walk and stamps: new and changed files are read and
+    /// chunked, gone ones dropped (an agent's edits have no events to tell).
+    async fn refresh(&self, root: &Path) -> Result<(RefreshReport, index::Root), String> {
+        let _one = self.shared.refreshing.lock().await;
         self.set_index_state(|s| s.indexing = true);
+        let index = Arc::clone(&self.shared.index);
+        let dir = root.to_path_buf();
         let joined = tokio::task::spawn_blocking(move || {
-            let mut index = index;
-            let report = index.refresh();
-            (index, report)
+            let root = index.add_root(&dir)?;
+            index.refresh(&root).map(|report| (report, root))
         })
         .await;
         let result = match joined {
-            Ok((index, report)) => {
-                *guard = Some(index);
-                report.map_err(|e| format!("cannot index the workspace: {e}"))
-            }
+            Ok(refreshed) => refreshed.map_err(|e| format!("cannot index the workspace: {e}")),
             Err(e) => Err(format!("indexing failed: {e}")),
         };
         self.set_index_state(|s| {
             s.indexing = false;
             match &result {
-                Ok(report) => {
+                Ok((report, _)) => {
                     s.last = Some(report.clone());
                     s.refreshed_at = Some(SystemTime::now());
                     s.error = None;
@@ -202,76 +202,72 @@ impl CtxzipServer {
         focus_file: Option<&str>,
     ) -> Result<View, String> {
         let root = self.root(Some(peer)).await?;
-        let report = self.refresh(&root.path).await?;
-        // Resolve before locking: these touch only the disk, not the index.
-        let filters = paths
+        let (report, indexed) = self.refresh(&root.path).await?;
+        let scopes = paths
             .unwrap_or_default()
             .iter()
-            .map(|p| paths::resolve_inside(&root.path, p))
-            .collect::<Result<Vec<InsidePath>, String>>()?;
+            .map(|raw| inside(&indexed, raw))
+            .collect::<Result<Vec<Inside>, String>>()?;
         let focus = focus_file
-            .map(|spec| -> Result<(InsidePath, Option<u32>), String> {
-                let (file, line) = paths::split_line(spec)?;
-                let inside = paths::resolve_inside(&root.path, file)
-                    .map_err(|e| format!("focus_file {e}"))?;
-                if inside.is_dir {
+            .map(|spec| -> Result<(Inside, Option<u32>), String> {
+                let (file, line) = confine::split_focus_line(spec)?;
+                let found = inside(&indexed, file).map_err(|e| format!("focus_file {e}"))?;
+                if found.kind == Kind::Dir {
                     return Err(format!(
                         "focus_file {spec:?} is a directory; give a file, e.g. src/lib.rs:42"
                     ));
                 }
-                Ok((inside, line))
+                Ok((found, line))
             })
             .transpose()?;
-        let guard = self.shared.index.lock().await;
-        let Some(index) = guard.as_ref() else {
-            return Err("the workspace index is not ready; call status and retry".into());
-        };
-        let all = index.snapshot();
-        for filter in &filters {
-            if !all.iter().any(|f| filter.covers(&f.path)) {
-                let why = index
-                    .skip_reason(&filter.rel)
+        let index = &self.shared.index;
+        let all = index.snapshot(Some(std::slice::from_ref(&indexed.path)));
+        let why_not = |rel: &str| index.skip_reason(&indexed.path, rel);
+        for scope in &scopes {
+            if !all.iter().any(|f| f.abs_path.starts_with(&scope.key)) {
+                let why = why_not(&scope.rel)
                     .map(|r| format!(" ({r})"))
                     .unwrap_or_else(|| {
                         " (ignored by .gitignore/.ctxzipignore, or no source files)".into()
                     });
                 return Err(format!(
                     "paths: {:?} holds no indexed file{why}; see the status tool for the workspace",
-                    filter.rel
+                    scope.rel
                 ));
             }
         }
-        if let (Some((file, Some(line))), Some(spec)) = (&focus, focus_file)
-            && let Some(read) = all.iter().find(|f| f.path == file.rel)
-        {
-            confine::check_focus_line(spec, *line, &read.text)
-                .map_err(|e| format!("focus_file {e}"))?;
-        }
-        if let Some((file, _)) = &focus
-            && !all.iter().any(|f| f.path == file.rel)
-        {
-            let why = index
-                .skip_reason(&file.rel)
-                .unwrap_or("ignored, or not a source file");
-            return Err(format!(
-                "focus_file {:?} is not indexed ({why}); give a source file of the workspace",
-                file.rel
-            ));
-        }
-        let files = if filters.is_empty() {
+        let focus = match (focus, focus_file) {
+            (Some((file, line)), Some(spec)) => {
+                let Some(read) = all.iter().find(|f| f.abs_path == file.key) else {
+                    let why = why_not(&file.rel)
+                        .unwrap_or_else(|| "ignored, or not a source file".into());
+                    return Err(format!(
+                        "focus_file {:?} is not indexed ({why}); give a source file of the workspace",
+                        file.rel
+                    ));
+                };
+                if let Some(line) = line {
+                    confine::check_focus_line(spec, line, &read.text)
+                        .map_err(|e| format!("focus_file {e}"))?;
+                }
+                Some(Focus {
+                    path: read.rel_path.clone(),
+                    line,
+                })
+            }
+            _ => None,
+        };
+        let files = if scopes.is_empty() {
             all
         } else {
             all.into_iter()
-                .filter(|f| filters.iter().any(|p| p.covers(&f.path)))
+                .filter(|f| scopes.iter().any(|s| f.abs_path.starts_with(&s.key)))
                 .collect()
         };
         Ok(View {
             root: root.path,
             files,
-            focus: focus.map(|(file, line)| Focus {
-                path: file.rel,
-                line,
-            }),
+            focus,
             report,
         })
     }
@@ -375,7 +371,7 @@ impl CtxzipServer {
         let listening = progress.is_on();
         let (events_tx, events) = mpsc::unbounded_channel::<CoreProgress>();
         let mut job = tokio::task::spawn_blocking(move || {
-            let docs: Vec<Document> = files.iter().map(|f| Document::from(&**f)).collect();
+            let docs: Vec<Document> = files.iter().map(|f| document(f)).collect();
             // A closed channel (the call is over) only loses the event.
             let send = |event: &CoreProgress| drop(events_tx.send(event.clone()));
             let compressed = compress::compress_with_progress(
@@ -617,6 +613,53 @@ fn clamped_note(what: String, cap: usize) -> String {
     format!(
         "{what} is above this server's output cap; clamped to {cap} tokens (--max-output-tokens)"
     )
+}
+
+/// A path an agent gave, inside the root.
+struct Inside {
+    /// The index key (canonical, absolute).
+    key: PathBuf,
+    /// Relative to the root, `/`-separated (`""` is the root itself).
+    rel: String,
+    kind: Kind,
+}
+
+/// Resolves an agent's path (relative to the root, absolute under it, or a `file://` URI) by
+/// the index's one rule. Every path outside the root is the core's `PathOutsideRoot`, worded
+/// once whatever lies there (no oracle for outside files); a path inside with nothing there
+/// is worded here.
+fn inside(root: &index::Root, raw: &str) -> Result<Inside, String> {
+    let (key, kind) = match index::resolve_in(root, raw) {
+        Ok(found) => found,
+        Err(IndexError::OutsideRoots { .. }) => {
+            return Err(compress_error(CompressError::PathOutsideRoot {
+                path: raw.to_owned(),
+            }));
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    if kind == Kind::Missing {
+        return Err(format!(
+            "{raw:?}: no such file or directory in the workspace {}; paths are relative to it",
+            root.path.display()
+        ));
+    }
+    let rel = key
+        .strip_prefix(&root.path)
+        .map(|rel| rel.to_string_lossy().replace('\\', "/"))
+        .unwrap_or_default();
+    Ok(Inside { key, rel, kind })
+}
+
+/// The pipeline's view of an indexed file, under its path relative to the root.
+fn document(file: &FileSnapshot) -> Document<'_> {
+    Document {
+        path: &file.rel_path,
+        lang: file.lang,
+        text: &file.text,
+        chunks: &file.chunks,
+        redacted: file.redactions.len(),
+    }
 }
 
 /// A refused call's message, its fix in the tool's terms (its arguments, the server's flags).
