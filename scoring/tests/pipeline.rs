@@ -15,9 +15,9 @@ use ctxzip_chunker::{Chunk, Lang, chunk_source};
 use ctxzip_scoring::compress::assemble::{FileRuns, assemble, merge_runs};
 use ctxzip_scoring::compress::fine::knapsack;
 use ctxzip_scoring::compress::{
-    Budget, BudgetTokenizer, CompressError, Conditioning, MAX_PREFIX_QUERY_TOKENS, CompressOptions, CompressRequest, Compressed, Document,
-    Format, Progress, Ranker, Stage, candidate_chunks, compress, compress_with_progress,
-    is_skeleton,
+    Budget, BudgetTokenizer, CompressError, CompressOptions, CompressRequest, Compressed,
+    Conditioning, Document, Format, MAX_PREFIX_QUERY_TOKENS, Progress, Ranker, Stage,
+    candidate_chunks, compress, compress_with_progress, is_skeleton,
 };
 use ctxzip_scoring::overlap::OverlapModel;
 use ctxzip_scoring::{CancelFlag, ScoringModel};
