@@ -212,7 +212,8 @@ pub struct CompressOptions {
     /// helpers it calls.
     pub callees_follow: usize,
     /// The fine stage prunes kept units of every kind (types, docs, top-level code), not only
-    /// functions.
+    /// functions. Measured, not the default: the reading cap goes to types whose attached
+    /// doc comments the fine stage keeps whole (BENCHMARKS.md, "Ninth session").
     pub fine_every_kind: bool,
     /// Which text the coarse stage conditions on which ([`Conditioning`]).
     pub conditioning: Conditioning,
@@ -237,7 +238,8 @@ pub enum Conditioning {
     /// How much the query lowers the candidate's NLL (mean per candidate token): the query,
     /// up to [`MAX_PREFIX_QUERY_TOKENS`] of it, is decoded once as a prefix the candidates
     /// share; each candidate's NLL without it does not depend on the query and is cached
-    /// across queries.
+    /// across queries. The fine stage reads the same prefix. Measured on dev instructions:
+    /// no better than the default, for more model work (BENCHMARKS.md, "Ninth session").
     ChunkGivenQuery,
     /// [`Conditioning::ChunkGivenQuery`] for a query longer than the window
     /// ([`CompressOptions::max_query_tokens`]), else [`Conditioning::QueryGivenChunk`].
