@@ -521,23 +521,21 @@ fn compress_counting(
                     ..scorer.default_options()
                 }
             };
-            if conditioning == Conditioning::ChunkGivenQuery {
-                let scores = score_given_query(
+            // Each candidate's score, and whether the deadline skipped it: skipped ones keep
+            // score −∞ and follow the scored ones in BM25 order, still ahead of the units
+            // that were never candidates.
+            let scores: Vec<(f32, bool)> = if conditioning == Conditioning::ChunkGivenQuery {
+                score_given_query(
                     scorer,
                     model_query,
                     &inputs,
                     score_options,
                     cancel,
                     &reporter,
-                )?;
-                for (&i, score) in candidates.iter().zip(scores) {
-                    units[i].score = score.unwrap_or(f32::NEG_INFINITY);
-                    skipped += usize::from(score.is_none());
-                }
-                if ranker == Ranker::Fused {
-                    fuse_with_bm25(&mut units, &candidates);
-                }
-                candidates
+                )?
+                .into_iter()
+                .map(|score| (score.unwrap_or(f32::NEG_INFINITY), score.is_none()))
+                .collect()
             } else {
                 let output = score_candidates(
                     scorer,
@@ -547,8 +545,6 @@ fn compress_counting(
                     cancel,
                     &reporter,
                 )?;
-                // Candidates the deadline skipped keep score −∞: they follow the scored ones
-                // in BM25 order, still ahead of the units that were never candidates.
                 let mut weights = window::token_weights(
                     model_query,
                     &output.query_tokens,
@@ -566,19 +562,27 @@ fn compress_counting(
                         }
                     }
                 }
-                for (&i, score) in candidates.iter().zip(&output.scores) {
-                    units[i].score = if score.skipped {
-                        score.score
-                    } else {
-                        window::weighted_gain(&output.query_tokens, &score.query_nlls, &weights)
-                    };
-                    skipped += usize::from(score.skipped);
-                }
-                if ranker == Ranker::Fused {
-                    fuse_with_bm25(&mut units, &candidates);
-                }
-                candidates
+                output
+                    .scores
+                    .iter()
+                    .map(|score| {
+                        let value = if score.skipped {
+                            score.score
+                        } else {
+                            window::weighted_gain(&output.query_tokens, &score.query_nlls, &weights)
+                        };
+                        (value, score.skipped)
+                    })
+                    .collect()
+            };
+            for (&i, &(score, was_skipped)) in candidates.iter().zip(&scores) {
+                units[i].score = score;
+                skipped += usize::from(was_skipped);
             }
+            if ranker == Ranker::Fused {
+                fuse_with_bm25(&mut units, &candidates);
+            }
+            candidates
         }
     };
 
