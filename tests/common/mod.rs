@@ -5,6 +5,8 @@
 pub mod lsp;
 #[allow(dead_code)]
 pub mod mcp_client;
+#[allow(dead_code)]
+pub mod node;
 
 /// A score cache of this test process's own (for `CTXZIP_CACHE`): results cached by earlier
 /// runs would turn "the model did work" assertions into cache hits.
