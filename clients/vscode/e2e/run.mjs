@@ -149,9 +149,10 @@ async function main() {
   await page.locator(".statusbar-item", { hasText: /ctxzip 3 files/ }).first().waitFor({ timeout: 120_000 });
   log("workbench loaded, extension active, workspace indexed (3 files)");
 
-  await compress("how are failed connections retried with backoff?");
-  const first = await resultText();
-  for (const expected of ["<!-- ctxzip: how are failed connections retried with backoff? |", "src/net.py", "def retry_with_backoff("]) {
+  const firstQuery = "how are failed connections retried with backoff?";
+  await compress(firstQuery);
+  const first = await resultText(firstQuery);
+  for (const expected of [`<!-- ctxzip: ${firstQuery} |`, "src/net.py", "def retry_with_backoff("]) {
     if (!first.includes(expected)) throw new Error(`the result editor does not show ${JSON.stringify(expected)}:\n${first}`);
   }
   // The extension copies the context and says so in the status bar.
@@ -159,14 +160,15 @@ async function main() {
   log("first result shows src/net.py and retry_with_backoff; the status bar says it was copied");
 
   // A second query replaces the result in the same tab (issue 13: a second tab was opened).
-  await compress("which buffer overwrites its oldest entry when full?");
-  const second = await resultText();
-  for (const expected of ["<!-- ctxzip: which buffer overwrites its oldest entry when full? |", "src/ring.rs", "push_overwriting"]) {
-    if (!second.includes(expected)) throw new Error(`the second result does not show ${JSON.stringify(expected)}:\n${second}`);
-  }
+  const secondQuery = "which buffer overwrites its oldest entry when full?";
+  await compress(secondQuery);
   const tabs = await page.locator(".tabs-container .tab").allTextContents();
   if (tabs.length !== 1 || !tabs[0].includes("ctxzip-result.md")) {
     throw new Error(`tabs after two queries: ${JSON.stringify(tabs)} (expected the one result tab, ctxzip-result.md)`);
+  }
+  const second = await resultText(secondQuery);
+  for (const expected of ["src/ring.rs", "push_overwriting"]) {
+    if (!second.includes(expected)) throw new Error(`the second result does not show ${JSON.stringify(expected)}:\n${second}`);
   }
   log("second result replaced the first in the same tab");
 }
@@ -193,9 +195,12 @@ async function compress(query) {
   log("result editor shows the answer");
 }
 
-/** The text of the result editor's rendered lines (Monaco renders spaces as U+00A0). */
-async function resultText() {
-  const lines = page.locator(".editor-instance .view-lines", { hasText: "<!-- ctxzip:" }).first();
+/**
+ * The rendered lines of the editor whose header names `query`, in order (Monaco renders
+ * only what is in view, hence the tall viewport, and spaces as U+00A0).
+ */
+async function resultText(query) {
+  const lines = page.locator(".editor-instance .view-lines", { hasText: `ctxzip: ${query}` }).first();
   return (await lines.evaluate((e) => [...e.querySelectorAll(".view-line")].sort((a, b) => parseFloat(a.style.top) - parseFloat(b.style.top)).map((l) => l.textContent).join("\n"))).replace(/\u00a0/g, " ");
 }
 
