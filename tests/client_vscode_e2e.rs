@@ -25,8 +25,10 @@ fn vscode_extension_in_code_server() {
         .join("vscode-e2e");
     // Fail early, saying what is missing, rather than deep inside a native-module build or
     // the browser launch.
+    // CHROMIUM (read by run.mjs too) names another Chromium build.
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     for (path, what) in [
-        ("/usr/bin/chromium", "chromium"),
+        (chromium.as_str(), "chromium"),
         ("/usr/include/gssapi/gssapi.h", "libkrb5-dev"),
     ] {
         assert!(
