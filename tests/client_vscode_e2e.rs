@@ -4,7 +4,7 @@
 //! from `clients/vscode/e2e/tools`'s lock file; again only when a lock file changes), builds
 //! and packages the extension, and runs the script: install the .vsix, open a workspace,
 //! run "ctxzip: Compress context for a query…" from the command palette, check the result
-//! editor, and that a second query reuses its tab.
+//! editor, that a second query reuses its tab, and the "ctxzip" output channel's log.
 
 mod common;
 

@@ -1,12 +1,13 @@
 // The extension inside a real VS Code: installs the .vsix into code-server, opens a small
 // workspace in headless Chromium through Playwright, runs "ctxzip: Compress context for a
-// query…" from the command palette and checks the result editor. Run with Node 24 (what
+// query…" from the command palette and checks the result editor, the tab it reuses and the
+// output channel. Run with Node 24 (what
 // code-server needs) by tests/client_vscode_e2e.rs, which installs everything first.
 //
 // Environment: CTXZIP_BIN (the binary under test), CTXZIP_VSIX (the packaged extension),
 // CTXZIP_E2E_TOOLS (the folder whose node_modules holds code-server and playwright-core),
 // CHROMIUM (default /usr/bin/chromium), CTXZIP_E2E_ARTIFACTS (where a failure's screenshot
-// and logs go). Exits non-zero with the reason on stderr when a check fails.
+// goes). Exits non-zero with the reason on stderr when a check fails.
 import { spawn, execFileSync } from "node:child_process";
 import { mkdtempSync, mkdirSync, writeFileSync, rmSync, existsSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -139,6 +140,13 @@ async function main() {
     server.once("exit", (code) => reject(new Error(`code-server exited (${code}) before listening:\n${serverLog}`)));
   });
   log(`code-server listening on ${url}`);
+  // If this script dies another way (a signal, a crash), its group goes with it.
+  process.on("exit", () => {
+    try {
+      process.kill(-server.pid, "SIGKILL");
+    } catch {}
+  });
+  for (const signal of ["SIGINT", "SIGTERM"]) process.on(signal, () => process.exit(1));
 
   browser = await chromium.launch({ executablePath: chromiumPath, headless: true });
   const context = await browser.newContext({ viewport: { width: 1600, height: 1200 } });
@@ -171,16 +179,40 @@ async function main() {
     if (!second.includes(expected)) throw new Error(`the second result does not show ${JSON.stringify(expected)}:\n${second}`);
   }
   log("second result replaced the first in the same tab");
+
+  // The output channel the extension logs each request and its outcome to (issue 13: it
+  // stayed empty), opened as a user would: "Output: Show Output Channels...", then ctxzip.
+  await palette("Output: Show Output Channels", "Show Output Channels");
+  const input = page.locator(".quick-input-widget input");
+  await input.fill("ctxzip");
+  await page.locator(".quick-input-list .monaco-list-row", { hasText: /^ctxzip/ }).first().waitFor({ timeout: 10_000 });
+  await input.press("Enter");
+  const output = page.locator(".part.panel .view-lines", { hasText: "ctxzip/compress done:" }).first();
+  await output.waitFor({ timeout: 10_000 }).catch(async () => {
+    const shown = await page.locator(".part.panel").first().textContent().catch(() => "(no panel)");
+    throw new Error(`the ctxzip output channel does not show a finished request; the panel shows:\n${shown}`);
+  });
+  const logged = await linesOf(output);
+  for (const query of [firstQuery, secondQuery]) {
+    if (!logged.includes(`ctxzip/compress: query "${query}"`)) throw new Error(`the output channel does not log ${JSON.stringify(query)}:\n${logged}`);
+  }
+  log("the ctxzip output channel logs both requests and their results");
+}
+
+/** Opens the command palette and runs the command whose title starts with `title`. */
+async function palette(title, rowText) {
+  await page.keyboard.press("F1");
+  const input = page.locator(".quick-input-widget input");
+  await input.waitFor({ state: "visible", timeout: 10_000 });
+  await input.fill(`>${title}`);
+  await page.locator(".quick-input-list .monaco-list-row", { hasText: rowText }).first().waitFor({ timeout: 10_000 });
+  await input.press("Enter");
 }
 
 /** Runs the command from the palette (as a user would: F1, its title, Enter), then the query. */
 async function compress(query) {
-  await page.keyboard.press("F1");
+  await palette("ctxzip: Compress context for a query", "Compress context for a query");
   const input = page.locator(".quick-input-widget input");
-  await input.waitFor({ state: "visible", timeout: 10_000 });
-  await input.fill(">ctxzip: Compress context for a query");
-  await page.locator(".quick-input-list .monaco-list-row", { hasText: "Compress context for a query" }).first().waitFor({ timeout: 10_000 });
-  await input.press("Enter");
   // The extension's own input box: its prompt is shown under the input.
   await page.locator(".quick-input-widget", { hasText: "what should the context be about?" }).waitFor({ timeout: 30_000 });
   await input.fill(query);
@@ -195,13 +227,23 @@ async function compress(query) {
   log("result editor shows the answer");
 }
 
-/**
- * The rendered lines of the editor whose header names `query`, in order (Monaco renders
- * only what is in view, hence the tall viewport, and spaces as U+00A0).
- */
+/** The text of the result editor whose header names `query`. */
 async function resultText(query) {
-  const lines = page.locator(".editor-instance .view-lines", { hasText: `ctxzip: ${query}` }).first();
-  return (await lines.evaluate((e) => [...e.querySelectorAll(".view-line")].sort((a, b) => parseFloat(a.style.top) - parseFloat(b.style.top)).map((l) => l.textContent).join("\n"))).replace(/\u00a0/g, " ");
+  return linesOf(page.locator(".editor-instance .view-lines", { hasText: `ctxzip: ${query}` }).first());
+}
+
+/**
+ * An editor's rendered lines (`.view-lines`), in order, one per line. Monaco renders only
+ * what is in view (hence the tall viewport) and spaces as U+00A0.
+ */
+async function linesOf(viewLines) {
+  const text = await viewLines.evaluate((e) =>
+    [...e.querySelectorAll(".view-line")]
+      .sort((a, b) => parseFloat(a.style.top) - parseFloat(b.style.top))
+      .map((line) => line.textContent)
+      .join("\n"),
+  );
+  return text.replace(/\u00a0/g, " ");
 }
 
 /** Ends the process group `pid` leads: SIGTERM, then SIGKILL to what is left after 10 s. */
