@@ -1,8 +1,8 @@
 // The extension inside a real VS Code: installs the .vsix into code-server, opens a small
 // workspace in headless Chromium through Playwright, runs "ctxzip: Compress context for a
 // query…" from the command palette and checks the result editor, the tab it reuses and the
-// output channel. Run with Node 24 (what
-// code-server needs) by tests/client_vscode_e2e.rs, which installs everything first.
+// output channel. Run with Node 24 (what code-server needs) by tests/client_vscode_e2e.rs,
+// which installs everything first.
 //
 // Environment: CTXZIP_BIN (the binary under test), CTXZIP_VSIX (the packaged extension),
 // CTXZIP_E2E_TOOLS (the folder whose node_modules holds code-server and playwright-core),
