@@ -77,6 +77,9 @@ pub struct QualityArgs {
     /// BM25's term-frequency saturation (default: compress's default).
     #[arg(long)]
     pub bm25_k1: Option<f32>,
+    /// BM25's query-term-frequency saturation, Okapi's k3 (default: compress's default).
+    #[arg(long)]
+    pub bm25_k3: Option<f32>,
     /// Also run ctxzip under this latency budget (`--deadline-ms` of compress), on a scorer
     /// of its own with no caches and no KV states, so every query is a cold one.
     #[arg(long, value_name = "MS")]
@@ -122,6 +125,10 @@ pub struct QualityArgs {
     /// (`CompressOptions::fine_every_kind`; default: compress's default).
     #[arg(long)]
     pub fine_every_kind: Option<bool>,
+    /// The fine stage may drop a long doc comment's rows after its first
+    /// (`CompressOptions::fine_docs`; default: compress's default).
+    #[arg(long)]
+    pub fine_docs: Option<bool>,
     /// Run only the tasks with these numbers (as listed on stderr; default: all).
     #[arg(long, value_delimiter = ',')]
     pub task_ids: Vec<usize>,
@@ -360,6 +367,7 @@ pub fn run(args: QualityArgs) -> Result<()> {
         max_candidates: args.max_candidates.unwrap_or(defaults.max_candidates),
         max_chunk_tokens: args.max_chunk_tokens.unwrap_or(defaults.max_chunk_tokens),
         bm25_k1: args.bm25_k1.unwrap_or(defaults.bm25_k1),
+        bm25_k3: args.bm25_k3.unwrap_or(defaults.bm25_k3),
         max_fine_tokens: args.max_fine_tokens.unwrap_or(defaults.max_fine_tokens),
         max_query_tokens: args.max_query_tokens.unwrap_or(defaults.max_query_tokens),
         other_roles_weight: args
@@ -372,6 +380,7 @@ pub fn run(args: QualityArgs) -> Result<()> {
         callees_follow: args.callees_follow.unwrap_or(defaults.callees_follow),
         conditioning: args.conditioning.unwrap_or(defaults.conditioning),
         fine_every_kind: args.fine_every_kind.unwrap_or(defaults.fine_every_kind),
+        fine_docs: args.fine_docs.unwrap_or(defaults.fine_docs),
         ..defaults.clone()
     };
     print_candidate_recall(&*scorer, &tasks, &base)?;
@@ -494,7 +503,7 @@ pub fn run(args: QualityArgs) -> Result<()> {
         .map(|(kind, n)| format!("{n} {}", format!("{kind:?}").to_lowercase()))
         .collect();
     let header = format!(
-        "Model: {} ({}); {} tasks ({}); {} candidates of up to {} tokens; the fine stage keeps up to {} tokens; the model reads up to {} query tokens; other kinds of files weigh {} (code first: {}); query tokens weigh {:?}; framed prompt: {}; callees follow the best {}; conditioning {:?}; the fine stage prunes every kind: {}.",
+        "Model: {} ({}); {} tasks ({}); {} candidates of up to {} tokens; the fine stage keeps up to {} tokens; the model reads up to {} query tokens; other kinds of files weigh {} (code first: {}); query tokens weigh {:?}; framed prompt: {}; callees follow the best {}; conditioning {:?}; the fine stage prunes every kind: {}; doc comments: {}; BM25 k3 {}.",
         args.model
             .model
             .as_deref()
@@ -516,6 +525,8 @@ pub fn run(args: QualityArgs) -> Result<()> {
         base.callees_follow,
         base.conditioning,
         base.fine_every_kind,
+        base.fine_docs,
+        base.bm25_k3,
     );
     print_report(&header, &budgets, &rows, &(tallies, faithful_pair));
     Ok(())

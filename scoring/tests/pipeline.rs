@@ -611,6 +611,42 @@ fn pinned_chunks_come_first_and_callees_follow_their_callers() {
 }
 
 #[test]
+fn a_name_written_as_code_pins_its_definition_and_a_shared_name_pins_none() {
+    // Five classes with a constructor each: `Choice.__init__` names one of them, a bare
+    // `__init__` none in particular.
+    let mut source = String::new();
+    for class in ["Choice", "Path", "Option", "Context", "Command"] {
+        source.push_str(&format!(
+            "class {class}:\n    \"\"\"A {class} of the CLI.\"\"\"\n\n    def __init__(self, value):\n        self.value = value\n\n    def describe(self):\n        return '{class}'\n\n\n"
+        ));
+    }
+    source.push_str("def paint(color):\n    return color.upper()\n");
+    let ws = Workspace::new(&[("types.py", Lang::Python, &source)]);
+    let options = CompressOptions {
+        max_candidates: 1,
+        ..CompressOptions::default()
+    };
+    let pool = |query: &str| {
+        let docs = ws.docs();
+        let order = candidate_chunks(&OverlapModel::new(), &docs, query, &options).unwrap();
+        order
+            .pool(options.max_candidates)
+            .iter()
+            .map(|&(d, c)| docs[d].chunks[c].display_name().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let named = pool("Widen the type hints on `Choice.__init__` so that paint takes an enum");
+    assert_eq!(named, ["Choice.__init__"]);
+    // `click.Choice`: the module is not part of a qualified name; its tail still finds it.
+    assert_eq!(
+        pool("accept an Enum in click.Choice for paint")[0],
+        "Choice"
+    );
+    // Five definitions share the name: none is pinned, BM25's best is the pool.
+    assert_eq!(pool("what does __init__ do in paint")[0], "paint");
+}
+
+#[test]
 fn a_deadline_scores_the_candidates_in_their_order_and_the_rest_follow_by_bm25() {
     let mut rng = Rng::new(7);
     let ws = random_workspace_of(&mut rng, 6);

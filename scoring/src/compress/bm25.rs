@@ -133,6 +133,15 @@ pub struct Bm25 {
 /// it works with, so a chunk that says a query term five times is more likely about it than
 /// one that says it once. BENCHMARKS.md, `## Quality`.
 pub const DEFAULT_K1: f32 = 3.0;
+
+/// Query-term-frequency saturation (Okapi's k3): with 1, a term the query says twice weighs
+/// 1.33 times one it says once, and no term more than twice. An issue-style instruction
+/// repeats the names of what it is about (`Choice` 15 times, `__init__` once); a question
+/// rarely repeats anything. Share of answers among the 24 candidates
+/// (`ctxzip bench quality --needles 0 --callees 0 --questions bench/questions --candidates-only
+/// --bm25-k3 K`): dev instructions 74% (k3 = 0) → 81% (1), 78% (8), 81% (100); dev
+/// questions 84% → 84%, 81%, 81%. BENCHMARKS.md, "Tenth session".
+pub const DEFAULT_K3: f32 = 1.0;
 const B: f32 = 0.75;
 
 impl Bm25 {
@@ -204,9 +213,23 @@ impl Bm25 {
             .collect()
     }
 
-    /// BM25 score of every document for `query`, in document order, with saturation `k1`.
-    pub fn scores(&self, query: &str, k1: f32) -> Vec<f32> {
-        let idf = self.idf_terms(query);
+    /// BM25 score of every document for `query`, in document order, with term-frequency
+    /// saturation `k1` and query-term-frequency saturation `k3`.
+    pub fn scores(&self, query: &str, k1: f32, k3: f32) -> Vec<f32> {
+        let mut said: HashMap<u32, f32> = HashMap::new();
+        for_each_term(query, |term| {
+            if let Some(&id) = self.vocab.get(term) {
+                *said.entry(id).or_default() += 1.0;
+            }
+        });
+        let idf: Vec<(u32, f32)> = self
+            .idf_terms(query)
+            .into_iter()
+            .map(|(id, idf)| {
+                let qtf = said.get(&id).copied().unwrap_or(1.0);
+                (id, idf * qtf * (k3 + 1.0) / (qtf + k3))
+            })
+            .collect();
         self.docs
             .iter()
             .zip(&self.doc_len)
@@ -246,6 +269,26 @@ mod tests {
     }
 
     #[test]
+    fn a_term_the_query_repeats_weighs_more_up_to_k3_plus_one() {
+        let index = Bm25::new(vec![
+            vec![("choice", 3.0)],
+            vec![("init", 3.0)],
+            vec![("other words", 1.0)],
+            vec![("more words", 1.0)],
+        ]);
+        let query = "choice choice choice init";
+        let once = index.scores(query, DEFAULT_K1, 0.0);
+        assert!((once[0] - once[1]).abs() < 1e-6, "{once:?}");
+        let repeated = index.scores(query, DEFAULT_K1, 1.0);
+        // Said three times with k3 = 1: 3 · 2 / (3 + 1) = 1.5 times.
+        assert!(
+            (repeated[0] / repeated[1] - 1.5).abs() < 1e-4,
+            "{repeated:?}"
+        );
+        assert_eq!(repeated[1], once[1]);
+    }
+
+    #[test]
     fn ranks_the_matching_document_first() {
         let index = Bm25::new(vec![
             vec![("fn add(a: i32) { a + 1 }", 1.0), ("add", 3.0)],
@@ -255,7 +298,7 @@ mod tests {
             ],
             vec![("fn main() { run() }", 1.0), ("main", 3.0)],
         ]);
-        let scores = index.scores("where is the config parsed?", DEFAULT_K1);
+        let scores = index.scores("where is the config parsed?", DEFAULT_K1, DEFAULT_K3);
         assert!(scores[1] > scores[0] && scores[1] > scores[2], "{scores:?}");
     }
 }

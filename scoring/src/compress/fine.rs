@@ -57,6 +57,39 @@ pub fn segment(lines: &[LineStats], first_body: usize, k: f32) -> Vec<(usize, us
     blocks
 }
 
+/// Rows at the top of a unit's header that are comments (its attached doc comment): a
+/// comment marker first (`//`, `/*`, `*`, `#` but not an attribute's `#[`, `--`).
+pub fn leading_comment_rows<'a>(header_rows: impl IntoIterator<Item = &'a str>) -> usize {
+    header_rows
+        .into_iter()
+        .take_while(|row| {
+            let row = row.trim_start();
+            ["//", "/*", "*", "--"].iter().any(|m| row.starts_with(m))
+                || (row.starts_with('#') && !row.starts_with("#[") && !row.starts_with("#!["))
+        })
+        .count()
+}
+
+/// The blocks of [`segment`] with a long attached doc comment split off the signature block:
+/// its first row (the summary) and the declaration stay, the rest of the comment becomes a
+/// block the knapsack may drop like any body block. Returns the blocks and how many of the
+/// first ones are always kept: 1 (the signature block), or 2 when the comment was split
+/// (summary, declaration), with the split comment right after them.
+pub fn split_doc_comment(
+    blocks: Vec<(usize, usize)>,
+    first_body: usize,
+    doc_rows: usize,
+) -> (Vec<(usize, usize)>, usize) {
+    let signature = usize::from(first_body > 0);
+    // A summary row, at least two more rows of comment, and a declaration after them.
+    if signature == 0 || doc_rows < 3 || doc_rows >= first_body {
+        return (blocks, signature);
+    }
+    let mut split = vec![(0, 0), (doc_rows, first_body - 1), (1, doc_rows - 1)];
+    split.extend(blocks.into_iter().skip(1));
+    (split, 2)
+}
+
 /// The adaptive share of a function's tokens to keep, from its normalised coarse score.
 pub fn function_rate(base_rate: f32, beta: f32, normalized_score: f32) -> f32 {
     (base_rate * (1.0 + beta * (2.0 * normalized_score - 1.0))).clamp(0.0, 1.0)
@@ -127,6 +160,42 @@ mod tests {
             n_tokens: 3,
             blank: false,
         }
+    }
+
+    #[test]
+    fn doc_comment_rows_are_comments_before_the_declaration_not_attributes() {
+        let rust = [
+            "/// Sums.",
+            "///",
+            "/// More.",
+            "#[inline]",
+            "pub fn sum() {",
+        ];
+        assert_eq!(leading_comment_rows(rust), 3);
+        let js = ["/**", " * Sums.", " */", "export function sum() {"];
+        assert_eq!(leading_comment_rows(js), 3);
+        assert_eq!(leading_comment_rows(["# note", "@cache", "def f():"]), 1);
+        assert_eq!(
+            leading_comment_rows(["#[derive(Debug)]", "/// late", "struct S;"]),
+            0
+        );
+    }
+
+    #[test]
+    fn a_long_doc_comment_becomes_a_block_between_summary_and_declaration() {
+        // Rows 0-4 comment, 5-6 declaration, body blocks after.
+        let blocks = vec![(0, 6), (7, 9), (10, 12)];
+        let (split, always) = split_doc_comment(blocks.clone(), 7, 5);
+        assert_eq!(always, 2);
+        assert_eq!(split, [(0, 0), (5, 6), (1, 4), (7, 9), (10, 12)]);
+        // Every row is still in exactly one block.
+        let mut rows: Vec<usize> = split.iter().flat_map(|&(a, b)| a..=b).collect();
+        rows.sort_unstable();
+        assert_eq!(rows, (0..=12).collect::<Vec<_>>());
+        // A short comment, or no declaration after it, stays in the signature block.
+        assert_eq!(split_doc_comment(blocks.clone(), 7, 2), (blocks.clone(), 1));
+        assert_eq!(split_doc_comment(blocks.clone(), 7, 7), (blocks, 1));
+        assert_eq!(split_doc_comment(vec![(0, 3)], 0, 0), (vec![(0, 3)], 0));
     }
 
     #[test]

@@ -171,6 +171,9 @@ pub struct CompressOptions {
     pub spike_k: f32,
     /// BM25's term-frequency saturation in the candidate stage (and the BM25 ranker).
     pub bm25_k1: f32,
+    /// BM25's query-term-frequency saturation (Okapi's k3): a term the query says often
+    /// counts up to (k3 + 1) times one it says once; 0 counts each once.
+    pub bm25_k3: f32,
     /// The model reads at most this many tokens of the query (the most informative
     /// sentences of a longer one, [`window::query_window`]); the lexical stages read it all.
     /// 0 reads every query whole.
@@ -215,6 +218,10 @@ pub struct CompressOptions {
     /// functions. Measured, not the default: the reading cap goes to types whose attached
     /// doc comments the fine stage keeps whole (BENCHMARKS.md, "Ninth session").
     pub fine_every_kind: bool,
+    /// The fine stage may drop the rows of a long attached doc comment after its first
+    /// ([`fine::split_doc_comment`]); otherwise the comment is part of the signature block
+    /// it always keeps.
+    pub fine_docs: bool,
     /// Which text the coarse stage conditions on which ([`Conditioning`]).
     pub conditioning: Conditioning,
     /// LongCodeZip as published: every chunk scored whole, no reuse, one pass per line in
@@ -269,6 +276,7 @@ impl Default for CompressOptions {
             beta: 0.5,
             spike_k: 0.5,
             bm25_k1: bm25::DEFAULT_K1,
+            bm25_k3: bm25::DEFAULT_K3,
             max_query_tokens: 64,
             query_weights: QueryWeights::Uniform,
             framed: false,
@@ -280,6 +288,7 @@ impl Default for CompressOptions {
             callees_follow: 0,
             conditioning: Conditioning::QueryGivenChunk,
             fine_every_kind: false,
+            fine_docs: false,
             faithful: false,
             deadline: None,
         }
@@ -983,7 +992,10 @@ fn smallest_units(
     best.into_iter().map(|(_, i)| i).collect()
 }
 
-/// A name defined more often than this (`new`, `get`, `__init__`) says too little.
+/// A name defined more often than this (`new`, `get`, `__init__`) says too little: a callee
+/// of that name is none in particular, and a query that writes it as code names none either
+/// (pinning every definition of it once filled the pool with 50 constructors for an
+/// instruction that wrote `Choice.__init__`; BENCHMARKS.md, "Tenth session").
 const MAX_DEFINITIONS_PER_NAME: usize = 3;
 
 /// `order` with the definitions called by its `callers` best chunks moved up: the callees of
@@ -1174,7 +1186,10 @@ fn lexical_units<'d>(
         ]
     }));
     let wanted = roles::wanted_roles(query);
-    for (unit, score) in units.iter_mut().zip(index.scores(query, options.bm25_k1)) {
+    for (unit, score) in units
+        .iter_mut()
+        .zip(index.scores(query, options.bm25_k1, options.bm25_k3))
+    {
         let doc = &docs[unit.doc];
         let name = doc.chunks[unit.chunk].qualified_name.as_deref();
         unit.wanted = wanted.contains(&FileRole::of_chunk(doc.path, doc.lang, name));
@@ -1228,26 +1243,70 @@ pub fn candidate_chunks(
     })
 }
 
-/// Pins the chunk at the focus position and chunks defining an identifier the query names.
-fn pin_structural(units: &mut [Unit], docs: &[Document], query: &str, focus: Option<&Focus>) {
-    let named: HashSet<&str> = query
-        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
-        .filter(|w| w.len() >= 3 && w.chars().any(|c| c.is_uppercase() || c == '_'))
-        .collect();
-    for unit in units.iter_mut() {
-        let doc = &docs[unit.doc];
-        let chunk = &doc.chunks[unit.chunk];
-        if (chunk.kind.is_callable() || chunk.kind.is_container())
-            && chunk
-                .name
-                .as_deref()
-                .is_some_and(|name| named.contains(name))
-        {
-            unit.pinned = true;
+/// The identifiers the query writes as code, each as its path (`click.Choice` →
+/// `["click", "Choice"]`, `Value::as_str` → `["Value", "as_str"]`): words joined by `.` or
+/// `::` in which some part has a capital or an underscore, the last part at least 3 long.
+fn code_mentions(query: &str) -> Vec<Vec<&str>> {
+    let mut mentions = Vec::new();
+    for word in query.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.' || c == ':')) {
+        let parts: Vec<&str> = word
+            .split(['.', ':'])
+            .filter(|part| !part.is_empty())
+            .collect();
+        let Some(last) = parts.last() else { continue };
+        let code_like = parts
+            .iter()
+            .any(|p| p.chars().any(|c| c.is_uppercase() || c == '_'));
+        if last.chars().count() >= 3 && code_like && !mentions.contains(&parts) {
+            mentions.push(parts);
         }
-        if let Some(focus) = focus
-            && focus.path == doc.path
-        {
+    }
+    mentions
+}
+
+/// Whether the qualified name (`Foo.bar`, `Foo::bar`) ends with the parts of `path`.
+fn ends_with_path(qualified: &str, path: &[&str]) -> bool {
+    let mut names = qualified.rsplit(['.', ':']).filter(|p| !p.is_empty());
+    path.iter().rev().all(|&part| names.next() == Some(part))
+}
+
+/// Pins the chunk at the focus position and the definitions the query names as code. A path
+/// is matched by its longest tail that some definition's qualified name ends with
+/// (`click.Choice` finds `Choice`, `Choice.__init__` that one constructor); a tail that more
+/// than [`MAX_DEFINITIONS_PER_NAME`] definitions end with pins nothing.
+fn pin_structural(units: &mut [Unit], docs: &[Document], query: &str, focus: Option<&Focus>) {
+    let definition = |unit: &Unit| {
+        let chunk = &docs[unit.doc].chunks[unit.chunk];
+        (chunk.kind.is_callable() || chunk.kind.is_container())
+            .then(|| chunk.qualified_name.as_deref().or(chunk.name.as_deref()))
+            .flatten()
+    };
+    let mut pins: Vec<usize> = Vec::new();
+    for path in code_mentions(query) {
+        for start in 0..path.len() {
+            let tail = &path[start..];
+            let matches: Vec<usize> = (0..units.len())
+                .filter(|&i| definition(&units[i]).is_some_and(|q| ends_with_path(q, tail)))
+                .collect();
+            if matches.is_empty() {
+                continue;
+            }
+            if matches.len() <= MAX_DEFINITIONS_PER_NAME {
+                pins.extend(matches);
+            }
+            break;
+        }
+    }
+    for i in pins {
+        units[i].pinned = true;
+    }
+    if let Some(focus) = focus {
+        for unit in units.iter_mut() {
+            let doc = &docs[unit.doc];
+            let chunk = &doc.chunks[unit.chunk];
+            if focus.path != doc.path {
+                continue;
+            }
             match focus.line {
                 Some(line) if chunk.start_line <= line && line <= chunk.end_line => {
                     unit.pinned = true;
@@ -1481,6 +1540,12 @@ fn fine_stage(
         let first_body = (chunk.header_end_line.saturating_sub(chunk.start_line) + 1) as usize;
         let first_body = first_body.min(n);
         let blocks = fine::segment(&lines, first_body, options.spike_k);
+        let doc_rows = if options.fine_docs {
+            fine::leading_comment_rows((0..first_body).map(|r| index.rows_text(text, r, r)))
+        } else {
+            0
+        };
+        let (blocks, signature) = fine::split_doc_comment(blocks, first_body, doc_rows);
         let block_texts: Vec<&str> = blocks
             .iter()
             .map(|&(a, b)| index.rows_text(text, a, b))
@@ -1497,8 +1562,8 @@ fn fine_stage(
         let block_value = fine::min_max(&gains);
         let rate = fine::function_rate(options.fine_rate, options.beta, normalized[j]);
         let capacity = (counts.get(i) as f32 * rate) as usize;
-        // The signature block is always kept; the knapsack fills the rest.
-        let signature = if first_body > 0 { 1 } else { 0 };
+        // The signature block (a long doc comment's summary and the declaration) is always
+        // kept; the knapsack fills the rest.
         let sig_tokens: usize = block_tokens[..signature].iter().sum();
         let items: Vec<(usize, f32)> = (signature..blocks.len())
             .map(|b| {
@@ -1755,6 +1820,7 @@ mod tests {
             beta: _,
             spike_k: _,
             bm25_k1: _,
+            bm25_k3: _,
             max_query_tokens: _,
             query_weights: _,
             framed: _,
@@ -1766,6 +1832,7 @@ mod tests {
             callees_follow: _,
             conditioning: _,
             fine_every_kind: _,
+            fine_docs: _,
             faithful: _,
         } = CompressOptions::default();
         for name in ["model", "fused", "bm25"] {
