@@ -90,6 +90,24 @@ pub fn split_doc_comment(
     (split, 2)
 }
 
+/// The tokens each function may keep: `rates[i]` of its `tokens[i]`, scaled down just enough
+/// that all of them together keep at most `target` tokens (never scaled up: what the fine
+/// stage frees beyond the target is refilled with whole units). A function's share never
+/// exceeds its size; below the target a scale of 0 keeps nothing but signatures.
+pub fn capacities(tokens: &[usize], rates: &[f32], target: usize) -> Vec<usize> {
+    let wanted: f32 = tokens.iter().zip(rates).map(|(&t, &r)| t as f32 * r).sum();
+    let scale = if wanted > target as f32 {
+        target as f32 / wanted
+    } else {
+        1.0
+    };
+    tokens
+        .iter()
+        .zip(rates)
+        .map(|(&t, &r)| ((t as f32 * r * scale) as usize).min(t))
+        .collect()
+}
+
 /// The adaptive share of a function's tokens to keep, from its normalised coarse score.
 pub fn function_rate(base_rate: f32, beta: f32, normalized_score: f32) -> f32 {
     (base_rate * (1.0 + beta * (2.0 * normalized_score - 1.0))).clamp(0.0, 1.0)
@@ -196,6 +214,20 @@ mod tests {
         assert_eq!(split_doc_comment(blocks.clone(), 7, 2), (blocks.clone(), 1));
         assert_eq!(split_doc_comment(blocks.clone(), 7, 7), (blocks, 1));
         assert_eq!(split_doc_comment(vec![(0, 3)], 0, 0), (vec![(0, 3)], 0));
+    }
+
+    #[test]
+    fn capacities_scale_down_to_the_target_and_never_up() {
+        let tokens = [1000, 400, 100];
+        let rates = [0.6, 0.5, 0.5];
+        // Shares as they are: 600 + 200 + 50 = 850 fit a target of 900.
+        assert_eq!(capacities(&tokens, &rates, 900), [600, 200, 50]);
+        // A target of 425 halves every share.
+        let halved = capacities(&tokens, &rates, 425);
+        assert_eq!(halved, [300, 100, 25]);
+        assert!(halved.iter().sum::<usize>() <= 425);
+        // Nothing to keep: signatures only.
+        assert_eq!(capacities(&tokens, &rates, 0), [0, 0, 0]);
     }
 
     #[test]

@@ -700,6 +700,7 @@ fn compress_counting(
             &counts,
             model_query,
             fine_tokens,
+            used - budget,
             options,
             deadline,
             cancel,
@@ -1394,6 +1395,9 @@ type KeptRows = HashMap<usize, Vec<(usize, usize)>>;
 
 /// Prunes the kept functions; also returns how many the deadline left whole.
 #[allow(clippy::too_many_arguments)]
+/// Tokens an elided gap's marker line (`// ...`) adds, about.
+const ELIDED_MARKER_TOKENS: usize = 4;
+
 fn fine_stage(
     scorer: &dyn ScoringModel,
     counter: BudgetCounter,
@@ -1403,6 +1407,7 @@ fn fine_stage(
     counts: &TokenCounts,
     query: &str,
     fine_tokens: usize,
+    over: usize,
     options: &CompressOptions,
     deadline: Option<Instant>,
     cancel: &CancelFlag,
@@ -1500,6 +1505,18 @@ fn fine_stage(
         })
         .collect();
     let normalized = fine::min_max(&coarse);
+    // The coarse stage kept `over` tokens more than the budget, counting on the fine stage to
+    // free them: each function keeps its adaptive share, scaled down where those shares
+    // would not free enough (else the budget pass would drop the lowest-ranked units whole,
+    // an instruction's second and third answers first). An elided gap adds a marker line.
+    let sizes: Vec<usize> = eligible.iter().map(|&i| counts.get(i)).collect();
+    let rates: Vec<f32> = normalized
+        .iter()
+        .map(|&n| fine::function_rate(options.fine_rate, options.beta, n))
+        .collect();
+    let markers = ELIDED_MARKER_TOKENS * eligible.len();
+    let target = sizes.iter().sum::<usize>().saturating_sub(over + markers);
+    let capacities = fine::capacities(&sizes, &rates, target);
     let mut skipped = 0;
     for (j, &i) in eligible.iter().enumerate() {
         if unconditional[j].skipped || conditional[j].skipped {
@@ -1560,8 +1577,7 @@ fn fine_stage(
             })
             .collect();
         let block_value = fine::min_max(&gains);
-        let rate = fine::function_rate(options.fine_rate, options.beta, normalized[j]);
-        let capacity = (counts.get(i) as f32 * rate) as usize;
+        let capacity = capacities[j];
         // The signature block (a long doc comment's summary and the declaration) is always
         // kept; the knapsack fills the rest.
         let sig_tokens: usize = block_tokens[..signature].iter().sum();
