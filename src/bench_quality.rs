@@ -1011,8 +1011,7 @@ fn question_tasks(dir: &Path, only: &[String], cache: &Path) -> Result<Vec<Task>
         let key = (spec.package.clone(), spec.root.clone());
         if !roots.contains_key(&key) {
             let fetched = registry::fetch(&spec.package, cache)?;
-            let ws =
-                index::read_once(&fetched.join(&spec.root), &WalkOptions::default())?;
+            let ws = index::read_once(&fetched.join(&spec.root), &WalkOptions::default())?;
             eprintln!(
                 "{} ({}): {} files",
                 spec.package,

@@ -1078,6 +1078,61 @@ mod tests {
     }
 
     #[test]
+    fn read_once_reads_what_the_servers_index_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir(base.join("sub")).unwrap();
+        std::fs::write(base.join("a.py"), "def a():\n    return 1\n").unwrap();
+        std::fs::write(base.join("sub/b.rs"), "fn b() {}\n").unwrap();
+        std::fs::write(base.join("deploy.pem"), "def p():\n    pass\n").unwrap();
+        std::fs::write(base.join("blob.py"), b"def x():\0\0\n").unwrap();
+        std::fs::write(base.join("odd.py"), b"def odd():\n    return '\xff'\n").unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink("a.py", base.join("alias.py")).unwrap();
+
+        let once = read_once(&base, &WalkOptions::default()).unwrap();
+        let (index, root) = indexed(&base);
+        let served = index.snapshot(None);
+        let rels = |files: Vec<(&str, &str)>| {
+            files
+                .into_iter()
+                .map(|(p, t)| format!("{p}={t}"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            rels(
+                once.files
+                    .iter()
+                    .map(|f| (f.path.as_str(), f.text.as_str()))
+                    .collect()
+            ),
+            rels(
+                served
+                    .iter()
+                    .map(|f| (f.rel_path.as_str(), f.text.as_str()))
+                    .collect()
+            ),
+        );
+        // The file behind the symlink once, under its real path.
+        let names: Vec<&str> = once.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(names, ["a.py", "odd.py", "sub/b.rs"]);
+        assert_eq!(once.skipped, index.skipped(&root.path));
+        let skipped: Vec<&str> = once.skipped.iter().map(|s| s.path.as_str()).collect();
+        assert_eq!(skipped, ["blob.py", "deploy.pem"]);
+        let warned: Vec<&str> = once.warnings.iter().map(|s| s.path.as_str()).collect();
+        assert_eq!(warned, ["odd.py"]);
+
+        // A file named explicitly is read under its own name, the walk's name rules aside.
+        let named = read_once(&base.join("deploy.pem"), &WalkOptions::default()).unwrap();
+        assert_eq!(named.files.len(), 1);
+        assert_eq!(named.files[0].path, "deploy.pem");
+        assert!(matches!(
+            read_once(&base.join("nope"), &WalkOptions::default()),
+            Err(WalkError::NotFound { .. })
+        ));
+    }
+
+    #[test]
     fn utf8_offsets_clamp_to_the_line() {
         let text = "ab\ncd\n";
         assert_eq!(

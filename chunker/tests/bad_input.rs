@@ -465,8 +465,7 @@ fn secrets_in_file_text_are_redacted_in_place_unless_turned_off() {
 
 #[test]
 fn missing_root_is_an_error_naming_the_path() {
-    let err =
-        index::read_once(Path::new("/no/such/dir"), &WalkOptions::default()).unwrap_err();
+    let err = index::read_once(Path::new("/no/such/dir"), &WalkOptions::default()).unwrap_err();
     assert!(err.to_string().contains("/no/such/dir"), "{err}");
 }
 
