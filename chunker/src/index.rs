@@ -657,7 +657,7 @@ pub fn read_once(path: &Path, options: &WalkOptions) -> Result<Workspace, WalkEr
     };
     index.load(&root, &paths);
     let skipped = index.skipped(&root.path);
-    // The one-shot index owns the only other handle on each file: taken, not copied.
+    // The one-shot index holds the only handle on each file: taken, not copied.
     let mut files: Vec<FileSnapshot> = index
         .files
         .into_iter()
