@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
-use ctxzip_chunker::workspace::{self, WalkOptions};
+use ctxzip_chunker::index;
+use ctxzip_chunker::workspace::WalkOptions;
 
 // Parsed once per process from the command line: boxing the large variant would buy nothing.
 #[allow(clippy::large_enum_variant)]
@@ -60,7 +61,7 @@ fn chunker(args: ChunkerArgs) -> Result<()> {
         let (mut files, mut chunks, mut bytes) = (0usize, 0usize, 0u64);
         let mut by_lang: BTreeMap<&'static str, (usize, u64)> = BTreeMap::new();
         for path in &args.paths {
-            let ws = workspace::chunk_workspace(path, &options)?;
+            let ws = index::read_once(path, &options)?;
             for file in &ws.files {
                 files += 1;
                 chunks += file.chunks.len();

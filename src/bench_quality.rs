@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use ctxzip_chunker::workspace::{self, FileChunks, WalkOptions};
+use ctxzip_chunker::index;
+use ctxzip_chunker::workspace::{FileChunks, WalkOptions};
 use ctxzip_chunker::{Chunk, ChunkKind, Lang, chunk_source};
 use ctxzip_scoring::compress::{
     self, Budget, CompressOptions, Compressed, Conditioning, Document, QueryWeights, Ranker,
@@ -333,7 +334,7 @@ pub fn run(args: QualityArgs) -> Result<()> {
     let mut tasks = Vec::new();
     for spec in packages.iter().filter(|_| args.needles + args.callees > 0) {
         let root = registry::fetch(spec, &args.cache)?;
-        let ws = workspace::chunk_workspace(&root, &WalkOptions::default())?;
+        let ws = index::read_once(&root, &WalkOptions::default())?;
         let before = tasks.len();
         tasks.extend(needle_tasks(spec, &ws.files, args.needles));
         tasks.extend(callee_tasks(spec, &ws.files, args.callees));
@@ -1010,8 +1011,7 @@ fn question_tasks(dir: &Path, only: &[String], cache: &Path) -> Result<Vec<Task>
         let key = (spec.package.clone(), spec.root.clone());
         if !roots.contains_key(&key) {
             let fetched = registry::fetch(&spec.package, cache)?;
-            let ws =
-                workspace::chunk_workspace(&fetched.join(&spec.root), &WalkOptions::default())?;
+            let ws = index::read_once(&fetched.join(&spec.root), &WalkOptions::default())?;
             eprintln!(
                 "{} ({}): {} files",
                 spec.package,

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
+use ctxzip_chunker::index;
 use ctxzip_chunker::workspace::{self, WalkOptions};
 use ctxzip_chunker::{LANGS, Lang};
 use serde::Serialize;
@@ -122,7 +123,7 @@ pub fn run(args: ChunksArgs) -> Result<ExitCode> {
     };
     let mut workspaces = Vec::new();
     for path in &paths {
-        let ws = workspace::chunk_workspace(path, &options)
+        let ws = index::read_once(path, &options)
             .with_context(|| format!("cannot chunk {}", path.display()))?;
         workspaces.push(ws);
     }

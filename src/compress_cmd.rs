@@ -11,7 +11,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use ctxzip_chunker::confine::{self, Kind};
-use ctxzip_chunker::workspace::{self, FileChunks};
+use ctxzip_chunker::index;
+use ctxzip_chunker::workspace::FileChunks;
 use ctxzip_scoring::backend::{self, BackendSettings};
 use ctxzip_scoring::compress::{
     self, CompressError, CompressRequest, Document, Focus, Format, Progress, ProgressSink, Stage,
@@ -179,7 +180,7 @@ pub fn run(args: CompressArgs) -> Result<ExitCode> {
     let mut files: Vec<FileChunks> = Vec::new();
     let mut warnings = Vec::new();
     for path in &paths {
-        let ws = workspace::chunk_workspace(path, &options).map_err(|e| bad(e.to_string()))?;
+        let ws = index::read_once(path, &options).map_err(|e| bad(e.to_string()))?;
         warnings.extend(ws.warnings);
         files.extend(ws.files);
     }

@@ -1,9 +1,9 @@
-//! One workspace index below both servers (`ctxzip_chunker::index`): the LSP and MCP, each
-//! the real binary over stdio, answer the same request on the same workspace with the same
-//! context, before and after a file is edited on disk with no event to say so, for the
-//! whole workspace and for one directory named in each surface's own terms (a URI, a
-//! relative path). The workspace has what a walk must agree on: a symlink inside it, a
-//! secret-named file, an ignored directory.
+//! One workspace index below every surface (`ctxzip_chunker::index`): the LSP and MCP, each
+//! the real binary over stdio, and the CLI's `compress` (a one-shot read through the same
+//! index) answer the same request on the same workspace with the same context, before and
+//! after a file is edited on disk with no event to say so; the servers also for one
+//! directory named in each surface's own terms (a URI, a relative path). The workspace has
+//! what a walk must agree on: a symlink inside it, a secret-named file, an ignored directory.
 
 mod common;
 
@@ -137,8 +137,41 @@ fn mcp_answer(mcp: &mut McpClient, scope: Option<&str>) -> Answer {
     }
 }
 
+/// The CLI's answer for the whole workspace, run in it (paths relative to it, as the servers
+/// give them).
+fn cli_answer(root: &Path) -> Answer {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ctxzip"))
+        .env("CTXZIP_CACHE", common::test_cache())
+        .args(["compress", ".", "--query", QUERY, "--budget"])
+        .arg(BUDGET.to_string())
+        .args(["--format", "json", "--model", MODEL, "--offline", "--quiet"])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let output: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let chunks = output["chunks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{output}"))
+        .iter()
+        .map(|c| {
+            format!(
+                "{}:{}-{}",
+                c["path"].as_str().unwrap(),
+                c["start_line"],
+                c["end_line"]
+            )
+        })
+        .collect();
+    Answer {
+        context: output["context"].as_str().unwrap().to_owned(),
+        chunks,
+    }
+}
+
 #[test]
-fn lsp_and_mcp_give_the_same_answer_from_the_one_index() {
+fn lsp_mcp_and_cli_give_the_same_answer_from_the_one_index() {
     let dir = workspace();
     let root = std::fs::canonicalize(dir.path()).unwrap();
     let mut lsp = start_lsp(&root);
@@ -158,6 +191,9 @@ fn lsp_and_mcp_give_the_same_answer_from_the_one_index() {
         "{from_lsp:?}"
     );
     assert_eq!(from_lsp, from_mcp);
+    // The CLI reads through the same index, once: the file behind the symlink is no second
+    // copy there either.
+    assert_eq!(cli_answer(&root), from_mcp);
 
     // One directory, named as each surface names it.
     let scoped_lsp = lsp_answer(&mut lsp, Some(&root.join("src/net")));
@@ -182,4 +218,5 @@ fn lsp_and_mcp_give_the_same_answer_from_the_one_index() {
         "{after_lsp:?}"
     );
     assert_eq!(after_lsp, after_mcp);
+    assert_eq!(cli_answer(&root), after_mcp);
 }

@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::confine::{self, Kind, PathError, RootDir};
 use crate::secrets::{self, Redaction};
-use crate::workspace::{self, Skipped, WalkError, WalkOptions};
+use crate::workspace::{self, FileChunks, Skipped, WalkError, WalkOptions, Workspace};
 use crate::{Chunk, EditError, Lang, SourceFile};
 
 /// A modification time this close to the read is not trusted: a write within the file
@@ -66,7 +66,7 @@ impl Stamp {
 }
 
 /// One file as a query sees it: disk text, or the unsaved buffer when the file is open.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct FileSnapshot {
     /// Canonical absolute path (the index key).
     pub abs_path: PathBuf,
@@ -81,6 +81,8 @@ pub struct FileSnapshot {
     pub from_buffer: bool,
     /// Secrets replaced in `text` (empty when redaction is off).
     pub redactions: Vec<Redaction>,
+    /// Set when the file was read with a caveat (invalid UTF-8 replaced, secrets redacted).
+    pub warning: Option<String>,
     /// The disk file's stamp when it was read; `None` when it could not be taken or was too
     /// recent to trust, and the file is read again at the next query.
     pub stamp: Option<Stamp>,
@@ -454,6 +456,23 @@ impl Index {
         walked.or_else(read).map(|s| s.reason)
     }
 
+    /// What the last walk of `root` and the reads since left out, sorted by path.
+    pub fn skipped(&self, root: &Path) -> Vec<Skipped> {
+        let mut skipped: Vec<Skipped> = self
+            .skipped
+            .get(root)
+            .map(|walked| walked.clone())
+            .unwrap_or_default();
+        skipped.extend(
+            self.unread
+                .iter()
+                .filter(|u| u.root == root)
+                .map(|u| u.skip.clone()),
+        );
+        skipped.sort_by(|a, b| a.path.cmp(&b.path));
+        skipped
+    }
+
     /// Drops every indexed file of one root (before indexing it again).
     pub fn remove_root_files(&self, root: &Path) {
         self.files.retain(|_, file| file.root != root);
@@ -599,6 +618,80 @@ impl Index {
     }
 }
 
+/// Reads one path through the index once, for a caller that asks one question and exits
+/// (the CLI's `compress` and `chunks`): the same walk, confined reads, redaction and chunking
+/// as the servers' index, with nothing kept afterwards. A directory is walked; a file is read
+/// under its own directory without the walk's name rules (naming it is the user's choice).
+/// Files come sorted by path, relative to the directory (a file's: its name).
+pub fn read_once(path: &Path, options: &WalkOptions) -> Result<Workspace, WalkError> {
+    let meta = std::fs::metadata(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => WalkError::NotFound {
+            path: path.to_path_buf(),
+        },
+        _ => WalkError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+    })?;
+    let canonical = std::fs::canonicalize(path).map_err(|source| WalkError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // Adding a root and walking it fail only as a walk does; anything else would be a new
+    // kind of failure, reported with the path rather than lost.
+    let walk_error = |e: IndexError| match e {
+        IndexError::Walk(walk) => walk,
+        other => WalkError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(other.to_string()),
+        },
+    };
+    let index = Index::new(options.clone());
+    let (root, paths) = if meta.is_file() {
+        let dir = canonical.parent().unwrap_or(Path::new("/"));
+        (index.add_root(dir).map_err(walk_error)?, vec![canonical])
+    } else {
+        let root = index.add_root(&canonical).map_err(walk_error)?;
+        let paths = index.discover(&root).map_err(walk_error)?;
+        (root, paths)
+    };
+    index.load(&root, &paths);
+    let skipped = index.skipped(&root.path);
+    // The one-shot index holds the only handle on each file: taken, not copied.
+    let mut files: Vec<FileSnapshot> = index
+        .files
+        .into_iter()
+        .map(|(_, file)| Arc::try_unwrap(file).unwrap_or_else(|shared| (*shared).clone()))
+        .collect();
+    files.sort_by(|a, b| a.abs_path.cmp(&b.abs_path));
+    let warnings = files
+        .iter()
+        .filter_map(|file| {
+            file.warning.as_ref().map(|reason| Skipped {
+                path: file.rel_path.clone(),
+                reason: reason.clone(),
+            })
+        })
+        .collect();
+    let files = files
+        .into_iter()
+        .map(|file| FileChunks {
+            path: file.rel_path,
+            abs_path: file.abs_path,
+            lang: file.lang,
+            text: file.text,
+            chunks: file.chunks,
+            warning: file.warning,
+            redactions: file.redactions,
+        })
+        .collect();
+    Ok(Workspace {
+        files,
+        skipped,
+        warnings,
+    })
+}
+
 /// `raw` (relative to `root`, absolute under it, or a `file://` URI) by the one rule of
 /// every surface ([`confine::resolve`]): the index key it names and what lies there. Every
 /// way out of the root is [`IndexError::OutsideRoots`], whatever is there.
@@ -648,6 +741,7 @@ fn buffer_snapshot(
         text,
         chunks,
         from_buffer: true,
+        warning: (!redactions.is_empty()).then(|| workspace::redaction_warning(&redactions)),
         redactions,
         stamp: disk.stamp,
     }
@@ -682,6 +776,7 @@ fn load_one(
         chunks: file.chunks,
         from_buffer: false,
         redactions: file.redactions,
+        warning: file.warning,
         stamp,
     });
     (abs_path, stamp, file)
@@ -980,6 +1075,61 @@ mod tests {
             Err(IndexError::Path(PathError::Nul { .. }))
         ));
         assert_eq!(resolve_in(&root, "src/new.py").unwrap().1, Kind::Missing);
+    }
+
+    #[test]
+    fn read_once_reads_what_the_servers_index_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir(base.join("sub")).unwrap();
+        std::fs::write(base.join("a.py"), "def a():\n    return 1\n").unwrap();
+        std::fs::write(base.join("sub/b.rs"), "fn b() {}\n").unwrap();
+        std::fs::write(base.join("deploy.pem"), "def p():\n    pass\n").unwrap();
+        std::fs::write(base.join("blob.py"), b"def x():\0\0\n").unwrap();
+        std::fs::write(base.join("odd.py"), b"def odd():\n    return '\xff'\n").unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink("a.py", base.join("alias.py")).unwrap();
+
+        let once = read_once(&base, &WalkOptions::default()).unwrap();
+        let (index, root) = indexed(&base);
+        let served = index.snapshot(None);
+        let rels = |files: Vec<(&str, &str)>| {
+            files
+                .into_iter()
+                .map(|(p, t)| format!("{p}={t}"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            rels(
+                once.files
+                    .iter()
+                    .map(|f| (f.path.as_str(), f.text.as_str()))
+                    .collect()
+            ),
+            rels(
+                served
+                    .iter()
+                    .map(|f| (f.rel_path.as_str(), f.text.as_str()))
+                    .collect()
+            ),
+        );
+        // The file behind the symlink once, under its real path.
+        let names: Vec<&str> = once.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(names, ["a.py", "odd.py", "sub/b.rs"]);
+        assert_eq!(once.skipped, index.skipped(&root.path));
+        let skipped: Vec<&str> = once.skipped.iter().map(|s| s.path.as_str()).collect();
+        assert_eq!(skipped, ["blob.py", "deploy.pem"]);
+        let warned: Vec<&str> = once.warnings.iter().map(|s| s.path.as_str()).collect();
+        assert_eq!(warned, ["odd.py"]);
+
+        // A file named explicitly is read under its own name, the walk's name rules aside.
+        let named = read_once(&base.join("deploy.pem"), &WalkOptions::default()).unwrap();
+        assert_eq!(named.files.len(), 1);
+        assert_eq!(named.files[0].path, "deploy.pem");
+        assert!(matches!(
+            read_once(&base.join("nope"), &WalkOptions::default()),
+            Err(WalkError::NotFound { .. })
+        ));
     }
 
     #[test]

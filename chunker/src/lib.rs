@@ -2,16 +2,17 @@
 //!
 //! - [`confine`]: reading under a workspace root so no symlink or race leads outside it, and
 //!   the one rule for user- and agent-given paths (outside: one error, whatever is there).
-//! - [`index`]: the one live workspace index of the LSP and MCP servers: the walk, files
-//!   stamped when read (a change on disk is read at the next query), open buffers over them.
+//! - [`index`]: the one workspace index of the LSP and MCP servers and the CLI: the walk,
+//!   files stamped when read (a change on disk is read at the next query), open buffers over
+//!   them; [`index::read_once`] for a caller that asks once (the CLI).
 //! - [`lang`]: the language table (extensions, LSP ids, grammar, chunk query per language).
 //! - [`role`]: what a file is for (code, tests, docs, stubs, ...), from its path.
 //! - [`secrets`]: secrets by content (provider key formats, private-key blocks, generated
 //!   passwords), redacted in place as every file is read.
 //! - [`source`]: one file's text → chunks, with incremental reparse under edits. No IO.
-//! - [`workspace`]: walks a workspace (ignore files, secrets, binaries, size caps, symlinks)
-//!   and chunks its files in parallel. With `confine` and `index`, the only modules that touch
-//!   the disk.
+//! - [`workspace`]: the walk (ignore files, secret names, lock files, symlinks) and the read
+//!   of one file (binaries, size caps, minified text, redaction, chunks) that the index uses.
+//!   With `confine` and `index`, the only modules that touch the disk.
 //!
 //! Invariant: the chunks of a file are in file order and cover every line exactly once.
 

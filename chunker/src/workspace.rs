@@ -1,6 +1,8 @@
-//! Walking a workspace: which files are read, which are skipped and why, and chunking the
-//! rest in parallel. With [`crate::confine`] (through which every file is read), the only
-//! module of this crate that touches the disk.
+//! Walking a workspace and reading one file of it: which files are read, which are skipped
+//! and why, and how one is read (confined, decoded, redacted, chunked). The one index
+//! ([`crate::index`]) walks and reads through these, in parallel, for every surface; with
+//! [`crate::confine`] (through which every file is read) the only modules of this crate that
+//! touch the disk.
 
 use std::fs;
 use std::io;
@@ -10,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use ignore::WalkBuilder;
 use ignore::overrides::OverrideBuilder;
-use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::chunk::Chunk;
@@ -115,6 +116,8 @@ pub struct FileChunks {
     pub redactions: Vec<Redaction>,
 }
 
+/// One path read once ([`crate::index::read_once`]): its files in path order, what the walk
+/// or a read left out, and the files read with a caveat.
 #[derive(Debug, Default)]
 pub struct Workspace {
     pub files: Vec<FileChunks>,
@@ -132,54 +135,6 @@ pub enum WalkError {
         "invalid ignore glob {glob:?}: {message} (use gitignore syntax, e.g. `target/` or `*.min.js`)"
     )]
     BadGlob { glob: String, message: String },
-}
-
-/// Walks `root` (a directory or a single file) and chunks every file it keeps. Every read
-/// is confined to the root's directory ([`RootDir`]): a file swapped for a symlink to
-/// outside after the walk saw it is skipped, not read.
-pub fn chunk_workspace(root: &Path, options: &WalkOptions) -> Result<Workspace, WalkError> {
-    let (mut paths, mut skipped) = discover(root, options)?;
-    let io_error = |source| WalkError::Io {
-        path: root.to_path_buf(),
-        source,
-    };
-    let (root_dir, base) = if root.is_file() {
-        // A file named explicitly: read its real file, confined to that file's directory.
-        let canonical = fs::canonicalize(root).map_err(io_error)?;
-        let dir = canonical
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        paths = vec![canonical];
-        (RootDir::open(&dir).map_err(io_error)?, dir)
-    } else {
-        (RootDir::open(root).map_err(io_error)?, root.to_path_buf())
-    };
-    let results: Vec<Result<FileChunks, Skipped>> = paths
-        .par_iter()
-        .map(|path| {
-            let rel = relative(&base, path);
-            load_file(&root_dir, path, rel, options)
-        })
-        .collect();
-    let mut workspace = Workspace::default();
-    for result in results {
-        match result {
-            Ok(file) => {
-                if let Some(warning) = &file.warning {
-                    workspace.warnings.push(Skipped {
-                        path: file.path.clone(),
-                        reason: warning.clone(),
-                    });
-                }
-                workspace.files.push(file);
-            }
-            Err(skip) => skipped.push(skip),
-        }
-    }
-    skipped.sort_by(|a, b| a.path.cmp(&b.path));
-    workspace.skipped = skipped;
-    Ok(workspace)
 }
 
 /// Path of `path` relative to `root`, `/`-separated.

@@ -7,7 +7,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ctxzip_chunker::workspace::{self, WalkOptions};
+use ctxzip_chunker::index;
+use ctxzip_chunker::workspace::WalkOptions;
 
 fn downloads() -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("registry-packages");
@@ -125,7 +126,7 @@ fn check_package(root: &Path, min_files: usize) {
         hidden: true,
         ..WalkOptions::default()
     };
-    let ws = workspace::chunk_workspace(root, &options).unwrap();
+    let ws = index::read_once(root, &options).unwrap();
     let code_files: Vec<_> = ws.files.iter().filter(|f| f.lang.has_grammar()).collect();
     assert!(
         code_files.len() >= min_files,
