@@ -215,12 +215,14 @@ pub struct CompressOptions {
     /// helpers it calls.
     pub callees_follow: usize,
     /// The fine stage prunes kept units of every kind (types, docs, top-level code), not only
-    /// functions. Measured, not the default: the reading cap goes to types whose attached
-    /// doc comments the fine stage keeps whole (BENCHMARKS.md, "Ninth session").
+    /// functions: a class whose docstring is 1,300 tokens otherwise takes two thirds of a
+    /// 2000-token budget. With [`CompressOptions::fine_docs`] (alone it lost questions to
+    /// types whose doc comments it had to keep whole; BENCHMARKS.md, "Ninth session" and
+    /// "Tenth session").
     pub fine_every_kind: bool,
     /// The fine stage may drop the rows of a long attached doc comment after its first
     /// ([`fine::split_doc_comment`]); otherwise the comment is part of the signature block
-    /// it always keeps.
+    /// it always keeps (a `from_reader` with 100 lines of doc comment kept 900 tokens whole).
     pub fine_docs: bool,
     /// Which text the coarse stage conditions on which ([`Conditioning`]).
     pub conditioning: Conditioning,
@@ -287,8 +289,8 @@ impl Default for CompressOptions {
             callers: usize::MAX,
             callees_follow: 0,
             conditioning: Conditioning::QueryGivenChunk,
-            fine_every_kind: false,
-            fine_docs: false,
+            fine_every_kind: true,
+            fine_docs: true,
             faithful: false,
             deadline: None,
         }
@@ -1393,11 +1395,11 @@ fn head_for_tokens(text: &str, n_tokens: usize, max_tokens: usize) -> &str {
 /// Kept rows (0-based, inclusive runs) of each pruned unit.
 type KeptRows = HashMap<usize, Vec<(usize, usize)>>;
 
-/// Prunes the kept functions; also returns how many the deadline left whole.
-#[allow(clippy::too_many_arguments)]
 /// Tokens an elided gap's marker line (`// ...`) adds, about.
 const ELIDED_MARKER_TOKENS: usize = 4;
 
+/// Prunes the kept functions; also returns how many the deadline left whole.
+#[allow(clippy::too_many_arguments)]
 fn fine_stage(
     scorer: &dyn ScoringModel,
     counter: BudgetCounter,
@@ -1418,7 +1420,7 @@ fn fine_stage(
     let mut read = 0;
     for &i in kept {
         let chunk = &docs[units[i].doc].chunks[units[i].chunk];
-        if (chunk.kind.is_callable() || options.fine_every_kind)
+        if (chunk.kind.is_callable() || options.fine_every_kind && !options.faithful)
             && chunk.n_lines() >= 5
             && read < fine_tokens
         {
@@ -1557,7 +1559,7 @@ fn fine_stage(
         let first_body = (chunk.header_end_line.saturating_sub(chunk.start_line) + 1) as usize;
         let first_body = first_body.min(n);
         let blocks = fine::segment(&lines, first_body, options.spike_k);
-        let doc_rows = if options.fine_docs {
+        let doc_rows = if options.fine_docs && !options.faithful {
             fine::leading_comment_rows((0..first_body).map(|r| index.rows_text(text, r, r)))
         } else {
             0
