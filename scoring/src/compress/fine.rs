@@ -1,6 +1,8 @@
-//! The fine stage: a kept function is cut into blocks at per-line perplexity spikes and an
-//! exact 0/1 knapsack keeps the blocks worth most to the query within the function's
-//! adaptive budget. Pure arithmetic: the model's numbers come in, row ranges go out.
+//! The fine stage: a kept unit (a function, and by default a type, doc or top-level block)
+//! is cut into blocks at per-line perplexity spikes (a long attached doc comment is one block
+//! after its summary line) and an exact 0/1 knapsack keeps the blocks worth most to the query
+//! within the unit's adaptive budget, scaled down where the coarse stage overdrew. Pure
+//! arithmetic: the model's numbers come in, row ranges go out.
 
 /// Line statistics of one function, from its token NLLs.
 #[derive(Debug, Clone, Default)]
