@@ -118,23 +118,7 @@ fn mcp_answer(mcp: &mut McpClient, scope: Option<&str>) -> Answer {
     let result = mcp.call("compress_context", arguments);
     assert_ne!(result["isError"], json!(true), "{result}");
     let output: &Value = &result["structuredContent"];
-    let chunks = output["chunks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            format!(
-                "{}:{}-{}",
-                c["path"].as_str().unwrap(),
-                c["start_line"],
-                c["end_line"]
-            )
-        })
-        .collect();
-    Answer {
-        context: output["context"].as_str().unwrap().to_owned(),
-        chunks,
-    }
+    answer_of(output)
 }
 
 /// The CLI's answer for the whole workspace, run in it (paths relative to it, as the servers
@@ -151,6 +135,12 @@ fn cli_answer(root: &Path) -> Answer {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let output: Value = serde_json::from_slice(&out.stdout).unwrap();
+    answer_of(&output)
+}
+
+/// The context and the chunks (`path:start-end`) of a compress result as JSON, from any
+/// front door.
+fn answer_of(output: &Value) -> Answer {
     let chunks = output["chunks"]
         .as_array()
         .unwrap_or_else(|| panic!("{output}"))
