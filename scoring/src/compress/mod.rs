@@ -1278,18 +1278,31 @@ fn ends_with_path(qualified: &str, path: &[&str]) -> bool {
 /// (`click.Choice` finds `Choice`, `Choice.__init__` that one constructor); a tail that more
 /// than [`MAX_DEFINITIONS_PER_NAME`] definitions end with pins nothing.
 fn pin_structural(units: &mut [Unit], docs: &[Document], query: &str, focus: Option<&Focus>) {
-    let definition = |unit: &Unit| {
-        let chunk = &docs[unit.doc].chunks[unit.chunk];
-        (chunk.kind.is_callable() || chunk.kind.is_container())
-            .then(|| chunk.qualified_name.as_deref().or(chunk.name.as_deref()))
-            .flatten()
+    let mentions = code_mentions(query);
+    // The definitions and their qualified names, gathered once (a big tree has 10^5 units).
+    let definitions: Vec<(usize, &str)> = if mentions.is_empty() {
+        Vec::new()
+    } else {
+        units
+            .iter()
+            .enumerate()
+            .filter_map(|(i, unit)| {
+                let chunk = &docs[unit.doc].chunks[unit.chunk];
+                (chunk.kind.is_callable() || chunk.kind.is_container())
+                    .then(|| chunk.qualified_name.as_deref().or(chunk.name.as_deref()))
+                    .flatten()
+                    .map(|name| (i, name))
+            })
+            .collect()
     };
     let mut pins: Vec<usize> = Vec::new();
-    for path in code_mentions(query) {
+    for path in mentions {
         for start in 0..path.len() {
             let tail = &path[start..];
-            let matches: Vec<usize> = (0..units.len())
-                .filter(|&i| definition(&units[i]).is_some_and(|q| ends_with_path(q, tail)))
+            let matches: Vec<usize> = definitions
+                .iter()
+                .filter(|(_, name)| ends_with_path(name, tail))
+                .map(|&(i, _)| i)
                 .collect();
             if matches.is_empty() {
                 continue;
