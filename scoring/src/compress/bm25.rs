@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
+use rayon::prelude::*;
+
 /// Words too common in code or queries to say anything about relevance.
 const STOP_WORDS: &[&str] = &[
     "a", "an", "and", "are", "as", "at", "be", "by", "can", "do", "does", "for", "from", "get",
@@ -144,25 +146,40 @@ pub const DEFAULT_K1: f32 = 3.0;
 pub const DEFAULT_K3: f32 = 1.0;
 const B: f32 = 0.75;
 
-impl Bm25 {
-    /// Each document is a list of (text, weight): weight 3 for names, 1 for bodies.
-    pub fn new<'a>(docs: impl IntoIterator<Item = Vec<(&'a str, f32)>>) -> Bm25 {
+/// Documents tokenized by one task of [`Bm25::new`]: a big tree's chunks are tokenized in
+/// parallel batches of this many.
+const BATCH: usize = 2048;
+
+/// Batches tokenized before their terms are merged into the index's vocabulary.
+const GROUP: usize = 32;
+
+/// One batch of documents, its terms numbered in the order they first occur in it.
+struct Batch {
+    /// Local term id → term.
+    terms: Vec<String>,
+    /// Each document's (local term id, weighted frequency), summed in occurrence order.
+    docs: Vec<Box<[(u32, f32)]>>,
+    doc_len: Vec<f32>,
+}
+
+impl Batch {
+    fn of(docs: &[Vec<(&str, f32)>]) -> Batch {
         let mut vocab: HashMap<String, u32> = HashMap::new();
-        let mut doc_freq: Vec<u32> = Vec::new();
-        let mut out_docs = Vec::new();
-        let mut doc_len = Vec::new();
+        let mut terms: Vec<String> = Vec::new();
+        let mut out_docs = Vec::with_capacity(docs.len());
+        let mut doc_len = Vec::with_capacity(docs.len());
         let mut occurrences: Vec<(u32, f32)> = Vec::new();
         for fields in docs {
             occurrences.clear();
             let mut len = 0.0;
-            for (text, weight) in fields {
+            for &(text, weight) in fields {
                 for_each_term(text, |term| {
                     let id = match vocab.get(term) {
                         Some(&id) => id,
                         None => {
-                            let id = vocab.len() as u32;
+                            let id = terms.len() as u32;
                             vocab.insert(term.to_owned(), id);
-                            doc_freq.push(0);
+                            terms.push(term.to_owned());
                             id
                         }
                     };
@@ -179,11 +196,66 @@ impl Bm25 {
                     _ => counts.push((id, weight)),
                 }
             }
-            for &(id, _) in &counts {
-                doc_freq[id as usize] += 1;
-            }
             out_docs.push(counts.into_boxed_slice());
             doc_len.push(len);
+        }
+        Batch {
+            terms,
+            docs: out_docs,
+            doc_len,
+        }
+    }
+}
+
+impl Bm25 {
+    /// Each document is a list of (text, weight): weight 3 for names, 1 for bodies.
+    ///
+    /// Batches of documents are tokenized in parallel, each numbering its own terms; merged
+    /// in batch order, every term gets the id one pass in document order would give it, so
+    /// the index and its scores do not depend on the number of threads.
+    pub fn new<'a>(docs: impl IntoIterator<Item = Vec<(&'a str, f32)>>) -> Bm25 {
+        Bm25::in_batches(docs.into_iter().collect(), BATCH)
+    }
+
+    fn in_batches(docs: Vec<Vec<(&str, f32)>>, batch: usize) -> Bm25 {
+        let mut vocab: HashMap<String, u32> = HashMap::new();
+        let mut out_docs: Vec<Box<[(u32, f32)]>> = Vec::with_capacity(docs.len());
+        let mut doc_len = Vec::with_capacity(docs.len());
+        // Groups of batches: every batch's own vocabulary alive at once would cost more
+        // memory than it saves time.
+        for docs in docs.chunks(batch.saturating_mul(GROUP)) {
+            let batches: Vec<Batch> = docs.par_chunks(batch).map(Batch::of).collect();
+            let mut ids: Vec<Vec<u32>> = Vec::with_capacity(batches.len());
+            let mut group_docs = Vec::with_capacity(batches.len());
+            for batch in batches {
+                ids.push(
+                    batch
+                        .terms
+                        .into_iter()
+                        .map(|term| {
+                            let next = vocab.len() as u32;
+                            *vocab.entry(term).or_insert(next)
+                        })
+                        .collect(),
+                );
+                group_docs.push(batch.docs);
+                doc_len.extend(batch.doc_len);
+            }
+            group_docs.par_iter_mut().zip(&ids).for_each(|(docs, ids)| {
+                for counts in docs {
+                    for (id, _) in counts.iter_mut() {
+                        *id = ids[*id as usize];
+                    }
+                    counts.sort_unstable_by_key(|&(id, _)| id);
+                }
+            });
+            out_docs.extend(group_docs.into_iter().flatten());
+        }
+        let mut doc_freq = vec![0u32; vocab.len()];
+        for doc in &out_docs {
+            for &(id, _) in doc.iter() {
+                doc_freq[id as usize] += 1;
+            }
         }
         let avg_len = doc_len.iter().sum::<f32>() / doc_len.len().max(1) as f32;
         Bm25 {
@@ -286,6 +358,50 @@ mod tests {
             "{repeated:?}"
         );
         assert_eq!(repeated[1], once[1]);
+    }
+
+    #[test]
+    fn batches_tokenized_apart_give_the_index_of_one_pass() {
+        let words = [
+            "parse",
+            "config",
+            "readAll",
+            "http_request",
+            "retry",
+            "backoff",
+            "token",
+        ];
+        let texts: Vec<String> = (0..500)
+            .map(|i| {
+                (0..1 + i % 9)
+                    .map(|j| words[(i * 7 + j * 3) % words.len()])
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    + &format!(" term{}", i % 37)
+            })
+            .collect();
+        let docs = || {
+            texts
+                .iter()
+                .enumerate()
+                .map(|(i, t)| vec![(t.as_str(), 1.0), (words[i % words.len()], 3.0)])
+                .collect::<Vec<_>>()
+        };
+        let whole = Bm25::in_batches(docs(), usize::MAX);
+        for batch in [1, 7, 64] {
+            let split = Bm25::in_batches(docs(), batch);
+            assert_eq!(split.vocab, whole.vocab, "batch {batch}");
+            assert_eq!(split.docs, whole.docs, "batch {batch}");
+            assert_eq!(split.doc_len, whole.doc_len, "batch {batch}");
+            assert_eq!(split.doc_freq, whole.doc_freq, "batch {batch}");
+            let query = "where is the http request retried with backoff? term5";
+            assert_eq!(
+                split.scores(query, DEFAULT_K1, DEFAULT_K3),
+                whole.scores(query, DEFAULT_K1, DEFAULT_K3)
+            );
+        }
+        // Term ids in the order terms first occur across the documents.
+        assert_eq!((whole.vocab["pars"], whole.vocab["term0"]), (0, 1));
     }
 
     #[test]
