@@ -159,11 +159,12 @@ struct Method {
 }
 
 /// ctxzip, then variants on the same (cached) model scores: without the fine stage, without
-/// callees, with the callees of the 8 best candidates only, without code first, with
+/// the coarse stage's model ranking (BM25's order with roles, pins first and their callees;
+/// the fine stage on, or off too: what each model stage adds over BM25), without callees, with the callees of the 8 best candidates only, without code first, with
 /// skeletons, with every copy of a definition, the model's order alone; the BM25 baseline
 /// with every kind of file alike and every copy (as `--ranker bm25` ranked before file roles
 /// and copies) and with the run's role weights; LongCodeZip as published.
-const METHODS: [Method; 12] = [
+const METHODS: [Method; 14] = [
     Method {
         name: "ctxzip",
         faithful: false,
@@ -173,6 +174,19 @@ const METHODS: [Method; 12] = [
         name: "ctxzip-nofine",
         faithful: false,
         adjust: |o| o.fine = false,
+    },
+    Method {
+        name: "ctxzip-nocoarse",
+        faithful: false,
+        adjust: |o| o.max_candidates = 0,
+    },
+    Method {
+        name: "ctxzip-nomodel",
+        faithful: false,
+        adjust: |o| {
+            o.max_candidates = 0;
+            o.fine = false;
+        },
     },
     Method {
         name: "ctxzip-calls",
