@@ -161,9 +161,10 @@ struct Method {
 /// ctxzip, then variants on the same (cached) model scores: without the fine stage, without
 /// the coarse stage's model ranking (BM25's order with roles, pins first and their callees;
 /// the fine stage on, or off too: what each model stage adds over BM25), without callees,
-/// with the callees of the 8 best candidates only, without code first, with skeletons, with every copy of a definition, the model's order alone; the BM25 baseline
-/// with every kind of file alike and every copy (as `--ranker bm25` ranked before file roles
-/// and copies) and with the run's role weights; LongCodeZip as published.
+/// with the callees of the 8 best candidates only, without code first, with skeletons, with
+/// every copy of a definition, the model's order alone; the BM25 baseline with every kind of
+/// file alike and every copy (as `--ranker bm25` ranked before file roles and copies) and with
+/// the run's role weights; LongCodeZip as published.
 const METHODS: [Method; 14] = [
     Method {
         name: "ctxzip",
