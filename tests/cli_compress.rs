@@ -349,6 +349,41 @@ fn a_deadline_answers_without_the_model_and_a_repeat_completes_from_the_cache() 
 }
 
 #[test]
+fn zero_candidates_keep_bm25s_order_and_the_fine_stage_still_prunes() {
+    let dir = repo();
+    let root = dir.path().to_str().unwrap();
+    // A query no other test asks, so that the model's work is not served from the cache.
+    let query = "how is the tax added to the invoice subtotal (zero candidates)?";
+    let (pruned, _) = json_compress(root, query, "60", &["--candidates", "0"]);
+    let stats = &pruned["stats"];
+    assert_eq!(stats["candidates"].as_u64(), Some(0), "{stats}");
+    // The fine stage read the kept functions: the invoice function (62 tokens, over the
+    // budget whole) fits as its signature with the body elided.
+    assert!(stats["model_tokens"].as_u64().unwrap() > 0, "{stats}");
+    let context = pruned["context"].as_str().unwrap();
+    assert!(
+        context.contains("def compute_invoice_total(items, tax_rate):\n    # ..."),
+        "{context}"
+    );
+
+    let (whole, _) = json_compress(root, query, "60", &["--candidates", "0", "--no-fine"]);
+    assert_eq!(
+        whole["stats"]["model_tokens"].as_u64(),
+        Some(0),
+        "{}",
+        whole["stats"]
+    );
+    assert!(
+        !whole["context"]
+            .as_str()
+            .unwrap()
+            .contains("def compute_invoice_total"),
+        "{}",
+        whole["context"]
+    );
+}
+
+#[test]
 fn deterministic_output() {
     let dir = repo();
     let root = dir.path().to_str().unwrap();

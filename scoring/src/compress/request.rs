@@ -67,7 +67,10 @@ pub struct CompressRequest {
     #[cfg_attr(feature = "clap", arg(long, value_enum,
         default_value = CompressOptions::default().ranker.name()))]
     pub ranker: Option<Ranker>,
-    /// Chunks the model scores per query at most; more finds more, at more model time.
+    /// Chunks the model scores per query at most; more finds more, at more model time. 0
+    /// scores none (BM25's order stands, chunks the query names are still scored) and keeps
+    /// the stage that prunes kept functions: about half the model tokens, most of the
+    /// gain over BM25 (BENCHMARKS.md, "What each model stage adds").
     #[serde(default)]
     #[cfg_attr(feature = "clap", arg(long, value_name = "N",
         default_value = CompressOptions::default().max_candidates.to_string()))]
@@ -144,8 +147,7 @@ impl CompressRequest {
             focus,
             fine: !self.no_fine,
             ranker: self.ranker.unwrap_or(defaults.ranker),
-            // No model work at all is the BM25 ranker; a count of 0 asks for one candidate.
-            max_candidates: self.candidates.unwrap_or(defaults.max_candidates).max(1),
+            max_candidates: self.candidates.unwrap_or(defaults.max_candidates),
             deadline: self.deadline_ms.map(Duration::from_millis),
             ..defaults
         })
