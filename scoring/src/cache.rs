@@ -325,25 +325,28 @@ impl DiskCache {
                     "SELECT chunks, last_used, checksum FROM file_chunks WHERE key = ?1",
                 )?;
                 for key in keys {
+                    // A value of the wrong type is a damaged row like any other, not a
+                    // reason to give up the cache.
                     let row = select
                         .query_row(params![&key[..]], |row| {
-                            Ok((
-                                row.get::<_, Vec<u8>>(0)?,
-                                row.get::<_, i64>(1)?,
-                                row.get::<_, Vec<u8>>(2)?,
-                            ))
+                            let blob = |i: usize| -> rusqlite::Result<Option<Vec<u8>>> {
+                                Ok(row.get_ref(i)?.as_blob().ok().map(<[u8]>::to_vec))
+                            };
+                            Ok((blob(0)?, row.get_ref(1)?.as_i64().unwrap_or(0), blob(2)?))
                         })
                         .optional()?;
                     let record = match row {
-                        Some((blob, _, checksum)) if checksum != file_checksum(key, &blob) => {
-                            bad.push(*key);
-                            None
-                        }
-                        Some((blob, last_used, _)) => {
+                        Some((Some(blob), last_used, Some(checksum)))
+                            if checksum == file_checksum(key, &blob) =>
+                        {
                             if now - last_used > 3600 {
                                 stale.push(*key);
                             }
                             Some(blob)
+                        }
+                        Some(_) => {
+                            bad.push(*key);
+                            None
                         }
                         None => None,
                     };
