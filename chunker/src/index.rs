@@ -811,6 +811,8 @@ struct Loaded {
     stamp: Option<Stamp>,
     result: Result<FileSnapshot, Skipped>,
     from_store: bool,
+    /// The record of chunks made here, for the store.
+    new_record: Option<(FileKey, Vec<u8>)>,
 }
 
 /// Chunks the files read, in parallel: through `store` when given, where the files whose
@@ -837,7 +839,7 @@ fn chunk_all(
         .iter()
         .map(|key| key.and_then(|_| found.next().flatten()))
         .collect();
-    let chunked: Vec<(Loaded, Option<(FileKey, Vec<u8>)>)> = read
+    let mut loaded: Vec<Loaded> = read
         .into_par_iter()
         .zip(file_keys)
         .zip(records)
@@ -845,13 +847,13 @@ fn chunk_all(
             let file = match file {
                 Ok(file) => file,
                 Err(skip) => {
-                    let loaded = Loaded {
+                    return Loaded {
                         key,
                         stamp,
                         result: Err(skip),
                         from_store: false,
+                        new_record: None,
                     };
-                    return (loaded, None);
                 }
             };
             let decoded = record.and_then(|record| stored::decode(&record, file.lang, &file.text));
@@ -879,18 +881,19 @@ fn chunk_all(
                 warning: file.warning,
                 stamp,
             };
-            let loaded = Loaded {
+            Loaded {
                 key,
                 stamp,
                 result: Ok(snapshot),
                 from_store,
-            };
-            (loaded, new_record)
+                new_record,
+            }
         })
         .collect();
-    let (loaded, new_records): (Vec<Loaded>, Vec<Option<(FileKey, Vec<u8>)>>) =
-        chunked.into_iter().unzip();
-    let new_records: Vec<(FileKey, Vec<u8>)> = new_records.into_iter().flatten().collect();
+    let new_records: Vec<(FileKey, Vec<u8>)> = loaded
+        .iter_mut()
+        .filter_map(|file| file.new_record.take())
+        .collect();
     if let Some(store) = store
         && !new_records.is_empty()
     {
