@@ -4,10 +4,12 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use ctxzip_chunker::index;
+use ctxzip_chunker::stored::ChunkStore;
 use ctxzip_chunker::workspace::{self, WalkOptions};
 use ctxzip_chunker::{LANGS, Lang};
 use serde::Serialize;
@@ -53,6 +55,18 @@ impl WalkArgs {
             redact: ctxzip_scoring::models::redact(self.no_redact.then_some(false))?,
         })
     }
+}
+
+/// Where a command that reads once keeps files' chunks between runs: the disk cache of the
+/// scores (`CTXZIP_CACHE`; `off` turns both off), so that a repeat run parses no file whose
+/// text it chunked before. `None` with redaction off: then nothing is looked up or stored,
+/// so no unredacted name reaches the disk.
+pub fn chunk_store(options: &WalkOptions) -> Option<Arc<dyn ChunkStore>> {
+    if !options.redact {
+        return None;
+    }
+    let cache = ctxzip_scoring::cache::ChunkCache::open_configured()?;
+    Some(Arc::new(cache))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -121,9 +135,10 @@ pub fn run(args: ChunksArgs) -> Result<ExitCode> {
     } else {
         args.paths.clone()
     };
+    let store = chunk_store(&options);
     let mut workspaces = Vec::new();
     for path in &paths {
-        let ws = index::read_once(path, &options)
+        let ws = index::read_once_with(path, &options, store.clone())
             .with_context(|| format!("cannot chunk {}", path.display()))?;
         workspaces.push(ws);
     }

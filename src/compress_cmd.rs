@@ -179,11 +179,15 @@ pub fn run(args: CompressArgs) -> Result<ExitCode> {
     line.show(&Progress::start(Stage::Walk));
     let mut files: Vec<FileChunks> = Vec::new();
     let mut warnings = Vec::new();
+    let store = crate::chunks_cmd::chunk_store(&options);
     for path in &paths {
-        let ws = index::read_once(path, &options).map_err(|e| bad(e.to_string()))?;
+        let ws =
+            index::read_once_with(path, &options, store.clone()).map_err(|e| bad(e.to_string()))?;
         warnings.extend(ws.warnings);
         files.extend(ws.files);
     }
+    // The cache file is closed before the model opens it for scores.
+    drop(store);
     line.clear();
     let warnings: Vec<_> = warnings.iter().collect();
     crate::chunks_cmd::write_warnings(&mut std::io::stderr().lock(), &warnings)

@@ -1,13 +1,21 @@
 //! `ctxzip chunks` end to end: the real binary, its text and JSON output, and its errors.
 
 use std::fs;
+use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
 
+/// The binary without a disk cache: chunks made by a parse, and the user's cache file left
+/// alone ([`a_repeat_run_takes_its_chunks_from_the_cache`] runs it with one).
 fn ctxzip(args: &[&str]) -> Output {
+    ctxzip_with_cache(args, Path::new("off"))
+}
+
+fn ctxzip_with_cache(args: &[&str], cache: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ctxzip"))
         .args(args)
+        .env("CTXZIP_CACHE", cache)
         .output()
         .expect("the ctxzip binary runs")
 }
@@ -112,4 +120,50 @@ fn help_and_version() {
     );
     let out = ctxzip(&["--help"]);
     assert!(String::from_utf8(out.stdout).unwrap().contains("chunks"));
+}
+
+/// Issue 12, item 11: a repeat run keeps files' chunks in the disk cache (`CTXZIP_CACHE`), and
+/// prints what a run without it prints; a damaged record is dropped with one warning and made
+/// again; `--no-redact` stores nothing.
+#[test]
+fn a_repeat_run_takes_its_chunks_from_the_cache() {
+    let dir = workspace();
+    let root = dir.path().to_str().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let cache = scratch.path().join("cache.sqlite");
+    let rows = |cache: &Path| -> i64 {
+        let conn = rusqlite::Connection::open(cache).unwrap();
+        conn.query_row("SELECT COUNT(*) FROM file_chunks", [], |r| r.get(0))
+            .unwrap()
+    };
+    let uncached = ctxzip(&["chunks", "--format", "json", root]);
+    assert!(uncached.status.success());
+    for _ in 0..2 {
+        let out = ctxzip_with_cache(&["chunks", "--format", "json", root], &cache);
+        assert!(out.status.success());
+        assert_eq!(out.stdout, uncached.stdout);
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    }
+    // src/lib.rs and app.py; logo.png is not text.
+    assert_eq!(rows(&cache), 2);
+
+    // One record's value changed behind the cache's back, as a damaged page would.
+    rusqlite::Connection::open(&cache)
+        .unwrap()
+        .execute(
+            "UPDATE file_chunks SET chunks = chunks || x'00' WHERE key = (SELECT MIN(key) FROM file_chunks)",
+            [],
+        )
+        .unwrap();
+    let out = ctxzip_with_cache(&["chunks", "--format", "json", root], &cache);
+    assert!(out.status.success());
+    assert_eq!(out.stdout, uncached.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("failed its checksum").count(), 1, "{stderr}");
+    assert_eq!(rows(&cache), 2);
+
+    let plain = scratch.path().join("plain.sqlite");
+    let out = ctxzip_with_cache(&["chunks", "--no-redact", root], &plain);
+    assert!(out.status.success());
+    assert!(!plain.exists(), "--no-redact opened the cache");
 }

@@ -21,7 +21,8 @@ use serde::Serialize;
 
 use crate::confine::{self, Kind, PathError, RootDir};
 use crate::secrets::{self, Redaction};
-use crate::workspace::{self, FileChunks, Skipped, WalkError, WalkOptions, Workspace};
+use crate::stored::{self, ChunkStore, FileKey};
+use crate::workspace::{self, FileChunks, FileText, Skipped, WalkError, WalkOptions, Workspace};
 use crate::{Chunk, EditError, Lang, SourceFile};
 
 /// A modification time this close to the read is not trusted: a write within the file
@@ -176,6 +177,8 @@ struct Buffer {
 pub struct LoadCounts {
     pub loaded: usize,
     pub skipped: usize,
+    /// Of `loaded`, the files whose chunks came from the chunk store (not parsed again).
+    pub from_store: usize,
 }
 
 /// What one [`Index::refresh`] of a root did.
@@ -202,6 +205,9 @@ pub struct Index {
     /// Files the walk keeps but a read refused (binary, minified, too large, gone), by key,
     /// with the stamp they had: an unchanged one is not read again by every refresh.
     unread: DashMap<PathBuf, Unread>,
+    /// Where files' chunks are kept by their text ([`crate::stored`]), if anywhere: a file
+    /// whose text was chunked before is not parsed again. Used only while redaction is on.
+    chunk_store: Option<Arc<dyn ChunkStore>>,
 }
 
 struct Unread {
@@ -215,6 +221,16 @@ impl Index {
         Index {
             walk: RwLock::new(walk),
             ..Index::default()
+        }
+    }
+
+    /// An index that takes files' chunks from `store` when it holds them, and puts there the
+    /// chunks it makes. Nothing is looked up or stored while redaction is off: a record holds
+    /// the file's chunk names, and those must never reach the disk unredacted.
+    pub fn with_chunk_store(walk: WalkOptions, store: Arc<dyn ChunkStore>) -> Index {
+        Index {
+            chunk_store: Some(store),
+            ..Index::new(walk)
         }
     }
 
@@ -305,27 +321,30 @@ impl Index {
                 self.files.remove(&canonicalize_lenient(path));
             }
             return LoadCounts {
-                loaded: 0,
                 skipped: paths.len(),
+                ..LoadCounts::default()
             };
         };
-        let results: Vec<(PathBuf, Option<Stamp>, Result<FileSnapshot, Skipped>)> = paths
+        let read: Vec<(PathBuf, Option<Stamp>, Result<FileText, Skipped>)> = paths
             .par_iter()
-            .map(|path| load_one(root, &root_dir, path, &options))
+            .map(|path| read_one(root, &root_dir, path, &options))
             .collect();
+        let store = self.chunk_store.as_deref().filter(|_| options.redact);
         let mut counts = LoadCounts::default();
-        for (key, stamp, result) in results {
-            match result {
+        for loaded in chunk_all(root, read, store) {
+            match loaded.result {
                 Ok(file) => {
                     counts.loaded += 1;
-                    self.unread.remove(&key);
-                    self.files.insert(key, Arc::new(file));
+                    counts.from_store += usize::from(loaded.from_store);
+                    self.unread.remove(&loaded.key);
+                    self.files.insert(loaded.key, Arc::new(file));
                 }
                 Err(skip) => {
                     counts.skipped += 1;
-                    self.files.remove(&key);
+                    self.files.remove(&loaded.key);
                     let root = root.path.clone();
-                    self.unread.insert(key, Unread { root, stamp, skip });
+                    let stamp = loaded.stamp;
+                    self.unread.insert(loaded.key, Unread { root, stamp, skip });
                 }
             }
         }
@@ -624,6 +643,17 @@ impl Index {
 /// under its own directory without the walk's name rules (naming it is the user's choice).
 /// Files come sorted by path, relative to the directory (a file's: its name).
 pub fn read_once(path: &Path, options: &WalkOptions) -> Result<Workspace, WalkError> {
+    read_once_with(path, options, None)
+}
+
+/// [`read_once`], taking files' chunks from `store` where it holds them and putting there
+/// the chunks it makes ([`Index::with_chunk_store`]): a repeat query on an unchanged tree
+/// reads and redacts every file, and parses none.
+pub fn read_once_with(
+    path: &Path,
+    options: &WalkOptions,
+    store: Option<Arc<dyn ChunkStore>>,
+) -> Result<Workspace, WalkError> {
     let meta = std::fs::metadata(path).map_err(|source| match source.kind() {
         std::io::ErrorKind::NotFound => WalkError::NotFound {
             path: path.to_path_buf(),
@@ -646,7 +676,10 @@ pub fn read_once(path: &Path, options: &WalkOptions) -> Result<Workspace, WalkEr
             source: std::io::Error::other(other.to_string()),
         },
     };
-    let index = Index::new(options.clone());
+    let index = match store {
+        Some(store) => Index::with_chunk_store(options.clone(), store),
+        None => Index::new(options.clone()),
+    };
     let (root, paths) = if meta.is_file() {
         let dir = canonical.parent().unwrap_or(Path::new("/"));
         (index.add_root(dir).map_err(walk_error)?, vec![canonical])
@@ -655,7 +688,7 @@ pub fn read_once(path: &Path, options: &WalkOptions) -> Result<Workspace, WalkEr
         let paths = index.discover(&root).map_err(walk_error)?;
         (root, paths)
     };
-    index.load(&root, &paths);
+    let counts = index.load(&root, &paths);
     let skipped = index.skipped(&root.path);
     // The one-shot index holds the only handle on each file: taken, not copied.
     let mut files: Vec<FileSnapshot> = index
@@ -689,6 +722,7 @@ pub fn read_once(path: &Path, options: &WalkOptions) -> Result<Workspace, WalkEr
         files,
         skipped,
         warnings,
+        from_store: counts.from_store,
     })
 }
 
@@ -747,14 +781,14 @@ fn buffer_snapshot(
     }
 }
 
-/// Reads one file of `root` (confined to it) and chunks it: its index key, its stamp before
-/// the read, and the file or why it is left out.
-fn load_one(
+/// Reads one file of `root` (confined to it): its index key, its stamp before the read, and
+/// its text or why it is left out.
+fn read_one(
     root: &Root,
     root_dir: &RootDir,
     path: &Path,
     options: &WalkOptions,
-) -> (PathBuf, Option<Stamp>, Result<FileSnapshot, Skipped>) {
+) -> (PathBuf, Option<Stamp>, Result<FileText, Skipped>) {
     let abs_path = canonicalize_lenient(path);
     // A symlink inside the workspace may still point out of it.
     if !abs_path.starts_with(&root.path) {
@@ -767,19 +801,105 @@ fn load_one(
     let rel = workspace::relative(&root.path, &abs_path);
     let stamp = Stamp::of(&abs_path).filter(|stamp| stamp.settled(SystemTime::now()));
     // The read itself is confined too: the check above cannot see a swap that follows it.
-    let file = workspace::load_file(root_dir, path, rel, options).map(|file| FileSnapshot {
-        abs_path: abs_path.clone(),
-        root: root.path.clone(),
-        rel_path: file.path,
-        lang: file.lang,
-        text: file.text,
-        chunks: file.chunks,
-        from_buffer: false,
-        redactions: file.redactions,
-        warning: file.warning,
-        stamp,
-    });
+    let file = workspace::read_file(root_dir, path, rel, options);
     (abs_path, stamp, file)
+}
+
+/// One file of a [`Index::load`] batch, chunked.
+struct Loaded {
+    key: PathBuf,
+    stamp: Option<Stamp>,
+    result: Result<FileSnapshot, Skipped>,
+    from_store: bool,
+    /// The record of chunks made here, for the store.
+    new_record: Option<(FileKey, Vec<u8>)>,
+}
+
+/// Chunks the files read, in parallel: through `store` when given, where the files whose
+/// chunks it holds are decoded, not parsed, and the chunks made for the others are stored
+/// (in one batch each way, so that the store sees two calls, not one per file).
+fn chunk_all(
+    root: &Root,
+    read: Vec<(PathBuf, Option<Stamp>, Result<FileText, Skipped>)>,
+    store: Option<&dyn ChunkStore>,
+) -> Vec<Loaded> {
+    let file_keys: Vec<Option<FileKey>> = read
+        .par_iter()
+        .map(|(_, _, file)| {
+            let file = file.as_ref().ok().filter(|_| store.is_some())?;
+            Some(stored::file_key(file.lang, &file.text))
+        })
+        .collect();
+    let wanted: Vec<FileKey> = file_keys.iter().flatten().copied().collect();
+    let mut found = store
+        .map(|store| store.get_many(&wanted))
+        .unwrap_or_default()
+        .into_iter();
+    let records: Vec<Option<Vec<u8>>> = file_keys
+        .iter()
+        .map(|key| key.and_then(|_| found.next().flatten()))
+        .collect();
+    let mut loaded: Vec<Loaded> = read
+        .into_par_iter()
+        .zip(file_keys)
+        .zip(records)
+        .map(|(((key, stamp, file), file_key), record)| {
+            let file = match file {
+                Ok(file) => file,
+                Err(skip) => {
+                    return Loaded {
+                        key,
+                        stamp,
+                        result: Err(skip),
+                        from_store: false,
+                        new_record: None,
+                    };
+                }
+            };
+            let decoded = record.and_then(|record| stored::decode(&record, file.lang, &file.text));
+            let from_store = decoded.is_some();
+            let (chunks, new_record) = match decoded {
+                Some(chunks) => (chunks, None),
+                None => {
+                    let (chunks, settled) =
+                        crate::source::chunk_source_timed(file.lang, &file.text);
+                    let new_record = file_key
+                        .filter(|_| settled)
+                        .map(|file_key| (file_key, stored::encode(&chunks)));
+                    (chunks, new_record)
+                }
+            };
+            let snapshot = FileSnapshot {
+                abs_path: key.clone(),
+                root: root.path.clone(),
+                rel_path: file.path,
+                lang: file.lang,
+                text: file.text,
+                chunks,
+                from_buffer: false,
+                redactions: file.redactions,
+                warning: file.warning,
+                stamp,
+            };
+            Loaded {
+                key,
+                stamp,
+                result: Ok(snapshot),
+                from_store,
+                new_record,
+            }
+        })
+        .collect();
+    let new_records: Vec<(FileKey, Vec<u8>)> = loaded
+        .iter_mut()
+        .filter_map(|file| file.new_record.take())
+        .collect();
+    if let Some(store) = store
+        && !new_records.is_empty()
+    {
+        store.put_many(&new_records);
+    }
+    loaded
 }
 
 /// `canonicalize`, or for a path that does not exist, its nearest existing ancestor's

@@ -10,6 +10,8 @@
 //! - [`secrets`]: secrets by content (provider key formats, private-key blocks, generated
 //!   passwords), redacted in place as every file is read.
 //! - [`source`]: one file's text → chunks, with incremental reparse under edits. No IO.
+//! - [`stored`]: a file's chunks as a record keyed by its text, and [`stored::ChunkStore`],
+//!   where the CLI keeps them between queries (the shells pass the on-disk cache). No IO.
 //! - [`workspace`]: the walk (ignore files, secret names, lock files, symlinks) and the read
 //!   of one file (binaries, size caps, minified text, redaction, chunks) that the index uses.
 //!   With `confine` and `index`, the only modules that touch the disk.
@@ -25,6 +27,7 @@ mod pieces;
 pub mod role;
 pub mod secrets;
 pub mod source;
+pub mod stored;
 mod syntax;
 mod text;
 pub mod workspace;

@@ -55,8 +55,17 @@ fn parse(lang: Lang, text: &str, old_tree: Option<&Tree>) -> Option<Tree> {
 /// Chunks `text` as a file of language `lang`. Never fails: a file tree-sitter cannot parse
 /// (or cannot parse within the parse budget, 2 s) falls back to text windows.
 pub fn chunk_source(lang: Lang, text: &str) -> Vec<Chunk> {
+    chunk_source_timed(lang, text).0
+}
+
+/// [`chunk_source`], and whether the chunks are those of the text alone: false when the
+/// parse ran out of its budget, so that text windows stood in for a grammar's chunks because
+/// of the machine's load that moment. Such chunks are not worth keeping
+/// ([`crate::stored`]); the next read may parse in time.
+pub fn chunk_source_timed(lang: Lang, text: &str) -> (Vec<Chunk>, bool) {
     let tree = parse(lang, text, None);
-    chunks_of(lang, text, tree.as_ref())
+    let settled = tree.is_some() || !lang.has_grammar();
+    (chunks_of(lang, text, tree.as_ref()), settled)
 }
 
 fn chunks_of(lang: Lang, text: &str, tree: Option<&Tree>) -> Vec<Chunk> {

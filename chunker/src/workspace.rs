@@ -123,6 +123,8 @@ pub struct Workspace {
     pub files: Vec<FileChunks>,
     pub skipped: Vec<Skipped>,
     pub warnings: Vec<Skipped>,
+    /// Files whose chunks came from a chunk store ([`crate::stored`]) rather than a parse.
+    pub from_store: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -321,6 +323,35 @@ fn globset(globs: &[&str]) -> Result<GlobSet, WalkError> {
     })
 }
 
+/// One file read and ready to chunk: the text every surface shows (decoded, redacted).
+#[derive(Clone, Debug)]
+pub struct FileText {
+    /// Relative to the workspace root, with `/` separators.
+    pub path: String,
+    pub abs_path: PathBuf,
+    pub lang: Lang,
+    pub text: String,
+    /// Set when the file was read with a caveat (invalid UTF-8 replaced, secrets redacted).
+    pub warning: Option<String>,
+    /// Secrets replaced in `text` (empty when redaction is off).
+    pub redactions: Vec<Redaction>,
+}
+
+impl FileText {
+    /// The file with its chunks (of `text`).
+    pub fn with_chunks(self, chunks: Vec<Chunk>) -> FileChunks {
+        FileChunks {
+            path: self.path,
+            abs_path: self.abs_path,
+            lang: self.lang,
+            text: self.text,
+            chunks,
+            warning: self.warning,
+            redactions: self.redactions,
+        }
+    }
+}
+
 /// Reads (confined to `root`) and chunks one file, or says why it is left out.
 pub fn load_file(
     root: &RootDir,
@@ -328,6 +359,19 @@ pub fn load_file(
     rel: String,
     options: &WalkOptions,
 ) -> Result<FileChunks, Skipped> {
+    let file = read_file(root, path, rel, options)?;
+    let chunks = chunk_source(file.lang, &file.text);
+    Ok(file.with_chunks(chunks))
+}
+
+/// Reads (confined to `root`) one file as [`load_file`] does, without chunking it, or says
+/// why it is left out.
+pub fn read_file(
+    root: &RootDir,
+    path: &Path,
+    rel: String,
+    options: &WalkOptions,
+) -> Result<FileText, Skipped> {
     let skip = |reason: String| Skipped {
         path: rel.clone(),
         reason,
@@ -370,13 +414,11 @@ pub fn load_file(
             None => note,
         });
     }
-    let chunks = chunk_source(lang, &text);
-    Ok(FileChunks {
+    Ok(FileText {
         path: rel,
         abs_path: path.to_path_buf(),
         lang,
         text,
-        chunks,
         warning,
         redactions,
     })

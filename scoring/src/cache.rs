@@ -33,6 +33,12 @@
 //!   cache for the process with one warning that says what to change; the answer is the same
 //!   without the cache, only slower, so failing the command would cost the user more than it
 //!   protects.
+//! - Files' chunks too (`file_chunks`, [`ChunkCache`]): a file's chunks keyed by the hash of
+//!   its redacted text, its language and the chunker's fingerprint
+//!   ([`ctxzip_chunker::stored`]), so that a repeat CLI query parses no unchanged file. The
+//!   same checksums, the same warning and check on a bad row, and the same size cap: one
+//!   least-recently-used order over both tables. Only chunk records are stored, never text,
+//!   and nothing at all while redaction is off (the index does not ask).
 //! - KV states are not stored here: at 12–22 KiB per token they are large, and restoring them
 //!   from disk is not measured to beat recomputation; they live in the in-memory LRU of
 //!   [`crate::engine`].
@@ -50,6 +56,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
+use ctxzip_chunker::stored::{ChunkStore, FileKey};
+
 use crate::error::Result;
 use crate::models::cache_root;
 
@@ -57,8 +65,13 @@ use crate::models::cache_root;
 pub const CACHE_ENV: &str = "CTXZIP_CACHE";
 
 /// Bumped whenever the table layout or the meaning of a value changes.
-/// 2: rows carry a checksum; the file carries [`APPLICATION_ID`].
+/// 2: rows carry a checksum; the file carries [`APPLICATION_ID`]. The `file_chunks` table
+/// came later without a bump: it is created where missing, and a binary that does not know
+/// it leaves it alone, so the score rows survive on both sides.
 pub const SCHEMA_VERSION: i32 = 2;
+
+/// The default size cap of the cache file's rows, scores and files' chunks together.
+pub const DEFAULT_CAP_BYTES: u64 = 1 << 30;
 
 /// SQLite `application_id` of a ctxzip cache: the bytes "CZIP".
 pub const APPLICATION_ID: i32 = i32::from_be_bytes(*b"CZIP");
@@ -294,20 +307,143 @@ impl DiskCache {
         self.put_many(model_sha256, &[(content_hash, record.clone())]);
     }
 
+    /// The files' chunk records stored under `keys`, in order; `None` for a key not stored,
+    /// or whose record failed its checksum (deleted, so that it is made and stored again).
+    /// Reads in one transaction; the hits last used over an hour ago are touched in another.
+    pub fn get_file_chunks(&mut self, keys: &[FileKey]) -> Vec<Option<Vec<u8>>> {
+        let Some(conn) = self.conn.as_ref() else {
+            return vec![None; keys.len()];
+        };
+        let now = unix_seconds();
+        let mut bad = Vec::new();
+        let mut stale = Vec::new();
+        let result = (|| -> rusqlite::Result<Vec<Option<Vec<u8>>>> {
+            let tx = conn.unchecked_transaction()?;
+            let mut records = Vec::with_capacity(keys.len());
+            {
+                let mut select = tx.prepare_cached(
+                    "SELECT chunks, last_used, checksum FROM file_chunks WHERE key = ?1",
+                )?;
+                for key in keys {
+                    // A value of the wrong type is a damaged row like any other, not a
+                    // reason to give up the cache.
+                    let row = select
+                        .query_row(params![&key[..]], |row| {
+                            let blob = |i: usize| -> rusqlite::Result<Option<Vec<u8>>> {
+                                Ok(row.get_ref(i)?.as_blob().ok().map(<[u8]>::to_vec))
+                            };
+                            Ok((blob(0)?, row.get_ref(1)?.as_i64().unwrap_or(0), blob(2)?))
+                        })
+                        .optional()?;
+                    let record = match row {
+                        Some((Some(blob), last_used, Some(checksum)))
+                            if checksum == file_checksum(key, &blob) =>
+                        {
+                            if now - last_used > 3600 {
+                                stale.push(*key);
+                            }
+                            Some(blob)
+                        }
+                        Some(_) => {
+                            bad.push(*key);
+                            None
+                        }
+                        None => None,
+                    };
+                    records.push(record);
+                }
+            }
+            tx.commit()?;
+            Ok(records)
+        })();
+        let records = match result {
+            Ok(records) => records,
+            Err(e) => {
+                self.fail(&e);
+                return vec![None; keys.len()];
+            }
+        };
+        let touched = (|| -> rusqlite::Result<()> {
+            if bad.is_empty() && stale.is_empty() {
+                return Ok(());
+            }
+            let tx = conn.unchecked_transaction()?;
+            {
+                let mut delete = tx.prepare_cached("DELETE FROM file_chunks WHERE key = ?1")?;
+                for key in &bad {
+                    delete.execute(params![&key[..]])?;
+                }
+                let mut touch =
+                    tx.prepare_cached("UPDATE file_chunks SET last_used = ?2 WHERE key = ?1")?;
+                for key in &stale {
+                    touch.execute(params![&key[..], now])?;
+                }
+            }
+            tx.commit()
+        })();
+        if let Err(e) = touched {
+            self.fail(&e);
+        }
+        for _ in &bad {
+            self.note_bad_record();
+        }
+        records
+    }
+
+    /// Stores files' chunk records in one transaction, then enforces the size cap now and
+    /// then.
+    pub fn put_file_chunks(&mut self, records: &[(FileKey, Vec<u8>)]) {
+        if records.is_empty() {
+            return;
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let now = unix_seconds();
+        let result = (|| -> rusqlite::Result<()> {
+            let tx = conn.transaction()?;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO file_chunks (key, chunks, bytes, last_used, checksum)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?;
+                for (key, blob) in records {
+                    let bytes = (blob.len() + key.len() + 16 + CHECKSUM_BYTES) as i64;
+                    let checksum = file_checksum(key, blob);
+                    insert.execute(params![&key[..], blob, bytes, now, checksum])?;
+                }
+            }
+            tx.commit()
+        })();
+        if let Err(e) = result {
+            self.fail(&e);
+            return;
+        }
+        let before = self.inserted;
+        self.inserted += records.len() as u64;
+        if before / EVICT_CHECK_EVERY != self.inserted / EVICT_CHECK_EVERY || before == 0 {
+            self.evict();
+        }
+    }
+
     /// Total bytes of cached rows (as counted for the cap).
     pub fn used_bytes(&self) -> u64 {
         self.conn
             .as_ref()
             .and_then(|c| {
-                c.query_row("SELECT COALESCE(SUM(bytes), 0) FROM chunk", [], |r| {
-                    r.get::<_, i64>(0)
-                })
+                c.query_row(
+                    "SELECT (SELECT COALESCE(SUM(bytes), 0) FROM chunk)
+                          + (SELECT COALESCE(SUM(bytes), 0) FROM file_chunks)",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
                 .ok()
             })
             .map_or(0, |b| b.max(0) as u64)
     }
 
-    /// Deletes least recently used rows until the cache is under 90% of its cap.
+    /// Deletes least recently used rows, scores and files' chunks alike, until the cache is
+    /// under 90% of its cap.
     fn evict(&mut self) {
         let mut used = self.used_bytes();
         if used <= self.cap_bytes {
@@ -318,11 +454,30 @@ impl DiskCache {
             let Some(conn) = self.conn.as_ref() else {
                 return;
             };
-            let deleted = conn.execute(
-                "DELETE FROM chunk WHERE (model_sha256, content_hash) IN
-                 (SELECT model_sha256, content_hash FROM chunk ORDER BY last_used LIMIT 256)",
+            // One order over both tables: the batch comes from the table whose oldest row is
+            // older.
+            let oldest = conn.query_row(
+                "SELECT (SELECT MIN(last_used) FROM chunk), (SELECT MIN(last_used) FROM file_chunks)",
                 [],
+                |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?)),
             );
+            let files_first = match oldest {
+                Ok((Some(scores), Some(files))) => files < scores,
+                Ok((None, files)) => files.is_some(),
+                Ok((Some(_), None)) => false,
+                Err(e) => {
+                    self.fail(&e);
+                    return;
+                }
+            };
+            let sql = if files_first {
+                "DELETE FROM file_chunks WHERE key IN
+                 (SELECT key FROM file_chunks ORDER BY last_used LIMIT 256)"
+            } else {
+                "DELETE FROM chunk WHERE (model_sha256, content_hash) IN
+                 (SELECT model_sha256, content_hash FROM chunk ORDER BY last_used LIMIT 256)"
+            };
+            let deleted = conn.execute(sql, []);
             match deleted {
                 Ok(0) => return,
                 Ok(_) => used = self.used_bytes(),
@@ -337,6 +492,22 @@ impl DiskCache {
     /// A row failed its checksum: delete it (so it is recomputed and stored again), warn once,
     /// and check the database, since a damaged value usually means a damaged page.
     fn drop_bad_record(&mut self, model_sha256: &str, content_hash: u64) {
+        let Some(conn) = self.conn.as_ref() else {
+            return;
+        };
+        let deleted = conn.execute(
+            "DELETE FROM chunk WHERE model_sha256 = ?1 AND content_hash = ?2",
+            params![model_sha256, content_hash as i64],
+        );
+        match deleted {
+            Ok(_) => self.note_bad_record(),
+            Err(e) => self.fail(&e),
+        }
+    }
+
+    /// After a bad row was deleted: the warning (once per process) and, on the first, a
+    /// check of the whole database.
+    fn note_bad_record(&mut self) {
         self.stats.bad_records += 1;
         if self.stats.bad_records == 1 {
             warn(&format!(
@@ -348,14 +519,6 @@ impl DiskCache {
         let Some(conn) = self.conn.as_ref() else {
             return;
         };
-        let deleted = conn.execute(
-            "DELETE FROM chunk WHERE model_sha256 = ?1 AND content_hash = ?2",
-            params![model_sha256, content_hash as i64],
-        );
-        if let Err(e) = deleted {
-            self.fail(&e);
-            return;
-        }
         // One full check per process is enough to catch a damaged file.
         if self.stats.bad_records == 1 {
             match quick_check(conn) {
@@ -603,7 +766,7 @@ fn try_open(path: &Path) -> std::result::Result<Connection, OpenError> {
 fn create_schema(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     let version: i32 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
     if version != SCHEMA_VERSION {
-        tx.execute_batch("DROP TABLE IF EXISTS chunk;")?;
+        tx.execute_batch("DROP TABLE IF EXISTS chunk; DROP TABLE IF EXISTS file_chunks;")?;
     }
     tx.execute_batch(
         "CREATE TABLE IF NOT EXISTS chunk (
@@ -616,7 +779,15 @@ fn create_schema(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
              checksum BLOB NOT NULL,
              PRIMARY KEY (model_sha256, content_hash)
          ) WITHOUT ROWID;
-         CREATE INDEX IF NOT EXISTS chunk_last_used ON chunk (last_used);",
+         CREATE INDEX IF NOT EXISTS chunk_last_used ON chunk (last_used);
+         CREATE TABLE IF NOT EXISTS file_chunks (
+             key BLOB PRIMARY KEY,
+             chunks BLOB NOT NULL,
+             bytes INTEGER NOT NULL,
+             last_used INTEGER NOT NULL,
+             checksum BLOB NOT NULL
+         ) WITHOUT ROWID;
+         CREATE INDEX IF NOT EXISTS file_chunks_last_used ON file_chunks (last_used);",
     )?;
     let application_id: i32 = tx.pragma_query_value(None, "application_id", |r| r.get(0))?;
     if application_id != APPLICATION_ID {
@@ -635,6 +806,15 @@ fn record_checksum(model_sha256: &str, content_hash: u64, n_tokens: u32, blob: &
     hasher.update(model_sha256.as_bytes());
     hasher.update(&content_hash.to_le_bytes());
     hasher.update(&n_tokens.to_le_bytes());
+    hasher.update(blob);
+    hasher.finalize().as_bytes()[..CHECKSUM_BYTES].to_vec()
+}
+
+/// blake3 over a file record's key and value (tagged apart from the score rows' checksums).
+fn file_checksum(key: &FileKey, blob: &[u8]) -> Vec<u8> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"file_chunks");
+    hasher.update(key);
     hasher.update(blob);
     hasher.finalize().as_bytes()[..CHECKSUM_BYTES].to_vec()
 }
@@ -799,6 +979,47 @@ impl ScoreCache {
     }
 }
 
+/// The disk cache as the chunk index's store ([`ChunkStore`]): files' chunks by their text,
+/// in the same file as the scores. Shared between the index's threads.
+pub struct ChunkCache {
+    disk: Mutex<DiskCache>,
+}
+
+impl ChunkCache {
+    /// Opens the cache file at `path` (never fails: see [`DiskCache::open`]).
+    pub fn open(path: &Path, cap_bytes: u64) -> ChunkCache {
+        ChunkCache {
+            disk: Mutex::new(DiskCache::open(path, cap_bytes)),
+        }
+    }
+
+    /// The cache where the score cache is ([`DiskCache::configured_path`]), with the default
+    /// cap; `None` when the disk cache is off (`CTXZIP_CACHE=off`).
+    pub fn open_configured() -> Option<ChunkCache> {
+        DiskCache::configured_path().map(|path| ChunkCache::open(&path, DEFAULT_CAP_BYTES))
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        self.disk.lock().unwrap_or_else(|e| e.into_inner()).stats()
+    }
+}
+
+impl ChunkStore for ChunkCache {
+    fn get_many(&self, keys: &[FileKey]) -> Vec<Option<Vec<u8>>> {
+        self.disk
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_file_chunks(keys)
+    }
+
+    fn put_many(&self, records: &[(FileKey, Vec<u8>)]) {
+        self.disk
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .put_file_chunks(records);
+    }
+}
+
 /// Key of a model input made of several texts (a kind tag first): each part is
 /// length-prefixed, so different splits of the same bytes never collide.
 fn input_hash(parts: &[&str]) -> u64 {
@@ -858,6 +1079,31 @@ mod tests {
         }
         assert!(cache.used_bytes() <= 20_000, "{}", cache.used_bytes());
         assert!(cache.get("m", 199).is_some());
+    }
+
+    #[test]
+    fn files_chunks_share_the_cap_with_the_scores() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.sqlite");
+        let mut cache = DiskCache::open(&path, 40_000);
+        cache.put("m", 1, &record(100));
+        // The score row is the oldest: the first to go.
+        let conn = cache.conn.as_ref().unwrap();
+        conn.execute("UPDATE chunk SET last_used = 0", []).unwrap();
+        let key = |i: u32| {
+            let mut key = [0u8; 16];
+            key[..4].copy_from_slice(&i.to_le_bytes());
+            key
+        };
+        for batch in 0..20u32 {
+            let records: Vec<(FileKey, Vec<u8>)> = (0..10)
+                .map(|i| (key(batch * 10 + i), vec![7u8; 400]))
+                .collect();
+            cache.put_file_chunks(&records);
+        }
+        assert!(cache.used_bytes() <= 40_000, "{}", cache.used_bytes());
+        assert!(cache.used_bytes() > 0);
+        assert_eq!(cache.get("m", 1), None);
     }
 
     #[test]

@@ -120,7 +120,7 @@ impl ScorerConfig {
             max_packed_seqs: 1,
             kv_state_cache_bytes: 512 << 20,
             disk_cache_path: None,
-            disk_cache_bytes: 1 << 30,
+            disk_cache_bytes: crate::cache::DEFAULT_CAP_BYTES,
             flash_attention: false,
             verbose: false,
         }

@@ -195,6 +195,15 @@ impl TokenFloor {
 pub fn word_runs(text: &str) -> usize {
     let mut runs = 0;
     let mut in_run = false;
+    if text.is_ascii() {
+        // Bytes are characters: no decoding (every chunk of a big tree passes here).
+        for b in text.bytes() {
+            let word = b.is_ascii_alphanumeric();
+            runs += usize::from(word && !in_run);
+            in_run = word;
+        }
+        return runs;
+    }
     for c in text.chars() {
         let word = c.is_alphanumeric();
         runs += usize::from(word && !in_run);
@@ -240,6 +249,14 @@ mod tests {
         let joined = TokenFloor::from_pieces([b"<tool_call>".as_slice()]);
         assert_eq!(joined.max_word_runs, 2);
         assert_eq!(joined.min_tokens("foo(bar.baz)"), 2);
+    }
+
+    #[test]
+    fn word_runs_count_ascii_and_unicode_text_alike() {
+        assert_eq!(word_runs("foo(bar.baz) + 42"), 4);
+        assert_eq!(word_runs("foo(bar.baz) + 42 é"), 5);
+        assert_eq!(word_runs("fooé(bar"), 2);
+        assert_eq!(word_runs(""), 0);
     }
 
     #[test]

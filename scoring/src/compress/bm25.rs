@@ -17,12 +17,31 @@ const STOP_WORDS: &[&str] = &[
     "string", "bool", "void", "import", "end", "class", "impl", "type", "value",
 ];
 
-/// [`STOP_WORDS`] sorted, for a binary search per term.
-static SORTED_STOP_WORDS: LazyLock<Vec<&str>> = LazyLock::new(|| {
-    let mut words = STOP_WORDS.to_vec();
-    words.sort_unstable();
-    words
+/// [`STOP_WORDS`] as [`packed`] integers, sorted, for a binary search per term: comparing
+/// strings there was a tenth of a big tree's query (a `memcmp` call per step, tens of
+/// millions of terms).
+static STOP_WORD_KEYS: LazyLock<Vec<u64>> = LazyLock::new(|| {
+    let mut keys: Vec<u64> = STOP_WORDS.iter().filter_map(|w| packed(w)).collect();
+    keys.sort_unstable();
+    keys
 });
+
+/// A term of at most 8 bytes as one integer, its bytes zero-padded. Terms hold no NUL byte
+/// (only letters, digits and `_`), so two terms have the same integer only when they are
+/// equal.
+fn packed(term: &str) -> Option<u64> {
+    let bytes = term.as_bytes();
+    if bytes.len() > 8 {
+        return None;
+    }
+    let mut key = [0u8; 8];
+    key[..bytes.len()].copy_from_slice(bytes);
+    Some(u64::from_le_bytes(key))
+}
+
+fn is_stop_word(term: &str) -> bool {
+    packed(term).is_some_and(|key| STOP_WORD_KEYS.binary_search(&key).is_ok())
+}
 
 /// Splits text into lowercase terms: identifiers are split at `_`, `-` and camelCase
 /// boundaries, and kept whole as well.
@@ -64,10 +83,7 @@ fn lowercase_into(text: &str, out: &mut String) {
 }
 
 fn emit_term(term: &str, f: &mut impl FnMut(&str)) {
-    if term.len() < 2
-        || term.chars().all(|c| c.is_ascii_digit())
-        || SORTED_STOP_WORDS.binary_search(&term).is_ok()
-    {
+    if term.len() < 2 || term.chars().all(|c| c.is_ascii_digit()) || is_stop_word(term) {
         return;
     }
     f(stem(term));
@@ -97,6 +113,23 @@ fn split_identifier(word: &str, parts: &mut Vec<(usize, usize)>) {
         let base = offset;
         offset += piece.len() + 1;
         if piece.is_empty() {
+            continue;
+        }
+        if piece.is_ascii() {
+            // The same rule on bytes, without a vector per word (most code is ASCII).
+            let bytes = piece.as_bytes();
+            let mut start = 0;
+            for at in 1..bytes.len() {
+                let boundary = bytes[at].is_ascii_uppercase()
+                    && (bytes[at - 1].is_ascii_lowercase()
+                        || bytes[at - 1].is_ascii_digit()
+                        || bytes.get(at + 1).is_some_and(u8::is_ascii_lowercase));
+                if boundary && at > start {
+                    parts.push((base + start, base + at));
+                    start = at;
+                }
+            }
+            parts.push((base + start, base + piece.len()));
             continue;
         }
         let chars: Vec<(usize, char)> = piece.char_indices().collect();
@@ -322,6 +355,39 @@ impl Bm25 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_stop_word_is_one_and_no_other_term_is() {
+        for word in STOP_WORDS {
+            assert!(is_stop_word(word), "{word}");
+        }
+        for term in ["ab", "functions", "retry", "sel", "selfie", "nul\u{0}", "ü"] {
+            assert!(!is_stop_word(term), "{term}");
+        }
+    }
+
+    #[test]
+    fn ascii_and_unicode_words_split_alike() {
+        // The byte path for ASCII words and the char path for the others cut at the same
+        // places: a lowercase accented letter after a lowercase one moves no boundary.
+        for word in [
+            "parseHTTPRequest",
+            "getX2Value",
+            "ABCdef",
+            "x",
+            "iOSVersion",
+            "utf8Decoder",
+        ] {
+            let mut ascii = Vec::new();
+            split_identifier(word, &mut ascii);
+            let accented = format!("{word}é");
+            let mut unicode = Vec::new();
+            split_identifier(&accented, &mut unicode);
+            let last = unicode.len() - 1;
+            unicode[last].1 -= 'é'.len_utf8();
+            assert_eq!(ascii, unicode, "{word}");
+        }
+    }
 
     #[test]
     fn identifiers_split_and_stem() {

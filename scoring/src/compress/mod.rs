@@ -655,6 +655,12 @@ fn compress_counting(
     let path_memo: Vec<std::cell::OnceCell<usize>> =
         docs.iter().map(|_| std::cell::OnceCell::new()).collect();
     let path_tokens = |doc: usize| *path_memo[doc].get_or_init(|| counter.count(docs[doc].path));
+    // At most `path_tokens`, without counting (the refill's first bound for a unit of a file
+    // not shown yet).
+    let path_floor_memo: Vec<std::cell::OnceCell<usize>> =
+        docs.iter().map(|_| std::cell::OnceCell::new()).collect();
+    let path_floor =
+        |doc: usize| *path_floor_memo[doc].get_or_init(|| counter.min_tokens(docs[doc].path));
     // The fine stage reads the top functions, up to `fine_tokens`, and keeps about
     // `fine_rate` of them; the coarse stage may over-select by what that saves.
     let rate = options.fine_rate.clamp(0.05, 1.0);
@@ -745,9 +751,7 @@ fn compress_counting(
         // A cheap bound before rendering: a unit costs about its own tokens, but one next to
         // a kept run replaces that run's elision marker instead of adding its own, so it may
         // add a few tokens less; only the rendered count decides near the budget.
-        if tokens + counts.floor(i) > budget + REFILL_JOIN_SLACK_TOKENS
-            || result.kept.contains(&i)
-            || tokens + counts.get(i) > budget + REFILL_JOIN_SLACK_TOKENS
+        if tokens + counts.floor(i) > budget + REFILL_JOIN_SLACK_TOKENS || result.kept.contains(&i)
         {
             continue;
         }
@@ -755,9 +759,19 @@ fn compress_counting(
         // tokens, then its section rendered alone, are bounds as cheap to count as the unit
         // (sections are concatenated, and a seam between two moves a token or two, well
         // within the slack). On a big tree most units that pass the bound above are
-        // one-liners of files not shown.
-        if counting == Counting::Lazy
-            && !result.kept.iter().any(|&k| units[k].doc == units[i].doc)
+        // one-liners of files not shown: their floors and the path's floor come first, so
+        // that most are passed over without counting anything (counting each unit was a
+        // fifth of a repeat query on `~/.cargo/registry/src`).
+        let new_file = counting == Counting::Lazy
+            && !result.kept.iter().any(|&k| units[k].doc == units[i].doc);
+        if (new_file
+            && tokens + counts.floor(i) + path_floor(units[i].doc)
+                > budget + REFILL_JOIN_SLACK_TOKENS)
+            || tokens + counts.get(i) > budget + REFILL_JOIN_SLACK_TOKENS
+        {
+            continue;
+        }
+        if new_file
             && (tokens + counts.get(i) + path_tokens(units[i].doc)
                 > budget + REFILL_JOIN_SLACK_TOKENS
                 || tokens + result.count_alone(i) > budget + REFILL_JOIN_SLACK_TOKENS)
