@@ -174,7 +174,7 @@ fn mcp_session_over_stdio() {
                   "type": "integer"
                 },
                 "candidates": {
-                  "description": "Chunks the model scores per query at most; more finds more, at more model time.",
+                  "description": "Chunks the model scores per query at most; more finds more, at more model time. 0\nscores none (BM25's order stands, chunks the query names are still scored) and keeps\nthe stage that prunes kept functions: about half the model tokens, most of the\ngain over BM25 (BENCHMARKS.md, \"What each model stage adds\").",
                   "minimum": 0,
                   "type": "integer"
                 },
