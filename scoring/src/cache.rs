@@ -295,11 +295,7 @@ impl DiskCache {
             self.fail(&e);
             return;
         }
-        let before = self.inserted;
-        self.inserted += records.len() as u64;
-        if before / EVICT_CHECK_EVERY != self.inserted / EVICT_CHECK_EVERY || before == 0 {
-            self.evict();
-        }
+        self.count_inserted(records.len());
     }
 
     /// Stores one record.
@@ -419,8 +415,14 @@ impl DiskCache {
             self.fail(&e);
             return;
         }
+        self.count_inserted(records.len());
+    }
+
+    /// Counts rows just stored, scores or files' chunks alike, and enforces the size cap on
+    /// the first insert and every `EVICT_CHECK_EVERY` after.
+    fn count_inserted(&mut self, n: usize) {
         let before = self.inserted;
-        self.inserted += records.len() as u64;
+        self.inserted += n as u64;
         if before / EVICT_CHECK_EVERY != self.inserted / EVICT_CHECK_EVERY || before == 0 {
             self.evict();
         }
