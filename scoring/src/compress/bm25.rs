@@ -149,15 +149,51 @@ fn split_identifier(word: &str, parts: &mut Vec<(usize, usize)>) {
     }
 }
 
-/// A BM25 index over a fixed set of documents.
+/// A BM25 index over a fixed set of documents, for the terms of a few texts named when it is
+/// built (the query): the only terms anyone looks up.
+///
+/// A full index (every term of every document) cost most of a big tree's lexical query: tens
+/// of millions of term occurrences hashed into a vocabulary of millions, and hundreds of MB to
+/// hold it, to score a query of a few dozen terms. Here each occurrence is tokenized, counted
+/// into its document's length, and hashed only when a cheap filter says it may be one of the
+/// query's terms; the postings of those terms are the whole index.
 pub struct Bm25 {
-    /// Each document's (term id, weighted frequency), sorted by id: a map per document cost
-    /// several times the memory on a tree of 450k chunks.
-    docs: Vec<Box<[(u32, f32)]>>,
+    /// The lookup texts' terms, numbered in the order they first occur there.
+    ids: HashMap<String, u32>,
+    /// Per term id: the documents holding it, with its weighted frequency there, in document
+    /// order.
+    postings: Vec<Vec<(u32, f32)>>,
     doc_len: Vec<f32>,
     avg_len: f32,
-    vocab: HashMap<String, u32>,
-    doc_freq: Vec<u32>,
+}
+
+/// Which (length, first byte) pairs the lookup terms have: most of a document's terms differ
+/// from every query term in one of them, and are let go without hashing.
+struct TermFilter {
+    bits: Box<[u64]>,
+}
+
+impl TermFilter {
+    const LENGTHS: usize = 64;
+
+    fn slot(term: &str) -> usize {
+        let first = term.as_bytes().first().copied().unwrap_or(0) as usize;
+        term.len().min(Self::LENGTHS - 1) * 256 + first
+    }
+
+    fn of<'t>(terms: impl IntoIterator<Item = &'t String>) -> TermFilter {
+        let mut bits = vec![0u64; Self::LENGTHS * 256 / 64].into_boxed_slice();
+        for term in terms {
+            let slot = Self::slot(term);
+            bits[slot / 64] |= 1 << (slot % 64);
+        }
+        TermFilter { bits }
+    }
+
+    fn may_hold(&self, term: &str) -> bool {
+        let slot = Self::slot(term);
+        self.bits[slot / 64] & (1 << (slot % 64)) != 0
+    }
 }
 
 /// Term-frequency saturation, the default of [`Bm25::scores`]. Measured on the candidate stage
@@ -183,172 +219,128 @@ const B: f32 = 0.75;
 /// parallel batches of this many.
 const BATCH: usize = 2048;
 
-/// Batches tokenized before their terms are merged into the index's vocabulary.
-const GROUP: usize = 32;
-
-/// One batch of documents, its terms numbered in the order they first occur in it.
+/// One batch of documents: its lookup terms' occurrences and its documents' lengths.
 struct Batch {
-    /// Local term id → term.
-    terms: Vec<String>,
-    /// Each document's (local term id, weighted frequency), summed in occurrence order.
-    docs: Vec<Box<[(u32, f32)]>>,
+    /// (document within the batch, term id, weighted frequency), by document then term id.
+    hits: Vec<(u32, u32, f32)>,
     doc_len: Vec<f32>,
 }
 
-impl Batch {
-    fn of(docs: &[Vec<(&str, f32)>]) -> Batch {
-        let mut vocab: HashMap<String, u32> = HashMap::new();
-        let mut terms: Vec<String> = Vec::new();
-        let mut out_docs = Vec::with_capacity(docs.len());
-        let mut doc_len = Vec::with_capacity(docs.len());
-        let mut occurrences: Vec<(u32, f32)> = Vec::new();
-        for fields in docs {
-            occurrences.clear();
-            let mut len = 0.0;
-            for &(text, weight) in fields {
-                for_each_term(text, |term| {
-                    let id = match vocab.get(term) {
-                        Some(&id) => id,
-                        None => {
-                            let id = terms.len() as u32;
-                            vocab.insert(term.to_owned(), id);
-                            terms.push(term.to_owned());
-                            id
-                        }
-                    };
-                    occurrences.push((id, weight));
-                    len += weight;
-                });
-            }
-            // A stable sort: each term's weights are summed in the order they occurred.
-            occurrences.sort_by_key(|&(id, _)| id);
-            let mut counts: Vec<(u32, f32)> = Vec::new();
-            for &(id, weight) in &occurrences {
-                match counts.last_mut() {
-                    Some(last) if last.0 == id => last.1 += weight,
-                    _ => counts.push((id, weight)),
-                }
-            }
-            out_docs.push(counts.into_boxed_slice());
-            doc_len.push(len);
-        }
-        Batch {
-            terms,
-            docs: out_docs,
-            doc_len,
-        }
-    }
-}
-
 impl Bm25 {
-    /// Each document is a list of (text, weight): weight 3 for names, 1 for bodies.
+    /// An index of `docs` (each a list of (text, weight): weight 3 for names, 1 for bodies)
+    /// that answers for the terms of `lookups`; [`Bm25::idf_terms`] and [`Bm25::scores`]
+    /// treat any other term as one no document holds.
     ///
-    /// Batches of documents are tokenized in parallel, each numbering its own terms; merged
-    /// in batch order, every term gets the id one pass in document order would give it, so
-    /// the index and its scores do not depend on the number of threads.
-    pub fn new<'a>(docs: impl IntoIterator<Item = Vec<(&'a str, f32)>>) -> Bm25 {
-        Bm25::in_batches(docs.into_iter().collect(), BATCH)
+    /// Batches of documents are tokenized in parallel and merged in batch order, so the index
+    /// and its scores do not depend on the number of threads.
+    pub fn new<'a>(docs: impl IntoIterator<Item = Vec<(&'a str, f32)>>, lookups: &[&str]) -> Bm25 {
+        Bm25::in_batches(docs.into_iter().collect(), lookups, BATCH)
     }
 
-    fn in_batches(docs: Vec<Vec<(&str, f32)>>, batch: usize) -> Bm25 {
-        let mut vocab: HashMap<String, u32> = HashMap::new();
-        let mut out_docs: Vec<Box<[(u32, f32)]>> = Vec::with_capacity(docs.len());
-        let mut doc_len = Vec::with_capacity(docs.len());
-        // Groups of batches: every batch's own vocabulary alive at once would cost more
-        // memory than it saves time.
-        for docs in docs.chunks(batch.saturating_mul(GROUP)) {
-            let batches: Vec<Batch> = docs.par_chunks(batch).map(Batch::of).collect();
-            let mut ids: Vec<Vec<u32>> = Vec::with_capacity(batches.len());
-            let mut group_docs = Vec::with_capacity(batches.len());
-            for batch in batches {
-                ids.push(
-                    batch
-                        .terms
-                        .into_iter()
-                        .map(|term| {
-                            let next = vocab.len() as u32;
-                            *vocab.entry(term).or_insert(next)
-                        })
-                        .collect(),
-                );
-                group_docs.push(batch.docs);
-                doc_len.extend(batch.doc_len);
-            }
-            group_docs.par_iter_mut().zip(&ids).for_each(|(docs, ids)| {
-                for counts in docs {
-                    for (id, _) in counts.iter_mut() {
-                        *id = ids[*id as usize];
-                    }
-                    counts.sort_unstable_by_key(|&(id, _)| id);
+    fn in_batches(docs: Vec<Vec<(&str, f32)>>, lookups: &[&str], batch: usize) -> Bm25 {
+        let mut ids: HashMap<String, u32> = HashMap::new();
+        for text in lookups {
+            for_each_term(text, |term| {
+                if !ids.contains_key(term) {
+                    ids.insert(term.to_owned(), ids.len() as u32);
                 }
             });
-            out_docs.extend(group_docs.into_iter().flatten());
         }
-        let mut doc_freq = vec![0u32; vocab.len()];
-        for doc in &out_docs {
-            for &(id, _) in doc.iter() {
-                doc_freq[id as usize] += 1;
+        let filter = TermFilter::of(ids.keys());
+        let batches: Vec<Batch> = docs
+            .par_chunks(batch.max(1))
+            .map(|docs| Batch::of(docs, &ids, &filter))
+            .collect();
+        let mut postings: Vec<Vec<(u32, f32)>> = vec![Vec::new(); ids.len()];
+        let mut doc_len = Vec::with_capacity(docs.len());
+        for batch in batches {
+            let base = doc_len.len() as u32;
+            for (doc, id, tf) in batch.hits {
+                postings[id as usize].push((base + doc, tf));
             }
+            doc_len.extend(batch.doc_len);
         }
         let avg_len = doc_len.iter().sum::<f32>() / doc_len.len().max(1) as f32;
         Bm25 {
-            docs: out_docs,
+            ids,
+            postings,
             doc_len,
             avg_len: avg_len.max(1.0),
-            vocab,
-            doc_freq,
         }
     }
 
     /// The distinct terms of `text` that occur in the documents, with their inverse
     /// document frequency: what the text can tell the documents apart by.
     pub fn idf_terms(&self, text: &str) -> Vec<(u32, f32)> {
-        let n = self.docs.len() as f32;
+        let n = self.doc_len.len() as f32;
         let mut ids: Vec<u32> = terms(text)
             .iter()
-            .filter_map(|t| self.vocab.get(t).copied())
+            .filter_map(|t| self.ids.get(t).copied())
+            .filter(|&id| !self.postings[id as usize].is_empty())
             .collect();
         ids.sort_unstable();
         ids.dedup();
         ids.into_iter()
             .map(|id| {
-                let df = self.doc_freq[id as usize] as f32;
+                let df = self.postings[id as usize].len() as f32;
                 (id, ((n - df + 0.5) / (df + 0.5) + 1.0).ln())
             })
             .collect()
     }
 
-    /// BM25 score of every document for `query`, in document order, with term-frequency
-    /// saturation `k1` and query-term-frequency saturation `k3`.
+    /// BM25 score of every document for `query` (terms outside the index's lookup texts
+    /// count for nothing), in document order, with term-frequency saturation `k1` and
+    /// query-term-frequency saturation `k3`.
     pub fn scores(&self, query: &str, k1: f32, k3: f32) -> Vec<f32> {
-        let mut said: HashMap<u32, f32> = HashMap::new();
+        let mut said = vec![0.0f32; self.postings.len()];
         for_each_term(query, |term| {
-            if let Some(&id) = self.vocab.get(term) {
-                *said.entry(id).or_default() += 1.0;
+            if let Some(&id) = self.ids.get(term) {
+                said[id as usize] += 1.0;
             }
         });
-        let idf: Vec<(u32, f32)> = self
-            .idf_terms(query)
-            .into_iter()
-            .map(|(id, idf)| {
-                let qtf = said.get(&id).copied().unwrap_or(1.0);
-                (id, idf * qtf * (k3 + 1.0) / (qtf + k3))
-            })
-            .collect();
-        self.docs
-            .iter()
-            .zip(&self.doc_len)
-            .map(|(doc, &len)| {
-                idf.iter()
-                    .map(|&(id, idf)| {
-                        let tf = doc
-                            .binary_search_by_key(&id, |&(term, _)| term)
-                            .map_or(0.0, |at| doc[at].1);
-                        idf * tf * (k1 + 1.0) / (tf + k1 * (1.0 - B + B * len / self.avg_len))
-                    })
-                    .sum()
-            })
-            .collect()
+        let mut scores = vec![0.0f32; self.doc_len.len()];
+        for (id, idf) in self.idf_terms(query) {
+            let qtf = said[id as usize];
+            let weight = idf * qtf * (k3 + 1.0) / (qtf + k3);
+            for &(doc, tf) in &self.postings[id as usize] {
+                let len = self.doc_len[doc as usize];
+                scores[doc as usize] +=
+                    weight * tf * (k1 + 1.0) / (tf + k1 * (1.0 - B + B * len / self.avg_len));
+            }
+        }
+        scores
+    }
+}
+
+impl Batch {
+    fn of(docs: &[Vec<(&str, f32)>], ids: &HashMap<String, u32>, filter: &TermFilter) -> Batch {
+        let mut hits = Vec::new();
+        let mut doc_len = Vec::with_capacity(docs.len());
+        let mut occurrences: Vec<(u32, f32)> = Vec::new();
+        for (d, fields) in docs.iter().enumerate() {
+            occurrences.clear();
+            let mut len = 0.0;
+            for &(text, weight) in fields {
+                for_each_term(text, |term| {
+                    len += weight;
+                    if filter.may_hold(term)
+                        && let Some(&id) = ids.get(term)
+                    {
+                        occurrences.push((id, weight));
+                    }
+                });
+            }
+            // A stable sort: each term's weights are summed in the order they occurred.
+            occurrences.sort_by_key(|&(id, _)| id);
+            for &(id, weight) in &occurrences {
+                match hits.last_mut() {
+                    Some((doc, last, tf)) if *doc == d as u32 && *last == id => *tf += weight,
+                    _ => hits.push((d as u32, id, weight)),
+                }
+            }
+            doc_len.push(len);
+        }
+        Batch { hits, doc_len }
     }
 }
 
@@ -408,12 +400,15 @@ mod tests {
 
     #[test]
     fn a_term_the_query_repeats_weighs_more_up_to_k3_plus_one() {
-        let index = Bm25::new(vec![
-            vec![("choice", 3.0)],
-            vec![("init", 3.0)],
-            vec![("other words", 1.0)],
-            vec![("more words", 1.0)],
-        ]);
+        let index = Bm25::new(
+            vec![
+                vec![("choice", 3.0)],
+                vec![("init", 3.0)],
+                vec![("other words", 1.0)],
+                vec![("more words", 1.0)],
+            ],
+            &["choice init"],
+        );
         let query = "choice choice choice init";
         let once = index.scores(query, DEFAULT_K1, 0.0);
         assert!((once[0] - once[1]).abs() < 1e-6, "{once:?}");
@@ -426,60 +421,126 @@ mod tests {
         assert_eq!(repeated[1], once[1]);
     }
 
-    #[test]
-    fn batches_tokenized_apart_give_the_index_of_one_pass() {
-        let words = [
-            "parse",
-            "config",
-            "readAll",
-            "http_request",
-            "retry",
-            "backoff",
-            "token",
-        ];
-        let texts: Vec<String> = (0..500)
+    /// Documents of a few code words each, some of them the query's.
+    fn sample_docs(texts: &[String]) -> Vec<Vec<(&str, f32)>> {
+        texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| vec![(t.as_str(), 1.0), (WORDS[i % WORDS.len()], 3.0)])
+            .collect()
+    }
+
+    const WORDS: [&str; 7] = [
+        "parse",
+        "config",
+        "readAll",
+        "http_request",
+        "retry",
+        "backoff",
+        "token",
+    ];
+
+    fn sample_texts() -> Vec<String> {
+        (0..500)
             .map(|i| {
                 (0..1 + i % 9)
-                    .map(|j| words[(i * 7 + j * 3) % words.len()])
+                    .map(|j| WORDS[(i * 7 + j * 3) % WORDS.len()])
                     .collect::<Vec<_>>()
                     .join(" ")
                     + &format!(" term{}", i % 37)
             })
-            .collect();
-        let docs = || {
-            texts
-                .iter()
-                .enumerate()
-                .map(|(i, t)| vec![(t.as_str(), 1.0), (words[i % words.len()], 3.0)])
-                .collect::<Vec<_>>()
-        };
-        let whole = Bm25::in_batches(docs(), usize::MAX);
+            .collect()
+    }
+
+    const QUERY: &str = "where is the http request retried with backoff? term5 unheard";
+
+    #[test]
+    fn batches_tokenized_apart_give_the_index_of_one_pass() {
+        let texts = sample_texts();
+        let whole = Bm25::in_batches(sample_docs(&texts), &[QUERY], usize::MAX);
         for batch in [1, 7, 64] {
-            let split = Bm25::in_batches(docs(), batch);
-            assert_eq!(split.vocab, whole.vocab, "batch {batch}");
-            assert_eq!(split.docs, whole.docs, "batch {batch}");
+            let split = Bm25::in_batches(sample_docs(&texts), &[QUERY], batch);
+            assert_eq!(split.ids, whole.ids, "batch {batch}");
+            assert_eq!(split.postings, whole.postings, "batch {batch}");
             assert_eq!(split.doc_len, whole.doc_len, "batch {batch}");
-            assert_eq!(split.doc_freq, whole.doc_freq, "batch {batch}");
-            let query = "where is the http request retried with backoff? term5";
             assert_eq!(
-                split.scores(query, DEFAULT_K1, DEFAULT_K3),
-                whole.scores(query, DEFAULT_K1, DEFAULT_K3)
+                split.scores(QUERY, DEFAULT_K1, DEFAULT_K3),
+                whole.scores(QUERY, DEFAULT_K1, DEFAULT_K3)
             );
         }
-        // Term ids in the order terms first occur across the documents.
-        assert_eq!((whole.vocab["pars"], whole.vocab["term0"]), (0, 1));
+        // Term ids in the order terms first occur in the lookup texts.
+        assert_eq!((whole.ids["http"], whole.ids["request"]), (0, 1));
+    }
+
+    #[test]
+    fn the_query_terms_index_scores_as_an_index_of_every_term() {
+        // The textbook index: every term of every document counted, then the query scored.
+        let texts = sample_texts();
+        let docs = sample_docs(&texts);
+        let mut tf: Vec<HashMap<String, f32>> = Vec::new();
+        let mut len: Vec<f32> = Vec::new();
+        for fields in &docs {
+            let mut counts = HashMap::new();
+            let mut n = 0.0;
+            for &(text, weight) in fields {
+                for term in terms(text) {
+                    *counts.entry(term).or_default() += weight;
+                    n += weight;
+                }
+            }
+            tf.push(counts);
+            len.push(n);
+        }
+        let avg = len.iter().sum::<f32>() / len.len() as f32;
+        let mut said: HashMap<String, f32> = HashMap::new();
+        for term in terms(QUERY) {
+            *said.entry(term).or_default() += 1.0;
+        }
+        let n = docs.len() as f32;
+        let expected: Vec<f32> = (0..docs.len())
+            .map(|d| {
+                said.iter()
+                    .map(|(term, &qtf)| {
+                        let df = tf.iter().filter(|c| c.contains_key(term)).count() as f32;
+                        if df == 0.0 {
+                            return 0.0;
+                        }
+                        let idf = ((n - df + 0.5) / (df + 0.5) + 1.0).ln();
+                        let f = tf[d].get(term).copied().unwrap_or(0.0);
+                        idf * qtf * (DEFAULT_K3 + 1.0) / (qtf + DEFAULT_K3) * f * (DEFAULT_K1 + 1.0)
+                            / (f + DEFAULT_K1 * (1.0 - B + B * len[d] / avg))
+                    })
+                    .sum()
+            })
+            .collect();
+        let index = Bm25::new(sample_docs(&texts), &[QUERY]);
+        let scores = index.scores(QUERY, DEFAULT_K1, DEFAULT_K3);
+        assert!(expected.iter().any(|&s| s > 0.0));
+        for (d, (got, want)) in scores.iter().zip(&expected).enumerate() {
+            assert!(
+                (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                "doc {d}: {got} vs {want}"
+            );
+        }
+        // "unheard" is in no document; "config" is in many but not in the lookup texts: both
+        // tell nothing apart.
+        assert!(index.idf_terms("unheard config").is_empty());
+        assert_eq!(index.idf_terms("backoff").len(), 1);
     }
 
     #[test]
     fn ranks_the_matching_document_first() {
-        let index = Bm25::new(vec![
-            vec![("fn add(a: i32) { a + 1 }", 1.0), ("add", 3.0)],
+        let index = Bm25::new(
             vec![
-                ("fn parse_config(path) { read(path) }", 1.0),
-                ("parse_config", 3.0),
+                vec![("fn add(a: i32) { a + 1 }", 1.0), ("add", 3.0)],
+                vec![
+                    ("fn parse_config(path) { read(path) }", 1.0),
+                    ("parse_config", 3.0),
+                ],
+                vec![("fn main() { run() }", 1.0), ("main", 3.0)],
             ],
-            vec![("fn main() { run() }", 1.0), ("main", 3.0)],
-        ]);
+            &["where is the config parsed?"],
+        );
         let scores = index.scores("where is the config parsed?", DEFAULT_K1, DEFAULT_K3);
         assert!(scores[1] > scores[0] && scores[1] > scores[2], "{scores:?}");
     }

@@ -1193,15 +1193,20 @@ fn lexical_units<'d>(
         return Err(CompressError::EmptyWorkspace);
     }
     // Candidates: BM25 over text, names and paths, plus structure.
-    let index = Bm25::new(units.iter().zip(&texts).map(|(u, text)| {
-        let doc = &docs[u.doc];
-        let chunk = &doc.chunks[u.chunk];
-        vec![
-            (*text, 1.0),
-            (chunk.qualified_name.as_deref().unwrap_or(""), 3.0),
-            (doc.path, 2.0),
-        ]
-    }));
+    // Only the query's terms are looked up (its window and its words are cut from it; the
+    // frame's words are weighed with them).
+    let index = Bm25::new(
+        units.iter().zip(&texts).map(|(u, text)| {
+            let doc = &docs[u.doc];
+            let chunk = &doc.chunks[u.chunk];
+            vec![
+                (*text, 1.0),
+                (chunk.qualified_name.as_deref().unwrap_or(""), 3.0),
+                (doc.path, 2.0),
+            ]
+        }),
+        &[query, QUESTION_FRAME],
+    );
     let wanted = roles::wanted_roles(query);
     for (unit, score) in units
         .iter_mut()

@@ -113,7 +113,12 @@ fn pieces(query: &str) -> Vec<Piece<'_>> {
             let mut end = sentence_end.min(rest.len());
             if end > MAX_PIECE_BYTES {
                 let cut = rest.floor_char_boundary(MAX_PIECE_BYTES);
-                end = rest[..cut].rfind(' ').filter(|&s| s > 0).unwrap_or(cut);
+                // At a space, else between words: the index knows the query's words whole.
+                end = rest[..cut]
+                    .rfind(' ')
+                    .or_else(|| rest[..cut].rfind(|c: char| !(c.is_alphanumeric() || c == '_')))
+                    .filter(|&s| s > 0)
+                    .unwrap_or(cut);
             }
             let piece = rest[..end].trim();
             if !piece.is_empty() {
@@ -265,11 +270,14 @@ mod tests {
 
     #[test]
     fn content_weights_leave_out_stop_words_and_idf_favours_rare_words() {
-        let index = Bm25::new(vec![
-            vec![("fn parse_config(path) { read(path) }", 1.0)],
-            vec![("fn parse_args() { read(args) }", 1.0)],
-        ]);
         let query = "how is the config parsed";
+        let index = Bm25::new(
+            vec![
+                vec![("fn parse_config(path) { read(path) }", 1.0)],
+                vec![("fn parse_args() { read(args) }", 1.0)],
+            ],
+            &[query],
+        );
         let t = tokens(query);
         assert_eq!(t.len(), 5);
         let content = token_weights(query, &t, &index, QueryWeights::Content);
@@ -305,23 +313,26 @@ mod tests {
 
     #[test]
     fn a_short_query_is_read_whole() {
-        let index = Bm25::new(vec![vec![("fn parse_config() {}", 1.0)]]);
         let query = "Where is the config parsed?";
+        let index = Bm25::new(vec![vec![("fn parse_config() {}", 1.0)]], &[query]);
         assert_eq!(query_window(query, 16, &index, words), query);
     }
 
     #[test]
     fn a_long_query_keeps_the_sentences_that_name_the_workspace() {
-        let index = Bm25::new(vec![
-            vec![("fn parse_config(path) { read_file(path) }", 1.0)],
-            vec![("fn retry_request(n) { backoff(n) }", 1.0)],
-            vec![("fn main() { run() }", 1.0)],
-        ]);
         let query = "Hello team, thanks for the great work on this project. \
                      I have been using it for a while now and it is lovely. \
                      The retry backoff never stops after the request fails.\n\
                      Also parse_config reads the wrong file.\n\
                      Anyway, have a nice weekend and all the best to everyone.";
+        let index = Bm25::new(
+            vec![
+                vec![("fn parse_config(path) { read_file(path) }", 1.0)],
+                vec![("fn retry_request(n) { backoff(n) }", 1.0)],
+                vec![("fn main() { run() }", 1.0)],
+            ],
+            &[query],
+        );
         let window = query_window(query, 20, &index, words);
         assert_eq!(
             window,
@@ -335,5 +346,23 @@ mod tests {
         let cut = pieces(&line);
         assert!(cut.len() > 1);
         assert!(cut.iter().all(|p| p.text.len() <= super::MAX_PIECE_BYTES));
+    }
+
+    #[test]
+    fn a_line_without_spaces_is_cut_between_words() {
+        let line = "parse_config,".repeat(60);
+        let cut = pieces(&line);
+        assert!(cut.len() > 1);
+        for piece in &cut {
+            assert!(piece.text.len() <= super::MAX_PIECE_BYTES);
+            assert!(
+                piece
+                    .text
+                    .split(',')
+                    .all(|w| w.is_empty() || w == "parse_config"),
+                "{}",
+                piece.text
+            );
+        }
     }
 }
