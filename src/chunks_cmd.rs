@@ -65,8 +65,7 @@ pub fn chunk_store(options: &WalkOptions) -> Option<Arc<dyn ChunkStore>> {
     if !options.redact {
         return None;
     }
-    let cache = ctxzip_scoring::cache::ChunkCache::open_configured()?;
-    Some(Arc::new(cache))
+    ctxzip_scoring::cache::ChunkCache::configured_store()
 }
 
 #[derive(Clone, Copy, ValueEnum)]

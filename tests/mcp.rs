@@ -831,6 +831,54 @@ fn mcp_root_from_client_roots() {
     }
 }
 
+/// The server's index keeps files' chunks in the cache file: a second server on the same
+/// workspace and cache reads every file and parses none of them (and says so).
+#[test]
+fn a_restarted_server_takes_its_files_chunks_from_the_cache() {
+    let (dir, root) = fixture();
+    let cache = dir.path().join("cache.sqlite");
+    let index_after_startup = || {
+        let mut client = Client::start_with_env(
+            &[root.to_str().unwrap()],
+            dir.path(),
+            std::process::Stdio::inherit(),
+            &[("CTXZIP_CACHE", &cache)],
+        );
+        client.initialize(json!({}));
+        let deadline = Instant::now() + REPLY_TIMEOUT;
+        loop {
+            let status = client.call("status", json!({}));
+            let index = status["structuredContent"]["index"].clone();
+            if index["state"] == "ready" {
+                return index;
+            }
+            assert!(Instant::now() < deadline, "index never got ready: {index}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let first = index_after_startup();
+    assert_eq!(
+        (
+            &first["files"],
+            &first["last_refresh_read_files"],
+            &first["last_refresh_files_from_cache"]
+        ),
+        (&json!(3), &json!(3), &json!(0)),
+        "{first}"
+    );
+    let again = index_after_startup();
+    assert_eq!(
+        (
+            &again["files"],
+            &again["chunks"],
+            &again["last_refresh_read_files"],
+            &again["last_refresh_files_from_cache"]
+        ),
+        (&json!(3), &first["chunks"], &json!(3), &json!(3)),
+        "{again}"
+    );
+}
+
 /// A hostile input, its bytes, and the error replies (code, id) due before the next answer.
 type HostileCase = (&'static str, Vec<u8>, Vec<(i64, Value)>);
 

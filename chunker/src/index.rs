@@ -187,8 +187,10 @@ pub struct RefreshReport {
     /// Files indexed under the root afterwards.
     pub files: usize,
     pub chunks: usize,
-    /// Files read and chunked by this refresh (new, or changed since their stamp).
+    /// Files read by this refresh (new, or changed since their stamp).
     pub rechunked: usize,
+    /// Of `rechunked`, the files whose chunks came from the chunk store (read, not parsed).
+    pub from_store: usize,
     pub removed: usize,
     pub skipped: usize,
     pub elapsed_ms: f64,
@@ -227,9 +229,10 @@ impl Index {
     /// An index that takes files' chunks from `store` when it holds them, and puts there the
     /// chunks it makes. Nothing is looked up or stored while redaction is off: a record holds
     /// the file's chunk names, and those must never reach the disk unredacted.
-    pub fn with_chunk_store(walk: WalkOptions, store: Arc<dyn ChunkStore>) -> Index {
+    /// With `None`, the same as [`Index::new`].
+    pub fn with_chunk_store(walk: WalkOptions, store: Option<Arc<dyn ChunkStore>>) -> Index {
         Index {
-            chunk_store: Some(store),
+            chunk_store: store,
             ..Index::new(walk)
         }
     }
@@ -392,7 +395,7 @@ impl Index {
         self.unread
             .retain(|key, unread| unread.root != root.path || keys.contains(key));
         let rechunked = stale.len();
-        self.load(root, &stale);
+        let loaded = self.load(root, &stale);
         let (files, chunks) = self
             .files
             .iter()
@@ -402,6 +405,7 @@ impl Index {
             files,
             chunks,
             rechunked,
+            from_store: loaded.from_store,
             removed,
             skipped: self.skipped.get(&root.path).map_or(0, |s| s.len())
                 + self.unread.iter().filter(|u| u.root == root.path).count(),
@@ -676,10 +680,7 @@ pub fn read_once_with(
             source: std::io::Error::other(other.to_string()),
         },
     };
-    let index = match store {
-        Some(store) => Index::with_chunk_store(options.clone(), store),
-        None => Index::new(options.clone()),
-    };
+    let index = Index::with_chunk_store(options.clone(), store);
     let (root, paths) = if meta.is_file() {
         let dir = canonical.parent().unwrap_or(Path::new("/"));
         (index.add_root(dir).map_err(walk_error)?, vec![canonical])

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use ctxzip_chunker::Lang;
 use ctxzip_chunker::confine;
 use ctxzip_chunker::workspace::WalkOptions;
+use ctxzip_scoring::cache::ChunkCache;
 use ctxzip_scoring::compress::{
     self, CompressError, CompressOptions, Compressed, Document, Focus, Progress, ProgressSink,
     Stage,
@@ -124,7 +125,12 @@ impl Server {
         Server {
             shared: Arc::new(Shared {
                 client,
-                index: Arc::new(Index::new(walk_options(&options))),
+                // Files' chunks kept by their text in the score cache's file: a restart
+                // parses only what changed (nothing is stored while redaction is off).
+                index: Arc::new(Index::with_chunk_store(
+                    walk_options(&options),
+                    ChunkCache::configured_store(),
+                )),
                 indexer: OnceLock::new(),
                 events: Mutex::new(Some(events_rx)),
                 events_tx,

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ctxzip_chunker::confine::{self, Kind};
 use ctxzip_chunker::index::{self, FileSnapshot, Index, IndexError, RefreshReport};
 use ctxzip_chunker::workspace::WalkOptions;
+use ctxzip_scoring::cache::ChunkCache;
 use ctxzip_scoring::compress::Progress as CoreProgress;
 use ctxzip_scoring::compress::{
     self, Budget, CompressError, CompressOptions, CompressRequest, Compressed, Document, Focus,
@@ -122,7 +123,12 @@ impl CtxzipServer {
             }))),
             None => OnceCell::new(),
         };
-        let index = Arc::new(Index::new(settings.walk.clone()));
+        // Files' chunks kept by their text in the score cache's file: a restart parses only
+        // what changed (nothing is stored while redaction is off).
+        let index = Arc::new(Index::with_chunk_store(
+            settings.walk.clone(),
+            ChunkCache::configured_store(),
+        ));
         CtxzipServer {
             shared: Arc::new(Shared {
                 settings,
@@ -349,8 +355,8 @@ impl CtxzipServer {
             .report(
                 f64::from(walked.percentage()),
                 format!(
-                    "indexed {} files ({} re-chunked), {} chunks in scope",
-                    view.report.files, view.report.rechunked, n_chunks
+                    "indexed {} files ({} read, {} of them chunked before), {} chunks in scope",
+                    view.report.files, view.report.rechunked, view.report.from_store, n_chunks
                 ),
             )
             .await;
@@ -472,6 +478,10 @@ impl CtxzipServer {
                 "chunks": s.last.as_ref().map(|r| r.chunks),
                 "skipped_files": s.last.as_ref().map(|r| r.skipped),
                 "last_refresh_ms": s.last.as_ref().map(|r| r.elapsed_ms.round()),
+                // Files the last refresh read, and of those the ones whose chunks came from
+                // the cache (not parsed again).
+                "last_refresh_read_files": s.last.as_ref().map(|r| r.rechunked),
+                "last_refresh_files_from_cache": s.last.as_ref().map(|r| r.from_store),
                 "refreshed_at_unix_s": s.refreshed_at
                     .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                     .map(|d| d.as_secs()),

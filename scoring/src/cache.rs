@@ -50,8 +50,8 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
@@ -999,6 +999,12 @@ impl ChunkCache {
     /// cap; `None` when the disk cache is off (`CTXZIP_CACHE=off`).
     pub fn open_configured() -> Option<ChunkCache> {
         DiskCache::configured_path().map(|path| ChunkCache::open(&path, DEFAULT_CAP_BYTES))
+    }
+
+    /// [`ChunkCache::open_configured`] as an index's store
+    /// ([`ctxzip_chunker::index::Index::with_chunk_store`]), for the CLI and both servers.
+    pub fn configured_store() -> Option<Arc<dyn ChunkStore>> {
+        ChunkCache::open_configured().map(|cache| Arc::new(cache) as Arc<dyn ChunkStore>)
     }
 
     pub fn stats(&self) -> CacheStats {
