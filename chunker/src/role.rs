@@ -83,15 +83,20 @@ impl FileRole {
     /// [`FileRole::Test`] for a chunk inside a Rust test module (`tests::...`,
     /// `...::tests::...`), which is a test however much it restates the code's words.
     pub fn of_chunk(path: &str, lang: Lang, qualified_name: Option<&str>) -> FileRole {
-        let role = FileRole::of(path, lang);
+        FileRole::of(path, lang).for_chunk(lang, qualified_name)
+    }
+
+    /// [`FileRole::of_chunk`] from the file's role (`self`, [`FileRole::of`] its path), for a
+    /// caller that has many chunks of one file.
+    pub fn for_chunk(self, lang: Lang, qualified_name: Option<&str>) -> FileRole {
         let in_test_module = |name: &str| name.starts_with("tests::") || name.contains("::tests::");
-        if role == FileRole::Code
+        if self == FileRole::Code
             && lang == Lang::Rust
             && qualified_name.is_some_and(in_test_module)
         {
             return FileRole::Test;
         }
-        role
+        self
     }
 }
 

@@ -12,9 +12,10 @@
 //! stub, then the best BM25 score.
 
 use std::cmp::Reverse;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use ctxzip_chunker::FileRole;
+use rayon::prelude::*;
 
 use super::{Document, Unit, bm25};
 
@@ -24,8 +25,14 @@ use super::{Document, Unit, bm25};
 /// a name share far fewer.
 pub const MIN_SHARED_TERMS: f32 = 0.7;
 
-/// Marks `units[i].copy` for every unit that is a copy of a unit that stays.
-pub(super) fn mark_copies(units: &mut [Unit], docs: &[Document], texts: &[&str]) {
+/// Marks `units[i].copy` for every unit that is a copy of a unit that stays (`file_roles`:
+/// each document's [`FileRole`]).
+pub(super) fn mark_copies(
+    units: &mut [Unit],
+    docs: &[Document],
+    file_roles: &[FileRole],
+    texts: &[&str],
+) {
     let mut by_name: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, unit) in units.iter().enumerate() {
         if unit.skeleton {
@@ -36,50 +43,69 @@ pub(super) fn mark_copies(units: &mut [Unit], docs: &[Document], texts: &[&str])
             by_name.entry(name).or_default().push(i);
         }
     }
-    let is_stub = |u: &Unit| FileRole::of(docs[u.doc].path, docs[u.doc].lang) == FileRole::Stub;
-    // Terms as ids, each text's a sorted set: a big tree has groups of thousands (`new`,
-    // `fmt`) whose texts are compared pairwise.
+    let groups: Vec<Vec<usize>> = by_name
+        .into_values()
+        .filter(|group| {
+            let mut in_docs = group.iter().map(|&i| units[i].doc);
+            let first = in_docs.next();
+            in_docs.any(|d| Some(d) != first)
+        })
+        .collect();
+    // Groups are independent: a big tree has thousands (`new`, `fmt`), each compared
+    // pairwise, so they are taken in parallel.
+    let units_ref: &[Unit] = units;
+    let copies: Vec<usize> = groups
+        .into_par_iter()
+        .flat_map_iter(|group| copies_in(group, units_ref, file_roles, texts))
+        .collect();
+    for i in copies {
+        units[i].copy = true;
+    }
+}
+
+/// The units of one group of same-named definitions (in at least two files) that are copies
+/// of another that stays.
+fn copies_in(
+    mut group: Vec<usize>,
+    units: &[Unit],
+    file_roles: &[FileRole],
+    texts: &[&str],
+) -> Vec<usize> {
+    let is_stub = |u: &Unit| file_roles[u.doc] == FileRole::Stub;
+    group.sort_by_key(|&i| {
+        let u = &units[i];
+        (
+            Reverse(u.pinned),
+            Reverse(u.wanted),
+            is_stub(u),
+            Reverse(OrderedScore(u.bm25)),
+            i,
+        )
+    });
+    // Terms as ids, each text's a sorted set.
     let mut term_ids: HashMap<String, u32> = HashMap::new();
-    for mut group in by_name.into_values() {
-        let n_docs = group
-            .iter()
-            .map(|&i| units[i].doc)
-            .collect::<HashSet<_>>()
-            .len();
-        if n_docs < 2 {
-            continue;
-        }
-        group.sort_by_key(|&i| {
-            let u = &units[i];
-            (
-                Reverse(u.pinned),
-                Reverse(u.wanted),
-                is_stub(u),
-                Reverse(OrderedScore(u.bm25)),
-                i,
-            )
+    let terms: Vec<Vec<u32>> = group
+        .iter()
+        .map(|&i| term_set(texts[i], &mut term_ids))
+        .collect();
+    let mut kept: Vec<usize> = Vec::new(); // positions in `group`
+    let mut copies = Vec::new();
+    for (pos, &i) in group.iter().enumerate() {
+        // Pinned units sort first, so a pinned one stays; its pinned copies (three
+        // bundles of a function the query names) are copies like any other.
+        let twin = kept.iter().any(|&k| {
+            let other = &units[group[k]];
+            other.doc != units[i].doc
+                && (is_stub(&units[i]) != is_stub(other)
+                    || jaccard(&terms[pos], &terms[k]) >= MIN_SHARED_TERMS)
         });
-        let terms: Vec<Vec<u32>> = group
-            .iter()
-            .map(|&i| term_set(texts[i], &mut term_ids))
-            .collect();
-        let mut kept: Vec<usize> = Vec::new(); // positions in `group`
-        for (pos, &i) in group.iter().enumerate() {
-            // Pinned units sort first, so a pinned one stays; its pinned copies (three
-            // bundles of a function the query names) are copies like any other.
-            let twin = kept.iter().any(|&k| {
-                let other = &units[group[k]];
-                other.doc != units[i].doc
-                    && (is_stub(&units[i]) != is_stub(other)
-                        || jaccard(&terms[pos], &terms[k]) >= MIN_SHARED_TERMS)
-            });
-            if twin {
-                units[i].copy = true;
-            } else {
-                kept.push(pos);
-            }
+        if twin {
+            copies.push(i);
+        } else {
+            kept.push(pos);
         }
     }
+    copies
 }
 
 /// The distinct terms of `text` as sorted ids (`ids` assigns them).

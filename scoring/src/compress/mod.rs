@@ -764,18 +764,19 @@ fn compress_counting(
         // fifth of a repeat query on `~/.cargo/registry/src`).
         let new_file = counting == Counting::Lazy
             && !result.kept.iter().any(|&k| units[k].doc == units[i].doc);
-        if (new_file
-            && tokens + counts.floor(i) + path_floor(units[i].doc)
-                > budget + REFILL_JOIN_SLACK_TOKENS)
-            || tokens + counts.get(i) > budget + REFILL_JOIN_SLACK_TOKENS
-        {
-            continue;
-        }
-        if new_file
-            && (tokens + counts.get(i) + path_tokens(units[i].doc)
-                > budget + REFILL_JOIN_SLACK_TOKENS
-                || tokens + result.count_alone(i) > budget + REFILL_JOIN_SLACK_TOKENS)
-        {
+        let limit = budget + REFILL_JOIN_SLACK_TOKENS;
+        let fits = if new_file {
+            // The path's count before the unit's: counted once per file, it passes over
+            // every later unit of a file whose frame no longer fits.
+            let doc = units[i].doc;
+            tokens + counts.floor(i) + path_floor(doc) <= limit
+                && tokens + counts.floor(i) + path_tokens(doc) <= limit
+                && tokens + counts.get(i) + path_tokens(doc) <= limit
+                && tokens + result.count_alone(i) <= limit
+        } else {
+            tokens + counts.get(i) <= limit
+        };
+        if !fits {
             continue;
         }
         result.kept.push(i);
@@ -1208,13 +1209,15 @@ fn lexical_units<'d>(
         &[query, QUESTION_FRAME],
     );
     let wanted = roles::wanted_roles(query);
+    // Each file's role once (a big tree has tens of chunks per file).
+    let file_roles: Vec<FileRole> = docs.iter().map(|d| FileRole::of(d.path, d.lang)).collect();
     for (unit, score) in units
         .iter_mut()
         .zip(index.scores(query, options.bm25_k1, options.bm25_k3))
     {
         let doc = &docs[unit.doc];
         let name = doc.chunks[unit.chunk].qualified_name.as_deref();
-        unit.wanted = wanted.contains(&FileRole::of_chunk(doc.path, doc.lang, name));
+        unit.wanted = wanted.contains(&file_roles[unit.doc].for_chunk(doc.lang, name));
         unit.bm25 = if unit.wanted {
             score
         } else {
@@ -1223,7 +1226,7 @@ fn lexical_units<'d>(
     }
     pin_structural(&mut units, docs, query, options.focus.as_ref());
     if !options.keep_copies {
-        copies::mark_copies(&mut units, docs, &texts);
+        copies::mark_copies(&mut units, docs, &file_roles, &texts);
     }
     Ok((units, texts, index))
 }
