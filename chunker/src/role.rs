@@ -79,15 +79,10 @@ impl FileRole {
 }
 
 impl FileRole {
-    /// The role of a chunk named `qualified_name` in a file at `path`: its file's role, but
-    /// [`FileRole::Test`] for a chunk inside a Rust test module (`tests::...`,
-    /// `...::tests::...`), which is a test however much it restates the code's words.
-    pub fn of_chunk(path: &str, lang: Lang, qualified_name: Option<&str>) -> FileRole {
-        FileRole::of(path, lang).for_chunk(lang, qualified_name)
-    }
-
-    /// [`FileRole::of_chunk`] from the file's role (`self`, [`FileRole::of`] its path), for a
-    /// caller that has many chunks of one file.
+    /// The role of a chunk named `qualified_name` in a file whose role is `self`
+    /// ([`FileRole::of`] its path, once per file): its file's role, but [`FileRole::Test`] for
+    /// a chunk inside a Rust test module (`tests::...`, `...::tests::...`), which is a test
+    /// however much it restates the code's words.
     pub fn for_chunk(self, lang: Lang, qualified_name: Option<&str>) -> FileRole {
         let in_test_module = |name: &str| name.starts_with("tests::") || name.contains("::tests::");
         if self == FileRole::Code
@@ -172,7 +167,7 @@ mod tests {
 
     #[test]
     fn a_rust_test_module_inside_code_is_a_test() {
-        let role = |name| FileRole::of_chunk("src/ast/parse.rs", Lang::Rust, name);
+        let role = |name| FileRole::of("src/ast/parse.rs", Lang::Rust).for_chunk(Lang::Rust, name);
         assert_eq!(role(Some("tests::parse_nest_limit")), FileRole::Test);
         assert_eq!(role(Some("ast::tests::parse_nest_limit")), FileRole::Test);
         assert_eq!(role(Some("ParserI::parse_group")), FileRole::Code);
@@ -180,7 +175,7 @@ mod tests {
         assert_eq!(role(None), FileRole::Code);
         // Only Rust keeps tests in a module of the code file by convention.
         assert_eq!(
-            FileRole::of_chunk("lib/helpers.py", Lang::Python, Some("tests::x")),
+            FileRole::of("lib/helpers.py", Lang::Python).for_chunk(Lang::Python, Some("tests::x")),
             FileRole::Code
         );
     }
