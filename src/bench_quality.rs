@@ -56,7 +56,8 @@ pub struct QualityArgs {
     /// Token budgets to evaluate.
     #[arg(long, value_delimiter = ',', default_value = "1000,2000")]
     pub budgets: Vec<usize>,
-    /// Also evaluate at this compression rate (0.2 = 5x).
+    /// Also evaluate at this compression rate (0.2 = 5x); 0: the token budgets only (a rate
+    /// counts every token of the tree, ~10 s per task on a whole package root).
     #[arg(long, default_value_t = 0.2)]
     pub rate: f64,
     /// Tasks also run in the LongCodeZip-faithful configuration (slow).
@@ -341,6 +342,26 @@ impl Tally {
 }
 
 pub fn run(args: QualityArgs) -> Result<()> {
+    if let Some(unknown) = args
+        .methods
+        .iter()
+        .find(|name| !METHODS.iter().any(|m| m.name == name.as_str()))
+    {
+        let known: Vec<&str> = METHODS.iter().map(|m| m.name).collect();
+        bail!(
+            "no method {unknown:?}: --methods takes a comma-separated list of {}",
+            known.join(", ")
+        );
+    }
+    if !(0.0..=1.0).contains(&args.rate) {
+        bail!(
+            "--rate {} is not in [0, 1]: e.g. --rate 0.2 (5x), or 0 for the token budgets only",
+            args.rate
+        );
+    }
+    if args.budgets.is_empty() && args.rate == 0.0 {
+        bail!("nothing to evaluate: give --budgets or a --rate above 0");
+    }
     let packages: Vec<String> = if args.packages.is_empty() {
         DEV_SET.iter().map(|s| s.to_string()).collect()
     } else {
@@ -421,14 +442,17 @@ pub fn run(args: QualityArgs) -> Result<()> {
         .map(|m| m.name.to_string())
         .collect();
     if let Some((name, _, _)) = &deadline_run {
-        rows.insert(1, name.clone());
+        rows.insert(rows.len().min(1), name.clone());
     }
     let cancel = CancelFlag::new();
     let budgets: Vec<(String, Budget)> = args
         .budgets
         .iter()
         .map(|&b| (format!("{b} tokens"), Budget::Tokens(b)))
-        .chain([(format!("{:.0}x", 1.0 / args.rate), Budget::Rate(args.rate))])
+        .chain(
+            (args.rate > 0.0)
+                .then(|| (format!("{:.0}x", 1.0 / args.rate), Budget::Rate(args.rate))),
+        )
         .collect();
     let mut tallies = Tallies::default();
     let mut faithful_pair: BTreeMap<String, Tally> = BTreeMap::new();

@@ -507,6 +507,29 @@ fn bad_input_is_reported_with_exit_code_2() {
 }
 
 #[test]
+fn bench_quality_refuses_a_method_it_does_not_have_and_a_rate_out_of_range() {
+    // Before any package is fetched or model loaded: the name and the choices.
+    let out = ctxzip(&[
+        "bench",
+        "quality",
+        "--methods",
+        "bm25,nonesuch",
+        "--model",
+        MODEL,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no method \"nonesuch\"") && stderr.contains("ctxzip, ctxzip-nofine"),
+        "{stderr}"
+    );
+    let out = ctxzip(&["bench", "quality", "--rate", "5", "--model", MODEL]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("--rate 5 is not in [0, 1]"), "{stderr}");
+}
+
+#[test]
 fn model_list_path_and_unknown_names() {
     // Pulls the small model if this machine lacks it (a compress test may be doing the same).
     let out = ctxzip(&["model", "pull", MODEL]);
