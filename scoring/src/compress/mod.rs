@@ -1142,12 +1142,18 @@ fn called_names(text: &str) -> Vec<&str> {
 }
 
 /// Replaces the candidates' model scores with the reciprocal-rank fusion of their model and
-/// BM25 ranks (among the candidates).
+/// BM25 ranks (among the candidates). Candidates a deadline skipped (score −∞) take the model
+/// ranks after the scored ones in BM25's order, so that among themselves they stay in it.
 fn fuse_with_bm25(units: &mut [Unit], candidates: &[usize]) {
     const K: f32 = 60.0;
     let rank_by = |key: &dyn Fn(&Unit) -> f32| {
         let mut order = candidates.to_vec();
-        order.sort_by(|&a, &b| key(&units[b]).total_cmp(&key(&units[a])).then(a.cmp(&b)));
+        order.sort_by(|&a, &b| {
+            key(&units[b])
+                .total_cmp(&key(&units[a]))
+                .then(units[b].bm25.total_cmp(&units[a].bm25))
+                .then(a.cmp(&b))
+        });
         let mut rank = HashMap::new();
         for (r, i) in order.into_iter().enumerate() {
             rank.insert(i, r as f32);
@@ -1433,6 +1439,11 @@ type KeptRows = HashMap<usize, Vec<(usize, usize)>>;
 /// Tokens an elided gap's marker line (`// ...`) adds, about.
 const ELIDED_MARKER_TOKENS: usize = 4;
 
+/// The instant `share` of the way from `from` to `deadline` (the deadline itself once past).
+fn share_of(from: Instant, deadline: Instant, share: f64) -> Instant {
+    from + deadline.saturating_duration_since(from).mul_f64(share)
+}
+
 /// Prunes the kept functions; also returns how many the deadline left whole.
 #[allow(clippy::too_many_arguments)]
 fn fine_stage(
@@ -1516,16 +1527,43 @@ fn fine_stage(
             deadline,
             ..scorer.default_options()
         };
-        let uncond = scorer.token_nlls_batch_with(None, &fn_texts, with_deadline, cancel)?;
+        // Under a deadline the first pass has half the time left: a function is pruned only
+        // when both passes read it.
+        let first = ScoreOptions {
+            deadline: deadline.map(|d| share_of(Instant::now(), d, 0.5)),
+            ..with_deadline
+        };
+        let uncond = scorer.token_nlls_batch_with(None, &fn_texts, first, cancel)?;
         (uncond, with_deadline)
     };
     report_pass(1);
-    let conditional = scorer.token_nlls_batch_with(
-        Some(&format!("{query}\n\n")),
-        &fn_texts,
-        cond_options,
-        cancel,
-    )?;
+    // The second pass reads the functions the first reached: a function is pruned by both.
+    let reached: Vec<usize> = (0..fn_texts.len())
+        .filter(|&j| !unconditional[j].skipped)
+        .collect();
+    let reached_texts: Vec<&str> = reached.iter().map(|&j| fn_texts[j]).collect();
+    let mut reached_nlls = if reached.is_empty() {
+        Vec::new()
+    } else {
+        scorer.token_nlls_batch_with(
+            Some(&format!("{query}\n\n")),
+            &reached_texts,
+            cond_options,
+            cancel,
+        )?
+    }
+    .into_iter();
+    let mut conditional: Vec<crate::TokenNlls> = (0..fn_texts.len())
+        .map(|_| crate::TokenNlls {
+            tokens: Vec::new(),
+            first_token_scored: false,
+            truncated: false,
+            skipped: true,
+        })
+        .collect();
+    for &j in &reached {
+        conditional[j] = reached_nlls.next().expect("one result per text");
+    }
     report_pass(2);
 
     // Kept units the model did not score (callees, BM25's tail) count as the weakest.
@@ -1738,8 +1776,48 @@ impl Selection<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{CompressOptions, Document, Ranker, Unit, called_names, with_callees};
+    use super::{
+        CompressOptions, Document, Ranker, Unit, called_names, fuse_with_bm25, share_of,
+        with_callees,
+    };
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_share_of_a_deadline_is_that_part_of_the_time_left_and_a_past_one_stays_past() {
+        let now = Instant::now();
+        let deadline = now + Duration::from_secs(10);
+        assert_eq!(share_of(now, deadline, 0.6), now + Duration::from_secs(6));
+        assert_eq!(share_of(now, deadline, 1.0), deadline);
+        let past = now - Duration::from_secs(1);
+        assert_eq!(share_of(now, past, 0.6), now);
+    }
     use ctxzip_chunker::{Lang, chunk_source};
+
+    #[test]
+    fn candidates_a_deadline_skipped_keep_bm25s_order_in_the_fusion() {
+        // BM25 ranks the units against their index order; the model scored two of them.
+        let n = 24;
+        let mut units: Vec<Unit> = (0..n)
+            .map(|i| Unit {
+                doc: 0,
+                chunk: i,
+                bm25: i as f32,
+                score: f32::NEG_INFINITY,
+                pinned: false,
+                wanted: true,
+                skeleton: false,
+                copy: false,
+            })
+            .collect();
+        units[3].score = 2.0;
+        units[20].score = 1.0;
+        let candidates: Vec<usize> = (0..n).collect();
+        fuse_with_bm25(&mut units, &candidates);
+        let mut skipped: Vec<usize> = (0..n).filter(|&i| i != 3 && i != 20).collect();
+        skipped.sort_by(|&a, &b| units[b].score.total_cmp(&units[a].score));
+        let by_bm25: Vec<usize> = (0..n).rev().filter(|&i| i != 3 && i != 20).collect();
+        assert_eq!(skipped, by_bm25);
+    }
 
     #[test]
     fn callees_of_the_ranked_chunks_come_right_after_them() {
