@@ -57,7 +57,7 @@ pub struct QualityArgs {
     #[arg(long, value_delimiter = ',', default_value = "1000,2000")]
     pub budgets: Vec<usize>,
     /// Also evaluate at this compression rate (0.2 = 5x); 0: the token budgets only (a rate
-    /// counts every token of the tree, ~10 s per task on a whole package root).
+    /// counts every token of the tree: 10-70 s per task on a whole package root).
     #[arg(long, default_value_t = 0.2)]
     pub rate: f64,
     /// Tasks also run in the LongCodeZip-faithful configuration (slow).

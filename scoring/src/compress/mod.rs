@@ -1780,6 +1780,7 @@ mod tests {
         CompressOptions, Document, Ranker, Unit, called_names, fuse_with_bm25, share_of,
         with_callees,
     };
+    use ctxzip_chunker::{Lang, chunk_source};
     use std::time::{Duration, Instant};
 
     #[test]
@@ -1791,7 +1792,6 @@ mod tests {
         let past = now - Duration::from_secs(1);
         assert_eq!(share_of(now, past, 0.6), now);
     }
-    use ctxzip_chunker::{Lang, chunk_source};
 
     #[test]
     fn candidates_a_deadline_skipped_keep_bm25s_order_in_the_fusion() {
