@@ -86,6 +86,10 @@ pub struct QualityArgs {
     /// of its own with no caches and no KV states, so every query is a cold one.
     #[arg(long, value_name = "MS")]
     pub deadline_ms: Option<u64>,
+    /// Also run ctxzip under each of these model-token budgets (`--max-model-tokens` of
+    /// compress), on the same cold scorer as `--deadline-ms`: a row `ctxzip@Ntok` each.
+    #[arg(long, value_name = "TOKENS", value_delimiter = ',')]
+    pub max_model_tokens: Vec<usize>,
     /// Question and instruction tasks: every `*.toml` file in this folder (see
     /// `bench/questions`). Their packages are fetched as needed (`--packages` filters them).
     #[arg(long, value_name = "DIR")]
@@ -424,16 +428,33 @@ pub fn run(args: QualityArgs) -> Result<()> {
     if args.candidates_only {
         return Ok(());
     }
-    let deadline_run = match args.deadline_ms {
-        Some(ms) => Some((
-            format!("ctxzip@{ms}ms"),
-            Duration::from_millis(ms),
-            args.model.start_model_with(|config| {
-                config.disk_cache_path = None;
-                config.kv_state_cache_bytes = 0;
-            })?,
-        )),
-        None => None,
+    // Rows run on a scorer with no caches, so that every query is a first one: a deadline
+    // or a model-token budget binds hardest there.
+    let cold_rows: Vec<(String, CompressOptions)> = args
+        .deadline_ms
+        .map(|ms| {
+            let options = CompressOptions {
+                deadline: Some(Duration::from_millis(ms)),
+                ..base.clone()
+            };
+            (format!("ctxzip@{ms}ms"), options)
+        })
+        .into_iter()
+        .chain(args.max_model_tokens.iter().map(|&n| {
+            let options = CompressOptions {
+                max_model_tokens: Some(n),
+                ..base.clone()
+            };
+            (format!("ctxzip@{n}tok"), options)
+        }))
+        .collect();
+    let cold_scorer = if cold_rows.is_empty() {
+        None
+    } else {
+        Some(args.model.start_model_with(|config| {
+            config.disk_cache_path = None;
+            config.kv_state_cache_bytes = 0;
+        })?)
     };
     let selected = |m: &Method| args.methods.is_empty() || args.methods.iter().any(|n| n == m.name);
     let mut rows: Vec<String> = METHODS
@@ -441,8 +462,8 @@ pub fn run(args: QualityArgs) -> Result<()> {
         .filter(|m| !m.faithful && selected(m))
         .map(|m| m.name.to_string())
         .collect();
-    if let Some((name, _, _)) = &deadline_run {
-        rows.insert(rows.len().min(1), name.clone());
+    for (k, (name, _)) in cold_rows.iter().enumerate() {
+        rows.insert((1 + k).min(rows.len()), name.clone());
     }
     let cancel = CancelFlag::new();
     let budgets: Vec<(String, Budget)> = args
@@ -479,13 +500,14 @@ pub fn run(args: QualityArgs) -> Result<()> {
                 (m.adjust)(&mut options);
                 runs.push((m.name, &*scorer, options));
             }
-            if let Some((name, deadline, deadline_scorer)) = &deadline_run {
-                let options = CompressOptions {
-                    budget: *budget,
-                    deadline: Some(*deadline),
-                    ..base.clone()
-                };
-                runs.push((name, &**deadline_scorer, options));
+            if let Some(cold_scorer) = &cold_scorer {
+                for (name, options) in &cold_rows {
+                    let options = CompressOptions {
+                        budget: *budget,
+                        ..options.clone()
+                    };
+                    runs.push((name, &**cold_scorer, options));
+                }
             }
             for (method, scorer, options) in runs {
                 let started = Instant::now();

@@ -191,6 +191,11 @@ fn mcp_session_over_stdio() {
                   "$ref": "#/$defs/Format",
                   "description": "Layout of the context: text, markdown, json or xml."
                 },
+                "max_model_tokens": {
+                  "description": "Spend at most about this many model tokens (decoded, or sent to a remote scorer) on\nthe answer: the stage that prunes kept functions gets its share first, candidates are\nscored in BM25 order with the rest, the others keep BM25's order. Cached scores cost\nnothing, so asking again refines the answer.",
+                  "minimum": 0,
+                  "type": "integer"
+                },
                 "no_fine": {
                   "default": false,
                   "description": "Keep whole functions: skip the stage that prunes kept functions to their relevant\nblocks.",
@@ -308,7 +313,7 @@ fn mcp_session_over_stdio() {
                       "type": "integer"
                     },
                     "deadline_skipped": {
-                      "description": "Candidates and functions the model did not reach before the deadline.",
+                      "description": "Candidates and functions the model did not reach before the deadline, or within\nthe model-token budget.",
                       "minimum": 0,
                       "type": "integer"
                     },
@@ -532,6 +537,15 @@ fn mcp_session_over_stdio() {
     let text = text_of(&result);
     assert_ne!(result["isError"], json!(true), "{text}");
     assert!(text.contains("deadline_ms reached"), "{text}");
+
+    // No model tokens to spend: likewise, and the result says which limit it was.
+    let result = client.call(
+        "compress_context",
+        json!({"query": "how are failed attempts retried? (no model tokens)", "budget_tokens": 100, "max_model_tokens": 0}),
+    );
+    let text = text_of(&result);
+    assert_ne!(result["isError"], json!(true), "{text}");
+    assert!(text.contains("max_model_tokens spent"), "{text}");
 
     // The options of the CLI and the LSP: a rate, BM25 alone, whole functions, candidates.
     let result = client.call(

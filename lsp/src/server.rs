@@ -827,7 +827,9 @@ impl Server {
             ))
             .await;
         }
-        if compressed.stats.deadline_skipped > 0 {
+        // What a deadline cut short is finished in the background; what a model-token budget
+        // left is the user's choice to spend (the refinement keeps that budget).
+        if compressed.stats.deadline_skipped > 0 && compress_options.deadline.is_some() {
             self.refine_in_background(
                 scorer,
                 files.clone(),

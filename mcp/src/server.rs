@@ -370,6 +370,12 @@ impl CtxzipServer {
             ..options
         };
         let max_output_tokens = settings.max_output_tokens;
+        // What can stop the model's work short, for the note that says it did.
+        let limit = match (options.deadline, options.max_model_tokens) {
+            (Some(_), None) => "deadline_ms reached",
+            (None, Some(_)) => "max_model_tokens spent",
+            _ => "deadline_ms reached or max_model_tokens spent",
+        };
         let cancel = CancelFlag::new();
         let worker_cancel = cancel.clone();
         let files = view.files.clone();
@@ -441,7 +447,7 @@ impl CtxzipServer {
         }
         if compressed.stats.deadline_skipped > 0 {
             notes.push(format!(
-                "deadline_ms reached: the model did not score {} of the candidates and functions (ranked by keyword match instead); the same call again continues where this one stopped",
+                "{limit}: the model did not score {} of the candidates and functions (ranked by keyword match instead); the same call again continues where this one stopped",
                 compressed.stats.deadline_skipped
             ));
         }

@@ -105,6 +105,7 @@ pub fn run_model(
         reuse_prefix: prefix,
         use_cache: false,
         deadline: None,
+        max_tokens: None,
     };
 
     // Warm up allocations and caches of llama.cpp on a query the measured ones do not use.

@@ -151,6 +151,11 @@ pub struct ScoreOptions {
     /// it ends in time (before any measurement, only the clock is checked); the query's own
     /// NLL, a few tokens, is always decoded.
     pub deadline: Option<Instant>,
+    /// Decode at most this many tokens in this call: a group that would decode past it is
+    /// not started, and it and what follows come back `skipped`, as past a deadline. Cached
+    /// results cost nothing and are served; the query's own NLL (a few tokens) is always
+    /// decoded and counts. For answers within a budget of model work.
+    pub max_tokens: Option<usize>,
 }
 
 /// A chunk to score. `hash` must identify `text` (a content hash): it keys the KV-state cache.
@@ -179,7 +184,8 @@ pub struct ChunkScore {
     pub kv_state_hit: bool,
     /// The whole result came from the disk cache: nothing was decoded for this chunk.
     pub cache_hit: bool,
-    /// The deadline passed before this chunk was reached: `score` is −∞ and `nll` ∞.
+    /// The deadline passed (or the token allowance ran out) before this chunk was reached:
+    /// `score` is −∞ and `nll` ∞.
     pub skipped: bool,
 }
 
@@ -216,7 +222,8 @@ pub struct TokenNlls {
     pub first_token_scored: bool,
     /// The text did not fit the window; only its head was scored.
     pub truncated: bool,
-    /// The deadline passed before this text was reached: `tokens` is empty.
+    /// The deadline passed (or the token allowance ran out) before this text was reached:
+    /// `tokens` is empty.
     pub skipped: bool,
 }
 
@@ -630,6 +637,7 @@ impl Scorer {
             reuse_prefix: true,
             use_cache: self.inner.disk_cache_enabled,
             deadline: None,
+            max_tokens: None,
         }
     }
 
@@ -1108,6 +1116,15 @@ impl<'m> Worker<'m> {
         Instant::now() + Duration::from_secs_f64(estimate) >= deadline
     }
 
+    /// Whether a group of `n_tokens` must not start: it would end past the deadline, or
+    /// decode past the call's token allowance.
+    fn stops(&self, options: &ScoreOptions, n_tokens: usize) -> bool {
+        self.overruns(options.deadline, n_tokens)
+            || options
+                .max_tokens
+                .is_some_and(|max| self.decoded + n_tokens > max)
+    }
+
     fn bos_tokens(&self) -> Vec<LlamaToken> {
         self.bos.into_iter().collect()
     }
@@ -1217,7 +1234,7 @@ impl<'m> Worker<'m> {
                     suffix.len() + if restorable { 0 } else { n_prefix }
                 })
                 .sum();
-            if self.overruns(options.deadline, cost) {
+            if self.stops(&options, cost) {
                 for m in group.into_iter().chain(todo) {
                     let index = m.index;
                     scores[index] = Some(m.skip());
@@ -1448,7 +1465,7 @@ impl<'m> Worker<'m> {
             }
             let prefix_cost = if prefix_pending { p.len() - 1 } else { 0 };
             let group_cost: usize = todo[start..end].iter().map(|(_, t, _)| cost(t)).sum();
-            if self.overruns(options.deadline, prefix_cost + group_cost) {
+            if self.stops(&options, prefix_cost + group_cost) {
                 for (i, _, truncated) in &todo[start..] {
                     results[*i] = Some(TokenNlls {
                         tokens: Vec::new(),

@@ -15,7 +15,10 @@
 //!   hash in a [`TokenCountMemo`];
 //! - [`ScoreOptions::deadline`] means the same everywhere: nothing is started that would end
 //!   after it, cached results are served whatever the time, and what was not reached comes
-//!   back `skipped`, in input order (so the caller's order decides what is reached first).
+//!   back `skipped`, in input order (so the caller's order decides what is reached first);
+//! - [`ScoreOptions::max_tokens`] likewise, in tokens of work: nothing is started that would
+//!   take the call's decoded (or, remote, sent) tokens past it, cached results are free, and
+//!   the rest comes back `skipped` in input order.
 
 use std::sync::Arc;
 

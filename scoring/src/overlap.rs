@@ -23,6 +23,9 @@
 //!   (skips every item); a call with a deadline still ahead decodes items in input order while
 //!   their tokens fit [`OverlapModel::deadline_tokens`] (unlimited by default), the rest come
 //!   back `skipped`. The query's own NLL is always computed, as in the engine.
+//! - **Token allowances** ([`ScoreOptions::max_tokens`]) exactly as the engine counts them:
+//!   items are decoded in input order while the call's tokens, the query's own included,
+//!   stay within it; the rest come back `skipped`.
 //! - **Stats**: `tokens_decoded` counts the tokens of every sequence computed; there is no
 //!   cache, so every other counter stays 0.
 
@@ -139,13 +142,18 @@ fn mean(values: &[f32]) -> f32 {
     }
 }
 
-/// How many tokens of work a call may still start under `deadline`.
-fn allowance(deadline: Option<Instant>, deadline_tokens: Option<usize>) -> usize {
-    match deadline {
+/// How many tokens of work a call may still start under `options` (its deadline and its
+/// token allowance), having decoded `decoded` already.
+fn allowance(options: &ScoreOptions, deadline_tokens: Option<usize>, decoded: usize) -> usize {
+    let by_deadline = match options.deadline {
         None => usize::MAX,
         Some(d) if d <= Instant::now() => 0,
         Some(_) => deadline_tokens.unwrap_or(usize::MAX),
-    }
+    };
+    let by_tokens = options
+        .max_tokens
+        .map_or(usize::MAX, |max| max.saturating_sub(decoded));
+    by_deadline.min(by_tokens)
 }
 
 impl ScoringModel for OverlapModel {
@@ -171,6 +179,7 @@ impl ScoringModel for OverlapModel {
             reuse_prefix: false,
             use_cache: false,
             deadline: None,
+            max_tokens: None,
         }
     }
 
@@ -222,7 +231,7 @@ impl ScoringModel for OverlapModel {
             .map(|(&(start, end), &nll)| TokenNll { start, end, nll })
             .collect();
         let query_nll = mean(&unconditional);
-        let mut left = allowance(options.deadline, self.deadline_tokens);
+        let mut left = allowance(&options, self.deadline_tokens, decoded);
         let mut scores = Vec::with_capacity(chunks.len());
         for chunk in chunks {
             if cancel.is_cancelled() {
@@ -291,7 +300,7 @@ impl ScoringModel for OverlapModel {
         }
         let room = self.window_tokens - p.len();
         let prefix_seen = seen_in(prefix, &p);
-        let mut left = allowance(options.deadline, self.deadline_tokens);
+        let mut left = allowance(&options, self.deadline_tokens, 0);
         let mut decoded = 0;
         let mut out = Vec::with_capacity(texts.len());
         for text in texts {
@@ -404,5 +413,48 @@ mod tests {
         cancelled.cancel();
         let err = model.token_nlls_batch_with(None, &texts, ahead, &cancelled);
         assert!(matches!(err, Err(Error::Cancelled)));
+    }
+
+    #[test]
+    fn a_token_allowance_counts_the_query_and_stops_at_the_first_item_past_it() {
+        let model = OverlapModel::new();
+        let chunks: Vec<ChunkInput> = ["a b", "c d e f", "g"]
+            .iter()
+            .enumerate()
+            .map(|(i, text)| ChunkInput {
+                hash: i as u64,
+                text: text.to_string(),
+            })
+            .collect();
+        // The query (2 tokens; whitespace is free), then each chunk with it: 2 + 2, 4 + 2,
+        // 1 + 2; so 2, 6, 12 and 15 tokens in all.
+        let options = |max| ScoreOptions {
+            max_tokens: Some(max),
+            ..model.default_options()
+        };
+        let skipped = |max| -> Vec<bool> {
+            let out = model
+                .score_chunks_with("x y", &chunks, options(max), &CancelFlag::new())
+                .unwrap();
+            assert!(
+                out.model_tokens <= max.max(2),
+                "{} > {max}",
+                out.model_tokens
+            );
+            out.scores.iter().map(|s| s.skipped).collect()
+        };
+        assert_eq!(skipped(10), [false, true, true]);
+        // The third would fit, but nothing after a skipped item starts.
+        assert_eq!(skipped(11), [false, true, true]);
+        assert_eq!(skipped(12), [false, false, true]);
+        assert_eq!(skipped(15), [false, false, false]);
+        // The query's own NLL is computed whatever the allowance.
+        assert_eq!(skipped(0), [true, true, true]);
+        let texts = ["a b c", "d e f"];
+        let out = model
+            .token_nlls_batch_with(None, &texts, options(3), &CancelFlag::new())
+            .unwrap();
+        let skipped: Vec<bool> = out.iter().map(|t| t.skipped).collect();
+        assert_eq!(skipped, [false, true]);
     }
 }

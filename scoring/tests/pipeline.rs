@@ -389,12 +389,18 @@ fn the_budget_is_never_exceeded_over_random_workspaces_budgets_and_formats() {
                 1 => Some(Duration::ZERO),
                 _ => Some(Duration::from_secs(3600)),
             },
+            max_model_tokens: rng.chance(25).then(|| rng.range(0, 3000)),
             ..CompressOptions::default()
         };
         let case = format!("seed {seed}, {budget:?}, {options:?}");
         match run(&model, &ws, &query.join(" "), &options) {
             Ok(result) => {
                 answered += 1;
+                if let Some(max) = options.max_model_tokens {
+                    // The query's own NLL is read whatever the budget.
+                    let q = model.count_tokens(&query.join(" "));
+                    assert!(result.stats.model_tokens <= max + q, "{case}: {result:?}");
+                }
                 let limit = match budget {
                     Budget::Tokens(n) => n,
                     Budget::Rate(r) => ((total as f64 * r).floor() as usize).max(1),
@@ -698,6 +704,66 @@ fn a_deadline_scores_the_candidates_in_their_order_and_the_rest_follow_by_bm25()
     let result = run(&model, &ws, query, &past).unwrap();
     assert_eq!(result.stats.deadline_skipped, pool.len());
     assert!(result.stats.compressed_tokens < total);
+}
+
+#[test]
+fn a_model_token_budget_bounds_the_model_work_with_the_fine_stage_share_set_aside() {
+    let mut rng = Rng::new(11);
+    let ws = random_workspace_of(&mut rng, 8);
+    let query = "parse the invoice total and retry the socket";
+    let model = OverlapModel::new();
+    let q = model.count_tokens(query);
+    let total: usize = ws.files.iter().map(|f| model.count_tokens(&f.2)).sum();
+    let options = CompressOptions {
+        budget: Budget::Tokens(total / 3),
+        max_candidates: 8,
+        ..CompressOptions::default()
+    };
+    let unbounded = run(&model, &ws, query, &options).unwrap();
+    let work = unbounded.stats.model_tokens;
+    assert!(work > 0 && unbounded.stats.deadline_skipped == 0);
+    // A budget the work fits in changes nothing.
+    let roomy = CompressOptions {
+        max_model_tokens: Some(1_000_000),
+        ..options.clone()
+    };
+    let result = run(&model, &ws, query, &roomy).unwrap();
+    assert_eq!(result.context, unbounded.context);
+    assert_eq!(result.stats.model_tokens, work);
+    // Any smaller one bounds the work (the query's own NLL, `q` tokens, is always read) and
+    // still answers within the output budget.
+    // Both passes over what the fine stage may read, and the query before the second.
+    let fine_share =
+        2 * ((total / 3).min(options.max_fine_tokens) as f32 / options.fine_rate) as usize + q;
+    assert!(fine_share < work, "the coarse stage has a share to cut");
+    for max in [
+        0,
+        q,
+        fine_share / 2,
+        fine_share,
+        (fine_share + work) / 2,
+        work - 1,
+    ] {
+        let bounded = CompressOptions {
+            max_model_tokens: Some(max),
+            ..options.clone()
+        };
+        let result = run(&model, &ws, query, &bounded).unwrap();
+        let stats = &result.stats;
+        assert!(stats.model_tokens <= max + q, "{max}: {stats:?}");
+        assert!(
+            stats.model_tokens < work && stats.deadline_skipped > 0,
+            "{max}: {stats:?}"
+        );
+        assert!(stats.compressed_tokens <= total / 3);
+        if max <= fine_share {
+            // The fine stage's share comes first: the coarse stage reads no candidate.
+            assert!(
+                stats.deadline_skipped >= stats.candidates,
+                "{max}: {stats:?}"
+            );
+        }
+    }
 }
 
 /// A workspace of `n` Python files (BM25 ties are unlikely with random bodies).

@@ -162,6 +162,43 @@ fn a_deadline_drops_requests_in_flight_and_caches_nothing_of_them() {
 }
 
 #[test]
+fn a_token_allowance_sends_a_prefix_of_the_chunks_and_skips_the_rest() {
+    let server = Server::fault(&["--fault", "slow", "--delay", "0", "--after", PROBE_REQUESTS]);
+    let model = connect(&server);
+    let query = "how is each step computed";
+    let chunks = chunks(6);
+    let all = model
+        .score_chunks_with(query, &chunks, model.default_options(), &CancelFlag::new())
+        .unwrap();
+    assert!(all.scores.iter().all(|s| !s.skipped));
+    // A fresh model (nothing cached) with half the tokens the whole call sent.
+    let model = connect(&server);
+    let allowance = all.model_tokens / 2;
+    let options = ctxzip_scoring::ScoreOptions {
+        max_tokens: Some(allowance),
+        ..model.default_options()
+    };
+    let out = model
+        .score_chunks_with(query, &chunks, options, &CancelFlag::new())
+        .unwrap();
+    assert!(
+        out.model_tokens <= allowance,
+        "{} > {allowance}",
+        out.model_tokens
+    );
+    let skipped: Vec<bool> = out.scores.iter().map(|s| s.skipped).collect();
+    let reached = skipped.iter().take_while(|s| !**s).count();
+    assert!(reached > 0 && reached < chunks.len(), "{skipped:?}");
+    assert!(
+        skipped[reached..].iter().all(|s| *s),
+        "in order: {skipped:?}"
+    );
+    for (got, want) in out.scores.iter().zip(&all.scores).take(reached) {
+        assert_eq!(got.query_nlls, want.query_nlls);
+    }
+}
+
+#[test]
 fn requests_in_flight_never_exceed_the_bound() {
     let server = Server::fault(&[
         "--fault",

@@ -53,6 +53,7 @@ fn plain(max_packed_seqs: usize) -> ScoreOptions {
         reuse_prefix: false,
         use_cache: false,
         deadline: None,
+        max_tokens: None,
     }
 }
 
@@ -121,6 +122,7 @@ fn restored_kv_states_give_the_fresh_scores_for_fewer_tokens() {
         reuse_prefix: true,
         use_cache: false,
         deadline: None,
+        max_tokens: None,
     };
     let fresh = scorer()
         .score_chunks_with(query, &chunks, plain(1), &cancel)
@@ -268,6 +270,7 @@ fn token_nlls_cover_the_text_and_prefix_reuse_agrees() {
         reuse_prefix: true,
         use_cache: false,
         deadline: None,
+        max_tokens: None,
     };
     let with_reuse = scorer()
         .token_nlls_batch_with(Some(prefix), &texts, shared, &cancel)

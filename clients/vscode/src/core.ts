@@ -15,6 +15,7 @@ export interface Settings {
   scorerTimeoutS?: number;
   candidates?: number;
   deadlineMs?: number;
+  maxModelTokens?: number;
   tokenizer?: string;
   ignore?: string[];
   format?: string;
@@ -97,6 +98,7 @@ export function serverLaunch(settings: Settings): ServerLaunch {
   if (positive(settings.scorerTimeoutS)) options.scorerTimeoutS = settings.scorerTimeoutS;
   if (positive(settings.candidates)) options.candidates = settings.candidates;
   if (positive(settings.deadlineMs)) options.deadlineMs = settings.deadlineMs;
+  if (positive(settings.maxModelTokens)) options.maxModelTokens = settings.maxModelTokens;
   if (settings.tokenizer && settings.tokenizer.trim() !== "") options.tokenizer = settings.tokenizer.trim();
   if (settings.ignore && settings.ignore.length > 0) options.ignore = [...settings.ignore];
   return {

@@ -66,6 +66,7 @@ test("launch: settings become the command line and initializationOptions", () =>
   assert.deepEqual(launch.initializationOptions, { model: "smollm2-135m", budget: 300, threads: 1 });
   assert.deepEqual(core.serverLaunch({}).command, "ctxzip");
   assert.deepEqual(core.serverLaunch({ deadlineMs: 2000, candidates: 0 }).initializationOptions, { deadlineMs: 2000 });
+  assert.deepEqual(core.serverLaunch({ maxModelTokens: 6000 }).initializationOptions, { maxModelTokens: 6000 });
   assert.deepEqual(core.serverLaunch({ tokenizer: " o200k ", format: "" }).initializationOptions, { tokenizer: "o200k" });
   assert.deepEqual(core.serverLaunch({ tokenizer: "" }).initializationOptions, {});
   assert.deepEqual(core.serverLaunch({ budget: 0, ignore: ["*.min.js"], extraArgs: ["--offline"] }), {

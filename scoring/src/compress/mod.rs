@@ -49,6 +49,7 @@ const NO_REUSE: ScoreOptions = ScoreOptions {
     reuse_prefix: false,
     use_cache: false,
     deadline: None,
+    max_tokens: None,
 };
 
 /// One file as the pipeline sees it.
@@ -234,6 +235,14 @@ pub struct CompressOptions {
     /// and functions the fine stage did not reach stay whole. Results already cached are
     /// used whatever the time, so asking again refines the answer.
     pub deadline: Option<Duration>,
+    /// A budget for the model's work, in tokens decoded per request (sent, with a remote
+    /// scorer); cached results cost nothing. The fine stage's share (both of its passes over
+    /// what it may read, and the query) is set aside first: by measurement it answers more
+    /// per model token than the coarse stage (BENCHMARKS.md, "What each model stage adds").
+    /// The coarse stage scores candidates best-BM25-first with the rest; those it does not
+    /// reach keep their BM25 order behind the scored ones, as under a deadline. `None`: no
+    /// bound.
+    pub max_model_tokens: Option<usize>,
 }
 
 /// How the coarse stage asks the model whether a candidate bears on the query.
@@ -293,6 +302,7 @@ impl Default for CompressOptions {
             fine_docs: true,
             faithful: false,
             deadline: None,
+            max_model_tokens: None,
         }
     }
 }
@@ -327,7 +337,8 @@ pub struct Stats {
     pub model_tokens: usize,
     pub budget_tokens: usize,
     pub candidates: usize,
-    /// Candidates and functions the model did not reach before the deadline.
+    /// Candidates and functions the model did not reach before the deadline, or within
+    /// the model-token budget.
     pub deadline_skipped: usize,
     pub files: usize,
     pub chunks: usize,
@@ -485,6 +496,25 @@ fn compress_counting(
     } else {
         options.ranker
     };
+    // The fine stage reads the top functions, up to `fine_tokens`, and keeps about
+    // `fine_rate` of them; the coarse stage may over-select by what that saves.
+    let fine = options.fine && ranker != Ranker::Bm25;
+    let rate = options.fine_rate.clamp(0.05, 1.0);
+    let fine_tokens = if fine {
+        (budget.min(options.max_fine_tokens) as f32 / rate) as usize
+    } else {
+        0
+    };
+    // A model-token budget: the fine stage's two passes (and the query before the second)
+    // are set aside; the coarse stage has the rest.
+    let coarse_model_tokens = options.max_model_tokens.map(|max| {
+        let fine_share = if fine {
+            2 * fine_tokens + count_batch(&[model_query])[0]
+        } else {
+            0
+        };
+        max.saturating_sub(fine_share)
+    });
     let mut skipped = 0;
     let candidates: Vec<usize> = match ranker {
         Ranker::Bm25 => {
@@ -529,6 +559,7 @@ fn compress_counting(
             } else {
                 ScoreOptions {
                     deadline,
+                    max_tokens: coarse_model_tokens,
                     ..scorer.default_options()
                 }
             };
@@ -645,7 +676,6 @@ fn compress_counting(
     }
 
     // Coarse: whole units, in order, within the coarse budget.
-    let fine = options.fine && ranker != Ranker::Bm25;
     let header_memo: Vec<std::cell::OnceCell<usize>> =
         docs.iter().map(|_| std::cell::OnceCell::new()).collect();
     let header_tokens = |doc: usize| {
@@ -661,14 +691,6 @@ fn compress_counting(
         docs.iter().map(|_| std::cell::OnceCell::new()).collect();
     let path_floor =
         |doc: usize| *path_floor_memo[doc].get_or_init(|| counter.min_tokens(docs[doc].path));
-    // The fine stage reads the top functions, up to `fine_tokens`, and keeps about
-    // `fine_rate` of them; the coarse stage may over-select by what that saves.
-    let rate = options.fine_rate.clamp(0.05, 1.0);
-    let fine_tokens = if fine {
-        (budget.min(options.max_fine_tokens) as f32 / rate) as usize
-    } else {
-        0
-    };
     let coarse_budget = budget + (fine_tokens as f32 * (1.0 - rate)) as usize;
     let mut kept: Vec<usize> = Vec::new();
     let mut files_seen: HashSet<usize> = HashSet::new();
@@ -924,6 +946,19 @@ fn score_candidates(
     let mut done = first.len();
     report(done);
     for part in rest.chunks(slice) {
+        // A token allowance is the call's: each slice has what the earlier ones left, and
+        // once one skipped a candidate the later ones start nothing (as one call would not).
+        let stopped = all.scores.iter().any(|s| s.skipped);
+        let options = ScoreOptions {
+            max_tokens: options.max_tokens.map(|max| {
+                if stopped {
+                    0
+                } else {
+                    max.saturating_sub(all.model_tokens)
+                }
+            }),
+            ..options
+        };
         let output = scorer.score_chunks_with(query, part, options, cancel)?;
         all.scores.extend(output.scores);
         all.model_tokens += output.model_tokens;
@@ -952,7 +987,20 @@ fn score_given_query(
         model_tokens,
         ..Progress::start(Stage::Scoring)
     });
-    let alone = scorer.token_nlls_batch_with(None, &texts, options, cancel)?;
+    // A token allowance is split between the two passes: a candidate counts only if both
+    // read it.
+    let before = reporter.model_tokens();
+    let alone_options = ScoreOptions {
+        max_tokens: options.max_tokens.map(|max| max / 2),
+        ..options
+    };
+    let alone = scorer.token_nlls_batch_with(None, &texts, alone_options, cancel)?;
+    let options = ScoreOptions {
+        max_tokens: options
+            .max_tokens
+            .map(|max| max.saturating_sub(reporter.model_tokens().saturating_sub(before))),
+        ..options
+    };
     reporter.report(|model_tokens| Progress {
         done: 1,
         total,
@@ -1523,18 +1571,31 @@ fn fine_stage(
         }
         (per_line, NO_REUSE)
     } else {
+        // What the model-token budget has left for this stage.
+        let left = options
+            .max_model_tokens
+            .map(|max| max.saturating_sub(reporter.model_tokens()));
         let with_deadline = ScoreOptions {
             deadline,
+            max_tokens: left,
             ..scorer.default_options()
         };
-        // Under a deadline the first pass has half the time left: a function is pruned only
-        // when both passes read it.
+        // Under a deadline the first pass has half the time left, and half the tokens under
+        // a token budget: a function is pruned only when both passes read it.
         let first = ScoreOptions {
             deadline: deadline.map(|d| share_of(Instant::now(), d, 0.5)),
+            max_tokens: left.map(|left| left / 2),
             ..with_deadline
         };
         let uncond = scorer.token_nlls_batch_with(None, &fn_texts, first, cancel)?;
-        (uncond, with_deadline)
+        // The second pass has what the first left.
+        let second = ScoreOptions {
+            max_tokens: options
+                .max_model_tokens
+                .map(|max| max.saturating_sub(reporter.model_tokens())),
+            ..with_deadline
+        };
+        (uncond, second)
     };
     report_pass(1);
     // The second pass reads the functions the first reached: a function is pruned by both.
@@ -1937,14 +1998,15 @@ mod tests {
     #[test]
     fn user_options_name_every_field_a_user_sets() {
         let CompressOptions {
-            budget: _,         // "budget" and "rate"
-            tokenizer: _,      // "tokenizer"
-            format: _,         // "format"
-            focus: _,          // "focus"
-            fine: _,           // "no_fine"
-            ranker: _,         // "ranker"
-            max_candidates: _, // "candidates"
-            deadline: _,       // "deadline_ms"
+            budget: _,           // "budget" and "rate"
+            tokenizer: _,        // "tokenizer"
+            format: _,           // "format"
+            focus: _,            // "focus"
+            fine: _,             // "no_fine"
+            ranker: _,           // "ranker"
+            max_candidates: _,   // "candidates"
+            deadline: _,         // "deadline_ms"
+            max_model_tokens: _, // "max_model_tokens"
             max_chunk_tokens: _,
             fine_rate: _,
             max_fine_tokens: _,

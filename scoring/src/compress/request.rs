@@ -81,6 +81,13 @@ pub struct CompressRequest {
     #[serde(default)]
     #[cfg_attr(feature = "clap", arg(long, value_name = "MS"))]
     pub deadline_ms: Option<u64>,
+    /// Spend at most about this many model tokens (decoded, or sent to a remote scorer) on
+    /// the answer: the stage that prunes kept functions gets its share first, candidates are
+    /// scored in BM25 order with the rest, the others keep BM25's order. Cached scores cost
+    /// nothing, so asking again refines the answer.
+    #[serde(default)]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "TOKENS"))]
+    pub max_model_tokens: Option<usize>,
 }
 
 impl CompressRequest {
@@ -149,6 +156,7 @@ impl CompressRequest {
             ranker: self.ranker.unwrap_or(defaults.ranker),
             max_candidates: self.candidates.unwrap_or(defaults.max_candidates),
             deadline: self.deadline_ms.map(Duration::from_millis),
+            max_model_tokens: self.max_model_tokens.or(defaults.max_model_tokens),
             ..defaults
         })
     }

@@ -13,7 +13,8 @@
 //! - A cancelled flag or a passed deadline drops the requests in flight (which closes their
 //!   connections, so the server stops working on them). A deadline admits a request only if,
 //!   at the recent seconds per prompt token, it ends in time; what was not reached comes back
-//!   `skipped`, as with the local engine.
+//!   `skipped`, as with the local engine. A token allowance (`ScoreOptions::max_tokens`)
+//!   admits requests in order while the call's prompt tokens, the query's included, fit it.
 //! - Prompts are token ids from the local GGUF's tokenizer (loaded `vocab_only`: no
 //!   weights), so counts, truncation and the chunk / separator / query split are the local
 //!   engine's exactly; the chunk comes first so the server's prefix cache reuses it.
@@ -251,17 +252,23 @@ impl RemoteModel {
     }
 
     /// Sends `prompts` (token ids), at most `max_in_flight` at once, and returns each one's
-    /// prompt NLLs, `None` for those the deadline did not let through.
+    /// prompt NLLs, `None` for those the deadline or the token allowance (`max_tokens`
+    /// prompt tokens in all) did not let through.
     fn send_all(
         &self,
         prompts: Vec<Vec<i32>>,
         deadline: Option<Instant>,
+        max_tokens: Option<usize>,
         cancel: &CancelFlag,
     ) -> Result<Vec<Option<Vec<f32>>>> {
         let runtime = self.runtime.as_ref().ok_or(Error::WorkerGone)?;
         let wire = Arc::clone(&self.wire);
         let cancel = cancel.clone();
-        block_on(runtime, send_all(wire, prompts, deadline, cancel))?
+        let admit = Admit {
+            deadline,
+            tokens_left: max_tokens.unwrap_or(usize::MAX),
+        };
+        block_on(runtime, send_all(wire, prompts, admit, cancel))?
     }
 
     /// The prompt `[BOS] head tail`, as ids.
@@ -321,6 +328,7 @@ impl ScoringModel for RemoteModel {
             reuse_prefix: true,
             use_cache: self.cache.is_some(),
             deadline: None,
+            max_tokens: None,
         }
     }
 
@@ -378,7 +386,7 @@ impl ScoringModel for RemoteModel {
             None => {
                 let prompt = self.prompt(&[&self.sep, &q]);
                 let all = self
-                    .send_all(vec![prompt], None, cancel)?
+                    .send_all(vec![prompt], None, None, cancel)?
                     .pop()
                     .flatten()
                     .ok_or(Error::Cancelled)?;
@@ -405,7 +413,12 @@ impl ScoringModel for RemoteModel {
             prompts.push(self.prompt(&[&tokens, &self.sep, &q]));
             todo.push((index, key, tokens.len(), truncated));
         }
-        let answers = self.send_all(prompts, options.deadline, cancel)?;
+        // The query's own tokens count against the allowance.
+        let sent_for_query = self.wire.prompt_tokens.load(Ordering::Relaxed) - sent_before;
+        let max_tokens = options
+            .max_tokens
+            .map(|max| max.saturating_sub(usize::try_from(sent_for_query).unwrap_or(usize::MAX)));
+        let answers = self.send_all(prompts, options.deadline, max_tokens, cancel)?;
         let mut records = Vec::new();
         for ((index, key, n_tokens, truncated), answer) in todo.into_iter().zip(answers) {
             scores[index] = Some(match answer {
@@ -490,7 +503,7 @@ impl ScoringModel for RemoteModel {
             prompts.push(self.prompt(&[&prefix_tokens, &tokens]));
             todo.push((i, key, spans, truncated));
         }
-        let answers = self.send_all(prompts, options.deadline, cancel)?;
+        let answers = self.send_all(prompts, options.deadline, options.max_tokens, cancel)?;
         let mut records = Vec::new();
         for ((i, key, spans, truncated), answer) in todo.into_iter().zip(answers) {
             results[i] = Some(match answer {
@@ -575,22 +588,32 @@ async fn stop_signal(cancel: &CancelFlag, deadline: Option<Instant>) -> Result<(
     }
 }
 
+/// What lets a request of a call start: a deadline it must end before, and the prompt tokens
+/// the call may still send.
+struct Admit {
+    deadline: Option<Instant>,
+    tokens_left: usize,
+}
+
 /// The body of [`RemoteModel::send_all`], on the runtime.
 async fn send_all(
     wire: Arc<Wire>,
     prompts: Vec<Vec<i32>>,
-    deadline: Option<Instant>,
+    mut admit: Admit,
     cancel: CancelFlag,
 ) -> Result<Vec<Option<Vec<f32>>>> {
+    let deadline = admit.deadline;
     let mut results: Vec<Option<Vec<f32>>> = vec![None; prompts.len()];
     let mut tasks: JoinSet<(usize, std::result::Result<Vec<f32>, RemoteError>)> = JoinSet::new();
     let mut prompts = prompts.into_iter().enumerate().peekable();
-    // Set once the deadline stops admitting requests: the rest stay `None` (skipped).
+    // Set once the deadline or the allowance stops admitting requests: the rest stay `None`
+    // (skipped).
     let mut closed = false;
     loop {
-        // Admit the next prompts, in order, while permits and the deadline allow.
+        // Admit the next prompts, in order, while permits, the deadline and the allowance
+        // allow.
         while !closed && let Some((_, prompt)) = prompts.peek() {
-            if wire.overruns(deadline, prompt.len()) {
+            if wire.overruns(deadline, prompt.len()) || prompt.len() > admit.tokens_left {
                 closed = true;
                 break;
             }
@@ -611,6 +634,7 @@ async fn send_all(
             let Some((index, prompt)) = prompts.next() else {
                 break;
             };
+            admit.tokens_left -= prompt.len();
             let wire = Arc::clone(&wire);
             tasks.spawn(async move {
                 let answer = wire.complete(prompt).await;

@@ -26,7 +26,7 @@ local defaults = {
   scorer_max_in_flight = nil,
   --- Seconds one request to the scoring server may take (nil: the server's default, 60).
   scorer_timeout_s = nil,
-  --- Any other initializationOptions (candidates, deadlineMs, tokenizer, ignore, maxFileBytes, offline, redact).
+  --- Any other initializationOptions (candidates, deadlineMs, maxModelTokens, tokenizer, ignore, maxFileBytes, offline, redact).
   init_options = {},
   --- Files or directories whose presence marks the workspace root.
   root_markers = { '.git', '.hg', '.jj', '.ctxzipignore' },
