@@ -263,6 +263,17 @@ pub fn run(args: CompressArgs) -> Result<ExitCode> {
                 s.redacted
             );
         }
+        if s.deadline_skipped > 0 {
+            let limit = match (compress_options.deadline, compress_options.max_model_tokens) {
+                (Some(_), None) => "--deadline-ms",
+                (None, Some(_)) => "--max-model-tokens",
+                _ => "--deadline-ms or --max-model-tokens",
+            };
+            eprintln!(
+                "ctxzip: {limit} left {} candidates and functions to keyword ranking; the same command again continues from the cached scores",
+                s.deadline_skipped
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

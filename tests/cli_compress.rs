@@ -349,6 +349,56 @@ fn a_deadline_answers_without_the_model_and_a_repeat_completes_from_the_cache() 
 }
 
 #[test]
+fn a_model_token_budget_bounds_the_work_and_says_so_and_cached_scores_are_free() {
+    let dir = repo();
+    let root = dir.path().to_str().unwrap();
+    // A query no other test asks, so this process's cache holds nothing for it.
+    let query = "where does the invoice total get its tax rate added (model token budget)?";
+    let (capped, _) = json_compress(root, query, "120", &["--max-model-tokens", "700"]);
+    let stats = &capped["stats"];
+    // The query's own NLL (a few tokens) is read whatever the budget.
+    assert!(
+        stats["model_tokens"].as_u64().unwrap() <= 700 + 32,
+        "{stats}"
+    );
+    assert!(stats["deadline_skipped"].as_u64().unwrap() > 0, "{stats}");
+    assert!(
+        stats["compressed_tokens"].as_u64().unwrap() <= 120,
+        "{stats}"
+    );
+
+    // Without the budget the rest is read (what the first run read comes from the cache).
+    let (full, _) = json_compress(root, query, "120", &[]);
+    assert_eq!(full["stats"]["deadline_skipped"].as_u64(), Some(0));
+    assert!(full["stats"]["model_tokens"].as_u64().unwrap() > 0);
+    // Everything is cached now: the budget costs nothing and changes nothing.
+    let (again, _) = json_compress(root, query, "120", &["--max-model-tokens", "700"]);
+    assert_eq!(again["stats"]["deadline_skipped"].as_u64(), Some(0));
+    assert_eq!(again["stats"]["model_tokens"].as_u64(), Some(0));
+    assert_eq!(again["context"], full["context"]);
+
+    // In text, stderr says which limit left work to keyword ranking.
+    let out = ctxzip(&[
+        "compress",
+        root,
+        "--query",
+        "how is a retry delay computed (model token budget, text)?",
+        "--budget",
+        "120",
+        "--model",
+        MODEL,
+        "--max-model-tokens",
+        "0",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--max-model-tokens left") && stderr.contains("again continues"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn zero_candidates_keep_bm25s_order_and_the_fine_stage_still_prunes() {
     let dir = repo();
     let root = dir.path().to_str().unwrap();

@@ -829,6 +829,52 @@ fn the_fine_stage_prunes_a_long_function_to_blocks_with_elision_markers() {
     assert_context_is_the_kept_lines(&ws, &result, "fine");
 }
 
+#[test]
+fn under_a_model_token_budget_the_fine_stage_reads_the_head_of_a_function_and_elides_the_rest() {
+    let body: String = (1..30)
+        .map(|i| match i {
+            10 => "    step = unrelated(value)\n".to_string(),
+            17 => "    balance = posted(ledger, amount)\n".to_string(),
+            24 => "    other = distinct(thing)\n".to_string(),
+            _ => "    count = count + 1\n".to_string(),
+        })
+        .collect();
+    let text = format!("def process(ledger, amount):\n{body}    return balance\n");
+    let ws = Workspace::new(&[("ledger.py", Lang::Python, &text)]);
+    let model = OverlapModel::new();
+    let whole = model.count_tokens(&text);
+    let query = "how is an amount posted to the ledger balance?";
+    let q = model.count_tokens(query);
+    // The query's own NLL, then both passes over 70% of the function (the second after the
+    // query): the head through line 20 or so, not line 24.
+    let per_pass = whole * 7 / 10;
+    let max = q + q + 2 * per_pass;
+    let options = CompressOptions {
+        budget: Budget::Tokens(whole * 6 / 10),
+        fine_rate: 0.3,
+        max_model_tokens: Some(max),
+        ..CompressOptions::default()
+    };
+    let result = run(&model, &ws, query, &options).unwrap();
+    assert!(result.stats.model_tokens <= max, "{:?}", result.stats);
+    // The coarse stage's share went to the fine stage: its one candidate was not scored;
+    // the fine stage read the function (in part), so it was not skipped.
+    assert_eq!(result.stats.deadline_skipped, 1, "{:?}", result.stats);
+    assert!(result.stats.compressed_tokens <= whole * 6 / 10);
+    assert!(
+        result.context.contains("balance = posted(ledger, amount)"),
+        "{}",
+        result.context
+    );
+    assert!(
+        !result.context.contains("other = distinct(thing)"),
+        "the unread rows are elided: {}",
+        result.context
+    );
+    assert!(result.chunks[0].kept_lines.len() > 1);
+    assert_context_is_the_kept_lines(&ws, &result, "partial read");
+}
+
 // Moved from `tests/cli_compress.rs`: they test the ranking across kinds of files, skeletons
 // and the query window, not what the model knows.
 

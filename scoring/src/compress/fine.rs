@@ -59,6 +59,16 @@ pub fn segment(lines: &[LineStats], first_body: usize, k: f32) -> Vec<(usize, us
     blocks
 }
 
+/// Splits the block of `blocks` (sorted, contiguous inclusive row ranges) that holds `row`
+/// so that a block starts there; nothing changes when one already does or none holds it.
+pub fn split_at_row(blocks: &mut Vec<(usize, usize)>, row: usize) {
+    if let Some(k) = blocks.iter().position(|&(a, b)| a < row && row <= b) {
+        let (a, b) = blocks[k];
+        blocks[k] = (a, row - 1);
+        blocks.insert(k + 1, (row, b));
+    }
+}
+
 /// Rows at the top of a unit's header that are comments (its attached doc comment): a
 /// comment marker first (`//`, `/*`, `*`, `#` but not an attribute's `#[`, `--`).
 pub fn leading_comment_rows<'a>(header_rows: impl IntoIterator<Item = &'a str>) -> usize {
@@ -180,6 +190,17 @@ mod tests {
             n_tokens: 3,
             blank: false,
         }
+    }
+
+    #[test]
+    fn a_block_is_split_where_a_row_falls_inside_it_and_only_there() {
+        let mut blocks = vec![(0, 2), (3, 9), (10, 12)];
+        split_at_row(&mut blocks, 6);
+        assert_eq!(blocks, [(0, 2), (3, 5), (6, 9), (10, 12)]);
+        // Already a block's start, or past every block: nothing changes.
+        split_at_row(&mut blocks, 10);
+        split_at_row(&mut blocks, 13);
+        assert_eq!(blocks, [(0, 2), (3, 5), (6, 9), (10, 12)]);
     }
 
     #[test]

@@ -1484,6 +1484,10 @@ fn head_for_tokens(text: &str, n_tokens: usize, max_tokens: usize) -> &str {
 /// Kept rows (0-based, inclusive runs) of each pruned unit.
 type KeptRows = HashMap<usize, Vec<(usize, usize)>>;
 
+/// Under a model-token budget the fine stage reads the head of a function only if it can
+/// read at least this many of its tokens.
+const MIN_PARTIAL_READ_TOKENS: usize = 64;
+
 /// Tokens an elided gap's marker line (`// ...`) adds, about.
 const ELIDED_MARKER_TOKENS: usize = 4;
 
@@ -1545,6 +1549,41 @@ fn fine_stage(
         })
     };
     report_pass(0);
+    // What the model-token budget has left for this stage, and what of each function it
+    // reads: whole functions in order while both passes (and the query before the second)
+    // fit, then the head of the next one; its unread rows are elided (a function left whole
+    // would take the budget from the units after it).
+    let left_for_fine = options
+        .max_model_tokens
+        .map(|max| max.saturating_sub(reporter.model_tokens()));
+    let read_texts: Vec<&str> = match left_for_fine {
+        Some(left) if !options.faithful => {
+            let prefix_tokens = scorer.count_tokens(&format!("{query}\n\n"));
+            let per_pass = left.saturating_sub(prefix_tokens) / 2;
+            let model_tokens = scorer.count_tokens_batch(&fn_texts);
+            let mut read = 0;
+            fn_texts
+                .iter()
+                .zip(model_tokens)
+                .map(|(&text, n)| {
+                    let room = per_pass.saturating_sub(read);
+                    if n <= room {
+                        read += n;
+                        text
+                    } else if room >= MIN_PARTIAL_READ_TOKENS {
+                        read = per_pass;
+                        // A head cut by bytes holds about as many tokens: leave a margin.
+                        head_for_tokens(text, n, room * 9 / 10)
+                    } else {
+                        // Past the allowance: the passes skip it.
+                        read = per_pass;
+                        text
+                    }
+                })
+                .collect()
+        }
+        _ => fn_texts.clone(),
+    };
     let (unconditional, cond_options) = if options.faithful {
         // One pass per line, as LongCodeZip computes line perplexity.
         let mut per_line = Vec::new();
@@ -1571,10 +1610,7 @@ fn fine_stage(
         }
         (per_line, NO_REUSE)
     } else {
-        // What the model-token budget has left for this stage.
-        let left = options
-            .max_model_tokens
-            .map(|max| max.saturating_sub(reporter.model_tokens()));
+        let left = left_for_fine;
         let with_deadline = ScoreOptions {
             deadline,
             max_tokens: left,
@@ -1587,7 +1623,7 @@ fn fine_stage(
             max_tokens: left.map(|left| left / 2),
             ..with_deadline
         };
-        let uncond = scorer.token_nlls_batch_with(None, &fn_texts, first, cancel)?;
+        let uncond = scorer.token_nlls_batch_with(None, &read_texts, first, cancel)?;
         // The second pass has what the first left.
         let second = ScoreOptions {
             max_tokens: options
@@ -1602,7 +1638,7 @@ fn fine_stage(
     let reached: Vec<usize> = (0..fn_texts.len())
         .filter(|&j| !unconditional[j].skipped)
         .collect();
-    let reached_texts: Vec<&str> = reached.iter().map(|&j| fn_texts[j]).collect();
+    let reached_texts: Vec<&str> = reached.iter().map(|&j| read_texts[j]).collect();
     let mut reached_nlls = if reached.is_empty() {
         Vec::new()
     } else {
@@ -1692,7 +1728,12 @@ fn fine_stage(
         }
         let first_body = (chunk.header_end_line.saturating_sub(chunk.start_line) + 1) as usize;
         let first_body = first_body.min(n);
-        let blocks = fine::segment(&lines, first_body, options.spike_k);
+        let mut blocks = fine::segment(&lines, first_body, options.spike_k);
+        if read_texts[j].len() < text.len() {
+            // Rows the budget left unread are a block of their own, worth nothing.
+            let first_unread = index.row_of(read_texts[j].len());
+            fine::split_at_row(&mut blocks, first_unread.max(first_body));
+        }
         let doc_rows = if options.fine_docs && !options.faithful {
             fine::leading_comment_rows((0..first_body).map(|r| index.rows_text(text, r, r)))
         } else {
