@@ -778,10 +778,10 @@ fn random_workspace_of(rng: &mut Rng, n: usize) -> Workspace {
     Workspace::new(&refs)
 }
 
-#[test]
-fn the_fine_stage_prunes_a_long_function_to_blocks_with_elision_markers() {
-    // Repeated lines cost little once seen; three lines of new words are the spikes that
-    // start blocks, and only the middle one holds words of the query.
+/// A 31-line function whose repeated lines cost little once seen; three lines of new words
+/// (rows 10, 17 and 24) are the spikes that start blocks, and only the middle one holds
+/// words of the query "how is an amount posted to the ledger balance?".
+fn ledger_function() -> String {
     let body: String = (1..30)
         .map(|i| match i {
             10 => "    step = unrelated(value)\n".to_string(),
@@ -790,7 +790,12 @@ fn the_fine_stage_prunes_a_long_function_to_blocks_with_elision_markers() {
             _ => "    count = count + 1\n".to_string(),
         })
         .collect();
-    let text = format!("def process(ledger, amount):\n{body}    return balance\n");
+    format!("def process(ledger, amount):\n{body}    return balance\n")
+}
+
+#[test]
+fn the_fine_stage_prunes_a_long_function_to_blocks_with_elision_markers() {
+    let text = ledger_function();
     let ws = Workspace::new(&[("ledger.py", Lang::Python, &text)]);
     let model = OverlapModel::new();
     let whole = model.count_tokens(&text);
@@ -831,15 +836,7 @@ fn the_fine_stage_prunes_a_long_function_to_blocks_with_elision_markers() {
 
 #[test]
 fn under_a_model_token_budget_the_fine_stage_reads_the_head_of_a_function_and_elides_the_rest() {
-    let body: String = (1..30)
-        .map(|i| match i {
-            10 => "    step = unrelated(value)\n".to_string(),
-            17 => "    balance = posted(ledger, amount)\n".to_string(),
-            24 => "    other = distinct(thing)\n".to_string(),
-            _ => "    count = count + 1\n".to_string(),
-        })
-        .collect();
-    let text = format!("def process(ledger, amount):\n{body}    return balance\n");
+    let text = ledger_function();
     let ws = Workspace::new(&[("ledger.py", Lang::Python, &text)]);
     let model = OverlapModel::new();
     let whole = model.count_tokens(&text);
