@@ -879,6 +879,11 @@ impl Reporter<'_> {
             .saturating_sub(self.decoded_before) as usize
     }
 
+    /// What a model-token budget of `max` has left now (`None`: no budget).
+    fn model_tokens_left(&self, max: Option<usize>) -> Option<usize> {
+        max.map(|max| max.saturating_sub(self.model_tokens()))
+    }
+
     /// Sends the event `event` builds from the model tokens so far.
     fn report(&self, event: impl FnOnce(usize) -> Progress) {
         if let Some(sink) = self.sink {
@@ -1553,9 +1558,7 @@ fn fine_stage(
     // reads: whole functions in order while both passes (and the query before the second)
     // fit, then the head of the next one; its unread rows are elided (a function left whole
     // would take the budget from the units after it).
-    let left_for_fine = options
-        .max_model_tokens
-        .map(|max| max.saturating_sub(reporter.model_tokens()));
+    let left_for_fine = reporter.model_tokens_left(options.max_model_tokens);
     let read_texts: Vec<&str> = match left_for_fine {
         Some(left) if !options.faithful => {
             let prefix_tokens = scorer.count_tokens(&format!("{query}\n\n"));
@@ -1626,9 +1629,7 @@ fn fine_stage(
         let uncond = scorer.token_nlls_batch_with(None, &read_texts, first, cancel)?;
         // The second pass has what the first left.
         let second = ScoreOptions {
-            max_tokens: options
-                .max_model_tokens
-                .map(|max| max.saturating_sub(reporter.model_tokens())),
+            max_tokens: reporter.model_tokens_left(options.max_model_tokens),
             ..with_deadline
         };
         (uncond, second)
