@@ -371,10 +371,10 @@ impl CtxzipServer {
         };
         let max_output_tokens = settings.max_output_tokens;
         // What can stop the model's work short, for the note that says it did.
-        let limit = match (options.deadline, options.max_model_tokens) {
-            (Some(_), None) => "deadline_ms reached",
-            (None, Some(_)) => "max_model_tokens spent",
-            _ => "deadline_ms reached or max_model_tokens spent",
+        let limit = match options.max_model_tokens {
+            Some(max) if options.deadline.is_none() => format!("max_model_tokens ({max}) spent"),
+            Some(max) => format!("deadline_ms reached or max_model_tokens ({max}) spent"),
+            None => "deadline_ms reached".to_string(),
         };
         let cancel = CancelFlag::new();
         let worker_cancel = cancel.clone();

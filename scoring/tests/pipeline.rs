@@ -16,8 +16,8 @@ use ctxzip_scoring::compress::assemble::{FileRuns, assemble, merge_runs};
 use ctxzip_scoring::compress::fine::knapsack;
 use ctxzip_scoring::compress::{
     Budget, BudgetTokenizer, CompressError, CompressOptions, CompressRequest, Compressed,
-    Conditioning, Document, Format, MAX_PREFIX_QUERY_TOKENS, Progress, Ranker, Stage,
-    candidate_chunks, compress, compress_with_progress, is_skeleton,
+    Conditioning, DEFAULT_MAX_MODEL_TOKENS, Document, Format, MAX_PREFIX_QUERY_TOKENS, Progress,
+    Ranker, Stage, candidate_chunks, compress, compress_with_progress, is_skeleton,
 };
 use ctxzip_scoring::overlap::OverlapModel;
 use ctxzip_scoring::{CancelFlag, ScoringModel};
@@ -717,6 +717,7 @@ fn a_model_token_budget_bounds_the_model_work_with_the_fine_stage_share_set_asid
     let options = CompressOptions {
         budget: Budget::Tokens(total / 3),
         max_candidates: 8,
+        max_model_tokens: None,
         ..CompressOptions::default()
     };
     let unbounded = run(&model, &ws, query, &options).unwrap();
@@ -764,6 +765,42 @@ fn a_model_token_budget_bounds_the_model_work_with_the_fine_stage_share_set_asid
             );
         }
     }
+}
+
+#[test]
+fn a_request_that_names_no_model_token_budget_gets_the_default_one() {
+    let mut rng = Rng::new(12);
+    let ws = random_workspace_of(&mut rng, 48);
+    let query = "parse the invoice total and retry the socket";
+    let model = OverlapModel::new();
+    assert_eq!(
+        CompressOptions::default().max_model_tokens,
+        Some(DEFAULT_MAX_MODEL_TOKENS)
+    );
+    // More candidates than the default, so that unbounded work passes the default budget.
+    let defaults = CompressOptions {
+        max_candidates: 64,
+        ..CompressOptions::default()
+    };
+    let unbounded = CompressOptions {
+        max_model_tokens: None,
+        ..defaults.clone()
+    };
+    let work = run(&model, &ws, query, &unbounded)
+        .unwrap()
+        .stats
+        .model_tokens;
+    assert!(
+        work > DEFAULT_MAX_MODEL_TOKENS,
+        "the workspace must cost more: {work}"
+    );
+    let stats = run(&model, &ws, query, &defaults).unwrap().stats;
+    let q = model.count_tokens(query);
+    assert!(
+        stats.model_tokens <= DEFAULT_MAX_MODEL_TOKENS + q,
+        "{stats:?}"
+    );
+    assert!(stats.deadline_skipped > 0, "{stats:?}");
 }
 
 /// A workspace of `n` Python files (BM25 ties are unlikely with random bodies).

@@ -137,6 +137,12 @@ const SMALLEST_RENDERED: usize = 64;
 /// The budget of a request that names none, on every surface (CLI, LSP, MCP).
 pub const DEFAULT_BUDGET_TOKENS: usize = 2000;
 
+/// The model-token budget of a request that names none, on every surface: unbounded, a
+/// first query in a fresh process reads 7-9k model tokens (2-2.5 minutes on 2 cores, portable
+/// build). Cached results are free, so repeated and similar queries still score every
+/// candidate. What 6000 costs in answers: BENCHMARKS.md, "A model-token budget per query".
+pub const DEFAULT_MAX_MODEL_TOKENS: usize = 6000;
+
 #[derive(Clone, Debug)]
 pub struct Focus {
     pub path: String,
@@ -240,8 +246,8 @@ pub struct CompressOptions {
     /// what it may read, and the query) is set aside first: by measurement it answers more
     /// per model token than the coarse stage (BENCHMARKS.md, "What each model stage adds").
     /// The coarse stage scores candidates best-BM25-first with the rest; those it does not
-    /// reach keep their BM25 order behind the scored ones, as under a deadline. `None`: no
-    /// bound.
+    /// reach keep their BM25 order behind the scored ones, as under a deadline. Default
+    /// [`DEFAULT_MAX_MODEL_TOKENS`]; `None`: no bound.
     pub max_model_tokens: Option<usize>,
 }
 
@@ -302,7 +308,7 @@ impl Default for CompressOptions {
             fine_docs: true,
             faithful: false,
             deadline: None,
-            max_model_tokens: None,
+            max_model_tokens: Some(DEFAULT_MAX_MODEL_TOKENS),
         }
     }
 }

@@ -82,9 +82,10 @@ pub struct CompressRequest {
     #[cfg_attr(feature = "clap", arg(long, value_name = "MS"))]
     pub deadline_ms: Option<u64>,
     /// Spend at most about this many model tokens (decoded, or sent to a remote scorer) on
-    /// the answer: the stage that prunes kept functions gets its share first, candidates are
-    /// scored in BM25 order with the rest, the others keep BM25's order. Cached scores cost
-    /// nothing, so asking again refines the answer.
+    /// the answer (default 6000; more reads more candidates, worth it where a GPU or a
+    /// scoring server makes model tokens cheap): the stage that prunes kept functions gets
+    /// its share first, candidates are scored in BM25 order with the rest, the others keep
+    /// BM25's order. Cached scores cost nothing, so asking again refines the answer.
     #[serde(default)]
     #[cfg_attr(feature = "clap", arg(long, value_name = "TOKENS"))]
     pub max_model_tokens: Option<usize>,
