@@ -192,7 +192,7 @@ fn mcp_session_over_stdio() {
                   "description": "Layout of the context: text, markdown, json or xml."
                 },
                 "max_model_tokens": {
-                  "description": "Spend at most about this many model tokens (decoded, or sent to a remote scorer) on\nthe answer (default 6000; more reads more candidates, worth it where a GPU or a scoring\nserver makes model tokens cheap): the stage that prunes kept functions\ngets its share first, candidates are scored in BM25 order with the rest, the others\nkeep BM25's order. Cached scores cost nothing, so asking again refines the answer.",
+                  "description": "Spend at most about this many model tokens (decoded, or sent to a remote scorer) on\nthe answer (default 6000; more reads more candidates, worth it where a GPU or a\nscoring server makes model tokens cheap): the stage that prunes kept functions gets\nits share first, candidates are scored in BM25 order with the rest, the others keep\nBM25's order. Cached scores cost nothing, so asking again refines the answer.",
                   "minimum": 0,
                   "type": "integer"
                 },
