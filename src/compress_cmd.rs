@@ -264,13 +264,8 @@ pub fn run(args: CompressArgs) -> Result<ExitCode> {
             );
         }
         if s.deadline_skipped > 0 {
-            let limit = match compress_options.max_model_tokens {
-                Some(max) if compress_options.deadline.is_none() => {
-                    format!("--max-model-tokens {max}")
-                }
-                Some(max) => format!("--deadline-ms or --max-model-tokens {max}"),
-                None => "--deadline-ms".to_string(),
-            };
+            let limit = compress_options
+                .model_limit_name("--deadline-ms", |max| format!("--max-model-tokens {max}"));
             eprintln!(
                 "ctxzip: {limit} left {} candidates and functions to keyword ranking; the same command again continues from the cached scores (a larger --max-model-tokens reads more now)",
                 s.deadline_skipped

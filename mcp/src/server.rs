@@ -371,11 +371,9 @@ impl CtxzipServer {
         };
         let max_output_tokens = settings.max_output_tokens;
         // What can stop the model's work short, for the note that says it did.
-        let limit = match options.max_model_tokens {
-            Some(max) if options.deadline.is_none() => format!("max_model_tokens ({max}) spent"),
-            Some(max) => format!("deadline_ms reached or max_model_tokens ({max}) spent"),
-            None => "deadline_ms reached".to_string(),
-        };
+        let limit = options.model_limit_name("deadline_ms reached", |max| {
+            format!("max_model_tokens ({max}) spent")
+        });
         let cancel = CancelFlag::new();
         let worker_cancel = cancel.clone();
         let files = view.files.clone();

@@ -277,6 +277,19 @@ pub const MAX_PREFIX_QUERY_TOKENS: usize = 1024;
 /// What leads the query when the model reads it framed ([`CompressOptions::framed`]).
 pub const QUESTION_FRAME: &str = "A question about the code above: ";
 
+impl CompressOptions {
+    /// Names the limit that can leave candidates unscored, for the message that says it did:
+    /// `deadline` and `tokens(max)` are the caller's spellings of [`CompressOptions::deadline`]
+    /// and [`CompressOptions::max_model_tokens`]; with both set, either may have stopped it.
+    pub fn model_limit_name(&self, deadline: &str, tokens: impl Fn(usize) -> String) -> String {
+        match (self.deadline, self.max_model_tokens) {
+            (None, Some(max)) => tokens(max),
+            (Some(_), Some(max)) => format!("{deadline} or {}", tokens(max)),
+            (_, None) => deadline.to_owned(),
+        }
+    }
+}
+
 impl Default for CompressOptions {
     fn default() -> Self {
         CompressOptions {
@@ -2038,6 +2051,24 @@ mod tests {
         assert_eq!(called_names(js), ["Layer", "route2"]);
         let turbofish = "let e = e.cast::<ErrorImpl<E>>().by_ref(); parse::<u8>(s); x::<T>;";
         assert_eq!(called_names(turbofish), ["cast", "by_ref", "parse"]);
+    }
+
+    #[test]
+    fn the_limit_named_is_the_one_set_in_the_callers_spelling() {
+        let name = |deadline: Option<u64>, max_model_tokens: Option<usize>| {
+            let options = CompressOptions {
+                deadline: deadline.map(Duration::from_millis),
+                max_model_tokens,
+                ..CompressOptions::default()
+            };
+            options.model_limit_name("--deadline-ms", |max| format!("--max-model-tokens {max}"))
+        };
+        assert_eq!(name(None, Some(6000)), "--max-model-tokens 6000");
+        assert_eq!(
+            name(Some(500), Some(800)),
+            "--deadline-ms or --max-model-tokens 800"
+        );
+        assert_eq!(name(Some(500), None), "--deadline-ms");
     }
 
     /// A new field of `CompressOptions` does not compile here until it is sorted into the
