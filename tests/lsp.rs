@@ -356,6 +356,24 @@ fn a_file_created_on_disk_is_found_after_the_watcher_event() {
     let stats = &response["result"]["stats"];
     assert!(stats["deadline_skipped"].as_u64() > Some(0), "{response}");
     assert!(stats["compressed_tokens"].as_u64() > Some(0), "{response}");
+    let said = |s: &mut Session, words: &str| {
+        s.client.wait_for(
+            |m| {
+                m["method"] == "window/logMessage"
+                    && m["params"]["message"]
+                        .as_str()
+                        .is_some_and(|t| t.contains(words))
+            },
+            WAIT,
+        )
+    };
+    let logged = said(&mut s, "deadlineMs reached or maxModelTokens (6000) spent");
+    assert!(
+        logged.is_some_and(|m| m["params"]["message"]
+            .as_str()
+            .is_some_and(|t| t.contains("in the background"))),
+        "the log does not say the deadline left work to the background"
+    );
     // The server finishes that model work in the background; once it has, the same
     // request is answered whole from the cache, deadline or not.
     let deadline = Instant::now() + WAIT;
@@ -371,6 +389,22 @@ fn a_file_created_on_disk_is_found_after_the_watcher_event() {
     let stats = &response["result"]["stats"];
     assert_eq!(stats["deadline_skipped"], 0, "{response}");
     assert_eq!(stats["model_tokens"], 0, "{response}");
+    // A model-token budget spent: the log names it and how to read more; nothing runs on in
+    // the background.
+    let response = s.compress(json!({
+        "query": "which function arrived late? (model tokens)",
+        "budget": 100,
+        "maxModelTokens": 1
+    }));
+    let stats = &response["result"]["stats"];
+    assert!(stats["deadline_skipped"].as_u64() > Some(0), "{response}");
+    assert!(
+        said(&mut s, "maxModelTokens (1) spent").is_some_and(|m| m["params"]["message"]
+            .as_str()
+            .is_some_and(|t| t.contains("a larger maxModelTokens reads more"))),
+        "no log of the model-token budget spent"
+    );
+    assert_eq!(s.status()["refining"], json!(false));
 
     // Deleted: gone from the index.
     std::fs::remove_file(&late).unwrap();

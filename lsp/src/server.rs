@@ -828,15 +828,36 @@ impl Server {
             .await;
         }
         // What a deadline cut short is finished in the background; what a model-token budget
-        // left is the user's choice to spend (the refinement keeps that budget).
-        if compressed.stats.deadline_skipped > 0 && compress_options.deadline.is_some() {
-            self.refine_in_background(
-                scorer,
-                files.clone(),
-                display.clone(),
-                query,
-                compress_options,
-            );
+        // left is the user's choice to spend (the refinement keeps that budget), so the log
+        // says what was left and how to spend more.
+        if compressed.stats.deadline_skipped > 0 {
+            let limit = compress_options.model_limit_name("deadlineMs reached", |max| {
+                format!("maxModelTokens ({max}) spent")
+            });
+            let next = if compress_options.deadline.is_some() {
+                "the server scores them in the background, so the same request again is answered from the cache"
+            } else {
+                "the same request again continues where this one stopped; a larger maxModelTokens reads more now"
+            };
+            self.shared
+                .client
+                .log_message(
+                    MessageType::INFO,
+                    format!(
+                        "ctxzip: {limit}: the model did not score {} of the candidates and functions (ranked by keyword match instead); {next}",
+                        compressed.stats.deadline_skipped
+                    ),
+                )
+                .await;
+            if compress_options.deadline.is_some() {
+                self.refine_in_background(
+                    scorer,
+                    files.clone(),
+                    display.clone(),
+                    query,
+                    compress_options,
+                );
+            }
         }
 
         let by_path: HashMap<&str, &Arc<FileSnapshot>> = display
