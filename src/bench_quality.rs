@@ -296,7 +296,8 @@ struct Task {
 }
 
 /// A definition a task looks for: where it is, or any of the places that count as it (one
-/// name assigned twice in a file, as JavaScript does with `proto.tz` and `dayjs.tz`).
+/// name assigned twice in a file, as JavaScript does with `proto.tz` and `dayjs.tz`; its
+/// copies in other files, such as a build's bundles, of which compress shows one).
 type Target = Vec<(String, u32)>;
 
 /// (method, task kind, budget label) -> tally.
@@ -674,7 +675,8 @@ fn print_candidate_recall(
     base: &CompressOptions,
 ) -> Result<()> {
     let default = CompressOptions::default().max_candidates;
-    let sizes = [default, default * 2, default * 4];
+    // Half the pool is about what the default model-token budget reads cold (~11 heads).
+    let sizes = [default / 2, default, default * 2, default * 4];
     // (kind, pool size) -> (sum of per-task recall, tasks)
     let mut cells: BTreeMap<(TaskKind, usize), (f64, usize)> = BTreeMap::new();
     for (t, task) in tasks.iter().enumerate() {
@@ -1105,7 +1107,8 @@ fn question_tasks(dir: &Path, only: &[String], cache: &Path) -> Result<Vec<Task>
 }
 
 /// The (path, signature line) of `path::name`: the definitions in that file whose qualified
-/// name is `name` or ends with it after a `.` or `::` (a type rather than its `impl`s).
+/// name is `name` or ends with it after a `.` or `::` (a type rather than its `impl`s), and
+/// their copies in other files ([`compress::texts_are_copies`]).
 fn find_definition(files: &[FileChunks], answer: &str) -> Result<Target> {
     let (path, name) = answer
         .split_once("::")
@@ -1132,8 +1135,25 @@ fn find_definition(files: &[FileChunks], answer: &str) -> Result<Target> {
     if found.is_empty() {
         bail!("no definition {name} in {path}");
     }
-    Ok(found
-        .iter()
-        .map(|c| (path.to_string(), c.header_end_line.max(c.start_line)))
-        .collect())
+    let place = |path: &str, c: &Chunk| (path.to_string(), c.header_end_line.max(c.start_line));
+    let mut places: Target = found.iter().map(|c| place(path, c)).collect();
+    // compress shows one copy of a definition copied into several files (a build's bundles):
+    // whichever it shows is the answer.
+    for c in &found {
+        let Some(qualified) = c.qualified_name.as_deref() else {
+            continue;
+        };
+        let text = c.text(&file.text);
+        for other in files.iter().filter(|f| f.path != path) {
+            places.extend(
+                other
+                    .chunks
+                    .iter()
+                    .filter(|o| o.qualified_name.as_deref() == Some(qualified))
+                    .filter(|o| compress::texts_are_copies(text, o.text(&other.text)))
+                    .map(|o| place(&other.path, o)),
+            );
+        }
+    }
+    Ok(places)
 }

@@ -18,6 +18,7 @@ use ctxzip_scoring::compress::{
     Budget, BudgetTokenizer, CompressError, CompressOptions, CompressRequest, Compressed,
     Conditioning, DEFAULT_MAX_MODEL_TOKENS, Document, Format, MAX_PREFIX_QUERY_TOKENS, Progress,
     Ranker, Stage, candidate_chunks, compress, compress_with_progress, is_skeleton,
+    texts_are_copies,
 };
 use ctxzip_scoring::overlap::OverlapModel;
 use ctxzip_scoring::{CancelFlag, ScoringModel};
@@ -1148,6 +1149,12 @@ fn a_definition_copied_in_bundles_and_stubs_is_shown_once() {
     assert!(once.contains(&"other.js".to_string()), "{once:?}");
     let all = shown(true);
     assert_eq!(all.len(), 3, "every copy when asked for: {all:?}");
+    // The same test on two texts, as `bench quality` counts an answer's copies.
+    assert!(texts_are_copies(MERGE_ESM, &cjs));
+    assert!(!texts_are_copies(
+        MERGE_ESM,
+        "merge(a, b) {\n    return Object.assign({}, a, b);\n  }\n"
+    ));
 
     // A type stub beside its implementation: the implementation is shown.
     let ws = Workspace::new(&[

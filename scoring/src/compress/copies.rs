@@ -108,6 +108,15 @@ fn copies_in(
     copies
 }
 
+/// Whether two same-named definitions' texts are one definition copied (a bundler's rewrite
+/// of the same source): the test [`mark_copies`] applies to texts, for measuring answers
+/// (`bench quality` counts an answer's copy as the answer, since only one is shown).
+pub fn texts_are_copies(a: &str, b: &str) -> bool {
+    let mut ids = HashMap::new();
+    let (a, b) = (term_set(a, &mut ids), term_set(b, &mut ids));
+    jaccard(&a, &b) >= MIN_SHARED_TERMS
+}
+
 /// The distinct terms of `text` as sorted ids (`ids` assigns them).
 fn term_set(text: &str, ids: &mut HashMap<String, u32>) -> Vec<u32> {
     let mut set = Vec::new();

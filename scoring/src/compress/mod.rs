@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 pub use assemble::Format;
 use assemble::{FileRuns, assemble, merge_runs};
 use bm25::Bm25;
+pub use copies::texts_are_copies;
 use counts::TokenCounts;
 use fine::LineStats;
 pub use progress::{Progress, ProgressSink, Stage};
