@@ -688,7 +688,15 @@ fn print_candidate_recall(
                 docs[d].path == path && chunk.start_line <= line && line <= chunk.end_line
             })
         };
-        let in_pool = |p: usize, size: usize| p < candidates.pool(size).len();
+        // A pool smaller than the default: the default pool, of which the model reads only
+        // `size` (as under a model-token budget) besides the pinned ones.
+        let in_pool = |p: usize, size: usize| {
+            if size < default {
+                p < candidates.reached(size, default).len()
+            } else {
+                p < candidates.pool(size).len()
+            }
+        };
         let missed: Vec<String> = task
             .targets
             .iter()
@@ -723,10 +731,11 @@ fn print_candidate_recall(
         "| task | tasks | {} |",
         sizes
             .iter()
-            .map(|n| format!(
-                "{n} candidates{}",
-                if *n == default { " (default)" } else { "" }
-            ))
+            .map(|&n| match n.cmp(&default) {
+                std::cmp::Ordering::Less => format!("{n} read, and the pinned"),
+                std::cmp::Ordering::Equal => format!("{n} candidates (default)"),
+                std::cmp::Ordering::Greater => format!("{n} candidates"),
+            })
             .collect::<Vec<_>>()
             .join(" | ")
     );

@@ -238,16 +238,18 @@ pub struct CompressOptions {
     /// the fine stage. For benchmarks.
     pub faithful: bool,
     /// A latency budget for the model's work, from the start of the call: candidates are
-    /// scored best-BM25-first until it passes, the rest keep their BM25 order behind them,
-    /// and functions the fine stage did not reach stay whole. Results already cached are
+    /// scored best-BM25-first (the pinned ones, which rank first whatever their score, last)
+    /// until it passes, the rest keep their BM25 order behind them, and functions the fine
+    /// stage did not reach stay whole. Results already cached are
     /// used whatever the time, so asking again refines the answer.
     pub deadline: Option<Duration>,
     /// A budget for the model's work, in tokens decoded per request (sent, with a remote
     /// scorer); cached results cost nothing. The fine stage's share (both of its passes over
     /// what it may read, and the query) is set aside first: by measurement it answers more
     /// per model token than the coarse stage (BENCHMARKS.md, "What each model stage adds").
-    /// The coarse stage scores candidates best-BM25-first with the rest; those it does not
-    /// reach keep their BM25 order behind the scored ones, as under a deadline. Default
+    /// The coarse stage scores candidates best-BM25-first with the rest (the pinned ones
+    /// last); those it does not reach keep their BM25 order behind the scored ones, as under
+    /// a deadline. Default
     /// [`DEFAULT_MAX_MODEL_TOKENS`]; `None`: no bound.
     pub max_model_tokens: Option<usize>,
 }
@@ -1311,8 +1313,8 @@ fn lexical_units<'d>(
 }
 
 /// The candidate stage's order over a workspace (no model work): every chunk with content as
-/// (document index, chunk index), in the order [`compress`] offers them to the model. For
-/// measuring what the candidate stage loses.
+/// (document index, chunk index), the pinned ones first, then in the order [`compress`] offers
+/// them to the model. For measuring what the candidate stage loses.
 pub struct CandidateOrder {
     pub chunks: Vec<(usize, usize)>,
     n_pinned: usize,
@@ -1323,6 +1325,14 @@ impl CandidateOrder {
     /// not fit the budget.
     pub fn pool(&self, max_candidates: usize) -> &[(usize, usize)] {
         &self.chunks[..pool_len(max_candidates, self.n_pinned).min(self.chunks.len())]
+    }
+
+    /// The chunks that reach the top of the ranking when a model-token budget or a deadline
+    /// lets the model read only `reads` candidates of a pool of `max_candidates`: the pinned
+    /// ones (first whatever the model says; it reads them last) and the first `reads` others.
+    pub fn reached(&self, reads: usize, max_candidates: usize) -> &[(usize, usize)] {
+        let n = (self.n_pinned + reads).min(self.pool(max_candidates).len());
+        &self.chunks[..n]
     }
 }
 
@@ -1443,8 +1453,21 @@ fn pick_candidates(units: &[Unit], options: &CompressOptions) -> Vec<usize> {
     if !options.faithful {
         let n_pinned = units.iter().filter(|u| u.pinned).count();
         order.truncate(pool_len(options.max_candidates, n_pinned));
+        order = pinned_last(order, units);
     }
     order
+}
+
+/// The pool in the order the model reads it: pinned units rank first whatever their score,
+/// so the model reads them last, and a model-token budget or a deadline goes first to the
+/// candidates whose place its score decides. An instruction that names ten functions
+/// otherwise spent most of the default budget on them (dev set, `bench quality
+/// --candidates-only`: the pool of 12 is about what the default budget reads cold).
+fn pinned_last(order: Vec<usize>, units: &[Unit]) -> Vec<usize> {
+    let (pinned, mut rest): (Vec<usize>, Vec<usize>) =
+        order.into_iter().partition(|&i| units[i].pinned);
+    rest.extend(pinned);
+    rest
 }
 
 /// Every unit but skeletons, pinned first, then (with `code_first`) the kinds of files the
@@ -1900,8 +1923,8 @@ impl Selection<'_> {
 #[cfg(test)]
 mod tests {
     use super::{
-        CompressOptions, Document, Ranker, Unit, called_names, fuse_with_bm25, share_of,
-        with_callees,
+        CompressOptions, Document, Ranker, Unit, called_names, fuse_with_bm25, pick_candidates,
+        share_of, with_callees,
     };
     use ctxzip_chunker::{Lang, chunk_source};
     use std::time::{Duration, Instant};
@@ -1914,6 +1937,41 @@ mod tests {
         assert_eq!(share_of(now, deadline, 1.0), deadline);
         let past = now - Duration::from_secs(1);
         assert_eq!(share_of(now, past, 0.6), now);
+    }
+
+    #[test]
+    fn the_model_reads_the_pinned_candidates_after_the_others() {
+        // Pinned units rank first whatever the model says: a model-token budget or a deadline
+        // goes first to the candidates whose place its score decides.
+        let units: Vec<Unit> = (0..30)
+            .map(|i| Unit {
+                doc: 0,
+                chunk: i,
+                bm25: i as f32,
+                score: f32::NEG_INFINITY,
+                pinned: i % 10 == 0,
+                wanted: true,
+                skeleton: false,
+                copy: false,
+            })
+            .collect();
+        let options = CompressOptions {
+            max_candidates: 8,
+            ..CompressOptions::default()
+        };
+        // The pool is the same: the three pinned ones and BM25's best five others.
+        assert_eq!(
+            pick_candidates(&units, &options),
+            [29, 28, 27, 26, 25, 20, 10, 0]
+        );
+        // LongCodeZip as published scores every chunk, whatever the order.
+        let faithful = CompressOptions {
+            faithful: true,
+            ..options
+        };
+        let all = pick_candidates(&units, &faithful);
+        assert_eq!(all.len(), 30);
+        assert_eq!(all[..4], [20, 10, 0, 29]);
     }
 
     #[test]
