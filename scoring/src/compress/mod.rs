@@ -240,8 +240,8 @@ pub struct CompressOptions {
     /// A latency budget for the model's work, from the start of the call: candidates are
     /// scored best-BM25-first (the pinned ones, which rank first whatever their score, last)
     /// until it passes, the rest keep their BM25 order behind them, and functions the fine
-    /// stage did not reach stay whole. Results already cached are
-    /// used whatever the time, so asking again refines the answer.
+    /// stage did not reach stay whole. Results already cached are used whatever the time, so
+    /// asking again refines the answer.
     pub deadline: Option<Duration>,
     /// A budget for the model's work, in tokens decoded per request (sent, with a remote
     /// scorer); cached results cost nothing. The fine stage's share (both of its passes over
@@ -249,8 +249,7 @@ pub struct CompressOptions {
     /// per model token than the coarse stage (BENCHMARKS.md, "What each model stage adds").
     /// The coarse stage scores candidates best-BM25-first with the rest (the pinned ones
     /// last); those it does not reach keep their BM25 order behind the scored ones, as under
-    /// a deadline. Default
-    /// [`DEFAULT_MAX_MODEL_TOKENS`]; `None`: no bound.
+    /// a deadline. Default [`DEFAULT_MAX_MODEL_TOKENS`]; `None`: no bound.
     pub max_model_tokens: Option<usize>,
 }
 
@@ -1460,9 +1459,9 @@ fn pick_candidates(units: &[Unit], options: &CompressOptions) -> Vec<usize> {
 
 /// The pool in the order the model reads it: pinned units rank first whatever their score,
 /// so the model reads them last, and a model-token budget or a deadline goes first to the
-/// candidates whose place its score decides. An instruction that names ten functions
-/// otherwise spent most of the default budget on them (dev set, `bench quality
-/// --candidates-only`: the pool of 12 is about what the default budget reads cold).
+/// candidates whose place its score decides. A dev instruction that names ten functions spent
+/// most of the default budget's coarse share on them before (BENCHMARKS.md, "Pinned
+/// candidates read last").
 fn pinned_last(order: Vec<usize>, units: &[Unit]) -> Vec<usize> {
     let (pinned, mut rest): (Vec<usize>, Vec<usize>) =
         order.into_iter().partition(|&i| units[i].pinned);
