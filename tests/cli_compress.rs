@@ -613,6 +613,50 @@ fn model_list_path_and_unknown_names() {
     );
 }
 
+/// On an x86-64 CPU without the extensions llama.cpp's kernels were compiled to use (a
+/// Nehalem, from before AVX, emulated by qemu), the binary says what the CPU lacks and how to
+/// build for it, where it used to die of SIGILL with nothing printed.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn a_cpu_without_the_kernels_extensions_gets_an_error_naming_them_and_the_fix() {
+    let info = ctxzip_scoring::build_info();
+    if !info.cpu_features.contains(&"avx") {
+        eprintln!("skipped: this build's kernels use no AVX ({info}), so a Nehalem runs them");
+        return;
+    }
+    let out = ctxzip(&["model", "pull", MODEL]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = repo();
+    let root = dir.path().to_str().unwrap();
+    let out = Command::new("qemu-x86_64")
+        .args(["-cpu", "Nehalem", env!("CARGO_BIN_EXE_ctxzip")])
+        .args([
+            "compress",
+            root,
+            "--query",
+            "how is tax added?",
+            "--model",
+            MODEL,
+        ])
+        .args(["--offline"])
+        .env("CTXZIP_CACHE", common::test_cache())
+        .output()
+        .expect("qemu-x86_64 runs (install qemu-user; scripts/setup does)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "this CPU lacks avx, avx2, bmi2, fma, f16c, which this build's llama.cpp kernels use"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("scripts/ctxzip"), "{stderr}");
+}
+
 /// AWS's documented example key id and a PEM block whose body is made up: never real keys.
 const CONFIG_PY: &str = "import os\n\nAWS_ACCESS_KEY_ID = \"AKIAIOSFODNN7EXAMPLE\"\nSIGNING_KEY = \"\"\"-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\nMzEfYyjiWA4R4/M2bS1GB4t7NXp98C3SC6dVMvDuictGeurT8jNbvJZHtCSuYEvu\n-----END PRIVATE KEY-----\"\"\"\n\n\ndef aws_region():\n    return os.environ.get(\"AWS_REGION\", \"eu-west-1\")\n";
 

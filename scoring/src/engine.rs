@@ -276,7 +276,8 @@ pub struct BuildInfo {
     /// `native` when built with `-C target-cpu=native` (llama.cpp's `GGML_NATIVE`), the CPU
     /// name for another `-C target-cpu`, else `portable`.
     pub simd: &'static str,
-    /// The SIMD extensions the CPU kernels were compiled with.
+    /// The x86 extensions llama.cpp's CPU kernels were compiled to use, which the CPU must
+    /// have (`scoring/build.rs` says how they are decided); empty elsewhere.
     pub cpu_features: Vec<&'static str>,
 }
 
@@ -295,9 +296,7 @@ impl std::fmt::Display for BuildInfo {
     }
 }
 
-/// The llama.cpp build of this binary. llama.cpp's build script enables `GGML_NATIVE` when
-/// rustc targets the host CPU and otherwise the SIMD extensions rustc targets, so this crate's
-/// target features are those of llama.cpp's CPU kernels.
+/// The llama.cpp build of this binary.
 pub fn build_info() -> BuildInfo {
     let backend = if cfg!(feature = "cuda") {
         "cuda"
@@ -308,15 +307,6 @@ pub fn build_info() -> BuildInfo {
     } else {
         "cpu"
     };
-    let candidates: [(&'static str, bool); 7] = [
-        ("avx2", cfg!(target_feature = "avx2")),
-        ("fma", cfg!(target_feature = "fma")),
-        ("f16c", cfg!(target_feature = "f16c")),
-        ("avx512f", cfg!(target_feature = "avx512f")),
-        ("avx512vnni", cfg!(target_feature = "avx512vnni")),
-        ("neon", cfg!(target_feature = "neon")),
-        ("dotprod", cfg!(target_feature = "dotprod")),
-    ];
     let simd = match env!("CTXZIP_TARGET_CPU") {
         "" => "portable",
         cpu => cpu,
@@ -324,11 +314,57 @@ pub fn build_info() -> BuildInfo {
     BuildInfo {
         backend,
         simd,
-        cpu_features: candidates
-            .iter()
-            .filter(|(_, on)| *on)
-            .map(|(name, _)| *name)
-            .collect(),
+        cpu_features: kernel_features(),
+    }
+}
+
+fn kernel_features() -> Vec<&'static str> {
+    env!("CTXZIP_KERNEL_FEATURES")
+        .split(',')
+        .filter(|f| !f.is_empty())
+        .collect()
+}
+
+/// Whether this CPU has the x86 extension `feature` (rustc's name for it).
+#[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
+fn cpu_has(feature: &str) -> bool {
+    match feature {
+        "sse4.2" => is_x86_feature_detected!("sse4.2"),
+        "avx" => is_x86_feature_detected!("avx"),
+        "avx2" => is_x86_feature_detected!("avx2"),
+        "bmi2" => is_x86_feature_detected!("bmi2"),
+        "fma" => is_x86_feature_detected!("fma"),
+        "f16c" => is_x86_feature_detected!("f16c"),
+        "avxvnni" => is_x86_feature_detected!("avxvnni"),
+        "avx512f" => is_x86_feature_detected!("avx512f"),
+        "avx512vbmi" => is_x86_feature_detected!("avx512vbmi"),
+        "avx512vnni" => is_x86_feature_detected!("avx512vnni"),
+        "avx512bf16" => is_x86_feature_detected!("avx512bf16"),
+        _ => true,
+    }
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "x86")))]
+fn cpu_has(_feature: &str) -> bool {
+    true
+}
+
+/// Refuses, naming what is missing and the fix, a CPU that lacks an extension the kernels
+/// were compiled to use: they would die of SIGILL in the first decode, with no message.
+fn check_cpu(info: &BuildInfo, has: impl Fn(&str) -> bool) -> Result<()> {
+    let missing: Vec<&str> = info
+        .cpu_features
+        .iter()
+        .copied()
+        .filter(|f| !has(f))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::UnsupportedCpu {
+            missing: missing.join(", "),
+            build: info.to_string(),
+        })
     }
 }
 
@@ -488,7 +524,9 @@ enum Job {
 static BACKEND: OnceLock<std::result::Result<LlamaBackend, String>> = OnceLock::new();
 
 /// llama.cpp's backend may be initialised once per process; the first caller decides logging.
+/// A CPU the kernels cannot run on is refused first.
 fn backend(verbose: bool) -> Result<&'static LlamaBackend> {
+    check_cpu(&build_info(), cpu_has)?;
     BACKEND
         .get_or_init(|| {
             let mut backend = LlamaBackend::init().map_err(|e| e.to_string())?;
@@ -1748,6 +1786,42 @@ fn exp_nonpositive(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cpu_without_an_extension_the_kernels_use_is_refused_by_name() {
+        let info = BuildInfo {
+            backend: "cpu",
+            simd: "portable",
+            cpu_features: vec!["sse4.2", "avx", "avx2", "fma"],
+        };
+        assert!(check_cpu(&info, |_| true).is_ok());
+        let err = check_cpu(&info, |f| !matches!(f, "avx2" | "fma")).unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, Error::UnsupportedCpu { .. }), "{message}");
+        assert!(message.contains("lacks avx2, fma"), "{message}");
+        assert!(
+            message.contains("simd=portable (sse4.2,avx,avx2,fma)"),
+            "{message}"
+        );
+        assert!(message.contains("scripts/ctxzip"), "{message}");
+    }
+
+    #[test]
+    fn this_machine_runs_the_kernels_this_build_carries() {
+        let info = build_info();
+        check_cpu(&info, cpu_has).unwrap();
+        // A plain x86-64 build carries ggml's default kernels: AVX2, FMA and F16C among them
+        // (scoring/build.rs), which a "baseline" label once hid.
+        if cfg!(target_arch = "x86_64")
+            && info.simd == "portable"
+            && option_env!("SOURCE_DATE_EPOCH").is_none()
+            && option_env!("GGML_AVX2").is_none()
+        {
+            for feature in ["avx2", "fma", "f16c"] {
+                assert!(info.cpu_features.contains(&feature), "{info}");
+            }
+        }
+    }
 
     #[test]
     fn token_nll_matches_the_f64_log_softmax() {

@@ -102,6 +102,11 @@ pub enum Error {
     #[error("the request was cancelled")]
     Cancelled,
 
+    #[error(
+        "this CPU lacks {missing}, which this build's llama.cpp kernels use ({build}); build ctxzip on this machine so that they are compiled for its CPU: `scripts/ctxzip` (or `RUSTFLAGS=\"-C target-cpu=native\" cargo build --release`)"
+    )]
+    UnsupportedCpu { missing: String, build: String },
+
     #[error("llama.cpp failed: {0}")]
     Llama(String),
 
