@@ -5,8 +5,8 @@
 //! found here first: the magic bytes, the key/value header, the tensor table, and whether the
 //! file is long enough to hold every tensor the table declares.
 
-use std::fs::File;
-use std::io::{BufReader, Read};
+use std::fs::{self, File};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -82,14 +82,158 @@ pub fn inspect(path: &Path) -> Result<GgufInfo> {
     })
 }
 
+/// ggml's type ids of the two block formats [`widen_q5_0`] converts between.
+const GGML_Q5_0: u32 = 6;
+const GGML_Q8_0: u32 = 8;
+const Q5_0_BLOCK_BYTES: usize = 22;
+const Q8_0_BLOCK_BYTES: usize = 34;
+
+/// Copies the GGUF file `src` to `dst` with every Q5_0 tensor stored as Q8_0, value for value,
+/// and returns how many tensors it converted. A Q5_0 block is an f16 scale and 32 integers in
+/// [−16, 15]; a Q8_0 block is an f16 scale and 32 integers in [−128, 127], so the same scale
+/// and the same integers are the same weights. The point is speed: llama.cpp's x86 kernels
+/// read Q8_0 faster than Q5_0 (BENCHMARKS.md, "Q5_0 as Q8_0"), and the default model's
+/// Q4_K_M file holds most of its weights as Q5_0 (its 896-wide rows do not fit the K-quants'
+/// 256-wide blocks). The metadata and every other tensor are copied byte for byte.
+pub fn widen_q5_0(src: &Path, dst: &Path) -> Result<usize> {
+    let file_bytes = fs::metadata(src)
+        .map_err(|e| Error::io(format!("cannot stat {}", src.display()), e))?
+        .len();
+    let open = |path: &Path| {
+        File::open(path).map_err(|e| Error::io(format!("cannot open {}", path.display()), e))
+    };
+    let corrupt = |detail: String| Error::CorruptGguf {
+        path: src.to_path_buf(),
+        detail,
+    };
+    let mut reader = Reader {
+        inner: BufReader::with_capacity(1 << 16, open(src)?),
+        pos: 0,
+    };
+    let mut magic = [0u8; 4];
+    if reader.read_exact(&mut magic).is_err() || &magic != MAGIC {
+        return Err(Error::NotGguf {
+            path: src.to_path_buf(),
+        });
+    }
+    let header = parse_header(&mut reader).map_err(|e| corrupt(e.describe(file_bytes)))?;
+    // The header as it is, but for each tensor's type and offset; then the tensors, each at
+    // the next aligned offset, in the table's order.
+    let mut input = open(src)?;
+    let mut head = vec![0u8; header.end_pos as usize];
+    input
+        .read_exact(&mut head)
+        .map_err(|e| Error::io(format!("cannot read {}", src.display()), e))?;
+    let align = |n: u64| n.div_ceil(header.alignment) * header.alignment;
+    let mut offset = 0u64;
+    let mut n_widened = 0;
+    let mut plan = Vec::with_capacity(header.tensors.len());
+    for tensor in &header.tensors {
+        let Some(bytes) = tensor.bytes else {
+            return Err(corrupt(format!(
+                "a tensor has type {}, whose size this reader does not know",
+                tensor.tensor_type
+            )));
+        };
+        let widen = tensor.tensor_type == GGML_Q5_0;
+        let (new_type, new_bytes) = if widen {
+            n_widened += 1;
+            let blocks = bytes / Q5_0_BLOCK_BYTES as u64;
+            (GGML_Q8_0, blocks * Q8_0_BLOCK_BYTES as u64)
+        } else {
+            (tensor.tensor_type, bytes)
+        };
+        offset = align(offset);
+        let at = tensor.type_pos as usize;
+        head[at..at + 4].copy_from_slice(&new_type.to_le_bytes());
+        head[at + 4..at + 12].copy_from_slice(&offset.to_le_bytes());
+        plan.push((tensor.offset, bytes, widen, offset));
+        offset += new_bytes;
+    }
+    let data_start = align(header.end_pos);
+    let source_start = data_start;
+    let mut out = std::io::BufWriter::with_capacity(
+        1 << 20,
+        File::create(dst).map_err(|e| Error::io(format!("cannot create {}", dst.display()), e))?,
+    );
+    let write_err = |e| Error::io(format!("cannot write {}", dst.display()), e);
+    out.write_all(&head).map_err(write_err)?;
+    let mut written = header.end_pos;
+    let pad_to = |out: &mut std::io::BufWriter<File>, written: &mut u64, to: u64| {
+        let zeros = vec![0u8; (to - *written) as usize];
+        *written = to;
+        out.write_all(&zeros)
+    };
+    pad_to(&mut out, &mut written, data_start).map_err(write_err)?;
+    let mut buf = Vec::new();
+    for (source_offset, bytes, widen, new_offset) in plan {
+        pad_to(&mut out, &mut written, data_start + new_offset).map_err(write_err)?;
+        buf.resize(bytes as usize, 0);
+        input
+            .seek(SeekFrom::Start(source_start + source_offset))
+            .and_then(|_| input.read_exact(&mut buf))
+            .map_err(|_| {
+                corrupt(format!(
+                    "a tensor's data ends past the file's {file_bytes} bytes"
+                ))
+            })?;
+        if widen {
+            let mut wide = Vec::with_capacity(buf.len() / Q5_0_BLOCK_BYTES * Q8_0_BLOCK_BYTES);
+            for block in buf.chunks_exact(Q5_0_BLOCK_BYTES) {
+                wide.extend_from_slice(&q5_0_to_q8_0(block.try_into().expect("22-byte block")));
+            }
+            out.write_all(&wide).map_err(write_err)?;
+            written += wide.len() as u64;
+        } else {
+            out.write_all(&buf).map_err(write_err)?;
+            written += bytes;
+        }
+    }
+    out.into_inner()
+        .map_err(|e| write_err(e.into_error()))?
+        .sync_all()
+        .map_err(write_err)?;
+    Ok(n_widened)
+}
+
+/// One Q5_0 block (f16 scale, 32 high bits, 16 bytes of low nibbles) as the Q8_0 block of the
+/// same values: element `j < 16` is the low nibble of byte `j` with bit `j` of the high bits,
+/// element `j + 16` its high nibble with bit `j + 16`, each minus 16 (ggml's
+/// `dequantize_row_q5_0`).
+fn q5_0_to_q8_0(block: &[u8; Q5_0_BLOCK_BYTES]) -> [u8; Q8_0_BLOCK_BYTES] {
+    let mut out = [0u8; Q8_0_BLOCK_BYTES];
+    out[..2].copy_from_slice(&block[..2]);
+    let high_bits = u32::from_le_bytes([block[2], block[3], block[4], block[5]]);
+    for j in 0..16 {
+        let byte = block[6 + j];
+        let low = (byte & 0x0f) | (((high_bits >> j) & 1) as u8) << 4;
+        let high = (byte >> 4) | (((high_bits >> (j + 16)) & 1) as u8) << 4;
+        out[2 + j] = (low as i8 - 16) as u8;
+        out[18 + j] = (high as i8 - 16) as u8;
+    }
+    out
+}
+
 struct Header {
     version: u32,
     architecture: Option<String>,
     n_tensors: u64,
     alignment: u64,
+    tensors: Vec<TensorEntry>,
     end_pos: u64,
     /// Extent of the tensor data section, `None` when some tensor type has no size here.
     data_bytes: Option<u64>,
+}
+
+/// One row of the tensor table.
+struct TensorEntry {
+    /// Where its type is in the file; its offset follows.
+    type_pos: u64,
+    tensor_type: u32,
+    /// From the start of the data section.
+    offset: u64,
+    /// `None` for a type [`tensor_bytes`] does not know.
+    bytes: Option<u64>,
 }
 
 enum ParseError {
@@ -243,37 +387,41 @@ fn parse_header<R: Read>(r: &mut Reader<R>) -> Result<Header, ParseError> {
             _ => {}
         }
     }
+    let mut tensors = Vec::new();
     let mut data_bytes = Some(0u64);
     for _ in 0..n_tensors {
-        let _name = r.string()?;
+        r.string()?;
         let n_dims = r.u32()?;
         if n_dims > MAX_DIMS {
             return Err(ParseError::Bad(format!(
                 "a tensor claims {n_dims} dimensions"
             )));
         }
-        let mut n_elements: u64 = 1;
-        let mut row: u64 = 0;
-        for d in 0..n_dims {
-            let dim = r.u64()?;
-            if d == 0 {
-                row = dim;
-            }
-            n_elements = n_elements.saturating_mul(dim);
-        }
+        let dims = (0..n_dims)
+            .map(|_| r.u64())
+            .collect::<Result<Vec<u64>, ParseError>>()?;
+        let n_elements = dims.iter().fold(1u64, |n, &d| n.saturating_mul(d));
+        let type_pos = r.pos;
         let tensor_type = r.u32()?;
         let offset = r.u64()?;
-        let size = tensor_bytes(tensor_type, row, n_elements);
-        data_bytes = match (data_bytes, size) {
+        let bytes = tensor_bytes(tensor_type, dims.first().copied().unwrap_or(0), n_elements);
+        data_bytes = match (data_bytes, bytes) {
             (Some(end), Some(size)) => Some(end.max(offset.saturating_add(size))),
             _ => None,
         };
+        tensors.push(TensorEntry {
+            type_pos,
+            tensor_type,
+            offset,
+            bytes,
+        });
     }
     Ok(Header {
         version,
         architecture,
         n_tensors,
         alignment,
+        tensors,
         end_pos: r.pos,
         data_bytes,
     })
@@ -328,6 +476,112 @@ pub(crate) mod tests {
         out.extend_from_slice(&(architecture.len() as u64).to_le_bytes());
         out.extend_from_slice(architecture.as_bytes());
         out
+    }
+
+    /// ggml's `dequantize_row_q5_0` for one block, as integers (the scale aside).
+    fn q5_0_integers(block: &[u8; Q5_0_BLOCK_BYTES]) -> [i32; 32] {
+        let qh = u32::from_le_bytes([block[2], block[3], block[4], block[5]]);
+        let mut y = [0i32; 32];
+        for j in 0..16 {
+            let xh_0 = ((qh >> j) << 4) & 0x10;
+            let xh_1 = (qh >> (j + 12)) & 0x10;
+            y[j] = ((u32::from(block[6 + j]) & 0x0f) | xh_0) as i32 - 16;
+            y[j + 16] = ((u32::from(block[6 + j]) >> 4) | xh_1) as i32 - 16;
+        }
+        y
+    }
+
+    fn pseudo_random_bytes(n: usize, mut state: u64) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 24) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_q5_0_block_becomes_the_q8_0_block_of_the_same_values() {
+        let bytes = pseudo_random_bytes(Q5_0_BLOCK_BYTES * 500, 0x9e37_79b9_7f4a_7c15);
+        for block in bytes.chunks_exact(Q5_0_BLOCK_BYTES) {
+            let block: &[u8; Q5_0_BLOCK_BYTES] = block.try_into().unwrap();
+            let wide = q5_0_to_q8_0(block);
+            assert_eq!(wide[..2], block[..2], "the scale is kept");
+            let values: Vec<i32> = wide[2..].iter().map(|&q| i32::from(q as i8)).collect();
+            assert_eq!(values, q5_0_integers(block));
+        }
+    }
+
+    /// A GGUF with two tensors, a Q5_0 one of 64 weights and an F32 one of 3, each at an
+    /// aligned offset.
+    fn two_tensor_file(q5: &[u8], f32s: &[u8]) -> Vec<u8> {
+        let mut out = header_only("llama");
+        out[8..16].copy_from_slice(&2u64.to_le_bytes());
+        let entry = |out: &mut Vec<u8>, name: &str, dims: &[u64], ty: u32, offset: u64| {
+            out.extend_from_slice(&(name.len() as u64).to_le_bytes());
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(&(dims.len() as u32).to_le_bytes());
+            for d in dims {
+                out.extend_from_slice(&d.to_le_bytes());
+            }
+            out.extend_from_slice(&ty.to_le_bytes());
+            out.extend_from_slice(&offset.to_le_bytes());
+        };
+        entry(&mut out, "blk.0.ffn_up.weight", &[32, 2], GGML_Q5_0, 0);
+        entry(&mut out, "output_norm.weight", &[3], 0, 64);
+        out.resize(out.len().div_ceil(32) * 32, 0);
+        out.extend_from_slice(q5);
+        out.resize(out.len().div_ceil(32) * 32, 0);
+        out.extend_from_slice(f32s);
+        out
+    }
+
+    #[test]
+    fn widening_rewrites_q5_0_tensors_and_copies_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let q5 = pseudo_random_bytes(2 * Q5_0_BLOCK_BYTES, 42);
+        let f32s: Vec<u8> = [1.5f32, -2.0, 0.25]
+            .iter()
+            .flat_map(|f| f.to_le_bytes())
+            .collect();
+        let src = dir.path().join("in.gguf");
+        let dst = dir.path().join("out.gguf");
+        std::fs::write(&src, two_tensor_file(&q5, &f32s)).unwrap();
+        assert_eq!(widen_q5_0(&src, &dst).unwrap(), 1);
+
+        let info = inspect(&dst).unwrap();
+        assert_eq!(
+            (info.n_tensors, info.architecture.as_deref()),
+            (2, Some("llama"))
+        );
+        assert_eq!(
+            info.required_bytes, info.file_bytes,
+            "nothing after the last tensor"
+        );
+        let mut reader = Reader {
+            inner: BufReader::new(File::open(&dst).unwrap()),
+            pos: 4,
+        };
+        let mut magic = [0u8; 4];
+        reader.inner.read_exact(&mut magic).unwrap();
+        let header = parse_header(&mut reader).ok().unwrap();
+        let types: Vec<u32> = header.tensors.iter().map(|t| t.tensor_type).collect();
+        assert_eq!(types, [GGML_Q8_0, 0]);
+        let bytes = std::fs::read(&dst).unwrap();
+        let data = (header.end_pos as usize).div_ceil(32) * 32;
+        let at = |t: usize| data + header.tensors[t].offset as usize;
+        assert_eq!(header.tensors[1].offset % 32, 0);
+        for (b, block) in q5.chunks_exact(Q5_0_BLOCK_BYTES).enumerate() {
+            let wide = &bytes[at(0) + b * Q8_0_BLOCK_BYTES..][..Q8_0_BLOCK_BYTES];
+            assert_eq!(wide, q5_0_to_q8_0(block.try_into().unwrap()));
+        }
+        assert_eq!(&bytes[at(1)..at(1) + 12], &f32s[..]);
+        // A file without Q5_0 comes out byte for byte.
+        let again = dir.path().join("again.gguf");
+        assert_eq!(widen_q5_0(&dst, &again).unwrap(), 0);
+        assert_eq!(std::fs::read(&again).unwrap(), bytes);
     }
 
     #[test]

