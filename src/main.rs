@@ -64,6 +64,9 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // The reader went away (`ctxzip compress ... | head`): nothing failed that anyone is
+        // still waiting for, so end quietly, as Unix tools do.
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
             // Bad input exits 2 (the user can fix it); anything else 1.
@@ -78,4 +81,20 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Whether `err` comes from writing to a pipe whose reader has closed it.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    let broken = |kind: Option<std::io::ErrorKind>| kind == Some(std::io::ErrorKind::BrokenPipe);
+    err.chain().any(|cause| {
+        broken(
+            cause
+                .downcast_ref::<std::io::Error>()
+                .map(std::io::Error::kind),
+        ) || broken(
+            cause
+                .downcast_ref::<serde_json::Error>()
+                .and_then(serde_json::Error::io_error_kind),
+        )
+    })
 }

@@ -1,5 +1,7 @@
 //! `ctxzip model ...`: pull, list and locate the models the scorer runs.
 
+use std::io::Write;
+
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use ctxzip_scoring::models::{self, DEFAULT_MODEL};
@@ -27,16 +29,22 @@ pub struct PathArgs {
 }
 
 pub fn run(command: ModelCommand) -> Result<()> {
+    // Written, not printed: a closed stdout is an error to return, not a panic.
+    let mut out = std::io::stdout().lock();
     match command {
         ModelCommand::Pull(args) => {
             let name = args.name.as_deref().unwrap_or(DEFAULT_MODEL);
             let path = models::pull(name, &mut |line| eprintln!("ctxzip: {line}"))
                 .with_context(|| format!("cannot pull model `{name}`"))?;
-            println!("{}", path.display());
+            writeln!(out, "{}", path.display())?;
         }
         ModelCommand::List => {
             let rows = models::list()?;
-            println!("{:<20} {:>8}  {:<13} description", "name", "size", "state");
+            writeln!(
+                out,
+                "{:<20} {:>8}  {:<13} description",
+                "name", "size", "state"
+            )?;
             for row in rows {
                 let state = match (row.installed, row.is_default) {
                     (true, true) => "installed *",
@@ -44,30 +52,32 @@ pub fn run(command: ModelCommand) -> Result<()> {
                     (false, true) => "available *",
                     (false, false) => "available",
                 };
-                println!(
+                writeln!(
+                    out,
                     "{:<20} {:>5} MB  {:<13} {}",
                     row.model.name,
                     row.model.size_bytes / 1_000_000,
                     state,
                     row.model.description
-                );
+                )?;
             }
-            println!(
+            writeln!(
+                out,
                 "\n* default. Models live in {}; pull with `ctxzip model pull NAME`.",
                 models::models_dir()?.display()
-            );
-            println!("llama.cpp build: {}", ctxzip_scoring::build_info());
+            )?;
+            writeln!(out, "llama.cpp build: {}", ctxzip_scoring::build_info())?;
             // The devices `--gpu-layers` offloads to, GPUs first; only the CPU without one.
             let devices = ctxzip_scoring::devices()?;
             let listed: Vec<String> = devices.iter().map(ToString::to_string).collect();
-            println!("devices: {}", listed.join(", "));
+            writeln!(out, "devices: {}", listed.join(", "))?;
             if !devices.iter().any(|d| d.offloads) {
-                println!("no GPU: --gpu-layers has nothing to offload to");
+                writeln!(out, "no GPU: --gpu-layers has nothing to offload to")?;
             }
         }
         ModelCommand::Path(args) => {
             let path = models::path(&args.name)?;
-            println!("{}", path.display());
+            writeln!(out, "{}", path.display())?;
         }
     }
     Ok(())

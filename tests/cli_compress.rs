@@ -613,6 +613,36 @@ fn model_list_path_and_unknown_names() {
     );
 }
 
+/// A reader that stops early (`ctxzip compress ... | head`) ends the command quietly with
+/// success, as Unix tools do: before, compress said `error: Broken pipe (os error 32)` and
+/// exited 1, and `model list` panicked.
+#[test]
+fn a_reader_that_stops_early_ends_the_command_quietly() {
+    let dir = repo();
+    let root = dir.path().to_str().unwrap();
+    for args in [
+        &["compress", root, "--query", "invoice tax", "--model", MODEL][..],
+        &["model", "list"][..],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ctxzip"))
+            .args(args)
+            .env("CTXZIP_CACHE", common::test_cache())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The read end closes before the command writes anything.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
+        assert!(
+            !stderr.contains("error") && !stderr.contains("panicked"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
 /// On an x86-64 CPU without the extensions llama.cpp's kernels were compiled to use (a
 /// Nehalem, from before AVX, emulated by qemu), the binary says what the CPU lacks and how to
 /// build for it, where it used to die of SIGILL with nothing printed.
