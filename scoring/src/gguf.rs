@@ -5,7 +5,7 @@
 //! found here first: the magic bytes, the key/value header, the tensor table, and whether the
 //! file is long enough to hold every tensor the table declares.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
@@ -31,6 +31,11 @@ const MAX_DIMS: u32 = 8;
 
 /// Reads and checks the header of `path`.
 pub fn inspect(path: &Path) -> Result<GgufInfo> {
+    checked_header(path).map(|(_, info)| info)
+}
+
+/// The header of `path`, checked (see [`inspect`]), with what it says.
+fn checked_header(path: &Path) -> Result<(Header, GgufInfo)> {
     let file = File::open(path).map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
             Error::ModelNotFound {
@@ -73,13 +78,14 @@ pub fn inspect(path: &Path) -> Result<GgufInfo> {
             "the file is {file_bytes} bytes but its tensors need {required_bytes} bytes"
         )));
     }
-    Ok(GgufInfo {
+    let info = GgufInfo {
         version: header.version,
-        architecture: header.architecture,
+        architecture: header.architecture.clone(),
         n_tensors: header.n_tensors,
         required_bytes,
         file_bytes,
-    })
+    };
+    Ok((header, info))
 }
 
 /// ggml's type ids of the two block formats [`widen_q5_0`] converts between.
@@ -96,30 +102,16 @@ const Q8_0_BLOCK_BYTES: usize = 34;
 /// Q4_K_M file holds most of its weights as Q5_0 (its 896-wide rows do not fit the K-quants'
 /// 256-wide blocks). The metadata and every other tensor are copied byte for byte.
 pub fn widen_q5_0(src: &Path, dst: &Path) -> Result<usize> {
-    let file_bytes = fs::metadata(src)
-        .map_err(|e| Error::io(format!("cannot stat {}", src.display()), e))?
-        .len();
-    let open = |path: &Path| {
-        File::open(path).map_err(|e| Error::io(format!("cannot open {}", path.display()), e))
-    };
+    let (header, info) = checked_header(src)?;
+    let file_bytes = info.file_bytes;
     let corrupt = |detail: String| Error::CorruptGguf {
         path: src.to_path_buf(),
         detail,
     };
-    let mut reader = Reader {
-        inner: BufReader::with_capacity(1 << 16, open(src)?),
-        pos: 0,
-    };
-    let mut magic = [0u8; 4];
-    if reader.read_exact(&mut magic).is_err() || &magic != MAGIC {
-        return Err(Error::NotGguf {
-            path: src.to_path_buf(),
-        });
-    }
-    let header = parse_header(&mut reader).map_err(|e| corrupt(e.describe(file_bytes)))?;
     // The header as it is, but for each tensor's type and offset; then the tensors, each at
     // the next aligned offset, in the table's order.
-    let mut input = open(src)?;
+    let mut input =
+        File::open(src).map_err(|e| Error::io(format!("cannot open {}", src.display()), e))?;
     let mut head = vec![0u8; header.end_pos as usize];
     input
         .read_exact(&mut head)
@@ -551,7 +543,7 @@ pub(crate) mod tests {
         std::fs::write(&src, two_tensor_file(&q5, &f32s)).unwrap();
         assert_eq!(widen_q5_0(&src, &dst).unwrap(), 1);
 
-        let info = inspect(&dst).unwrap();
+        let (header, info) = checked_header(&dst).unwrap();
         assert_eq!(
             (info.n_tensors, info.architecture.as_deref()),
             (2, Some("llama"))
@@ -560,13 +552,6 @@ pub(crate) mod tests {
             info.required_bytes, info.file_bytes,
             "nothing after the last tensor"
         );
-        let mut reader = Reader {
-            inner: BufReader::new(File::open(&dst).unwrap()),
-            pos: 4,
-        };
-        let mut magic = [0u8; 4];
-        reader.inner.read_exact(&mut magic).unwrap();
-        let header = parse_header(&mut reader).ok().unwrap();
         let types: Vec<u32> = header.tensors.iter().map(|t| t.tensor_type).collect();
         assert_eq!(types, [GGML_Q8_0, 0]);
         let bytes = std::fs::read(&dst).unwrap();
