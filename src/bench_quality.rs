@@ -22,6 +22,7 @@ use ctxzip_chunker::workspace::{FileChunks, WalkOptions};
 use ctxzip_chunker::{Chunk, ChunkKind, Lang, chunk_source};
 use ctxzip_scoring::compress::{
     self, Budget, CompressOptions, Compressed, Conditioning, Document, QueryWeights, Ranker,
+    ReadOrder,
 };
 use ctxzip_scoring::{CancelFlag, ScoringModel};
 use serde::Deserialize;
@@ -127,6 +128,11 @@ pub struct QualityArgs {
     /// for queries longer than the window) (default: compress's default).
     #[arg(long, value_enum)]
     pub conditioning: Option<Conditioning>,
+    /// Which chunks the model reads and in which order: bm25, functions (functions that say
+    /// much of the query first), by-length (functions for a query the model reads whole)
+    /// (`CompressOptions::read_order`; default: compress's default).
+    #[arg(long, value_enum)]
+    pub read_order: Option<ReadOrder>,
     /// The fine stage prunes kept units of every kind, not only functions
     /// (`CompressOptions::fine_every_kind`; default: compress's default).
     #[arg(long)]
@@ -421,6 +427,7 @@ pub fn run(args: QualityArgs) -> Result<()> {
         framed: args.framed.unwrap_or(defaults.framed),
         callees_follow: args.callees_follow.unwrap_or(defaults.callees_follow),
         conditioning: args.conditioning.unwrap_or(defaults.conditioning),
+        read_order: args.read_order.unwrap_or(defaults.read_order),
         fine_every_kind: args.fine_every_kind.unwrap_or(defaults.fine_every_kind),
         fine_docs: args.fine_docs.unwrap_or(defaults.fine_docs),
         ..defaults.clone()
@@ -566,7 +573,7 @@ pub fn run(args: QualityArgs) -> Result<()> {
         .map(|(kind, n)| format!("{n} {}", format!("{kind:?}").to_lowercase()))
         .collect();
     let header = format!(
-        "Model: {} ({}); {} tasks ({}); {} candidates of up to {} tokens; the fine stage keeps up to {} tokens; the model reads up to {} query tokens; other kinds of files weigh {} (code first: {}); query tokens weigh {:?}; framed prompt: {}; callees follow the best {}; conditioning {:?}; the fine stage prunes every kind: {}; doc comments: {}; BM25 k3 {}.",
+        "Model: {} ({}); {} tasks ({}); {} candidates of up to {} tokens; the fine stage keeps up to {} tokens; the model reads up to {} query tokens; other kinds of files weigh {} (code first: {}); query tokens weigh {:?}; framed prompt: {}; callees follow the best {}; conditioning {:?}; read order {:?}; the fine stage prunes every kind: {}; doc comments: {}; BM25 k3 {}.",
         args.model
             .model
             .as_deref()
@@ -587,6 +594,7 @@ pub fn run(args: QualityArgs) -> Result<()> {
         base.framed,
         base.callees_follow,
         base.conditioning,
+        base.read_order,
         base.fine_every_kind,
         base.fine_docs,
         base.bm25_k3,
@@ -709,6 +717,16 @@ fn print_candidate_recall(
                 }
             })
             .collect();
+        let first = task
+            .targets
+            .iter()
+            .filter_map(|places| places.iter().filter_map(|(p, l)| position(p, *l)).min())
+            .min();
+        eprintln!(
+            "candidate stage: task [{t}] first target at {} ({} pinned)",
+            first.map_or("none".to_string(), |p| (p + 1).to_string()),
+            candidates.n_pinned()
+        );
         if !missed.is_empty() {
             eprintln!(
                 "candidate stage: task [{t}] {} {:?} misses {}",

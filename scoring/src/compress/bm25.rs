@@ -213,7 +213,12 @@ pub const DEFAULT_K1: f32 = 3.0;
 /// --bm25-k3 K`): dev instructions 74% (k3 = 0) → 81% (1), 78% (8), 81% (100); dev
 /// questions 84% → 84%, 81%, 81%. BENCHMARKS.md, "Tenth session".
 pub const DEFAULT_K3: f32 = 1.0;
-const B: f32 = 0.75;
+
+/// Length normalization, the textbook value: a document twice the average length needs
+/// about twice the matches to score as high. Right for what is printed, where a unit costs
+/// its length; the read order of short queries normalizes less
+/// ([`super::ReadOrder::Functions`]).
+pub const DEFAULT_B: f32 = 0.75;
 
 /// Documents tokenized by one task of [`Bm25::new`]: a big tree's chunks are tokenized in
 /// parallel batches of this many.
@@ -289,9 +294,9 @@ impl Bm25 {
     }
 
     /// BM25 score of every document for `query` (terms outside the index's lookup texts
-    /// count for nothing), in document order, with term-frequency saturation `k1` and
-    /// query-term-frequency saturation `k3`.
-    pub fn scores(&self, query: &str, k1: f32, k3: f32) -> Vec<f32> {
+    /// count for nothing), in document order, with term-frequency saturation `k1`,
+    /// query-term-frequency saturation `k3` and length normalization `b`.
+    pub fn scores(&self, query: &str, k1: f32, k3: f32, b: f32) -> Vec<f32> {
         let mut said = vec![0.0f32; self.postings.len()];
         for_each_term(query, |term| {
             if let Some(&id) = self.ids.get(term) {
@@ -305,7 +310,7 @@ impl Bm25 {
             for &(doc, tf) in &self.postings[id as usize] {
                 let len = self.doc_len[doc as usize];
                 scores[doc as usize] +=
-                    weight * tf * (k1 + 1.0) / (tf + k1 * (1.0 - B + B * len / self.avg_len));
+                    weight * tf * (k1 + 1.0) / (tf + k1 * (1.0 - b + b * len / self.avg_len));
             }
         }
         scores
@@ -410,9 +415,9 @@ mod tests {
             &["choice init"],
         );
         let query = "choice choice choice init";
-        let once = index.scores(query, DEFAULT_K1, 0.0);
+        let once = index.scores(query, DEFAULT_K1, 0.0, DEFAULT_B);
         assert!((once[0] - once[1]).abs() < 1e-6, "{once:?}");
-        let repeated = index.scores(query, DEFAULT_K1, 1.0);
+        let repeated = index.scores(query, DEFAULT_K1, 1.0, DEFAULT_B);
         // Said three times with k3 = 1: 3 · 2 / (3 + 1) = 1.5 times.
         assert!(
             (repeated[0] / repeated[1] - 1.5).abs() < 1e-4,
@@ -464,8 +469,8 @@ mod tests {
             assert_eq!(split.postings, whole.postings, "batch {batch}");
             assert_eq!(split.doc_len, whole.doc_len, "batch {batch}");
             assert_eq!(
-                split.scores(QUERY, DEFAULT_K1, DEFAULT_K3),
-                whole.scores(QUERY, DEFAULT_K1, DEFAULT_K3)
+                split.scores(QUERY, DEFAULT_K1, DEFAULT_K3, DEFAULT_B),
+                whole.scores(QUERY, DEFAULT_K1, DEFAULT_K3, DEFAULT_B)
             );
         }
         // Term ids in the order terms first occur in the lookup texts.
@@ -508,13 +513,13 @@ mod tests {
                         let idf = ((n - df + 0.5) / (df + 0.5) + 1.0).ln();
                         let f = tf[d].get(term).copied().unwrap_or(0.0);
                         idf * qtf * (DEFAULT_K3 + 1.0) / (qtf + DEFAULT_K3) * f * (DEFAULT_K1 + 1.0)
-                            / (f + DEFAULT_K1 * (1.0 - B + B * len[d] / avg))
+                            / (f + DEFAULT_K1 * (1.0 - DEFAULT_B + DEFAULT_B * len[d] / avg))
                     })
                     .sum()
             })
             .collect();
         let index = Bm25::new(sample_docs(&texts), &[QUERY]);
-        let scores = index.scores(QUERY, DEFAULT_K1, DEFAULT_K3);
+        let scores = index.scores(QUERY, DEFAULT_K1, DEFAULT_K3, DEFAULT_B);
         assert!(expected.iter().any(|&s| s > 0.0));
         for (d, (got, want)) in scores.iter().zip(&expected).enumerate() {
             assert!(
@@ -541,7 +546,12 @@ mod tests {
             ],
             &["where is the config parsed?"],
         );
-        let scores = index.scores("where is the config parsed?", DEFAULT_K1, DEFAULT_K3);
+        let scores = index.scores(
+            "where is the config parsed?",
+            DEFAULT_K1,
+            DEFAULT_K3,
+            DEFAULT_B,
+        );
         assert!(scores[1] > scores[0] && scores[1] > scores[2], "{scores:?}");
     }
 }

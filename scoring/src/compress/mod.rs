@@ -234,11 +234,14 @@ pub struct CompressOptions {
     pub fine_docs: bool,
     /// Which text the coarse stage conditions on which ([`Conditioning`]).
     pub conditioning: Conditioning,
+    /// Which chunks the model reads, and in which order ([`ReadOrder`]).
+    pub read_order: ReadOrder,
     /// LongCodeZip as published: every chunk scored whole, no reuse, one pass per line in
     /// the fine stage. For benchmarks.
     pub faithful: bool,
     /// A latency budget for the model's work, from the start of the call: candidates are
-    /// scored best-BM25-first (the pinned ones, which rank first whatever their score, last)
+    /// scored in the candidate stage's order ([`ReadOrder`]; the pinned ones, which rank first
+    /// whatever their score, last)
     /// until it passes, the rest keep their BM25 order behind them, and functions the fine
     /// stage did not reach stay whole. Results already cached are used whatever the time, so
     /// asking again refines the answer.
@@ -247,8 +250,8 @@ pub struct CompressOptions {
     /// scorer); cached results cost nothing. The fine stage's share (both of its passes over
     /// what it may read, and the query) is set aside first: by measurement it answers more
     /// per model token than the coarse stage (BENCHMARKS.md, "What each model stage adds").
-    /// The coarse stage scores candidates best-BM25-first with the rest (the pinned ones
-    /// last); those it does not reach keep their BM25 order behind the scored ones, as under
+    /// The coarse stage scores candidates in the candidate stage's order with the rest (the
+    /// pinned ones last); those it does not reach keep their BM25 order behind the scored ones, as under
     /// a deadline. Default [`DEFAULT_MAX_MODEL_TOKENS`]; `None`: no bound.
     pub max_model_tokens: Option<usize>,
 }
@@ -271,6 +274,40 @@ pub enum Conditioning {
     /// ([`CompressOptions::max_query_tokens`]), else [`Conditioning::QueryGivenChunk`].
     ByLength,
 }
+
+/// Which chunks the model reads (the pool of [`CompressOptions::max_candidates`]) and in
+/// which order (under a model-token budget or a deadline it reads only the first): the
+/// candidate stage's ranking, which only decides what the model sees. What is printed,
+/// the fusion with BM25 and the BM25 ranker keep BM25's own scores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum ReadOrder {
+    /// BM25's order (role-weighted, [`bm25::DEFAULT_B`]), every kind of chunk alike.
+    Bm25,
+    /// Functions and methods that say much of the query first: BM25 with length
+    /// normalization [`READ_ORDER_B`] and every other definition or top-level code at
+    /// [`NON_CALLABLE_READ_WEIGHT`] of its score. The model reads a head of at most
+    /// [`CompressOptions::max_chunk_tokens`] whatever a chunk's length, so a long function
+    /// that says the query's words often need not be marked down for its length as it is
+    /// for the output, where it costs all of it; and the answers to a question about how
+    /// code behaves are functions (81 of the 82 answers among the dev questions' first 12
+    /// reads), while classes, structs and top-level code took 24% of those reads.
+    /// Dev questions with an answer within the first 12 reads: 62 of 81 → 65 (BENCHMARKS.md,
+    /// "Twenty-first session").
+    Functions,
+    /// [`ReadOrder::Functions`] for a query the model reads whole (up to
+    /// [`CompressOptions::max_query_tokens`]: a question), [`ReadOrder::Bm25`] for a longer
+    /// one (an instruction, which names the code it is about; the functions-first order
+    /// reached no more of the dev and held-out instructions' answers).
+    ByLength,
+}
+
+/// BM25's length normalization in [`ReadOrder::Functions`].
+pub const READ_ORDER_B: f32 = 0.5;
+
+/// What a chunk that is not a function or a method (a class, struct or impl header with its
+/// fields, top-level code) weighs in [`ReadOrder::Functions`], relative to one that is.
+pub const NON_CALLABLE_READ_WEIGHT: f32 = 0.5;
 
 /// The most of a query the model reads as the candidates' shared prefix
 /// ([`Conditioning::ChunkGivenQuery`]).
@@ -319,6 +356,7 @@ impl Default for CompressOptions {
             callers: usize::MAX,
             callees_follow: 0,
             conditioning: Conditioning::QueryGivenChunk,
+            read_order: ReadOrder::ByLength,
             fine_every_kind: true,
             fine_docs: true,
             faithful: false,
@@ -388,6 +426,9 @@ struct Unit {
     skeleton: bool,
     /// A copy of a definition another unit shows ([`copies`]).
     copy: bool,
+    /// Where the candidate stage places the unit ([`ReadOrder`]); BM25's score unless the
+    /// read order says otherwise.
+    read_key: f32,
 }
 
 /// Compresses `docs` for `query` within the budget. Blocking: call from a worker thread.
@@ -464,7 +505,12 @@ fn compress_counting(
     reporter.report(|_| Progress::start(Stage::Candidates));
     // Everything the budget counts (units, headers, the output) counts here.
     let counter = BudgetCounter::new(scorer, options.tokenizer);
-    let (mut units, texts, index) = lexical_units(docs, query, options)?;
+    let (mut units, texts, index) = lexical_units(
+        docs,
+        query,
+        options,
+        functions_first(scorer, query, options),
+    )?;
     // LongCodeZip as published reads the whole query.
     let max_query_tokens = if options.faithful {
         0
@@ -1247,6 +1293,7 @@ fn lexical_units<'d>(
     docs: &[Document<'d>],
     query: &str,
     options: &CompressOptions,
+    functions_first: bool,
 ) -> Result<(Vec<Unit>, Vec<&'d str>, Bm25), CompressError> {
     // Units: every chunk with content.
     let mut units = Vec::new();
@@ -1267,6 +1314,7 @@ fn lexical_units<'d>(
                 wanted: true,
                 skeleton: !options.keep_skeletons && is_skeleton(chunk, text),
                 copy: false,
+                read_key: 0.0,
             });
         }
     }
@@ -1291,17 +1339,26 @@ fn lexical_units<'d>(
     let wanted = roles::wanted_roles(query);
     // Each file's role once (a big tree has tens of chunks per file).
     let file_roles: Vec<FileRole> = docs.iter().map(|d| FileRole::of(d.path, d.lang)).collect();
-    for (unit, score) in units
-        .iter_mut()
-        .zip(index.scores(query, options.bm25_k1, options.bm25_k3))
-    {
+    let (k1, k3) = (options.bm25_k1, options.bm25_k3);
+    let scores = index.scores(query, k1, k3, bm25::DEFAULT_B);
+    let read_scores = functions_first.then(|| index.scores(query, k1, k3, READ_ORDER_B));
+    for (u, unit) in units.iter_mut().enumerate() {
         let doc = &docs[unit.doc];
-        let name = doc.chunks[unit.chunk].qualified_name.as_deref();
+        let chunk = &doc.chunks[unit.chunk];
+        let name = chunk.qualified_name.as_deref();
         unit.wanted = wanted.contains(&file_roles[unit.doc].for_chunk(doc.lang, name));
-        unit.bm25 = if unit.wanted {
-            score
+        let role_weight = if unit.wanted {
+            1.0
         } else {
-            score * options.other_roles_weight
+            options.other_roles_weight
+        };
+        unit.bm25 = scores[u] * role_weight;
+        unit.read_key = match &read_scores {
+            Some(read) if chunk.kind.is_callable() || chunk.kind == ChunkKind::Text => {
+                read[u] * role_weight
+            }
+            Some(read) => read[u] * role_weight * NON_CALLABLE_READ_WEIGHT,
+            None => unit.bm25,
         };
     }
     pin_structural(&mut units, docs, query, options.focus.as_ref());
@@ -1320,6 +1377,11 @@ pub struct CandidateOrder {
 }
 
 impl CandidateOrder {
+    /// How many chunks the query pins (they lead the order).
+    pub fn n_pinned(&self) -> usize {
+        self.n_pinned
+    }
+
     /// The chunks the model scores with a pool of `max_candidates`, when the workspace does
     /// not fit the budget.
     pub fn pool(&self, max_candidates: usize) -> &[(usize, usize)] {
@@ -1337,7 +1399,7 @@ impl CandidateOrder {
 
 /// The candidate stage alone for `query`; see [`CandidateOrder`].
 pub fn candidate_chunks(
-    _scorer: &dyn ScoringModel,
+    scorer: &dyn ScoringModel,
     docs: &[Document],
     query: &str,
     options: &CompressOptions,
@@ -1346,7 +1408,12 @@ pub fn candidate_chunks(
     if query.is_empty() {
         return Err(CompressError::EmptyQuery);
     }
-    let (units, _, _) = lexical_units(docs, query, options)?;
+    let (units, _, _) = lexical_units(
+        docs,
+        query,
+        options,
+        functions_first(scorer, query, options),
+    )?;
     Ok(CandidateOrder {
         chunks: candidate_order(&units, options.code_first)
             .into_iter()
@@ -1354,6 +1421,20 @@ pub fn candidate_chunks(
             .collect(),
         n_pinned: units.iter().filter(|u| u.pinned).count(),
     })
+}
+
+/// Whether the candidate stage reads `query` in [`ReadOrder::Functions`]:
+/// [`ReadOrder::ByLength`] counts the query in the model's tokens.
+fn functions_first(scorer: &dyn ScoringModel, query: &str, options: &CompressOptions) -> bool {
+    match options.read_order {
+        _ if options.faithful => false,
+        ReadOrder::Bm25 => false,
+        ReadOrder::Functions => true,
+        ReadOrder::ByLength => {
+            options.max_query_tokens == 0
+                || scorer.count_tokens_batch(&[query])[0] <= options.max_query_tokens
+        }
+    }
 }
 
 /// The identifiers the query writes as code, each as its path (`click.Choice` →
@@ -1437,16 +1518,19 @@ fn pin_structural(units: &mut [Unit], docs: &[Document], query: &str, focus: Opt
                 Some(line) if chunk.start_line <= line && line <= chunk.end_line => {
                     unit.pinned = true;
                 }
-                _ => unit.bm25 *= 1.5,
+                _ => {
+                    unit.bm25 *= 1.5;
+                    unit.read_key *= 1.5;
+                }
             }
         }
     }
 }
 
 /// The units the model scores, in the order it should reach them (it matters under a
-/// deadline): pinned first, then by BM25. Every unit when the workspace is small enough (or
-/// for the faithful configuration); otherwise the pinned ones and BM25's best, up to
-/// `max_candidates` in all.
+/// deadline): pinned first, then by the read order's key ([`ReadOrder`]). Every unit when the
+/// workspace is small enough (or for the faithful configuration); otherwise the pinned ones
+/// and the best others, up to `max_candidates` in all.
 fn pick_candidates(units: &[Unit], options: &CompressOptions) -> Vec<usize> {
     let mut order = candidate_order(units, options.code_first && !options.faithful);
     if !options.faithful {
@@ -1470,7 +1554,7 @@ fn pinned_last(order: Vec<usize>, units: &[Unit]) -> Vec<usize> {
 }
 
 /// Every unit but skeletons, pinned first, then (with `code_first`) the kinds of files the
-/// query asks for, then by BM25.
+/// query asks for, then by the read order's key (BM25's score, or [`ReadOrder::Functions`]'s).
 fn candidate_order(units: &[Unit], code_first: bool) -> Vec<usize> {
     let mut order: Vec<usize> = (0..units.len())
         .filter(|&i| !units[i].skeleton && !units[i].copy)
@@ -1479,7 +1563,7 @@ fn candidate_order(units: &[Unit], code_first: bool) -> Vec<usize> {
     order.sort_by(|&a, &b| {
         (units[b].pinned.cmp(&units[a].pinned))
             .then(wanted(&units[b]).cmp(&wanted(&units[a])))
-            .then(units[b].bm25.total_cmp(&units[a].bm25))
+            .then(units[b].read_key.total_cmp(&units[a].read_key))
             .then(a.cmp(&b))
     });
     order
@@ -1922,9 +2006,10 @@ impl Selection<'_> {
 #[cfg(test)]
 mod tests {
     use super::{
-        CompressOptions, Document, Ranker, Unit, called_names, fuse_with_bm25, pick_candidates,
-        share_of, with_callees,
+        CompressOptions, Document, Ranker, ReadOrder, Unit, called_names, candidate_chunks,
+        fuse_with_bm25, pick_candidates, share_of, with_callees,
     };
+    use crate::overlap::OverlapModel;
     use ctxzip_chunker::{Lang, chunk_source};
     use std::time::{Duration, Instant};
 
@@ -1952,6 +2037,7 @@ mod tests {
                 wanted: true,
                 skeleton: false,
                 copy: false,
+                read_key: i as f32,
             })
             .collect();
         let options = CompressOptions {
@@ -1974,6 +2060,53 @@ mod tests {
     }
 
     #[test]
+    fn a_question_reads_the_function_that_says_its_words_before_the_class_that_names_them() {
+        // BM25 ranks the class first: its name says "retry" and its docstring says both
+        // words. The function that computes the backoff says them as often in a longer body.
+        let source = r#"class RetryPolicy:
+    """Retry policy: retry count and retry backoff."""
+
+    retries = 3
+    backoff = 0.5
+
+
+def next_delay(policy, attempt, now, jitter):
+    """The retry backoff before the next retry of a request."""
+    delay = policy.backoff * (2 ** attempt)
+    spread = jitter.uniform(0, delay / 10)
+    deadline = now + min(delay + spread, 60)
+    return deadline
+"#;
+        let chunks = chunk_source(Lang::Python, source);
+        let docs = [Document {
+            path: "retry.py",
+            lang: Lang::Python,
+            text: source,
+            chunks: &chunks,
+            redacted: 0,
+        }];
+        let model = OverlapModel::new();
+        let first = |query: &str, read_order| {
+            let options = CompressOptions {
+                read_order,
+                ..CompressOptions::default()
+            };
+            let order = candidate_chunks(&model, &docs, query, &options).unwrap();
+            let (_, c) = order.chunks[0];
+            chunks[c].name.clone().unwrap()
+        };
+        let question = "How is the retry backoff computed?";
+        assert_eq!(first(question, ReadOrder::Bm25), "RetryPolicy");
+        assert_eq!(first(question, ReadOrder::Functions), "next_delay");
+        assert_eq!(first(question, ReadOrder::ByLength), "next_delay");
+        // A query longer than the model's window (an instruction) keeps BM25's order; words
+        // no chunk holds change no score.
+        let instruction = format!("{question}{}", " Please be thorough.".repeat(30));
+        assert_eq!(first(&instruction, ReadOrder::ByLength), "RetryPolicy");
+        assert_eq!(first(&instruction, ReadOrder::Functions), "next_delay");
+    }
+
+    #[test]
     fn candidates_a_deadline_skipped_keep_bm25s_order_in_the_fusion() {
         // BM25 ranks the units against their index order; the model scored two of them.
         let n = 24;
@@ -1987,6 +2120,7 @@ mod tests {
                 wanted: true,
                 skeleton: false,
                 copy: false,
+                read_key: i as f32,
             })
             .collect();
         units[3].score = 2.0;
@@ -2034,6 +2168,7 @@ mod tests {
                     wanted: true,
                     skeleton: false,
                     copy: false,
+                    read_key: 0.0,
                 });
             }
         }
@@ -2161,6 +2296,7 @@ mod tests {
             callers: _,
             callees_follow: _,
             conditioning: _,
+            read_order: _,
             fine_every_kind: _,
             fine_docs: _,
             faithful: _,
