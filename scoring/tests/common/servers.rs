@@ -45,7 +45,7 @@ pub fn llama_cpp_python() -> &'static Path {
         let cache = ctxzip_scoring::models::cache_root().expect("a cache directory");
         let venv = cache
             .join("test-venvs")
-            .join(format!("llama-cpp-python-{LLAMA_CPP_PYTHON}"));
+            .join(format!("llama-cpp-python-{LLAMA_CPP_PYTHON}-portable"));
         let python = venv.join("bin").join("python");
         let installed = |python: &Path| {
             Command::new(python)
@@ -68,14 +68,21 @@ pub fn llama_cpp_python() -> &'static Path {
             .expect("python3 runs");
         assert!(status.success(), "python3 -m venv {} failed", venv.display());
         let mut pip = Command::new(venv.join("bin").join("pip"));
+        // Built here, not taken from pip's wheel cache, which may hold a build made with
+        // other flags.
         pip.args([
             "install",
             "--quiet",
+            "--no-cache-dir",
             &format!("llama-cpp-python[server]=={LLAMA_CPP_PYTHON}"),
         ]);
-        // The multimodal helper library is not needed to serve a text model.
+        // The multimodal helper library is not needed to serve a text model. A native build
+        // (the default) compiles llama.cpp's AMX kernels on a CPU that has AMX, and in this
+        // version they crash the server on its first matrix product (SIGSEGV in
+        // `ggml_backend_amx_mul_mat`, seen on a Xeon with AMX): the portable kernels, as
+        // ctxzip's own tests use, score the same.
         if std::env::var_os("CMAKE_ARGS").is_none() {
-            pip.env("CMAKE_ARGS", "-DLLAVA_BUILD=OFF");
+            pip.env("CMAKE_ARGS", "-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF");
         }
         // Every core unless told otherwise (a make build runs one job by default).
         if std::env::var_os("CMAKE_BUILD_PARALLEL_LEVEL").is_none() {
