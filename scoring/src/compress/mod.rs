@@ -245,9 +245,8 @@ pub struct CompressOptions {
     pub faithful: bool,
     /// A latency budget for the model's work, from the start of the call: candidates are
     /// scored in the candidate stage's order ([`ReadOrder`]; the pinned ones, which rank first
-    /// whatever their score, last)
-    /// until it passes, the rest keep their BM25 order behind them, and functions the fine
-    /// stage did not reach stay whole. Results already cached are used whatever the time, so
+    /// whatever their score, last) until it passes, the rest keep their BM25 order behind
+    /// them, and functions the fine stage did not reach stay whole. Results already cached are used whatever the time, so
     /// asking again refines the answer.
     pub deadline: Option<Duration>,
     /// A budget for the model's work, in tokens decoded per request (sent, with a remote
@@ -255,8 +254,8 @@ pub struct CompressOptions {
     /// what it may read, and the query) is set aside first: by measurement it answers more
     /// per model token than the coarse stage (BENCHMARKS.md, "What each model stage adds").
     /// The coarse stage scores candidates in the candidate stage's order with the rest (the
-    /// pinned ones last); those it does not reach keep their BM25 order behind the scored ones, as under
-    /// a deadline. Default [`DEFAULT_MAX_MODEL_TOKENS`]; `None`: no bound.
+    /// pinned ones last); those it does not reach keep their BM25 order behind the scored
+    /// ones, as under a deadline. Default [`DEFAULT_MAX_MODEL_TOKENS`]; `None`: no bound.
     pub max_model_tokens: Option<usize>,
 }
 
@@ -301,9 +300,9 @@ pub enum ReadOrder {
     Functions,
     /// [`ReadOrder::Functions`] for a query the model reads whole (up to
     /// [`CompressOptions::max_query_tokens`]: a question, but also a doc comment or a short
-    /// function), [`ReadOrder::Bm25`] for a longer
-    /// one (an instruction, which names the code it is about; the functions-first order
-    /// reached no more of the dev and held-out instructions' answers).
+    /// function), [`ReadOrder::Bm25`] for a longer one (an instruction, which names the code
+    /// it is about; the functions-first order reached no more of the dev and held-out
+    /// instructions' answers).
     ByLength,
 }
 
