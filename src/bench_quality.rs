@@ -723,9 +723,14 @@ fn print_candidate_recall(
             .filter_map(|places| places.iter().filter_map(|(p, l)| position(p, *l)).min())
             .min();
         eprintln!(
-            "candidate stage: task [{t}] first target at {} ({} pinned)",
+            "candidate stage: task [{t}] first target at {} ({} pinned, {} order)",
             first.map_or("none".to_string(), |p| (p + 1).to_string()),
-            candidates.n_pinned()
+            candidates.n_pinned(),
+            if candidates.functions_first() {
+                "functions-first"
+            } else {
+                "bm25"
+            }
         );
         if !missed.is_empty() {
             eprintln!(

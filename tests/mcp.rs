@@ -179,7 +179,7 @@ fn mcp_session_over_stdio() {
                   "type": "integer"
                 },
                 "deadline_ms": {
-                  "description": "Answer within about this many milliseconds of model time: candidates are scored in\nBM25 order until then, the rest keep BM25's order, functions not reached stay whole.\nScores already cached are used regardless, so asking again refines the answer.",
+                  "description": "Answer within about this many milliseconds of model time: candidates are scored best\nfirst (by BM25; functions first for a question) until then, the rest keep BM25's\norder, functions not reached stay whole.\nScores already cached are used regardless, so asking again refines the answer.",
                   "minimum": 0,
                   "type": "integer"
                 },
@@ -192,7 +192,7 @@ fn mcp_session_over_stdio() {
                   "description": "Layout of the context: text, markdown, json or xml."
                 },
                 "max_model_tokens": {
-                  "description": "Spend at most about this many model tokens (decoded, or sent to a remote scorer) on\nthe answer (default 6000; more reads more candidates, worth it where a GPU or a\nscoring server makes model tokens cheap): the stage that prunes kept functions gets\nits share first, candidates are scored in BM25 order with the rest, the others keep\nBM25's order. Cached scores cost nothing, so asking again refines the answer.",
+                  "description": "Spend at most about this many model tokens (decoded, or sent to a remote scorer) on\nthe answer (default 6000; more reads more candidates, worth it where a GPU or a\nscoring server makes model tokens cheap): the stage that prunes kept functions gets\nits share first, candidates are scored best first (by BM25; functions first for a\nquestion) with the rest, the others keep BM25's order. Cached scores cost nothing,\nso asking again refines the answer.",
                   "minimum": 0,
                   "type": "integer"
                 },

@@ -234,11 +234,8 @@ pub struct CompressOptions {
     pub fine_docs: bool,
     /// Which text the coarse stage conditions on which ([`Conditioning`]).
     pub conditioning: Conditioning,
-    /// Which chunks the model reads, and in which order ([`ReadOrder`]). BM25's by default:
-    /// [`ReadOrder::ByLength`] answered 63 of the 81 dev questions under the default budget
-    /// against 60, but lost a needle goal task and two callee goal tasks, whose queries (a
-    /// doc comment, a function without its body) are short too (BENCHMARKS.md,
-    /// "Twenty-first session").
+    /// Which chunks the model reads, and in which order ([`ReadOrder`]);
+    /// [`ReadOrder::Questions`] by default.
     pub read_order: ReadOrder,
     /// LongCodeZip as published: every chunk scored whole, no reuse, one pass per line in
     /// the fine stage. For benchmarks.
@@ -302,8 +299,15 @@ pub enum ReadOrder {
     /// [`CompressOptions::max_query_tokens`]: a question, but also a doc comment or a short
     /// function), [`ReadOrder::Bm25`] for a longer one (an instruction, which names the code
     /// it is about; the functions-first order reached no more of the dev and held-out
-    /// instructions' answers).
+    /// instructions' answers). It answered 63 of the 81 dev questions under the default
+    /// budget against 60 but lost a needle and two callee goal tasks: a doc comment and a
+    /// function without its body are short queries too (BENCHMARKS.md, "Twenty-first
+    /// session").
     ByLength,
+    /// [`ReadOrder::Functions`] for a question the model reads whole: a query of at most
+    /// [`CompressOptions::max_query_tokens`] that asks in words ([`roles::asks_question`]);
+    /// [`ReadOrder::Bm25`] for an instruction, a doc comment or code. The default.
+    Questions,
 }
 
 /// BM25's length normalization in [`ReadOrder::Functions`].
@@ -360,7 +364,7 @@ impl Default for CompressOptions {
             callers: usize::MAX,
             callees_follow: 0,
             conditioning: Conditioning::QueryGivenChunk,
-            read_order: ReadOrder::Bm25,
+            read_order: ReadOrder::Questions,
             fine_every_kind: true,
             fine_docs: true,
             faithful: false,
@@ -1378,9 +1382,15 @@ fn lexical_units<'d>(
 pub struct CandidateOrder {
     pub chunks: Vec<(usize, usize)>,
     n_pinned: usize,
+    functions_first: bool,
 }
 
 impl CandidateOrder {
+    /// Whether the query was read in [`ReadOrder::Functions`]'s order.
+    pub fn functions_first(&self) -> bool {
+        self.functions_first
+    }
+
     /// How many chunks the query pins (they lead the order).
     pub fn n_pinned(&self) -> usize {
         self.n_pinned
@@ -1412,13 +1422,10 @@ pub fn candidate_chunks(
     if query.is_empty() {
         return Err(CompressError::EmptyQuery);
     }
-    let (units, _, _) = lexical_units(
-        docs,
-        query,
-        options,
-        functions_first(scorer, query, options),
-    )?;
+    let functions_first = functions_first(scorer, query, options);
+    let (units, _, _) = lexical_units(docs, query, options, functions_first)?;
     Ok(CandidateOrder {
+        functions_first,
         chunks: candidate_order(&units, options.code_first)
             .into_iter()
             .map(|i| (units[i].doc, units[i].chunk))
@@ -1428,16 +1435,18 @@ pub fn candidate_chunks(
 }
 
 /// Whether the candidate stage reads `query` in [`ReadOrder::Functions`]:
-/// [`ReadOrder::ByLength`] counts the query in the model's tokens.
+/// [`ReadOrder::ByLength`] and [`ReadOrder::Questions`] count the query in the model's tokens.
 fn functions_first(scorer: &dyn ScoringModel, query: &str, options: &CompressOptions) -> bool {
+    let read_whole = || {
+        options.max_query_tokens == 0
+            || scorer.count_tokens_batch(&[query])[0] <= options.max_query_tokens
+    };
     match options.read_order {
         _ if options.faithful => false,
         ReadOrder::Bm25 => false,
         ReadOrder::Functions => true,
-        ReadOrder::ByLength => {
-            options.max_query_tokens == 0
-                || scorer.count_tokens_batch(&[query])[0] <= options.max_query_tokens
-        }
+        ReadOrder::ByLength => read_whole(),
+        ReadOrder::Questions => roles::asks_question(query) && read_whole(),
     }
 }
 
@@ -2103,10 +2112,16 @@ def next_delay(policy, attempt, now, jitter):
         assert_eq!(first(question, ReadOrder::Bm25), "RetryPolicy");
         assert_eq!(first(question, ReadOrder::Functions), "next_delay");
         assert_eq!(first(question, ReadOrder::ByLength), "next_delay");
+        assert_eq!(first(question, ReadOrder::Questions), "next_delay");
+        // A doc comment of the same words is not a question: BM25's order.
+        let doc = "The computed retry backoff.";
+        assert_eq!(first(doc, ReadOrder::Questions), "RetryPolicy");
+        assert_eq!(first(doc, ReadOrder::ByLength), "next_delay");
         // A query longer than the model's window (an instruction) keeps BM25's order; words
         // no chunk holds change no score.
         let instruction = format!("{question}{}", " Please be thorough.".repeat(30));
         assert_eq!(first(&instruction, ReadOrder::ByLength), "RetryPolicy");
+        assert_eq!(first(&instruction, ReadOrder::Questions), "RetryPolicy");
         assert_eq!(first(&instruction, ReadOrder::Functions), "next_delay");
     }
 

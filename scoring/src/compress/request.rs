@@ -75,8 +75,9 @@ pub struct CompressRequest {
     #[cfg_attr(feature = "clap", arg(long, value_name = "N",
         default_value = CompressOptions::default().max_candidates.to_string()))]
     pub candidates: Option<usize>,
-    /// Answer within about this many milliseconds of model time: candidates are scored in
-    /// BM25 order until then, the rest keep BM25's order, functions not reached stay whole.
+    /// Answer within about this many milliseconds of model time: candidates are scored best
+    /// first (by BM25; functions first for a question) until then, the rest keep BM25's
+    /// order, functions not reached stay whole.
     /// Scores already cached are used regardless, so asking again refines the answer.
     #[serde(default)]
     #[cfg_attr(feature = "clap", arg(long, value_name = "MS"))]
@@ -84,8 +85,9 @@ pub struct CompressRequest {
     /// Spend at most about this many model tokens (decoded, or sent to a remote scorer) on
     /// the answer (default 6000; more reads more candidates, worth it where a GPU or a
     /// scoring server makes model tokens cheap): the stage that prunes kept functions gets
-    /// its share first, candidates are scored in BM25 order with the rest, the others keep
-    /// BM25's order. Cached scores cost nothing, so asking again refines the answer.
+    /// its share first, candidates are scored best first (by BM25; functions first for a
+    /// question) with the rest, the others keep BM25's order. Cached scores cost nothing,
+    /// so asking again refines the answer.
     #[serde(default)]
     #[cfg_attr(feature = "clap", arg(long, value_name = "TOKENS"))]
     pub max_model_tokens: Option<usize>,

@@ -5,6 +5,10 @@
 //! behaviour, a changelog entry describes it, prose predicts prose). So the code is preferred
 //! unless the query names another kind of file ("where are the tests for ...", "what does
 //! the changelog say ..."): then that kind competes on equal terms.
+//!
+//! Whether a query asks a question at all ([`asks_question`]) is read here too: a question
+//! about how code behaves is answered by a function, a doc comment or a piece of code is not
+//! asked.
 
 use std::collections::HashSet;
 
@@ -116,9 +120,48 @@ pub fn wanted_roles(query: &str) -> HashSet<FileRole> {
     wanted
 }
 
+/// Words (lower case, whole words) of which a question's sentence holds at least one.
+const INTERROGATIVES: &[&str] = &[
+    "how", "why", "what", "where", "when", "which", "who", "whose", "whom", "does", "do", "did",
+    "is", "are", "was", "were", "can", "could", "should", "would", "will", "has", "have",
+];
+
+/// Whether `query` asks a question in words: one of its sentences ends with a question mark
+/// (after a word or a closing quote or bracket, before a space or the end) and holds an
+/// interrogative word ("how", "why", "does", ...). Code does not ask: Kotlin's `String? {`
+/// and TypeScript's `name?: string` have no such sentence, Rust's `parse()?;` no such mark.
+pub fn asks_question(query: &str) -> bool {
+    query.match_indices('?').any(|(at, _)| {
+        let before = query[..at].chars().next_back();
+        let after = query[at + 1..].chars().next();
+        let ends_a_word = before.is_some_and(|c| c.is_alphanumeric() || "_\"'`)]".contains(c));
+        if !ends_a_word || !after.is_none_or(char::is_whitespace) {
+            return false;
+        }
+        // The sentence: from the end of the one before (a stop before a space, or a line
+        // break); a stop inside a word (`r.text`, `1.5`) does not end one.
+        let head = &query[..at];
+        let start = head
+            .char_indices()
+            .rev()
+            .find(|&(i, c)| {
+                c == '\n'
+                    || (matches!(c, '.' | '!' | '?')
+                        && head[i + 1..]
+                            .chars()
+                            .next()
+                            .is_some_and(char::is_whitespace))
+            })
+            .map_or(0, |(i, _)| i + 1);
+        head[start..]
+            .split(|c: char| !c.is_alphanumeric())
+            .any(|w| INTERROGATIVES.contains(&w.to_lowercase().as_str()))
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::wanted_roles;
+    use super::{asks_question, wanted_roles};
     use ctxzip_chunker::FileRole;
 
     #[test]
@@ -144,5 +187,35 @@ mod tests {
         // A task's later lines name tests as work to do, not as where the answer is.
         let task = "Retries ignore the backoff factor\n\nSteps...\nAdd a regression test.";
         assert_eq!(wanted_roles(task).len(), 1);
+    }
+
+    #[test]
+    fn a_question_in_words_asks_and_code_or_a_doc_comment_does_not() {
+        assert!(asks_question(
+            "How are doc comments attached to the definition below them?"
+        ));
+        assert!(asks_question(
+            "Why is r.text garbled when the Content-Type has no charset? I see Latin-1."
+        ));
+        assert!(asks_question(
+            "When I subclass, in what order do fields end up in the generated __init__?"
+        ));
+        assert!(asks_question(
+            "I pass timeout=(3, 27). Is that one value or two?"
+        ));
+        // A doc comment, and a question mark with no question in its sentence.
+        assert!(!asks_question(
+            "Returns the number of bytes read into `buf`."
+        ));
+        assert!(!asks_question("Parses the header. Falls back to UTF-8?"));
+        // Code: nullable and optional types, the `?` operator, a regex.
+        assert!(!asks_question("fun find(key: String): Any? {"));
+        assert!(!asks_question(
+            "function get(name?: string): Value | undefined"
+        ));
+        assert!(!asks_question("let n = s.parse::<u32>()?;\nOk(n)"));
+        assert!(!asks_question(
+            "pub fn is_match(re: &str) -> bool // (?i)is"
+        ));
     }
 }
