@@ -8,10 +8,16 @@ pub mod mcp_client;
 #[allow(dead_code)]
 pub mod node;
 
+#[path = "../../scoring/tests/common/scratch.rs"]
+pub mod scratch;
+
 /// A score cache of this test process's own (for `CTXZIP_CACHE`): results cached by earlier
-/// runs would turn "the model did work" assertions into cache hits.
+/// runs would turn "the model did work" assertions into cache hits. It lives in the
+/// process's scratch directory, which a later test run removes ([`scratch::process_dir`]).
 pub fn test_cache() -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("ctxzip-test-cache-{}.sqlite", std::process::id()))
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| scratch::process_dir("cli"))
+        .join("cache.sqlite")
 }
 
 /// A byte-level BPE `tokenizer.json` (GPT-2's scheme, which most open code models' files

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+pub mod scratch;
 pub mod servers;
 
 use ctxzip_scoring::models;
@@ -19,14 +20,10 @@ pub fn test_model() -> &'static ResolvedModel {
     })
 }
 
-/// A scratch directory that lives as long as the test binary.
+/// A scratch directory that lives as long as the test binary ([`scratch::process_dir`]).
 pub fn scratch_dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("ctxzip-scoring-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        dir
-    })
+    DIR.get_or_init(|| scratch::process_dir("scoring"))
 }
 
 /// `CTXZIP_TEST_GPU_LAYERS=N` runs these tests with N layers offloaded (scripts/test-vulkan
