@@ -7,15 +7,17 @@
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use ctxzip_chunker::confine::{self, Kind};
 use ctxzip_chunker::index;
 use ctxzip_chunker::workspace::FileChunks;
 use ctxzip_scoring::backend::{self, BackendSettings};
 use ctxzip_scoring::compress::{
-    self, CompressError, CompressRequest, Document, Focus, Format, Progress, ProgressSink, Stage,
+    self, CompressError, CompressRequest, Document, Focus, Format, NoModel, Progress, ProgressSink,
+    Ranker, Stage,
 };
 use ctxzip_scoring::remote::RemoteFlags;
 use ctxzip_scoring::{CancelFlag, ScorerConfig, SharedModel};
@@ -214,8 +216,23 @@ pub fn run(args: CompressArgs) -> Result<ExitCode> {
         total: files.len(),
         ..Progress::start(Stage::Walk)
     });
-    line.show(&Progress::start(Stage::Load));
-    let model = args.model.start_model()?;
+    // Keyword ranking with a budget in another tokenizer reads no model: none is started.
+    let model: SharedModel = match NoModel::for_options(&compress_options) {
+        Some(none) => Arc::new(none),
+        None => {
+            line.show(&Progress::start(Stage::Load));
+            args.model.start_model().map_err(|e| {
+                if compress_options.ranker == Ranker::Bm25 {
+                    // Counting the budget is all it needs the model for.
+                    anyhow!(
+                        "{e:#} (--ranker bm25 runs with no model when the budget counts in another tokenizer: add --tokenizer o200k or cl100k)"
+                    )
+                } else {
+                    e
+                }
+            })?
+        }
+    };
     let show = |event: &Progress| line.show(event);
     let result = compress::compress_with_progress(
         &*model,

@@ -315,6 +315,62 @@ fn a_budget_in_a_tokenizer_json_holds_on_every_format() {
     assert_ne!(original(&by_file), original(&by_model));
 }
 
+/// Keyword ranking with a budget in another tokenizer reads no model: it runs where no model
+/// file exists, prints what it prints beside the real model, and spends no model tokens. The
+/// same ranker counting in the model's tokenizer does need the model, and its error says how
+/// to do without.
+#[test]
+fn keyword_ranking_in_another_tokenizer_runs_with_no_model() {
+    let dir = repo();
+    let root = dir.path().to_str().unwrap();
+    let missing = dir.path().join("no-such-model.gguf");
+    let missing = missing.to_str().unwrap();
+    let query = "how is the tax added to the invoice subtotal?";
+    let run = |model: &str, tokenizer: &str| {
+        ctxzip(&[
+            "compress",
+            root,
+            "-q",
+            query,
+            "--budget",
+            "150",
+            "--format",
+            "json",
+            "--ranker",
+            "bm25",
+            "--tokenizer",
+            tokenizer,
+            "--model",
+            model,
+            "--offline",
+        ])
+    };
+    for tokenizer in ["o200k", "cl100k"] {
+        let with_model = run(MODEL, tokenizer);
+        let without = run(missing, tokenizer);
+        let stderr = String::from_utf8_lossy(&without.stderr);
+        assert!(without.status.success(), "{tokenizer}: {stderr}");
+        let json = |out: &Output| -> Value { serde_json::from_slice(&out.stdout).unwrap() };
+        let (with_model, without) = (json(&with_model), json(&without));
+        assert_eq!(with_model["context"], without["context"], "{tokenizer}");
+        assert!(
+            without["context"]
+                .as_str()
+                .unwrap()
+                .contains("def compute_invoice_total"),
+            "{without}"
+        );
+        assert_eq!(without["stats"]["model_tokens"], 0);
+    }
+    let counted_by_model = run(missing, "model");
+    assert_eq!(counted_by_model.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&counted_by_model.stderr);
+    assert!(
+        stderr.contains("no-such-model.gguf") && stderr.contains("--tokenizer o200k"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn a_deadline_answers_without_the_model_and_a_repeat_completes_from_the_cache() {
     let dir = repo();

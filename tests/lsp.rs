@@ -73,6 +73,20 @@ fn start_with(dir: tempfile::TempDir, args: &[&str]) -> Session {
 }
 
 fn start_with_env(dir: tempfile::TempDir, args: &[&str], env: &[(&str, &Path)]) -> Session {
+    start_with_options(
+        dir,
+        args,
+        env,
+        json!({"model": MODEL, "offline": true, "budget": 400}),
+    )
+}
+
+fn start_with_options(
+    dir: tempfile::TempDir,
+    args: &[&str],
+    env: &[(&str, &Path)],
+    initialization_options: Value,
+) -> Session {
     let root = std::fs::canonicalize(dir.path()).unwrap();
     let log = std::fs::File::create(root.join(".server-stderr.log")).unwrap();
     let client = LspClient::spawn(
@@ -104,7 +118,7 @@ fn start_with_env(dir: tempfile::TempDir, args: &[&str], env: &[(&str, &Path)]) 
                     "workspaceFolders": true
                 }
             },
-            "initializationOptions": {"model": MODEL, "offline": true, "budget": 400}
+            "initializationOptions": initialization_options
         }),
         WAIT,
     );
@@ -196,6 +210,33 @@ fn indexing_reports_progress_then_status_is_complete() {
     assert_eq!(status["files"], 2, "{status}");
     assert!(status["chunks"].as_u64().unwrap() >= 3, "{status}");
     assert_eq!(status["model"]["name"], MODEL, "{status}");
+    assert!(s.shutdown().success());
+}
+
+/// With a model that cannot load, keyword ranking with the budget in o200k is still answered
+/// (it reads no model); a request that ranks with the model gets the load's failure, naming
+/// the file.
+#[test]
+fn keyword_ranking_is_answered_when_the_model_cannot_load() {
+    let dir = workspace(&[("src/lib.rs", LIB_RS), ("src/net.rs", NET_RS)]);
+    let missing = dir.path().join("no-such-model.gguf");
+    let mut s = start_with_options(
+        dir,
+        &[],
+        &[],
+        json!({"model": missing.to_str().unwrap(), "offline": true, "budget": 400}),
+    );
+    s.wait_ready();
+    let keywords =
+        json!({"query": "parse the config file", "ranker": "bm25", "tokenizer": "o200k"});
+    let response = s.compress(keywords.clone());
+    let context = response["result"]["context"].as_str().unwrap_or_default();
+    assert!(context.contains("fn parse_config"), "{response}");
+    assert_eq!(response["result"]["stats"]["model_tokens"], 0, "{response}");
+    let response = s.compress(json!({"query": "parse the config file"}));
+    let message = response["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("no-such-model.gguf"), "{response}");
+    assert!(s.compress(keywords)["result"]["context"].is_string());
     assert!(s.shutdown().success());
 }
 

@@ -151,7 +151,7 @@ fn mcp_session_over_stdio() {
                     },
                     {
                       "const": "bm25",
-                      "description": "BM25 alone, whole chunks: the lexical baseline, no model work.",
+                      "description": "BM25 alone, whole chunks: the lexical baseline, no model work; with the budget in a\ntokenizer other than the model's, no model is loaded at all.",
                       "type": "string"
                     }
                   ]
@@ -214,7 +214,7 @@ fn mcp_session_over_stdio() {
                 },
                 "ranker": {
                   "$ref": "#/$defs/Ranker",
-                  "description": "How chunks are ranked: the model's scores fused with BM25's order by reciprocal rank\n(the default: it answered the most questions over whole repositories), the model\nalone, or BM25 alone (the lexical baseline, no model scoring)."
+                  "description": "How chunks are ranked: the model's scores fused with BM25's order by reciprocal rank\n(the default: it answered the most questions over whole repositories), the model\nalone, or BM25 alone (the lexical baseline, no model scoring; with a tokenizer other\nthan the model's it needs no model at all)."
                 },
                 "rate": {
                   "description": "Keep this fraction of the workspace's tokens instead of a budget (0 < rate <= 1).",
@@ -843,6 +843,44 @@ fn mcp_root_from_client_roots() {
         assert!(Instant::now() < deadline, "index never got ready: {s}");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// A server whose model cannot load still answers what needs no model: keyword ranking with
+/// the budget in o200k. A request that ranks with the model gets the load's failure and the
+/// fix, and the server goes on answering.
+#[test]
+fn keyword_ranking_is_served_when_the_model_cannot_load() {
+    let (dir, root) = fixture();
+    let missing = dir.path().join("no-such-model.gguf");
+    let mut client = Client::start(
+        &[
+            "--model",
+            missing.to_str().unwrap(),
+            "--offline",
+            root.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    client.initialize(json!({}));
+    let keywords = json!({
+        "query": "invoice total with tax",
+        "budget_tokens": 200,
+        "ranker": "bm25",
+        "tokenizer": "o200k",
+    });
+    let (is_error, text) = client.compress_context(keywords.clone());
+    assert!(!is_error, "{text}");
+    assert!(text.contains("def invoice_total"), "{text}");
+    let (is_error, text) = client.compress_context(json!({"query": "invoice total with tax"}));
+    assert!(is_error, "{text}");
+    assert!(
+        text.contains("the model failed to load")
+            && text.contains("no-such-model.gguf")
+            && text.contains("\"ranker\": \"bm25\" with \"tokenizer\": \"o200k\" needs no model"),
+        "{text}"
+    );
+    let (is_error, text) = client.compress_context(keywords);
+    assert!(!is_error, "{text}");
 }
 
 /// The server's index keeps files' chunks in the cache file: a second server on the same

@@ -16,8 +16,8 @@ use ctxzip_chunker::confine;
 use ctxzip_chunker::workspace::WalkOptions;
 use ctxzip_scoring::cache::ChunkCache;
 use ctxzip_scoring::compress::{
-    self, CompressError, CompressOptions, Compressed, Document, Focus, Progress, ProgressSink,
-    Stage,
+    self, CompressError, CompressOptions, Compressed, Document, Focus, NoModel, Progress,
+    ProgressSink, Stage,
 };
 use ctxzip_scoring::remote::RemoteFlags;
 use ctxzip_scoring::{CancelFlag, Error as ScoringError, SharedModel};
@@ -909,12 +909,16 @@ impl Server {
         cancel: CancelFlag,
         progress: &RequestProgress,
     ) -> jsonrpc::Result<(Compressed, SharedModel)> {
-        let scorer = self
-            .shared
-            .model
-            .get(&self.model_settings())
-            .await
-            .map_err(internal)?;
+        // Keyword ranking with a budget in another tokenizer reads no model: none is loaded.
+        let scorer: SharedModel = match NoModel::for_options(options) {
+            Some(none) => Arc::new(none),
+            None => self
+                .shared
+                .model
+                .get(&self.model_settings())
+                .await
+                .map_err(internal)?,
+        };
         let permit = Arc::clone(&self.shared.gate)
             .acquire_owned()
             .await

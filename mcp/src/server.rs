@@ -14,7 +14,7 @@ use ctxzip_scoring::cache::ChunkCache;
 use ctxzip_scoring::compress::Progress as CoreProgress;
 use ctxzip_scoring::compress::{
     self, Budget, CompressError, CompressOptions, CompressRequest, Compressed, Document, Focus,
-    ProgressSink, SelectedChunk, Stage, Stats,
+    NoModel, ProgressSink, SelectedChunk, Stage, Stats,
 };
 use ctxzip_scoring::{CancelFlag, SharedModel, models};
 use rmcp::handler::server::wrapper::Parameters;
@@ -289,7 +289,7 @@ impl CtxzipServer {
         match state {
             ModelState::Ready(scorer) => Ok(scorer),
             ModelState::Failed(e) => Err(format!(
-                "the model failed to load: {e}. Fix the model setting of the server (`ctxzip mcp --model NAME`, see `ctxzip model list`) and restart it"
+                "the model failed to load: {e}. Fix the model setting of the server (`ctxzip mcp --model NAME`, see `ctxzip model list`) and restart it; meanwhile \"ranker\": \"bm25\" with \"tokenizer\": \"o200k\" needs no model"
             )),
             ModelState::Loading => Err("the model is still loading; retry shortly".into()),
         }
@@ -360,10 +360,17 @@ impl CtxzipServer {
                 ),
             )
             .await;
-        // The model load has no events of its own: the ticks carry it.
-        let loading = CoreProgress::start(Stage::Load);
-        progress.event(&loading).await;
-        let scorer = progress.wait(loading, self.scorer()).await?;
+        // Keyword ranking with a budget in another tokenizer reads no model: it neither waits
+        // for the load nor fails with it.
+        let scorer: SharedModel = match NoModel::for_options(&options) {
+            Some(none) => Arc::new(none),
+            None => {
+                // The model load has no events of its own: the ticks carry it.
+                let loading = CoreProgress::start(Stage::Load);
+                progress.event(&loading).await;
+                progress.wait(loading, self.scorer()).await?
+            }
+        };
 
         let options = CompressOptions {
             focus: view.focus.clone(),

@@ -103,6 +103,11 @@ pub enum Error {
     Cancelled,
 
     #[error(
+        "no model was started for this request, which ranks by keywords alone (the BM25 ranker with a budget in o200k, cl100k or a tokenizer file); a request that ranks with the model starts one"
+    )]
+    NoModel,
+
+    #[error(
         "this CPU lacks {missing}, which this build's llama.cpp kernels use ({build}); build ctxzip on this machine so that they are compiled for its CPU: `scripts/ctxzip` (or `RUSTFLAGS=\"-C target-cpu=native\" cargo build --release`)"
     )]
     UnsupportedCpu { missing: String, build: String },

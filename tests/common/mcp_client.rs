@@ -25,7 +25,8 @@ pub struct Client {
 }
 
 impl Client {
-    /// Starts `ctxzip mcp ARGS` in `cwd` with the small model, its stderr passed through.
+    /// Starts `ctxzip mcp ARGS` in `cwd` with the small model (unless ARGS name one), its
+    /// stderr passed through.
     pub fn start(args: &[&str], cwd: &Path) -> Client {
         Client::start_with_stderr(args, cwd, Stdio::inherit())
     }
@@ -46,7 +47,12 @@ impl Client {
             .env("CTXZIP_CACHE", super::test_cache())
             .envs(env.iter().copied())
             // Not --offline: on a fresh machine the first call waits while the model is pulled.
-            .args(["--model", "smollm2-135m"])
+            // A test that names its own model passes --model in `args`.
+            .args(if args.contains(&"--model") {
+                &[][..]
+            } else {
+                &["--model", "smollm2-135m"][..]
+            })
             .args(args)
             .current_dir(cwd)
             .stdin(Stdio::piped())

@@ -14,6 +14,7 @@ pub mod bm25;
 mod copies;
 mod counts;
 pub mod fine;
+mod no_model;
 pub mod progress;
 mod request;
 pub mod roles;
@@ -35,6 +36,7 @@ use bm25::Bm25;
 pub use copies::texts_are_copies;
 use counts::TokenCounts;
 use fine::LineStats;
+pub use no_model::NoModel;
 pub use progress::{Progress, ProgressSink, Stage};
 pub use request::{CompressError, CompressRequest};
 pub use tokenizer::{BudgetCounter, BudgetTokenizer, TokenizerFileError, TokenizerSpec};
@@ -99,7 +101,8 @@ pub enum Ranker {
     // held-out one (71% vs 58%), at the same model cost (BENCHMARKS.md, `## Questions and
     // instructions over whole repositories`).
     Fused,
-    /// BM25 alone, whole chunks: the lexical baseline, no model work.
+    /// BM25 alone, whole chunks: the lexical baseline, no model work; with the budget in a
+    /// tokenizer other than the model's, no model is loaded at all.
     Bm25,
 }
 
@@ -513,42 +516,13 @@ fn compress_counting(
     reporter.report(|_| Progress::start(Stage::Candidates));
     // Everything the budget counts (units, headers, the output) counts here.
     let counter = BudgetCounter::new(scorer, options.tokenizer);
+    // The BM25 ranker has no candidates to order, and reads nothing with the model.
     let (mut units, texts, index) = lexical_units(
         docs,
         query,
         options,
-        functions_first(scorer, query, options),
+        options.ranker != Ranker::Bm25 && functions_first(scorer, query, options),
     )?;
-    // LongCodeZip as published reads the whole query.
-    let max_query_tokens = if options.faithful {
-        0
-    } else {
-        options.max_query_tokens
-    };
-    let count_batch = |texts: &[&str]| scorer.count_tokens_batch(texts);
-    let conditioning = match options.conditioning {
-        _ if options.faithful => Conditioning::QueryGivenChunk,
-        Conditioning::ByLength
-            if max_query_tokens > 0 && count_batch(&[query])[0] > max_query_tokens =>
-        {
-            Conditioning::ChunkGivenQuery
-        }
-        Conditioning::ByLength => Conditioning::QueryGivenChunk,
-        other => other,
-    };
-    let model_query = match conditioning {
-        Conditioning::ChunkGivenQuery => {
-            window::query_window(query, MAX_PREFIX_QUERY_TOKENS, &index, count_batch)
-        }
-        _ => window::query_window(query, max_query_tokens, &index, count_batch),
-    };
-    let framed = options.framed && !options.faithful;
-    let model_query: String = if framed {
-        format!("{QUESTION_FRAME}{model_query}")
-    } else {
-        model_query.into_owned()
-    };
-    let model_query: &str = &model_query;
     let counts = TokenCounts::new(counter, &texts);
     // A workspace that fits the budget whole needs no ranking and no pruning. Each unit is at
     // least one token: when even that does not fit, the workspace is not counted whole here
@@ -571,6 +545,42 @@ fn compress_counting(
     } else {
         options.ranker
     };
+    // What the model reads of the query, and how: only a ranker that uses the model counts
+    // the query in its tokens (a BM25 request may have no model behind it: [`NoModel`]).
+    let model_reads = ranker != Ranker::Bm25;
+    // LongCodeZip as published reads the whole query.
+    let max_query_tokens = if options.faithful {
+        0
+    } else {
+        options.max_query_tokens
+    };
+    let count_batch = |texts: &[&str]| scorer.count_tokens_batch(texts);
+    let conditioning = match options.conditioning {
+        _ if options.faithful => Conditioning::QueryGivenChunk,
+        Conditioning::ByLength
+            if model_reads
+                && max_query_tokens > 0
+                && count_batch(&[query])[0] > max_query_tokens =>
+        {
+            Conditioning::ChunkGivenQuery
+        }
+        Conditioning::ByLength => Conditioning::QueryGivenChunk,
+        other => other,
+    };
+    let model_query = match conditioning {
+        _ if !model_reads => Cow::Borrowed(""),
+        Conditioning::ChunkGivenQuery => {
+            window::query_window(query, MAX_PREFIX_QUERY_TOKENS, &index, count_batch)
+        }
+        _ => window::query_window(query, max_query_tokens, &index, count_batch),
+    };
+    let framed = options.framed && !options.faithful && model_reads;
+    let model_query: String = if framed {
+        format!("{QUESTION_FRAME}{model_query}")
+    } else {
+        model_query.into_owned()
+    };
+    let model_query: &str = &model_query;
     // The fine stage reads the top functions, up to `fine_tokens`, and keeps about
     // `fine_rate` of them; the coarse stage may over-select by what that saves.
     let fine = options.fine && ranker != Ranker::Bm25;

@@ -62,7 +62,8 @@ pub struct CompressRequest {
     pub no_fine: bool,
     /// How chunks are ranked: the model's scores fused with BM25's order by reciprocal rank
     /// (the default: it answered the most questions over whole repositories), the model
-    /// alone, or BM25 alone (the lexical baseline, no model scoring).
+    /// alone, or BM25 alone (the lexical baseline, no model scoring; with a tokenizer other
+    /// than the model's it needs no model at all).
     #[serde(default)]
     #[cfg_attr(feature = "clap", arg(long, value_enum,
         default_value = CompressOptions::default().ranker.name()))]
