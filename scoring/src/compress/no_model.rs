@@ -5,7 +5,7 @@
 //! (CLI, LSP, MCP) asks it before it starts or waits for the model.
 
 use super::tokenizer::{BudgetCounter, BudgetTokenizer};
-use super::{CompressOptions, Ranker};
+use super::{CompressOptions, NO_REUSE, Ranker};
 use crate::engine::{CancelFlag, ChunkInput, ScoreOptions, ScoreOutput, ScorerStats, TokenNlls};
 use crate::error::{Error, Result};
 use crate::model::{ModelDescription, ScoringModel};
@@ -52,14 +52,7 @@ impl ScoringModel for NoModel {
     }
 
     fn default_options(&self) -> ScoreOptions {
-        ScoreOptions {
-            max_packed_seqs: 1,
-            reuse_kv_states: false,
-            reuse_prefix: false,
-            use_cache: false,
-            deadline: None,
-            max_tokens: None,
-        }
+        NO_REUSE
     }
 
     fn stats(&self) -> ScorerStats {
