@@ -296,7 +296,10 @@ pub enum ReadOrder {
     /// code behaves are functions (81 of the 82 answers among the dev questions' first 12
     /// reads), while classes, structs and top-level code took 24% of those reads.
     /// Dev questions with an answer within the first 12 reads: 62 of 81 → 65 (BENCHMARKS.md,
-    /// "Twenty-first session").
+    /// "Twenty-first session"). A class, struct or impl the query names as code is pinned,
+    /// and its members (in its file) are read as if their score were [`FAVOURED_WEIGHT`]
+    /// times as high: a question about `click.Choice` is answered by `Choice.convert`
+    /// (BENCHMARKS.md, "Twenty-third session").
     Functions,
     /// [`ReadOrder::Functions`] for a query the model reads whole (up to
     /// [`CompressOptions::max_query_tokens`]: a question, but also a doc comment or a short
@@ -315,6 +318,11 @@ pub enum ReadOrder {
 
 /// BM25's length normalization in [`ReadOrder::Functions`].
 pub const READ_ORDER_B: f32 = 0.5;
+
+/// What the chunks a request points at weigh in the candidate stage against the rest: the
+/// focus file's other chunks ([`CompressOptions::focus`]), and in a question's read order the
+/// members of a class the question names.
+const FAVOURED_WEIGHT: f32 = 1.5;
 
 /// What a chunk that is not a function or a method (a class, struct or impl header with its
 /// fields, top-level code) weighs in [`ReadOrder::Functions`], relative to one that is.
@@ -1379,7 +1387,13 @@ fn lexical_units<'d>(
             None => unit.bm25,
         };
     }
-    pin_structural(&mut units, docs, query, options.focus.as_ref());
+    pin_structural(
+        &mut units,
+        docs,
+        query,
+        options.focus.as_ref(),
+        functions_first,
+    );
     if !options.keep_copies {
         copies::mark_copies(&mut units, docs, &file_roles, &texts);
     }
@@ -1491,7 +1505,13 @@ fn ends_with_path(qualified: &str, path: &[&str]) -> bool {
 /// is matched by its longest tail that some definition's qualified name ends with
 /// (`click.Choice` finds `Choice`, `Choice.__init__` that one constructor); a tail that more
 /// than [`MAX_DEFINITIONS_PER_NAME`] definitions end with pins nothing.
-fn pin_structural(units: &mut [Unit], docs: &[Document], query: &str, focus: Option<&Focus>) {
+fn pin_structural(
+    units: &mut [Unit],
+    docs: &[Document],
+    query: &str,
+    focus: Option<&Focus>,
+    functions_first: bool,
+) {
     let mentions = code_mentions(query);
     // The definitions and their qualified names, gathered once (a big tree has 10^5 units).
     let definitions: Vec<(usize, &str)> = if mentions.is_empty() {
@@ -1527,8 +1547,11 @@ fn pin_structural(units: &mut [Unit], docs: &[Document], query: &str, focus: Opt
             break;
         }
     }
-    for i in pins {
+    for &i in &pins {
         units[i].pinned = true;
+    }
+    if functions_first {
+        read_members_first(units, docs, &pins);
     }
     if let Some(focus) = focus {
         for unit in units.iter_mut() {
@@ -1542,10 +1565,43 @@ fn pin_structural(units: &mut [Unit], docs: &[Document], query: &str, focus: Opt
                     unit.pinned = true;
                 }
                 _ => {
-                    unit.bm25 *= 1.5;
-                    unit.read_key *= 1.5;
+                    unit.bm25 *= FAVOURED_WEIGHT;
+                    unit.read_key *= FAVOURED_WEIGHT;
                 }
             }
+        }
+    }
+}
+
+/// The read order of a question that names a class, struct or impl (`click.Choice`, "a
+/// Session"): the members of the pinned container (`Choice.convert`, `Session.request`, in
+/// its file) are where its behaviour lives, so the model reads them earlier, as it does the
+/// focus file's chunks. Only the read order: BM25's own scores (what the fusion and the BM25
+/// ranker use) are untouched.
+fn read_members_first(units: &mut [Unit], docs: &[Document], pins: &[usize]) {
+    let containers: Vec<(usize, &str)> = pins
+        .iter()
+        .filter_map(|&i| {
+            let chunk = &docs[units[i].doc].chunks[units[i].chunk];
+            let name = chunk.qualified_name.as_deref().or(chunk.name.as_deref())?;
+            chunk.kind.is_container().then_some((units[i].doc, name))
+        })
+        .collect();
+    if containers.is_empty() {
+        return;
+    }
+    for unit in units.iter_mut().filter(|u| !u.pinned) {
+        let Some(name) = docs[unit.doc].chunks[unit.chunk].qualified_name.as_deref() else {
+            continue;
+        };
+        let member = containers.iter().any(|&(doc, container)| {
+            doc == unit.doc
+                && name
+                    .strip_prefix(container)
+                    .is_some_and(|rest| rest.starts_with('.') || rest.starts_with("::"))
+        });
+        if member {
+            unit.read_key *= FAVOURED_WEIGHT;
         }
     }
 }
@@ -2133,6 +2189,55 @@ def next_delay(policy, attempt, now, jitter):
         assert_eq!(first(&instruction, ReadOrder::ByLength), "RetryPolicy");
         assert_eq!(first(&instruction, ReadOrder::Questions), "RetryPolicy");
         assert_eq!(first(&instruction, ReadOrder::Functions), "next_delay");
+    }
+
+    #[test]
+    fn a_question_that_names_a_class_reads_its_methods_first() {
+        // BM25 ranks the helper first: its name and docstring say the question's words. The
+        // question names the class, whose method does the work.
+        let source = r#"class Choice:
+    """A parameter with a fixed set of choices."""
+
+    def convert(self, value):
+        """Check the value against the choices."""
+        if value in self.choices:
+            return value
+        self.fail(value)
+
+
+def ensure_choice(value, choices, strict):
+    """Check a choice value: check that the value is allowed."""
+    if strict and value not in choices:
+        raise ValueError(value)
+    return value
+"#;
+        let chunks = chunk_source(Lang::Python, source);
+        let docs = [Document {
+            path: "types.py",
+            lang: Lang::Python,
+            text: source,
+            chunks: &chunks,
+            redacted: 0,
+        }];
+        let model = OverlapModel::new();
+        let read = |query: &str| {
+            let order = candidate_chunks(&model, &docs, query, &CompressOptions::default());
+            let order = order.unwrap();
+            assert!(order.chunks.len() >= 3);
+            order.chunks[..3]
+                .iter()
+                .map(|&(_, c)| chunks[c].qualified_name.clone().unwrap_or_default())
+                .collect::<Vec<_>>()
+        };
+        // The class is pinned (named); its method is read before the helper.
+        assert_eq!(
+            read("How does Choice check a value?"),
+            ["Choice", "Choice.convert", "ensure_choice"]
+        );
+        // The same words with the class not named as code: nothing is pinned, and the
+        // helper's words put it first.
+        let unnamed = read("How does a choice check a value?");
+        assert_eq!(unnamed[0], "ensure_choice");
     }
 
     #[test]
