@@ -1072,9 +1072,9 @@ struct QuestionFile {
     task: Vec<QuestionSpec>,
 }
 
-/// The question and instruction tasks of every `*.toml` file in `dir`, for the packages in
-/// `only` (all when empty), over each package's root folder as fetched.
-fn question_tasks(dir: &Path, only: &[String], cache: &Path) -> Result<Vec<Task>> {
+/// The task specs of every `*.toml` file in `dir`, for the packages in `only` (all when
+/// empty), with their kinds; nothing fetched.
+fn question_specs(dir: &Path, only: &[String]) -> Result<Vec<(TaskKind, QuestionSpec)>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read the questions folder {}", dir.display()))?
         .flatten()
@@ -1087,22 +1087,31 @@ fn question_tasks(dir: &Path, only: &[String], cache: &Path) -> Result<Vec<Task>
         let text = std::fs::read_to_string(file)?;
         let parsed: QuestionFile =
             toml::from_str(&text).with_context(|| format!("{}", file.display()))?;
-        specs.extend(
-            parsed
-                .task
-                .into_iter()
-                .filter(|t| only.is_empty() || only.contains(&t.package)),
-        );
+        for spec in parsed.task {
+            if !only.is_empty() && !only.contains(&spec.package) {
+                continue;
+            }
+            let kind = match spec.kind.as_str() {
+                "question" => TaskKind::Question,
+                "instruction" => TaskKind::Instruction,
+                other => bail!(
+                    "{}: task kind {other:?}: use \"question\" or \"instruction\"",
+                    file.display()
+                ),
+            };
+            specs.push((kind, spec));
+        }
     }
+    Ok(specs)
+}
+
+/// The question and instruction tasks of every `*.toml` file in `dir`, for the packages in
+/// `only` (all when empty), over each package's root folder as fetched.
+fn question_tasks(dir: &Path, only: &[String], cache: &Path) -> Result<Vec<Task>> {
     // Each (package, root) is chunked once.
     let mut roots: BTreeMap<(String, String), Vec<FileChunks>> = BTreeMap::new();
     let mut tasks = Vec::new();
-    for spec in specs {
-        let kind = match spec.kind.as_str() {
-            "question" => TaskKind::Question,
-            "instruction" => TaskKind::Instruction,
-            other => bail!("task kind {other:?}: use \"question\" or \"instruction\""),
-        };
+    for (kind, spec) in question_specs(dir, only)? {
         let key = (spec.package.clone(), spec.root.clone());
         if !roots.contains_key(&key) {
             let fetched = registry::fetch(&spec.package, cache)?;
@@ -1188,4 +1197,47 @@ fn find_definition(files: &[FileChunks], answer: &str) -> Result<Target> {
         }
     }
     Ok(places)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::{TaskKind, question_specs};
+
+    /// Every task set in `bench/` reads, and each task is what its kind says: a question of
+    /// one to a few sentences, an instruction of an issue's length (the issue asks for
+    /// 300-1500 tokens: 200 words at least), answers written `path::name` for a package
+    /// with its registry.
+    #[test]
+    fn every_bench_task_set_reads_and_its_tasks_are_well_formed() {
+        let bench = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench");
+        let mut sets = 0;
+        for dir in std::fs::read_dir(&bench).unwrap().flatten() {
+            let specs = question_specs(&dir.path(), &[]).unwrap();
+            assert!(!specs.is_empty(), "{}: no tasks", dir.path().display());
+            sets += 1;
+            for (kind, spec) in specs {
+                let words = spec.query.split_whitespace().count();
+                let start: String = spec.query.chars().take(40).collect();
+                let what = format!("{} {start:?}", spec.package);
+                match kind {
+                    TaskKind::Question => assert!((5..=120).contains(&words), "{what}: {words}"),
+                    _ => assert!((200..=1500).contains(&words), "{what}: {words} words"),
+                }
+                assert!(
+                    ["pypi:", "npm:", "crates:"]
+                        .iter()
+                        .any(|r| spec.package.starts_with(r)),
+                    "{what}"
+                );
+                assert!(!spec.answers.is_empty(), "{what}");
+                for answer in &spec.answers {
+                    let (path, name) = answer.split_once("::").unwrap_or(("", ""));
+                    assert!(!path.is_empty() && !name.is_empty(), "{what}: {answer}");
+                }
+            }
+        }
+        assert!(sets >= 3, "bench/questions, bench/holdout and bench/fresh");
+    }
 }
