@@ -1204,6 +1204,7 @@ mod tests {
     use std::path::Path;
 
     use super::{TaskKind, question_specs};
+    use crate::registry;
 
     /// Every task set in `bench/` reads, and each task is what its kind says: a question of
     /// one to a few sentences, an instruction of an issue's length (the issue asks for
@@ -1225,12 +1226,7 @@ mod tests {
                     TaskKind::Question => assert!((5..=120).contains(&words), "{what}: {words}"),
                     _ => assert!((200..=1500).contains(&words), "{what}: {words} words"),
                 }
-                assert!(
-                    ["pypi:", "npm:", "crates:"]
-                        .iter()
-                        .any(|r| spec.package.starts_with(r)),
-                    "{what}"
-                );
+                registry::split_spec(&spec.package).unwrap();
                 assert!(!spec.answers.is_empty(), "{what}");
                 for answer in &spec.answers {
                     let (path, name) = answer.split_once("::").unwrap_or(("", ""));

@@ -7,11 +7,22 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+/// The registries [`fetch`] knows, as a spec's prefix.
+const REGISTRIES: [&str; 3] = ["pypi", "npm", "crates"];
+
+/// A spec's registry and package (`pypi:requests==2.32.3` → `("pypi", "requests==2.32.3")`),
+/// or an error naming the prefixes [`fetch`] knows.
+pub fn split_spec(spec: &str) -> Result<(&str, &str)> {
+    match spec.split_once(':') {
+        Some((registry, package)) if REGISTRIES.contains(&registry) => Ok((registry, package)),
+        Some((registry, _)) => bail!("unknown registry {registry:?}: use pypi:, npm: or crates:"),
+        None => bail!("package {spec:?} needs a registry prefix: pypi:, npm: or crates:"),
+    }
+}
+
 /// A package to fetch: `pypi:requests==2.32.3`, `npm:zod@3.23.8`, `crates:anyhow@1.0.86`.
 pub fn fetch(spec: &str, cache: &Path) -> Result<PathBuf> {
-    let (registry, package) = spec.split_once(':').with_context(|| {
-        format!("package {spec:?} needs a registry prefix: pypi:, npm: or crates:")
-    })?;
+    let (registry, package) = split_spec(spec)?;
     let dir = cache.join(spec.replace([':', '@', '/', '='], "_"));
     if dir.exists() {
         return Ok(dir);
@@ -64,7 +75,7 @@ pub fn fetch(spec: &str, cache: &Path) -> Result<PathBuf> {
                 partial.join("src"),
             )?;
         }
-        other => bail!("unknown registry {other:?}: use pypi:, npm: or crates:"),
+        other => unreachable!("split_spec knows no registry {other:?}"),
     }
     fs::remove_dir_all(&download)?;
     fs::rename(partial.join("src"), &dir)?;

@@ -2089,7 +2089,7 @@ mod tests {
         fuse_with_bm25, pick_candidates, share_of, with_callees,
     };
     use crate::overlap::OverlapModel;
-    use ctxzip_chunker::{Lang, chunk_source};
+    use ctxzip_chunker::{Chunk, Lang, chunk_source};
     use std::time::{Duration, Instant};
 
     #[test]
@@ -2138,6 +2138,17 @@ mod tests {
         assert_eq!(all[..4], [20, 10, 0, 29]);
     }
 
+    /// A Python file as the core reads it, with the chunks of `text`.
+    fn python_doc<'a>(path: &'a str, text: &'a str, chunks: &'a [Chunk]) -> Document<'a> {
+        Document {
+            path,
+            lang: Lang::Python,
+            text,
+            chunks,
+            redacted: 0,
+        }
+    }
+
     #[test]
     fn a_question_reads_the_function_that_says_its_words_before_the_class_that_names_them() {
         // BM25 ranks the class first: its name says "retry" and its docstring says both
@@ -2157,13 +2168,7 @@ def next_delay(policy, attempt, now, jitter):
     return deadline
 "#;
         let chunks = chunk_source(Lang::Python, source);
-        let docs = [Document {
-            path: "retry.py",
-            lang: Lang::Python,
-            text: source,
-            chunks: &chunks,
-            redacted: 0,
-        }];
+        let docs = [python_doc("retry.py", source, &chunks)];
         let model = OverlapModel::new();
         let first = |query: &str, read_order| {
             let options = CompressOptions {
@@ -2212,13 +2217,7 @@ def ensure_choice(value, choices, strict):
     return value
 "#;
         let chunks = chunk_source(Lang::Python, source);
-        let docs = [Document {
-            path: "types.py",
-            lang: Lang::Python,
-            text: source,
-            chunks: &chunks,
-            redacted: 0,
-        }];
+        let docs = [python_doc("types.py", source, &chunks)];
         let model = OverlapModel::new();
         let read = |query: &str| {
             let order = candidate_chunks(&model, &docs, query, &CompressOptions::default());
@@ -2272,22 +2271,7 @@ def ensure_choice(value, choices, strict):
         let a = "def main():\n    return helper(load())\n\n\ndef unrelated():\n    return 1\n";
         let b = "def helper(x):\n    return x\n\n\ndef load():\n    return 2\n\n\ndef other():\n    return 3\n";
         let (ca, cb) = (chunk_source(Lang::Python, a), chunk_source(Lang::Python, b));
-        let docs = [
-            Document {
-                path: "a.py",
-                lang: Lang::Python,
-                text: a,
-                chunks: &ca,
-                redacted: 0,
-            },
-            Document {
-                path: "b.py",
-                lang: Lang::Python,
-                text: b,
-                chunks: &cb,
-                redacted: 0,
-            },
-        ];
+        let docs = [python_doc("a.py", a, &ca), python_doc("b.py", b, &cb)];
         let mut units = Vec::new();
         let mut texts = Vec::new();
         for (d, doc) in docs.iter().enumerate() {
